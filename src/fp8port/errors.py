@@ -1,0 +1,35 @@
+"""One typed hierarchy for every error a user can cause.
+
+Each message names what was wrong and what is allowed, so the CLI can print it
+as is (no traceback) and exit non-zero.
+"""
+
+
+class Fp8portError(Exception):
+    """Base class of every error fp8port raises on purpose."""
+
+    exit_code = 2
+
+
+class UnknownNameError(Fp8portError, ValueError):
+    """A name (format, rounding, profile, preset, ...) that is not known."""
+
+    def __init__(self, kind: str, name: object, valid):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}")
+
+
+class UnsupportedInputError(Fp8portError, TypeError):
+    """An input of a type or dtype that the operation does not take."""
+
+
+class NonFiniteError(Fp8portError, ValueError):
+    """A NaN, Inf or overflowing value where the chosen policy forbids it."""
+
+
+class ProfileError(Fp8portError, ValueError):
+    """A device profile asked for a format whose behaviour it does not define."""
+
+
+class ShapeError(Fp8portError, ValueError):
+    """Shapes that do not fit together (blocks, grids, packing)."""
