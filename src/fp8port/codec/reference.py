@@ -46,9 +46,15 @@ def positive_table(spec: FormatSpec) -> tuple[np.ndarray, np.ndarray]:
     return v[keep][order], codes[keep][order]
 
 
-def _first_bad(x, bad, what):
+def raise_first(x: np.ndarray, bad: np.ndarray, spec: FormatSpec, what: str):
+    """Raise NonFiniteError naming the first flagged element, its index and value."""
     i = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), bad.shape)
-    raise NonFiniteError(f"{what} at index {tuple(int(j) for j in i)}: {x[i]!r} (overflow='error')")
+    n = int(bad.sum())
+    raise NonFiniteError(
+        f"{what} {float(x[i])!r} at index {tuple(int(j) for j in i)} cannot be encoded as "
+        f"{spec.name} with overflow='error' ({n} such element{'s' * (n > 1)}); "
+        "choose overflow='saturate' or 'nonfinite'"
+    )
 
 
 def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None = None) -> np.ndarray:
@@ -61,7 +67,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
     neg = np.signbit(x) & ~nan
     a = np.where(nan | inf, 0.0, np.abs(x))
     if rules.overflow is Overflow.ERROR and (nan | inf).any():
-        _first_bad(x, nan | inf, "non-finite input")
+        raise_first(x, nan | inf, spec, "non-finite input")
 
     # 1-2: grid spacing and rounding
     e = np.frexp(a)[1] - 1
@@ -72,7 +78,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
     v = np.ldexp(n, qexp)
     over = v > spec.max
     if rules.overflow is Overflow.ERROR and over.any():
-        _first_bad(x, over, f"value beyond {spec.name} max {spec.max}")
+        raise_first(x, over, spec, f"value beyond max {spec.max:g}:")
 
     # 3: look the magnitude up, then signs and specials
     vals, vcodes = positive_table(spec)
