@@ -51,7 +51,8 @@ def _neg(c, int_kind, sign_bit):
 
 
 @numba.njit(parallel=True, cache=True)
-def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down_t, one_t, base, fmax, p):
+def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down_t, one_t, base,
+                   fmax, fmax_neg, int_scale, p):
     (rounding, int_kind, signed, neg_zero, sign_bit, nan_pos, nan_neg, ovf_pos, ovf_neg,
      inf_pos, inf_neg, has_zero, zero_code, under_code, neg_nan, sub_ceil, check) = (
         p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12],
@@ -92,7 +93,7 @@ def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down
         else:
             up = u[i] < r
         n = f + 1.0 if up else f
-        if n * down_t[k] > fmax:
+        if n * down_t[k] > (fmax_neg if neg else fmax):
             out[i] = ovf_neg if neg else ovf_pos
             if check:
                 flags[i] = 1
@@ -105,16 +106,17 @@ def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down
             else:
                 out[i] = 0
             continue
-        m = one_t[k]
-        if n >= 2 * m:  # rounded up to 2^(e+1): its own code (tapered formats do not carry)
+        if int_kind:  # the code is the integer itself
+            c = np.int64(n * down_t[k] * int_scale)
+        elif n >= 2 * one_t[k]:  # rounded up to 2^(e+1): its own code (tapered formats do not carry)
             c = base[k + 1]
         else:
-            c = base[k] + np.int64(n - max(m, 1.0))
+            c = base[k] + np.int64(n - one_t[k])
         out[i] = _neg(c, int_kind, sign_bit) if (neg and signed) else c
 
 
 def _params(spec: FormatSpec, rules: Rules) -> np.ndarray:
-    sat = (spec.max_code, int(spec.encode_sign(spec.max_code)))
+    sat = (spec.max_code, spec.min_code)
     nan = (rules.nan_code, rules.nan_code ^ spec.sign_bit if rules.nan_signed else rules.nan_code)
 
     def special(policy):
@@ -147,7 +149,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
     else:
         bits, layout = flat.view(np.uint64), (52, 0x7FF, 1023)
     _encode_kernel(flat, bits, *layout, out, flags, uu, lo, up_t, down_t, one_t, base, spec.max,
-                   _params(spec, rules))
+                   spec.max_negative, 2.0**spec.mbits, _params(spec, rules))
     return out.reshape(x.shape), (flags.reshape(x.shape) if flags.size == flat.size else None)
 
 

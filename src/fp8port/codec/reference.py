@@ -35,15 +35,12 @@ def round_integer(s: np.ndarray, rounding: Rounding, u: np.ndarray | None = None
     return f + up
 
 
-def positive_table(spec: FormatSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted finite values >= 0 (without -0) and their codes."""
-    codes = np.arange(spec.ncodes)
+def nonzero_table(spec: FormatSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted finite non-zero values and their codes."""
     v = spec.values
-    keep = np.isfinite(v) & (v >= 0) & ~np.signbit(v)
-    if spec.kind is Kind.INT:
-        keep &= codes < spec.sign_bit
+    keep = np.flatnonzero(np.isfinite(v) & (v != 0))
     order = np.argsort(v[keep], kind="stable")
-    return v[keep][order], codes[keep][order]
+    return v[keep][order], keep[order]
 
 
 def raise_first(x: np.ndarray, bad: np.ndarray, spec: FormatSpec, what: str):
@@ -64,7 +61,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
         x = x.astype(np.float32).astype(np.float64)
     nan = np.isnan(x)
     inf = np.isinf(x)
-    neg = np.signbit(x) & ~nan
+    neg = np.signbit(x) & ~nan & spec.signed  # unsigned formats: see the `negative` rule
     a = np.where(nan | inf, 0.0, np.abs(x))
     if rules.overflow is Overflow.ERROR and (nan | inf).any():
         raise_first(x, nan | inf, spec, "non-finite input")
@@ -76,29 +73,29 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
     if rules.f32_subnormal_ceil:
         n = np.where(a < F32_MIN_NORMAL, np.ceil(np.ldexp(a, -qexp)), n)
     v = np.ldexp(n, qexp)
-    over = v > spec.max
+    limit = np.where(neg, spec.max_negative, spec.max)
+    over = v > limit
     if rules.overflow is Overflow.ERROR and over.any():
-        raise_first(x, over, spec, f"value beyond max {spec.max:g}:")
+        raise_first(x, over, spec, "value beyond the format's range:")
 
-    # 3: look the magnitude up, then signs and specials
-    vals, vcodes = positive_table(spec)
-    mag = np.clip(v, 0.0 if spec.has_zero else spec.min_subnormal, spec.max)
-    idx = np.searchsorted(vals, mag)
-    assert np.array_equal(vals[idx], mag), "rounded value not on the format's grid"
-    code = vcodes[idx].astype(np.int64)
+    # 3: look the signed value up in the format's own table
+    sv = np.where(neg, -1.0, 1.0) * np.minimum(v, limit)
+    vals, vcodes = nonzero_table(spec)
+    idx = np.minimum(np.searchsorted(vals, sv), len(vals) - 1)
+    assert np.all((vals[idx] == sv) | (sv == 0)), "rounded value not on the format's grid"
+    zero = spec.sign_bit if spec.has_negative_zero else 0
+    code = np.where(sv != 0, vcodes[idx], np.where(neg, zero, 0)).astype(np.int64)
     sign = spec.sign_bit
-    code = np.where(neg & ((v > 0) | spec.has_negative_zero), spec.encode_sign(code), code)
-
     nan_pos = rules.nan_code
     nan_neg = rules.nan_code ^ sign if rules.nan_signed else rules.nan_code
-    for hit, policy in ((over, rules.overflow), (inf, rules.inf)):
+    for mask, policy in ((over, rules.overflow), (inf, rules.inf)):
         if policy is Overflow.SATURATE or not (spec.inf_codes or spec.nan_codes):
-            pos_c, neg_c = spec.max_code, spec.encode_sign(spec.max_code)
+            pos_c, neg_c = spec.max_code, spec.min_code
         elif spec.inf_codes:
             pos_c, neg_c = spec.inf_codes
         else:
             pos_c, neg_c = nan_pos, nan_neg
-        code = np.where(hit, np.where(neg, neg_c, pos_c), code)
+        code = np.where(mask, np.where(neg, neg_c, pos_c), code)
     code = np.where(nan, np.where(np.signbit(x), nan_neg, nan_pos), code)
 
     if not spec.has_zero:  # E8M0
@@ -107,7 +104,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
         code = np.where(finite & (v == 0) & (a > 0), rule_code[rules.underflow], code)
         code = np.where(finite & (a == 0), rule_code[rules.zero], code)
         if rules.negative is ZeroLess.NAN:
-            code = np.where(finite & neg & (a > 0), nan_pos, code)
+            code = np.where(finite & (x < 0), nan_pos, code)
     return code.astype(np.uint8)
 
 

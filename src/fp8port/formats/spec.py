@@ -176,6 +176,17 @@ class FormatSpec:
     def max_code(self) -> int:
         return int(np.flatnonzero(self.values == self.max)[0])
 
+    @cached_property
+    def max_negative(self) -> float:
+        """Magnitude of the most negative finite value (max, but 2 for two's complement INT8)."""
+        v = self.values[np.isfinite(self.values)]
+        return float(-v.min()) if self.signed else self.max
+
+    @cached_property
+    def min_code(self) -> int:
+        """Code of the most negative finite value (max_code for unsigned formats)."""
+        return int(np.flatnonzero(self.values == -self.max_negative)[0]) if self.signed else self.max_code
+
     def quantum_exp(self, e: np.ndarray) -> np.ndarray:
         """log2 of the spacing of representable values in binade e (|x| in [2^e, 2^(e+1))).
 

@@ -1,0 +1,45 @@
+"""`fp8port` entry point: parse, dispatch to a verb, turn typed errors into one line.
+
+A verb is a module with `add_parser(subparsers)` (which sets `run` as the parser's
+default) and `run(args) -> int`; adding one is adding it to `VERBS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import Fp8portError
+from . import decode, encode, formats, profiles
+
+VERBS = (formats, profiles, encode, decode)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fp8port", description="Bit-exact low-precision number formats: inspect, encode, decode."
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        verb.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage (2) or help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.run(args)
+    except Fp8portError as exc:
+        message = " ".join(str(exc).split())  # always one line
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        # `fp8port formats hifloat8 | head`: stop quietly; point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,185 @@
+"""quantize / dequantize: inputs in, QuantizedTensor out; names parsed once here."""
+
+from __future__ import annotations
+
+import enum
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import UnknownNameError, UnsupportedInputError, Fp8portError
+from . import fast, reference
+from . import storage as st
+from .presets import Preset, Role, get_preset
+from .scheme import Scheme, ScaleStorage
+from .tensor import Framework, QuantizedTensor
+
+
+class BackendError(Fp8portError, ValueError):
+    """backend='fast' asked for a scheme or input the fused kernels do not cover."""
+
+
+class NonFinite(enum.Enum):
+    ERROR = "error"  # raise NonFiniteError naming the first NaN/Inf
+    PROPAGATE = "propagate"  # quantize anyway; NaN/Inf follow the scale rule (T14)
+
+
+class Backend(enum.Enum):
+    AUTO = "auto"
+    REFERENCE = "reference"
+    FAST = "fast"
+
+
+def _parse(cls, value, kind):
+    if isinstance(value, cls):
+        return value
+    key = str(value).strip().lower()
+    for m in cls:
+        if key == m.value:
+            return m
+    raise UnknownNameError(kind, value, [m.value for m in cls])
+
+
+_NP_IN = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+          np.dtype(ml_dtypes.bfloat16): "bfloat16"}
+_OUT = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+_OUT_ALIASES = {"fp32": "float32", "f32": "float32", "float": "float32", "fp64": "float64", "double": "float64",
+                "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _dtype_name(dtype) -> str:
+    """Canonical output dtype name from a string, numpy/ml_dtypes dtype or torch dtype."""
+    if type(dtype).__module__.startswith("torch"):
+        name = str(dtype).replace("torch.", "")
+    elif isinstance(dtype, str):
+        name = dtype.strip().lower()
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype)
+    name = _OUT_ALIASES.get(name, name)
+    if name not in _OUT:
+        raise UnsupportedInputError(f"cannot dequantize to {dtype!r}; valid: {', '.join(_OUT)}")
+    return name
+
+
+def _ingest(x):
+    """(framework, source dtype name, bf16 bits (uint16) or float32 array)."""
+    if isinstance(x, np.ndarray):
+        name = _NP_IN.get(x.dtype)
+        if name is None:
+            raise UnsupportedInputError(
+                f"cannot quantize a NumPy array of dtype {x.dtype}; valid: {', '.join(_NP_IN.values())}")
+        if name == "bfloat16":
+            return Framework.NUMPY, name, np.ascontiguousarray(x).view(np.uint16)
+        return Framework.NUMPY, name, np.asarray(x, dtype=np.float32)
+    if type(x).__module__.startswith("torch"):
+        torch = _torch()
+        valid = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
+                 torch.bfloat16: "bfloat16"}
+        if not isinstance(x, torch.Tensor) or x.dtype not in valid:
+            raise UnsupportedInputError(
+                f"cannot quantize a torch tensor of dtype {getattr(x, 'dtype', type(x))}; valid: "
+                + ", ".join(valid.values()))
+        if x.device.type != "cpu":
+            raise UnsupportedInputError(f"tensor on {x.device}: the NumPy/Numba paths need CPU tensors")
+        x = x.detach().contiguous()
+        if x.dtype == torch.bfloat16:
+            return Framework.TORCH, "bfloat16", x.view(torch.int16).numpy().view(np.uint16)
+        return Framework.TORCH, valid[x.dtype], x.numpy().astype(np.float32, copy=False)
+    raise UnsupportedInputError(f"cannot quantize {type(x).__name__}; pass a NumPy array or a torch tensor "
+                                "of float64, float32, float16 or bfloat16")
+
+
+def _as_f32(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr
+
+
+def resolve_scheme(preset_or_scheme, role) -> tuple[Scheme, Role]:
+    role = Role.parse(role)
+    if isinstance(preset_or_scheme, Scheme):
+        return preset_or_scheme, role
+    preset = preset_or_scheme if isinstance(preset_or_scheme, Preset) else get_preset(preset_or_scheme)
+    return preset.scheme(role), role
+
+
+def _to_torch(a: np.ndarray, storage_dtype: str | None = None):
+    torch = _torch()
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.dtype(ml_dtypes.bfloat16):
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    if a.dtype == np.dtype(ml_dtypes.float8_e8m0fnu):
+        return torch.from_numpy(a.view(np.uint8)).view(torch.float8_e8m0fnu)
+    if a.dtype == np.dtype(ml_dtypes.float8_e4m3fn):
+        return torch.from_numpy(a.view(np.uint8)).view(torch.float8_e4m3fn)
+    return torch.from_numpy(a)
+
+
+def _to_numpy(a) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    torch = _torch()
+    if a.dtype == torch.bfloat16:
+        return a.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return a.numpy()
+
+
+def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="auto") -> QuantizedTensor:
+    """Block-scale `x` with a preset name (e.g. 'deepseek-v3.1', 'mxfp8') or a Scheme.
+
+    role: 'weight' or 'activation' (DeepSeek presets: 128x128 vs 1x128 blocks).
+    nonfinite: 'error' (default; NonFiniteError names the first NaN/Inf) or 'propagate'.
+    backend: 'auto' (fused kernels where they cover the scheme), 'reference', 'fast'.
+    float64 and float16 inputs are rounded to float32 first (all scale arithmetic is float32).
+    """
+    scheme, role = resolve_scheme(preset_or_scheme, role)
+    policy = _parse(NonFinite, nonfinite, "non-finite policy")
+    be = _parse(Backend, backend, "backend")
+    framework, src, arr = _ingest(x)
+    scheme.block.extents(arr.shape)  # a block that cannot be applied fails here, on both paths
+    why = fast.unsupported_reason(scheme) if arr.size else "empty input"
+    if be is Backend.FAST and why:
+        raise BackendError(f"backend='fast' cannot run scheme {scheme.name!r}: {why}; use backend='auto'")
+    tensor_scale = None
+    if be is not Backend.REFERENCE and why is None:
+        codes, s, bad = fast.quantize(arr, scheme)
+        if bad and policy is NonFinite.ERROR:
+            reference.check_finite(_as_f32(arr))
+        stored = st.store(s, scheme.storage)
+    else:
+        codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme,
+                                                            check=policy is NonFinite.ERROR)
+    if framework is Framework.TORCH:
+        codes, stored, s = _to_torch(codes), _to_torch(stored), _to_torch(s)
+    return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(arr.shape), scheme=scheme,
+                           role=role, src_dtype=src, framework=framework,
+                           tensor_scale=None if tensor_scale is None else float(tensor_scale))
+
+
+def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto"):
+    """Values code * scale_fp32 (float32 product), cast to `dtype` (default: the input's dtype)."""
+    if not isinstance(q, QuantizedTensor):
+        raise UnsupportedInputError(f"dequantize takes a QuantizedTensor, not {type(q).__name__}")
+    name = _dtype_name(dtype if dtype is not None else q.src_dtype)
+    be = _parse(Backend, backend, "backend")
+    codes, s = _to_numpy(q.codes), _to_numpy(q.scale_fp32)
+    use_fast = be is not Backend.REFERENCE and codes.size > 0 and q.scheme.element.bits == 8
+    if be is Backend.FAST and not use_fast:
+        raise BackendError("backend='fast' dequantizes 8-bit element codes of non-empty tensors only")
+    if use_fast:
+        out = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16")
+        out = out.view(ml_dtypes.bfloat16) if name == "bfloat16" else out.astype(_OUT[name], copy=False)
+    else:
+        out = reference.dequantize(codes, s, q.scheme).astype(_OUT[name])
+    if q.framework is Framework.TORCH:
+        return _to_torch(out)
+    return out

@@ -1,0 +1,306 @@
+"""Fused CPU kernels (Numba): one pass per row group computes block amax -> scale -> codes.
+
+Bit-exact with reference.py (tests/quant compare them on adversarial data). How:
+  * amax on integers: |x| of float32 (or bf16 << 16) bits orders like |x|, and NaN > Inf > finite,
+    so the integer max propagates NaN exactly as np.max does;
+  * scale rules from float32 bits (the same formulas as rules.py; float32 division where the
+    rule divides);
+  * y = x * 2^-E for power-of-two scales (exact, so equal to x / 2^E), x / s or x * fp32(1/s)
+    for float scales, in float32;
+  * element code = LUT[round_to_odd_bf16(y)]: rounding y to bf16 with a sticky bit, then to a
+    format of <= 6 significand bits, equals rounding y directly (round-to-odd double-rounding
+    theorem), so a 65,536-entry table built with the codec reference encodes any float32.
+Rows (or 128-row tiles) run in parallel with prange; `cache=True` keeps the compiled code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from ..codec.reference import decode, encode
+from ..formats import Kind
+from ..codec.policy import Rounding
+from .rules import ScaleRule
+from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
+
+_RULE_ID = {ScaleRule.UE8M0: 0, ScaleRule.V3_FLOAT: 1, ScaleRule.FLOOR: 2, ScaleRule.CEIL: 3,
+            ScaleRule.EVEN: 4, ScaleRule.RCEIL: 5}
+_NAN_BITS = 0x7FC00000
+_MANT = 0x7FFFFF
+
+
+def unsupported_reason(scheme: Scheme) -> str | None:
+    """Why the fast path cannot run this scheme (None: it can)."""
+    if scheme.scale_rule not in _RULE_ID:
+        return f"scale rule {scheme.scale_rule.value} has no fast kernel (reference only)"
+    if scheme.rules.rounding is Rounding.STOCHASTIC:
+        return "stochastic rounding has no fast kernel"
+    if scheme.element.kind is Kind.INT or scheme.element.mbits > 5:
+        return f"element {scheme.element.name} has more than 6 significand bits (LUT encode needs <= 6)"
+    if scheme.storage is ScaleStorage.BFLOAT16 and not scheme.scale_rule.power_of_two:
+        return "bfloat16 storage of float scales rounds the scale (reference only)"
+    return None
+
+
+@lru_cache(maxsize=64)
+def encode_lut(spec, rules) -> np.ndarray:
+    """Code of every bf16 bit pattern (65,536 entries) under the codec reference."""
+    pats = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)
+    with np.errstate(invalid="ignore"):  # NaN patterns are expected here
+        return encode(pats.astype(np.float64), spec, rules)
+
+
+@lru_cache(maxsize=64)
+def decode_lut(spec) -> np.ndarray:
+    return decode(np.arange(256), spec) if spec.bits == 8 else decode(np.arange(1 << spec.bits), spec)
+
+
+@njit(cache=True)
+def _pow2_bits(e):
+    if e >= -126:
+        return (e + 127) << 23
+    return 0x00400000
+
+
+@njit(cache=True)
+def _bitlen(m):
+    n = 0
+    while m > 0:
+        m >>= 1
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def _block_scale(au, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf):
+    """float32 bits of the scale of a block with |amax| bits `au` (int64); see rules.py."""
+    if zero_unit and au == 0:
+        return 0x3F800000
+    tu[0] = au
+    a = tf[0]
+    if use_clamp and au <= 0x7F800000 and a < clamp:
+        a = clamp
+    tf[0] = a
+    ab = np.int64(tu[0])
+    if rule == 0 or rule == 1 or rule == 5:
+        tf[0] = a / maxv
+        rb = np.int64(tu[0])
+        if rule == 1:
+            return rb
+        f = (rb >> 23) & 0xFF
+        m = rb & _MANT
+        if rule == 0:
+            e = f + (1 if m != 0 else 0) - 127
+        else:
+            if ab > 0x7F800000:
+                return _NAN_BITS
+            if f == 255:
+                e = 254 - 127
+            else:
+                up = m > 0 and f != 254 and not (f == 0 and m <= 0x400000)
+                e = f + (1 if up else 0) - 127
+    else:
+        if ab >= 0x7F800000:
+            return _NAN_BITS
+        f = ab >> 23
+        m = ab & _MANT
+        if rule == 4:
+            f2 = ((ab + (1 << (22 - mbits))) >> 23) & 0xFF
+            if f2 == 255:
+                return _NAN_BITS
+            e = f2 - 127 - emax
+        elif ab == 0:
+            e = lo
+        else:
+            if f == 0:
+                fl = _bitlen(m) - 1 - 149
+                exact = (m & (m - 1)) == 0
+            else:
+                fl = f - 127
+                exact = m == 0
+            if rule == 2:
+                e = fl - emax
+            else:
+                e = fl + (0 if exact else 1) - emax
+    if e < lo:
+        e = lo
+    if e > hi:
+        e = hi
+    return _pow2_bits(e)
+
+
+@njit(parallel=True, cache=True)
+def _quantize_kernel(x, shift, bm, bn, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit,
+                     mode, lut, codes, sgrid, bad):
+    """mode 0: y = x * 2^-E (power of two); 1: y = x / s; 2: y = x * fp32(1/s)."""
+    B, M, N = x.shape
+    gm = (M + bm - 1) // bm
+    gn = (N + bn - 1) // bn
+    for t in prange(B * gm):
+        b = t // gm
+        g = t - b * gm
+        r0 = g * bm
+        r1 = min(r0 + bm, M)
+        amax = np.zeros(gn, np.int64)
+        for r in range(r0, r1):
+            for cb in range(gn):
+                c0 = cb * bn
+                c1 = min(c0 + bn, N)
+                mx = amax[cb]
+                for j in range(c0, c1):
+                    v = (np.int64(x[b, r, j]) << shift) & 0x7FFFFFFF
+                    mx = max(mx, v)
+                amax[cb] = mx
+        tu = np.empty(1, np.uint32)
+        tf = tu.view(np.float32)
+        mul_u = np.empty(gn, np.uint32)
+        mul_f = mul_u.view(np.float32)
+        for cb in range(gn):
+            if amax[cb] >= 0x7F800000:
+                bad[t] = 1
+            sb = _block_scale(amax[cb], rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
+            tu[0] = sb
+            s = tf[0]
+            sgrid[b, g, cb] = s
+            if mode == 0:
+                if sb == _NAN_BITS:
+                    mul_u[cb] = _NAN_BITS
+                else:
+                    e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
+                    mul_u[cb] = _pow2_bits(-e)
+            elif mode == 1:
+                mul_f[cb] = s
+            else:
+                mul_f[cb] = np.float32(1.0) / s
+        buf = np.empty(bn, np.uint32)
+        bf = buf.view(np.float32)
+        for r in range(r0, r1):
+            for cb in range(gn):
+                c0 = cb * bn
+                n = min(c0 + bn, N) - c0
+                for j in range(n):
+                    buf[j] = np.int64(x[b, r, c0 + j]) << shift
+                mv = mul_f[cb]
+                if mode == 1:
+                    for j in range(n):
+                        bf[j] = bf[j] / mv
+                else:
+                    for j in range(n):
+                        bf[j] = bf[j] * mv
+                for j in range(n):
+                    u = np.int64(buf[j])
+                    codes[b, r, c0 + j] = lut[(u >> 16) | (1 if (u & 0xFFFF) != 0 else 0)]
+
+
+@njit(parallel=True, cache=True)
+def _dequantize_kernel(codes, bm, bn, sgrid, lut_f, to_bf16, out):
+    B, M, N = codes.shape
+    gm = (M + bm - 1) // bm
+    gn = (N + bn - 1) // bn
+    for t in prange(B * gm):
+        b = t // gm
+        g = t - b * gm
+        r0 = g * bm
+        r1 = min(r0 + bm, M)
+        buf = np.empty(bn, np.float32)
+        bu = buf.view(np.uint32)
+        for r in range(r0, r1):
+            for cb in range(gn):
+                c0 = cb * bn
+                n = min(c0 + bn, N) - c0
+                s = sgrid[b, g, cb]
+                for j in range(n):
+                    buf[j] = lut_f[codes[b, r, c0 + j]] * s
+                if to_bf16:
+                    for j in range(n):
+                        u = np.int64(bu[j])
+                        if (u & 0x7FFFFFFF) > 0x7F800000:
+                            out[b, r, c0 + j] = (u >> 16) | 0x40
+                        else:
+                            out[b, r, c0 + j] = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+                else:
+                    for j in range(n):
+                        out[b, r, c0 + j] = bu[j]
+
+
+def _layout(shape, scheme: Scheme):
+    """(3-D view shape, bm, bn, axis moved to last or None) for the kernels."""
+    blk = scheme.block
+    nd = len(shape)
+    if blk.kind is BlockKind.TILE:
+        lead = int(np.prod(shape[:-2], dtype=np.int64))
+        return (lead, shape[-2], shape[-1]), blk.size[0], blk.size[1], None
+    if blk.kind is BlockKind.TENSOR:
+        n = int(np.prod(shape, dtype=np.int64))
+        return (1, 1, n), 1, max(n, 1), None
+    ax = blk.axis % nd
+    moved = None if ax == nd - 1 else ax
+    last = shape[ax]
+    rows = int(np.prod(shape, dtype=np.int64)) // max(last, 1)
+    bn = blk.size[0] if blk.kind is BlockKind.VECTOR else max(last, 1)
+    return (1, rows, last), 1, bn, moved
+
+
+def _grid_back(sg: np.ndarray, shape, scheme: Scheme, moved):
+    blk = scheme.block
+    if blk.kind is BlockKind.TILE:
+        return sg.reshape(tuple(shape[:-2]) + sg.shape[1:])
+    if blk.kind is BlockKind.TENSOR:
+        return sg.reshape((1,) * len(shape))
+    if moved is None:
+        return sg.reshape(tuple(shape[:-1]) + (sg.shape[-1],))
+    mshape = tuple(np.delete(np.array(shape), moved)) + (sg.shape[-1],)
+    return np.moveaxis(sg.reshape(mshape), -1, moved)
+
+
+def quantize(x: np.ndarray, scheme: Scheme):
+    """(codes like x, s_fp32 grid, any non-finite) for x as float32 or bf16 bits (uint16)."""
+    shape = x.shape
+    v3shape, bm, bn, moved = _layout(shape, scheme)
+    if moved is not None:
+        x = np.moveaxis(x, moved, -1)
+    xs = np.ascontiguousarray(x)
+    if xs.dtype == np.float32:
+        xs = xs.view(np.uint32)
+    shift = 16 if xs.dtype == np.uint16 else 0
+    x3 = xs.reshape(v3shape)
+    B, M, N = v3shape
+    gm, gn = -(-M // bm), -(-N // bn)
+    codes = np.empty(v3shape, np.uint8)
+    sgrid = np.empty((B, gm, gn), np.float32)
+    bad = np.zeros(B * gm, np.uint8)
+    rule = scheme.scale_rule
+    pow2 = rule.power_of_two
+    mode = 0 if pow2 else (2 if scheme.apply is Apply.RECIPROCAL else 1)
+    el = scheme.element
+    clamp = np.float32(scheme.amax_clamp if scheme.amax_clamp is not None else 0.0)
+    _quantize_kernel(x3, shift, bm, bn, _RULE_ID[rule], np.float32(el.max), clamp,
+                     scheme.amax_clamp is not None, scheme.exp_range[0], scheme.exp_range[1], el.emax,
+                     el.mbits, scheme.zero_block is ZeroBlock.UNIT, mode, encode_lut(el, scheme.rules),
+                     codes, sgrid, bad)
+    codes = codes.reshape(xs.shape)
+    if moved is not None:
+        codes = np.moveaxis(codes, -1, moved)
+    return codes, _grid_back(sgrid, shape, scheme, moved), bool(bad.any())
+
+
+def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool) -> np.ndarray:
+    """float32 values (or bf16 bits as uint16 when to_bf16), bit-exact with the reference."""
+    shape = codes.shape
+    v3shape, bm, bn, moved = _layout(shape, scheme)
+    sg = np.asarray(s_fp32, np.float32)
+    if moved is not None:
+        codes = np.moveaxis(codes, moved, -1)
+        sg = np.moveaxis(sg, moved, -1)
+    cs = np.ascontiguousarray(codes).reshape(v3shape)
+    B, M, N = v3shape
+    sg3 = np.ascontiguousarray(sg).reshape(B, -(-M // bm), -(-N // bn))
+    out = np.empty(v3shape, np.uint16 if to_bf16 else np.uint32)
+    _dequantize_kernel(cs, bm, bn, sg3, decode_lut(scheme.element), to_bf16, out)
+    out = out.reshape(np.ascontiguousarray(codes).shape)
+    if moved is not None:
+        out = np.moveaxis(out, -1, moved)
+    return out if to_bf16 else out.view(np.float32)

@@ -1,0 +1,147 @@
+"""Reference block-scaled quantization: plain NumPy, written to be obviously right.
+
+  1. zero-pad every blocked axis to a multiple of the block (padding never raises amax);
+  2. view the padded tensor as (g0, b0, g1, b1, ...) and take amax over the block axes;
+  3. the scale rule turns each amax into s (float32), stored and read back in its storage;
+  4. y = x / s (or x * fp32(1/s)) in float32, cropped to the real elements;
+  5. codes = codec reference `encode(y)` under the scheme's element rules.
+The input is a float32 array (api.py converts); all arithmetic is float32 as in every anchor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..codec.profiles import resolve
+from ..codec.reference import decode, encode
+from ..errors import NonFiniteError
+from . import storage as st
+from .rules import ScaleRule, pow2, rceil
+from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
+
+F32 = np.float32
+
+
+def grid_shape(shape, scheme: Scheme) -> tuple[int, ...]:
+    ext = scheme.block.extents(tuple(shape))
+    return tuple(-(-d // b) for d, b in zip(shape, ext))
+
+
+def _blocked(x: np.ndarray, ext):
+    """Zero-padded view of x as (g0, b0, g1, b1, ...)."""
+    grid = [-(-d // b) for d, b in zip(x.shape, ext)]
+    xp = np.zeros([g * b for g, b in zip(grid, ext)], dtype=x.dtype)
+    xp[tuple(slice(0, d) for d in x.shape)] = x
+    inter = [v for g, b in zip(grid, ext) for v in (g, b)]
+    return xp.reshape(inter), tuple(range(1, 2 * x.ndim, 2))
+
+
+def _expand(g: np.ndarray, ext) -> np.ndarray:
+    """A grid broadcast against the (g0, b0, g1, b1, ...) view."""
+    shape = [v for n in g.shape for v in (n, 1)]
+    return g.reshape(shape)
+
+
+def _crop(yb: np.ndarray, shape) -> np.ndarray:
+    padded = [yb.shape[2 * i] * yb.shape[2 * i + 1] for i in range(len(shape))]
+    return yb.reshape(padded)[tuple(slice(0, d) for d in shape)]
+
+
+def check_finite(x: np.ndarray) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i = tuple(int(j) for j in np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape))
+        raise NonFiniteError(
+            f"non-finite input at index {i}: {x[i]!r}; pass nonfinite='propagate' to quantize it "
+            "anyway (NaN/Inf then follow the scale rule), or clean the tensor first")
+
+
+def _apply(xb, s_b, apply: Apply):
+    with np.errstate(all="ignore"):
+        if apply is Apply.RECIPROCAL:
+            return (xb * (F32(1) / s_b).astype(F32)).astype(F32)
+        return (xb / s_b).astype(F32)
+
+
+def _nvfp4(xb, amax, scheme):
+    """(s_fp32, stored e4m3 codes, per-tensor scale, the element multiplier) of NVFP4."""
+    e4m3, r4 = resolve("float8_e4m3fn")
+    tmax = F32(np.max(amax)) if amax.size else F32(0)
+    with np.errstate(all="ignore"):
+        p = F32(tmax / F32(e4m3.max * scheme.element.max))
+        if p == 0:
+            p = F32(1)
+        blk = (amax / F32(scheme.element.max)).astype(F32)
+        bs = np.clip((blk / p).astype(F32), F32(e4m3.min_normal), F32(e4m3.max))
+        codes = encode(bs.astype(np.float64), e4m3, r4)
+        s_blk = decode(codes, e4m3)
+        recip = ((F32(1) / p).astype(F32) / s_blk).astype(F32)
+        s = (p * s_blk).astype(F32)
+    return s, codes, p, recip
+
+
+def _mse(xb, axes, amax, scheme):
+    """Per block, the power of two among the RCEIL exponent and the two below it with the
+    least squared error (elements encoded by the codec, as in the final pass)."""
+    s_c = rceil(amax, scheme.element, scheme)
+    _, e_c = np.frexp(np.where(np.isfinite(s_c), s_c, 1).astype(np.float64))
+    e_c = e_c - 1
+    lo, hi = scheme.exp_range
+    best_s, best_err = s_c, None
+    x64 = xb.astype(np.float64)
+    for d in (0, 1, 2):
+        s = pow2(np.clip(e_c - d, lo, hi))
+        s_b = _expand(s, None)
+        y = _apply(xb, s_b, Apply.DIVIDE)
+        deq = decode(encode(y.astype(np.float64), scheme.element, scheme.rules), scheme.element)
+        with np.errstate(all="ignore"):
+            err = np.sum((deq.astype(np.float64) * s_b - x64) ** 2, axis=axes)
+        if best_err is None:
+            best_err = err
+            continue
+        better = err < best_err
+        best_s = np.where(better, s, best_s).astype(F32)
+        best_err = np.where(better, err, best_err)
+    return np.where(np.isfinite(s_c), best_s, s_c).astype(F32)
+
+
+def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
+    """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None)."""
+    x = np.asarray(x, dtype=F32)
+    if check:
+        check_finite(x)
+    ext = scheme.block.extents(x.shape)
+    xb, axes = _blocked(x, ext)
+    amax = np.max(np.abs(xb), axis=axes) if xb.size else np.zeros(grid_shape(x.shape, scheme), F32)
+    tensor_scale = None
+    rule = scheme.scale_rule
+    if rule is ScaleRule.NVFP4:
+        s, codes4, tensor_scale, mult = _nvfp4(xb, amax, scheme)
+        stored = codes4
+        y = (xb * _expand(mult, ext)).astype(F32)
+    else:
+        s = _mse(xb, axes, amax, scheme) if rule is ScaleRule.MSE_POW2 else rule.fn(amax, scheme.element, scheme)
+        if scheme.zero_block is ZeroBlock.UNIT:
+            s = np.where(amax == 0, F32(1), s).astype(F32)
+        stored = st.store(s, scheme.storage)
+        s = st.load(stored, scheme.storage)
+        y = _apply(xb, _expand(s, ext), scheme.apply)
+    y = _crop(y, x.shape)
+    codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
+    if scheme.storage is ScaleStorage.E4M3_TENSOR:
+        import ml_dtypes
+
+        stored = np.asarray(stored, np.uint8).view(ml_dtypes.float8_e4m3fn)
+    return codes, stored, np.asarray(s, F32), tensor_scale
+
+
+def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """float32 values: decode(code) * s in float32 (DeepSeek weight_dequant order)."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    ext = scheme.block.extents(codes.shape)
+    full = s_fp32
+    for ax, b in enumerate(ext):
+        full = np.repeat(full, b, axis=ax)
+    full = full[tuple(slice(0, d) for d in codes.shape)]
+    with np.errstate(all="ignore"):
+        return (decode(codes, scheme.element) * full).astype(F32)

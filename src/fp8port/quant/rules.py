@@ -1,0 +1,213 @@
+"""Scale rules: from a block's amax (float32) to its scale s, the dequantization multiplier.
+
+One function per rule; its docstring gives the formula and who uses it. All arithmetic is
+float32 (every anchor computes scales in float32). Power-of-two rules return exactly 2^E with
+E inside the scheme's `exp_range`; NaN stands for "this block is NaN" (E8M0 byte 0xFF).
+The two rules that need more than the amax (NVFP4, MSE) live in reference.py / fast.py callers
+through `block_scales` and `nvfp4_scales` below.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from ..errors import UnknownNameError
+
+F32 = np.float32
+MANT = 0x7FFFFF
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=F32).view(np.uint32).astype(np.int64)
+
+
+def pow2(e: np.ndarray) -> np.ndarray:
+    """float32 2^e for integer e in [-127, 127] (2^-127 is the float32 subnormal 0x00400000)."""
+    return np.ldexp(np.ones(np.shape(e)), np.asarray(e, dtype=np.int64)).astype(F32)
+
+
+def _finish_pow2(e, nan, scheme) -> np.ndarray:
+    lo, hi = scheme.exp_range
+    s = pow2(np.clip(e, lo, hi))
+    return np.where(nan, F32(np.nan), s).astype(F32)
+
+
+def _clamped(amax, scheme):
+    a = amax.astype(F32)
+    if scheme.amax_clamp is not None:
+        a = np.maximum(a, F32(scheme.amax_clamp))  # np.maximum keeps NaN, like torch.clamp
+    return a
+
+
+def _over_max(a, elem) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return (a / F32(elem.max)).astype(F32)
+
+
+def ue8m0_bitwise(amax, elem, scheme):
+    """DeepSeek UE8M0: s = 2^ceil(log2(max(amax, 1e-4) / 448)) on the float32 bits.
+
+    r = fp32(max(amax, clamp) / elem.max); E = exponent_field(r) - 127 + (mantissa(r) != 0),
+    clamped to the scheme's exp_range ([-126, 127] = biased [1, 254] in DeepGEMM).
+    Users: DeepGEMM `ceil_to_ue8m0` / `per_token_cast_to_fp8(use_ue8m0=True)`, vLLM and SGLang
+    requantization for DeepGEMM, DeepSeek-V3.2 TileLang `fast_round_scale`. NaN amax reads as
+    exponent field 255 (+1), clamped to 2^127: DeepGEMM gives NaN blocks a finite scale (T14).
+    """
+    b = _bits(_over_max(_clamped(amax, scheme), elem))
+    e = ((b >> 23) & 0xFF) + ((b & MANT) != 0) - 127
+    return _finish_pow2(e, np.zeros(e.shape, bool), scheme)
+
+
+def log2_ceil_f32(amax, elem, scheme):
+    """Float-log2 ceil: s = exp2(ceil(log2(fp32(max(amax, 1e-4) / 448)))) with log2 in float32.
+
+    Users: DeepSeek-V3 `inference/kernel.py` `act_quant(scale_fmt="ue8m0")`, vLLM's Triton path,
+    torchao 0.18 RCEIL fallback. float32 log2 rounds to the integer k just above 2^k, so the scale
+    comes out one binade too small at T6 near-ties (numpy float32 log2, as torch CPU). Not clamped
+    to exp_range: zero and Inf follow IEEE (s = 0 or Inf, then 0/0 and Inf/Inf give NaN).
+    """
+    r = _over_max(_clamped(amax, scheme), elem)
+    with np.errstate(all="ignore"):
+        return np.exp2(np.ceil(np.log2(r))).astype(F32)
+
+
+def v3_float(amax, elem, scheme):
+    """DeepSeek-V3 float scale: s = fp32(max(amax, 1e-4) / 448), elements x / s.
+
+    Users: DeepSeek-V3 checkpoints (`weight_scale_inv`, F32) and `act_quant` without scale_fmt;
+    DeepGEMM `use_ue8m0=False` (which multiplies by 1/s: Apply.RECIPROCAL).
+    """
+    return _over_max(_clamped(amax, scheme), elem)
+
+
+def _floor_log2(a):
+    """Exact floor(log2 a) for float32 a > 0 (subnormals included); -inf-like for 0."""
+    m, e = np.frexp(a.astype(np.float64))
+    return np.where(a > 0, e - 1, -(1 << 20))
+
+
+def _ceil_log2(a):
+    m, e = np.frexp(a.astype(np.float64))
+    return np.where(a > 0, np.where(m == 0.5, e - 1, e), -(1 << 20))
+
+
+def _ocp_finish(e, a, scheme):
+    return _finish_pow2(e, ~np.isfinite(a), scheme)
+
+
+def ocp_floor(amax, elem, scheme):
+    """OCP MX FLOOR: s = 2^(floor(log2 amax) - emax_elem), clamped to [2^-127, 2^127].
+
+    emax_elem = floor(log2(element max)) (8 for E4M3). The block max may land above the element
+    max (up to 1.99 * 2^emax): elements must saturate (the spec's clamp).
+    Users: OCP MX v1.0 §6.3, microxcaling, torchao `to_mx` default. NaN or Inf amax -> NaN (0xFF),
+    as torchao main and microxcaling (torchao 0.18 gives Inf blocks 2^120).
+    """
+    a = _clamped(amax, scheme)
+    return _ocp_finish(_floor_log2(a) - elem.emax, a, scheme)
+
+
+def ocp_ceil(amax, elem, scheme):
+    """CEIL: s = 2^(ceil(log2 amax) - emax_elem). Users: torchao ScaleCalculationMode.CEIL.
+
+    Never clips, but moves amax = 448 (an exact power-of-two multiple) a binade up (D1).
+    """
+    a = _clamped(amax, scheme)
+    return _ocp_finish(_ceil_log2(a) - elem.emax, a, scheme)
+
+
+def ocp_even(amax, elem, scheme):
+    """EVEN: round amax to the element's mantissa width (float32 bits + 2^(22-mbits), ties up),
+    then FLOOR. Users: torchao ScaleCalculationMode.EVEN. Protects amax 500 but not 480 (D1).
+    A carry into the Inf exponent gives NaN, as torchao."""
+    a = _clamped(amax, scheme)
+    b = _bits(a)
+    r = (b + (1 << (22 - elem.mbits))) & 0x7F800000
+    f = (r >> 23) & 0xFF
+    return _finish_pow2(f - 127 - elem.emax, ~np.isfinite(a) | (f == 255), scheme)
+
+
+def rceil(amax, elem, scheme):
+    """RCEIL: s = 2^ceil(log2(fp32(amax / elem.max))) from the float32 bits.
+
+    e = exponent_field(r), plus one if mantissa(r) > 0 and e != 254 and not (e == 0 and
+    mantissa <= 0x400000); NaN -> 0xFF, Inf -> 0xFE (2^127), 0 -> 0x00 (2^-127).
+    Users: NVIDIA TransformerEngine `float_to_e8m0` (and Blackwell `cvt.rp.satfinite.ue8m0x2`),
+    cuBLAS MX recipe, torchao main RCEIL (0.18 uses float log2: see log2_ceil_f32).
+    """
+    a = _clamped(amax, scheme)
+    b = _bits(_over_max(a, elem))
+    f, m = (b >> 23) & 0xFF, b & MANT
+    up = (m > 0) & (f != 254) & ~((f == 0) & (m <= 0x400000))
+    e = np.where(f == 255, 254, f + up) - 127
+    return _finish_pow2(e, np.isnan(a), scheme)
+
+
+class ScaleRule(enum.Enum):
+    """How a block's scale is chosen. Each member's __doc__ is its rule function's docstring."""
+
+    UE8M0 = "ue8m0"
+    LOG2_CEIL = "log2_ceil"
+    V3_FLOAT = "v3_float"
+    FLOOR = "floor"
+    RCEIL = "rceil"
+    CEIL = "ceil"
+    EVEN = "even"
+    NVFP4 = "nvfp4"
+    MSE_POW2 = "mse_pow2"
+
+    @property
+    def power_of_two(self) -> bool:
+        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4)
+
+    @property
+    def fn(self):
+        return _FUNCS.get(self)
+
+    @classmethod
+    def parse(cls, value) -> "ScaleRule":
+        if isinstance(value, cls):
+            return value
+        key = str(value).strip().lower().replace("-", "_")
+        key = _ALIASES.get(key, key)
+        for m in cls:
+            if key == m.value:
+                return m
+        raise UnknownNameError("scale rule", value, [m.value for m in cls])
+
+
+def nvfp4_doc():
+    """NVFP4 two-level: per-tensor p = fp32(amax_tensor / (448 * 6)); per 16 elements
+    s_blk = e4m3(clamp(fp32(amax16 / 6) / p, 2^-6, 448)) (RNE); elements
+    e2m1(clamp(x * fp32(fp32(1/p) / s_blk), -6, 6)); dequant code * fp32(p * s_blk).
+    Users: NVIDIA NVFP4 (Blackwell), torchao `nvfp4_quantize` (formulas from 0.18.0). An all-zero
+    tensor (p = 0) uses p = 1 instead of dividing by zero (torchao would give NaN)."""
+
+
+def mse_doc():
+    """MSE-optimal power of two: per block, try E in {e_c - 2, e_c - 1, e_c} where e_c is the
+    RCEIL exponent, encode the block under each (elements saturate), keep the one with the least
+    squared error of the dequantized values (ties keep the larger scale). None of the anchors
+    (DeepSeek, OCP, TE, torchao) does this; benchmarks/bench_quant.py prints its gain."""
+
+
+_FUNCS = {
+    ScaleRule.UE8M0: ue8m0_bitwise,
+    ScaleRule.LOG2_CEIL: log2_ceil_f32,
+    ScaleRule.V3_FLOAT: v3_float,
+    ScaleRule.FLOOR: ocp_floor,
+    ScaleRule.RCEIL: rceil,
+    ScaleRule.CEIL: ocp_ceil,
+    ScaleRule.EVEN: ocp_even,
+}
+for _m in ScaleRule:
+    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc}[_m]).__doc__
+
+_ALIASES = {
+    "deepseek": "ue8m0", "deepgemm": "ue8m0", "bitwise": "ue8m0", "ceil_to_ue8m0": "ue8m0",
+    "log2": "log2_ceil", "log2_f32": "log2_ceil", "float_log2": "log2_ceil",
+    "v3": "v3_float", "float": "v3_float", "amax_448": "v3_float",
+    "ocp": "floor", "mse": "mse_pow2",
+}
