@@ -20,6 +20,7 @@ from .profiles import Rules, ZeroLess
 F32_MIN_NORMAL = 2.0**-126
 
 
+@np.errstate(invalid="ignore", over="ignore")  # s may be +inf for float64 far beyond any max
 def round_integer(s: np.ndarray, rounding: Rounding, u: np.ndarray | None = None) -> np.ndarray:
     """Round non-negative float64 `s` to an integer-valued float64 (no float additions)."""
     f = np.floor(s)
@@ -54,6 +55,7 @@ def raise_first(x: np.ndarray, bad: np.ndarray, spec: FormatSpec, what: str):
     )
 
 
+@np.errstate(invalid="ignore", over="ignore")
 def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None = None) -> np.ndarray:
     """Codes (uint8, one per element) of float64 `x` under `rules`."""
     x = np.asarray(x, dtype=np.float64)

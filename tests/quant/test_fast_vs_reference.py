@@ -1,0 +1,77 @@
+"""The fused kernels equal the NumPy reference bit for bit (property tests + adversarial arrays)."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fp8port.quant import Scheme, dequantize, get_preset, quantize
+
+FAST_SCHEMES = [
+    get_preset("deepseek-v3.1").activation, get_preset("deepseek-v3.1").weight,
+    get_preset("deepseek-v3").activation, get_preset("deepseek-v3").weight,
+    get_preset("deepseek-v3").activation.with_(apply="reciprocal"),
+    get_preset("mxfp8").activation,
+    get_preset("mxfp8").activation.with_(scale_rule="rceil"),
+    get_preset("mxfp8").activation.with_(scale_rule="even"),
+    get_preset("mxfp8").activation.with_(scale_rule="ceil"),
+    get_preset("mxfp8").activation.with_(zero_block="unit"),
+    get_preset("mxfp4").activation, get_preset("mxfp6_e3m2").activation, get_preset("mxfp6_e2m3").activation,
+    get_preset("hif8").weight, get_preset("hif8").activation, get_preset("fp4_e1m2").activation,
+    Scheme.build("float8_e5m2", "floor", "1x16", storage="e8m0", profile="ocp-mx", axis=0),
+    Scheme.build("float8_e4m3fn", "ue8m0", "4x8", amax_clamp=1e-4, exp_range=(-126, 127)),
+]
+IDS = [f"{s.name}:{s.scale_rule.value}:{s.block}:{s.apply.value}:{s.zero_block.value}" for s in FAST_SCHEMES]
+
+
+def same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def check(x, scheme, nonfinite="propagate"):
+    r = quantize(x, scheme, backend="reference", nonfinite=nonfinite)
+    f = quantize(x, scheme, backend="fast", nonfinite=nonfinite)
+    assert same(r.codes, f.codes)
+    assert same(r.scale_fp32, f.scale_fp32)
+    assert same(r.scale, f.scale)
+    if scheme.element.bits == 8:
+        for dt in ("float32", "bfloat16"):
+            assert same(dequantize(r, dt, backend="reference"), dequantize(r, dt, backend="fast"))
+
+
+def bf16_patterns(rng, shape):
+    """Any bf16 bit pattern (subnormals, huge values, NaN, Inf), magnitudes grouped per row."""
+    bits = rng.integers(0, 1 << 16, size=shape, dtype=np.uint32)
+    return (bits << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("scheme", FAST_SCHEMES, ids=IDS)
+def test_adversarial(scheme):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((70, 300)) * np.exp(4 * rng.standard_normal((70, 1)))).astype(np.float32)
+    x[0] = 0
+    x[1] = bf16_patterns(rng, 300)
+    x[2, :] = rng.standard_normal(300) * 2.0**-135
+    x[3, ::7] = np.float32(448 * 2.0**-9)
+    x[4, 3] = np.nan
+    x[5, 9] = np.inf
+    x[6, 1] = -np.inf
+    x[7] = np.nextafter(np.float32(448.0), np.float32(1e9))
+    x[8] = rng.standard_normal(300) * 1e-6
+    x[9] = np.float32(3e38)
+    check(x, scheme)
+    check(x.astype(ml_dtypes.bfloat16), scheme)
+    check(x[10:].copy(), scheme, nonfinite="error")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 300),
+       which=st.integers(0, len(FAST_SCHEMES) - 1), bf16=st.booleans(), lead=st.integers(1, 3))
+def test_property(seed, rows, cols, which, bf16, lead):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((lead, rows, cols)) * np.exp(rng.uniform(-30, 30, (lead, rows, 1)))).astype(np.float32)
+    mask = rng.random(x.shape) < 0.05
+    x[mask] = bf16_patterns(rng, int(mask.sum()))
+    check(x.astype(ml_dtypes.bfloat16) if bf16 else x, FAST_SCHEMES[which])
