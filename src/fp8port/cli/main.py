@@ -11,9 +11,9 @@ import os
 import sys
 
 from ..errors import Fp8portError
-from . import decode, encode, formats, profiles
+from . import decode, demo, encode, formats, profiles
 
-VERBS = (formats, profiles, encode, decode)
+VERBS = (demo, formats, profiles, encode, decode)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,32 @@
+# fp8port: `make demo` sets everything up and runs the main job; `make test` runs every test.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: anything else may pull a multi-GB CUDA build.
+# torchao (a test reference for MX scale rules) is installed without its dependencies,
+# since its own requirements would move torch.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	$(PIP) --no-deps torchao==0.18.0
+	touch $@
+
+demo: setup
+	$(VENV)/bin/fp8port demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_codec.py
+	$(PY) benchmarks/bench_quant.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
