@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fp8port.quant import quantize
+from fp8port.quant import get_preset, quantize
 
 
 def ceil_to_ue8m0(sf):
@@ -83,7 +83,7 @@ def test_weight_matches_per_block_cast(shape, dtype, be):
 
 def test_e8m0_storage_is_the_exponent_byte():
     x = adversarial(64, 256, seed=3)
-    q = quantize(x, quantize.__globals__["get_preset"]("deepseek-v3.1").activation.with_(storage="e8m0"))
+    q = quantize(x, get_preset("deepseek-v3.1").activation.with_(storage="e8m0"))
     _, sf = per_token(x)
     assert q.scale.dtype == torch.float8_e8m0fnu
     assert torch.equal(q.scale.view(torch.uint8).int(), (sf.view(torch.int32) >> 23))

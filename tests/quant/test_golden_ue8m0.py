@@ -91,8 +91,6 @@ def _t8_matrix(m, n):
 def test_t8_partial_blocks(v, be):
     m, n = v["shape"]
     w = _t8_matrix(m, n)
-    if be == "reference" and m * n > 1_000_000:
-        w = w  # the reference runs the full tensor too (about 2 s)
     scheme = get_preset("deepseek-v3.1").weight.with_(storage="e8m0")
     q = quantize(w, scheme, backend=be)
     assert list(q.grid) == v["scale_grid"]
@@ -107,8 +105,6 @@ def test_t8_partial_blocks(v, be):
 def test_t10_ue8m0_to_bf16_is_exact(be):
     """Every finite E4M3 code times 2^k dequantizes exactly into bf16 for k in [-124, 119]; k = 120
     overflows for code 0x78 (256 * 2^120 = 2^128)."""
-    import ml_dtypes
-
     from fp8port.formats import get_format
     from fp8port.quant import QuantizedTensor, Role
     from fp8port.quant.tensor import Framework
@@ -130,7 +126,6 @@ def test_t10_ue8m0_to_bf16_is_exact(be):
     edge = out[~inside][0]
     assert np.isinf(edge[list(codes).index(0x78)])
     assert np.isfinite(edge[list(codes).index(0x77)])
-    assert out.dtype == np.float64 and ml_dtypes.bfloat16 is not None
 
 
 @pytest.mark.parametrize("be", ["reference", "fast"])

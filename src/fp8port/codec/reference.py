@@ -106,7 +106,7 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
         code = np.where(finite & (v == 0) & (a > 0), rule_code[rules.underflow], code)
         code = np.where(finite & (a == 0), rule_code[rules.zero], code)
         if rules.negative is ZeroLess.NAN:
-            code = np.where(finite & (x < 0), nan_pos, code)
+            code = np.where(x < 0, nan_pos, code)  # -Inf too
     return code.astype(np.uint8)
 
 

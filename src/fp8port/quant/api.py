@@ -72,6 +72,8 @@ def _dtype_name(dtype) -> str:
 
 def _ingest(x):
     """(framework, source dtype name, bf16 bits (uint16) or float32 array)."""
+    if isinstance(x, np.generic):
+        x = np.asarray(x)
     if isinstance(x, np.ndarray):
         name = _NP_IN.get(x.dtype)
         if name is None:

@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from ..codec.reference import decode, encode
 from ..formats import Kind
-from ..codec.policy import Rounding
+from ..codec.policy import Overflow, Rounding
 from .rules import ScaleRule
 from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
 
@@ -89,7 +89,7 @@ def _block_scale(au, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_uni
         tf[0] = a / maxv
         rb = np.int64(tu[0])
         if rule == 1:
-            return rb
+            return _NAN_BITS if (rb & 0x7FFFFFFF) > 0x7F800000 else rb
         f = (rb >> 23) & 0xFF
         m = rb & _MANT
         if rule == 0:
@@ -184,7 +184,11 @@ def _quantize_kernel(x, shift, bm, bn, rule, maxv, clamp, use_clamp, lo, hi, ema
                 for j in range(n):
                     buf[j] = np.int64(x[b, r, c0 + j]) << shift
                 mv = mul_f[cb]
-                if mode == 1:
+                if mv != mv:  # NaN block: NaN inputs keep themselves (as reference._apply)
+                    for j in range(n):
+                        if not bf[j] != bf[j]:
+                            bf[j] = mv
+                elif mode == 1:
                     for j in range(n):
                         bf[j] = bf[j] / mv
                 else:
@@ -194,6 +198,78 @@ def _quantize_kernel(x, shift, bm, bn, rule, maxv, clamp, use_clamp, lo, hi, ema
                     u = np.int64(buf[j])
                     codes[b, r, c0 + j] = lut[(u >> 16) | (1 if (u & 0xFFFF) != 0 else 0)]
 
+
+@njit(cache=True, inline="always")
+def _e4m3_from_bf16(v, cap):
+    """E4M3 code (RNE) of the non-negative bf16 pattern v (int32; <= 0x7F: zero), from
+    integer operations only so that the loop around it vectorizes. cap: 0x7E saturates,
+    0x7F turns overflow into NaN."""
+    be = v >> np.int32(7)
+    nrm = ((v + np.int32(7) + ((v >> np.int32(4)) & np.int32(1))) >> np.int32(4)) - np.int32(960)
+    mant = (v & np.int32(127)) | np.int32(128)  # subnormal E4M3: round mant * 2^(be-125)
+    sh = min(max(np.int32(125) - be, np.int32(5)), np.int32(9))
+    sub = (mant + (np.int32(1) << (sh - np.int32(1))) - np.int32(1) + ((mant >> sh) & np.int32(1))) >> sh
+    c = min(nrm, cap) if be >= np.int32(121) else sub
+    return c if v >= np.int32(0x80) else np.int32(0)
+
+
+@njit(parallel=True, cache=True)
+def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit,
+                        lut, cap, codes, sgrid, bad):
+    """x: bf16 bits (B, M, G, bn) with whole blocks of bn along the last axis; blocks of
+    bm rows. A power-of-two scale 2^E makes x * 2^-E exact: the bf16 pattern with E
+    subtracted from its exponent field. Blocks must be finite and E >= -102 (so that a
+    bf16 subnormal, which has no implicit 1, lands below every element's half-step);
+    other blocks are flagged in `bad` and redone by the general kernel. All inner loops
+    run over a whole block with plain indices, which LLVM vectorizes."""
+    B, M, G, bn = x.shape
+    gm = (M + bm - 1) // bm
+    for t in prange(B * gm):
+        b = t // gm
+        r0 = (t - b * gm) * bm
+        r1 = min(r0 + bm, M)
+        amax = np.zeros(G, np.uint16)  # 16-bit lanes: the widest vectors
+        for r in range(r0, r1):
+            for g in range(G):
+                mx = amax[g]
+                for j in range(bn):
+                    mx = max(mx, x[b, r, g, j] & np.uint16(0x7FFF))
+                amax[g] = mx
+        tu = np.empty(1, np.uint32)
+        tf = tu.view(np.float32)
+        subs = np.zeros(G, np.int32)
+        for g in range(G):
+            sb = _block_scale(np.int64(amax[g]) << 16, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits,
+                              zero_unit, tu, tf)
+            tu[0] = sb
+            sgrid[b, t - b * gm, g] = tf[0]
+            e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
+            if np.int64(amax[g]) >= 0x7F80 or sb == _NAN_BITS or e < -102:
+                bad[t] = 1
+            subs[g] = np.int32(e) << np.int32(7)
+        if bad[t]:
+            continue
+        cap32 = np.int32(cap)  # an int64 here would widen every lane below
+        if cap32 >= 0:  # two whole loop nests: a test inside the j loop stops vectorization
+            for r in range(r0, r1):
+                for g in range(G):
+                    sub = subs[g]
+                    for j in range(bn):
+                        p = np.int32(x[b, r, g, j])
+                        m = p & np.int32(0x7FFF)
+                        v = m - sub
+                        v = v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0)
+                        codes[b, r, g, j] = np.uint8(_e4m3_from_bf16(v, cap32) | ((p >> np.int32(8)) & np.int32(0x80)))
+        else:
+            for r in range(r0, r1):
+                for g in range(G):
+                    sub = subs[g]
+                    for j in range(bn):
+                        p = np.int32(x[b, r, g, j])
+                        m = p & np.int32(0x7FFF)
+                        v = m - sub
+                        v = v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0)
+                        codes[b, r, g, j] = lut[(p & np.int32(0x8000)) | v]
 
 @njit(parallel=True, cache=True)
 def _dequantize_kernel(codes, bm, bn, sgrid, lut_f, to_bf16, out):
@@ -277,14 +353,33 @@ def quantize(x: np.ndarray, scheme: Scheme):
     mode = 0 if pow2 else (2 if scheme.apply is Apply.RECIPROCAL else 1)
     el = scheme.element
     clamp = np.float32(scheme.amax_clamp if scheme.amax_clamp is not None else 0.0)
-    _quantize_kernel(x3, shift, bm, bn, _RULE_ID[rule], np.float32(el.max), clamp,
-                     scheme.amax_clamp is not None, scheme.exp_range[0], scheme.exp_range[1], el.emax,
-                     el.mbits, scheme.zero_block is ZeroBlock.UNIT, mode, encode_lut(el, scheme.rules),
-                     codes, sgrid, bad)
-    codes = codes.reshape(xs.shape)
+    args = (_RULE_ID[rule], np.float32(el.max), clamp, scheme.amax_clamp is not None, scheme.exp_range[0],
+            scheme.exp_range[1], el.emax, el.mbits, scheme.zero_block is ZeroBlock.UNIT)
+    lut = encode_lut(el, scheme.rules)
+    if shift == 16 and pow2 and N % bn == 0:
+        _quantize_bf16_pow2(x3.reshape(B, M, gn, bn), bm, *args, lut, _e4m3_cap(el, scheme.rules),
+                            codes.reshape(B, M, gn, bn), sgrid, bad)
+        if not bad.any():
+            return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False)
+        bad[:] = 0  # some blocks need the general kernel: run it on everything (rare)
+    _quantize_kernel(x3, shift, bm, bn, *args, mode, lut, codes, sgrid, bad)
+    return _finish(codes, sgrid, xs.shape, shape, scheme, moved, bool(bad.any()))
+
+
+def _e4m3_cap(el, rules) -> int:
+    """0x7E / 0x7F: E4M3 by integer code (saturating / overflow to NaN); -1: use the table."""
+    ok = el.name == "float8_e4m3fn" and rules.rounding is Rounding.RNE and rules.nan_code == 0x7F
+    if not ok or rules.overflow not in (Overflow.SATURATE, Overflow.NONFINITE):
+        return -1
+    return 0x7E if rules.overflow is Overflow.SATURATE else 0x7F
+
+
+def _finish(codes, sgrid, xshape, shape, scheme, moved, bad):
+    codes = codes.reshape(xshape)
     if moved is not None:
         codes = np.moveaxis(codes, -1, moved)
-    return codes, _grid_back(sgrid, shape, scheme, moved), bool(bad.any())
+    grid = np.ascontiguousarray(_grid_back(sgrid, shape, scheme, moved))
+    return np.ascontiguousarray(codes), grid, bad
 
 
 def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool) -> np.ndarray:
@@ -303,4 +398,5 @@ def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: b
     out = out.reshape(np.ascontiguousarray(codes).shape)
     if moved is not None:
         out = np.moveaxis(out, -1, moved)
+    out = np.ascontiguousarray(out)
     return out if to_bf16 else out.view(np.float32)

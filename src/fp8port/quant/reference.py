@@ -59,8 +59,12 @@ def check_finite(x: np.ndarray) -> None:
 def _apply(xb, s_b, apply: Apply):
     with np.errstate(all="ignore"):
         if apply is Apply.RECIPROCAL:
-            return (xb * (F32(1) / s_b).astype(F32)).astype(F32)
-        return (xb / s_b).astype(F32)
+            y = (xb * (F32(1) / s_b).astype(F32)).astype(F32)
+        else:
+            y = (xb / s_b).astype(F32)
+    # NaN times NaN returns either operand depending on operand order; fix it: a NaN input keeps
+    # its own sign and payload
+    return np.where(np.isnan(xb), xb, y)
 
 
 def _nvfp4(xb, amax, scheme):
@@ -121,6 +125,7 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = (xb * _expand(mult, ext)).astype(F32)
     else:
         s = _mse(xb, axes, amax, scheme) if rule is ScaleRule.MSE_POW2 else rule.fn(amax, scheme.element, scheme)
+        s = np.where(np.isnan(s), F32(np.nan), s).astype(F32)  # one NaN pattern (0x7FC00000) for NaN blocks
         if scheme.zero_block is ZeroBlock.UNIT:
             s = np.where(amax == 0, F32(1), s).astype(F32)
         stored = st.store(s, scheme.storage)

@@ -20,7 +20,7 @@ def e8m0_bytes(s: np.ndarray) -> np.ndarray:
 
 def e8m0_values(b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.uint8)
-    v = np.ldexp(np.ones(b.shape), b.astype(np.int64) - 127).astype(F32)
+    v = np.ldexp(np.ones(b.shape), np.minimum(b, 254).astype(np.int64) - 127).astype(F32)
     return np.where(b == 255, F32(np.nan), v).astype(F32)
 
 
