@@ -75,3 +75,26 @@ def test_property(seed, rows, cols, which, bf16, lead):
     mask = rng.random(x.shape) < 0.05
     x[mask] = bf16_patterns(rng, int(mask.sum()))
     check(x.astype(ml_dtypes.bfloat16) if bf16 else x, FAST_SCHEMES[which])
+
+
+@pytest.mark.parametrize("lowest", [1, 40])  # from 40 up every block stays on the integer path
+@pytest.mark.parametrize("scheme", FAST_SCHEMES, ids=IDS)
+def test_bf16_blocks_across_every_range(scheme, lowest):
+    """The vectorized bf16 kernel (integer exponent subtraction; E4M3 by integer code, other
+    elements by table). Each 128-wide block draws bf16 patterns whose exponents lie within
+    24 binades below its own amax, with amax exponents over the whole bf16 range, so every
+    element range is hit after scaling (normal, subnormal, ties, underflow, FLOOR's overflow,
+    bf16 subnormal inputs in tiny blocks); plus every finite bf16 pattern, shuffled."""
+    rng = np.random.default_rng(3)
+    nblk = 4000
+    top = rng.integers(lowest, 255, nblk)[:, None]
+    expo = np.clip(top - rng.integers(0, 25, (nblk, 128)), 0, 254)
+    expo[:, 0] = top[:, 0]
+    bits = (rng.integers(0, 2, (nblk, 128)) << 15) | (expo << 7) | rng.integers(0, 128, (nblk, 128))
+    allfin = np.arange(1 << 16)
+    allfin = rng.permutation(allfin[(allfin & 0x7F80) != 0x7F80])
+    if lowest == 1:
+        bits = np.concatenate([bits.ravel(), allfin[: allfin.size // 128 * 128]])
+    bits = bits.astype(np.uint16)
+    xb = bits.view(ml_dtypes.bfloat16).reshape(-1, 128)
+    check(xb, scheme)
