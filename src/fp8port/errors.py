@@ -33,3 +33,11 @@ class ProfileError(Fp8portError, ValueError):
 
 class ShapeError(Fp8portError, ValueError):
     """Shapes that do not fit together (blocks, grids, packing)."""
+
+
+class CheckpointError(Fp8portError):
+    """A checkpoint that cannot be read or written as asked; names the file and tensor."""
+
+
+class ConversionError(Fp8portError):
+    """A conversion that cannot proceed (destination in use, options that do not fit, ...)."""

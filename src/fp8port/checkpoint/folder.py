@@ -1,0 +1,109 @@
+"""A Hugging Face model folder: one safetensors file or shards with an index, read lazily."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .safetensors_io import TensorInfo, read_header, read_tensor
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """root/rel, refusing names that leave root (.., absolute paths, links pointing out)."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise CheckpointError(f"{root / INDEX}: {what} names {rel!r}, a path outside the checkpoint")
+    p = root / rel
+    if not p.resolve().is_relative_to(root.resolve()):
+        raise CheckpointError(f"{root / INDEX}: {what} {rel!r} is a link that leaves the checkpoint")
+    return p
+
+
+@dataclass
+class Checkpoint:
+    """Tensor names -> (file, info) in the order the checkpoint lists them; nothing read yet."""
+
+    root: Path
+    tensors: dict[str, tuple[Path, TensorInfo]]
+    metadata: dict[Path, dict[str, str]]
+    config: dict | None
+    index_metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path) -> "Checkpoint":
+        path = Path(path)
+        if path.is_file() and path.suffix == ".safetensors":
+            root, files, weight_map, idx_meta = path.parent, [path], None, {}
+        elif not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint (need a folder or a .safetensors file)")
+        elif (path / INDEX).exists():
+            root = path
+            try:
+                index = json.loads((path / INDEX).read_text())
+                weight_map = index["weight_map"]
+                assert isinstance(weight_map, dict)
+            except (OSError, ValueError, KeyError, TypeError, AssertionError):
+                raise CheckpointError(f"{path / INDEX}: not a valid index (need a JSON object with weight_map)") from None
+            idx_meta = index.get("metadata") or {}
+            files = [_inside(path, f, "weight_map") for f in dict.fromkeys(weight_map.values())]
+            for f in files:
+                if not f.is_file():
+                    raise CheckpointError(f"{path / INDEX}: names {f.name}, which does not exist")
+        elif (path / SINGLE).exists():
+            root, files, weight_map, idx_meta = path, [path / SINGLE], None, {}
+        else:
+            found = sorted(p.name for p in path.glob("*.safetensors"))
+            if len(found) != 1:
+                raise CheckpointError(f"{path}: no {SINGLE} or {INDEX}" + (f" (found {', '.join(found)})" if found else ""))
+            root, files, weight_map, idx_meta = path, [path / found[0]], None, {}
+        headers = {f: read_header(f) for f in files}
+        tensors = {}
+        if weight_map is None:
+            for f in files:
+                for name, info in headers[f][0].items():
+                    tensors[name] = (f, info)
+        else:
+            for name, rel in weight_map.items():
+                f = root / rel
+                info = headers[f][0].get(name)
+                if info is None:
+                    raise CheckpointError(f"{root / INDEX}: tensor {name!r} is mapped to {rel}, which does not contain it")
+                tensors[name] = (f, info)
+        config = None
+        if (root / "config.json").exists():
+            try:
+                config = json.loads((root / "config.json").read_text())
+            except (OSError, ValueError):
+                raise CheckpointError(f"{root / 'config.json'}: not valid JSON") from None
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{root / 'config.json'}: not a JSON object")
+        return cls(root, tensors, {f: headers[f][1] for f in files}, config, idx_meta)
+
+    def info(self, name: str) -> TensorInfo:
+        return self.tensors[name][1]
+
+    def read(self, name: str) -> np.ndarray:
+        f, info = self.tensors[name]
+        return read_tensor(f, info)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.metadata)
+
+    @property
+    def quantization_config(self) -> dict:
+        q = (self.config or {}).get("quantization_config")
+        return q if isinstance(q, dict) else {}
+
+    def other_files(self) -> list[Path]:
+        """Everything to carry over unchanged: tokenizer, generation config, chat template..."""
+        skip = {INDEX, "config.json"} | {f.name for f in self.files}
+        return sorted(p for p in self.root.iterdir()
+                      if p.is_file() and p.name not in skip and not p.name.startswith(".")
+                      and p.suffix != ".safetensors")

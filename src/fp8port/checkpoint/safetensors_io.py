@@ -1,0 +1,165 @@
+"""safetensors files without a framework: validated headers, bounded reads, streamed writes.
+
+The format: 8 bytes little-endian header length N, N bytes of JSON (name -> dtype, shape,
+data_offsets; optional "__metadata__" of strings), then the data. Reads go through
+`readinto` into a fresh array (not a memory map), so the resident memory of a conversion
+is the tensors in flight, whatever the size of the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import CheckpointError
+
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+# safetensors dtype -> (numpy dtype of one element, bits per element)
+DTYPES: dict[str, tuple[np.dtype, int]] = {
+    "BOOL": (np.dtype(np.bool_), 8), "U8": (np.dtype(np.uint8), 8), "I8": (np.dtype(np.int8), 8),
+    "I16": (np.dtype(np.int16), 16), "U16": (np.dtype(np.uint16), 16), "I32": (np.dtype(np.int32), 32),
+    "U32": (np.dtype(np.uint32), 32), "I64": (np.dtype(np.int64), 64), "U64": (np.dtype(np.uint64), 64),
+    "F16": (np.dtype(np.float16), 16), "BF16": (np.dtype(ml_dtypes.bfloat16), 16),
+    "F32": (np.dtype(np.float32), 32), "F64": (np.dtype(np.float64), 64),
+    "F8_E4M3": (np.dtype(ml_dtypes.float8_e4m3fn), 8), "F8_E5M2": (np.dtype(ml_dtypes.float8_e5m2), 8),
+    "F8_E4M3FNUZ": (np.dtype(ml_dtypes.float8_e4m3fnuz), 8),
+    "F8_E5M2FNUZ": (np.dtype(ml_dtypes.float8_e5m2fnuz), 8),
+    "F8_E8M0": (np.dtype(ml_dtypes.float8_e8m0fnu), 8),
+    # Sub-byte types: stored packed, shape counts logical elements; read back as raw bytes.
+    "F4": (np.dtype(np.uint8), 4), "F6_E2M3": (np.dtype(np.uint8), 6), "F6_E3M2": (np.dtype(np.uint8), 6),
+}
+DTYPE_OF_NUMPY = {v[0]: k for k, v in DTYPES.items() if v[1] >= 8 and k not in ("U8",)} | {
+    np.dtype(np.uint8): "U8"}
+
+
+def nbytes(dtype: str, shape) -> int:
+    return math.ceil(math.prod(shape) * DTYPES[dtype][1] / 8)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # absolute file offsets
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def _bad(path, msg):
+    return CheckpointError(f"{path}: {msg}")
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Tensor infos and metadata of one file, every field checked against the file size."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise _bad(path, f"not a safetensors file ({size} bytes, need at least 8)")
+            n = int.from_bytes(head, "little")
+            if n == 0 or n > min(MAX_HEADER, size - 8):
+                raise _bad(path, f"header length {n} does not fit a file of {size} bytes")
+            raw = f.read(n)
+    except OSError as e:
+        raise _bad(path, f"cannot read: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _bad(path, f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise _bad(path, "__metadata__ must map strings to strings")
+    data0, data_size = 8 + n, size - 8 - n
+    infos, spans = {}, []
+    for name, e in header.items():
+        where = f"tensor {name!r}"
+        if not isinstance(e, dict) or set(e) - {"dtype", "shape", "data_offsets"} or len(e) != 3:
+            raise _bad(path, f"{where}: entry must have exactly dtype, shape, data_offsets")
+        dtype, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+        if dtype not in DTYPES:
+            raise _bad(path, f"{where}: unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise _bad(path, f"{where}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)):
+            raise _bad(path, f"{where}: data_offsets {offs!r} is not [begin, end]")
+        b, end = offs
+        if not 0 <= b <= end <= data_size:
+            raise _bad(path, f"{where}: data_offsets {offs} outside the {data_size} data bytes")
+        if end - b != nbytes(dtype, shape):
+            raise _bad(path, f"{where}: {dtype} x {shape} needs {nbytes(dtype, shape)} bytes, offsets give {end - b}")
+        infos[name] = TensorInfo(name, dtype, tuple(shape), data0 + b, data0 + end)
+        spans.append((b, end, name))
+    spans.sort()
+    pos = 0
+    for b, end, name in spans:
+        if b != pos:
+            what = "overlaps the previous tensor" if b < pos else f"leaves a gap at byte {pos}"
+            raise _bad(path, f"tensor {name!r}: data {what}")
+        pos = end
+    if pos != data_size:
+        raise _bad(path, f"{data_size - pos} trailing bytes after the last tensor")
+    return infos, meta
+
+
+def read_tensor(path: Path, info: TensorInfo) -> np.ndarray:
+    """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types)."""
+    dt, bits = DTYPES[info.dtype]
+    buf = np.empty(info.nbytes, np.uint8)
+    with open(path, "rb") as f:
+        f.seek(info.begin)
+        if f.readinto(memoryview(buf)) != info.nbytes:
+            raise _bad(path, f"tensor {info.name!r}: file ends early")
+    if bits < 8:
+        return buf
+    return buf.view(dt).reshape(info.shape)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A tensor to write: its bytes are produced only when the writer reaches it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    produce: object  # () -> np.ndarray of exactly nbytes(dtype, shape) bytes
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.dtype, self.shape)
+
+
+def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
+    """Stream entries into `path` (the caller writes to a temporary name and renames)."""
+    header, pos = {}, 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for e in entries:
+        header[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [pos, pos + e.nbytes]}
+        pos += e.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for e in entries:
+            data = np.ascontiguousarray(e.produce())
+            if data.nbytes != e.nbytes:
+                raise CheckpointError(f"{path}: tensor {e.name!r} produced {data.nbytes} bytes, expected {e.nbytes}")
+            f.write(memoryview(data.view(np.uint8).reshape(-1)))
+        f.flush()
+        os.fsync(f.fileno())
