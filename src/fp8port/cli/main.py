@@ -11,9 +11,9 @@ import os
 import sys
 
 from ..errors import Fp8portError
-from . import decode, demo, encode, formats, profiles
+from . import checkpoint, decode, demo, encode, formats, profiles
 
-VERBS = (demo, formats, profiles, encode, decode)
+VERBS = (demo, formats, profiles, encode, decode, checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:

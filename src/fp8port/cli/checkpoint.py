@@ -1,0 +1,159 @@
+"""`fp8port convert | dequant | rescale | inspect | diff`: checkpoints on disk.
+
+Parsing and printing only: the work is fp8port.checkpoint's. Progress goes to stderr,
+results to stdout, `--json` for machines.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+from ..checkpoint import convert as cv
+from ..checkpoint.diff import diff
+from ..checkpoint.inspect import inspect
+from ..errors import UnknownNameError
+from .output import print_json, print_table
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text.strip())
+    if not m or m.group(2).lower() not in _UNITS:
+        raise UnknownNameError("size", text, ["a number with an optional unit: 500MB, 5GB, 2GiB"])
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _common(p, out=True):
+    p.add_argument("src", metavar="SRC", help="a Hugging Face model folder (or one .safetensors file)")
+    if out:
+        p.add_argument("dst", metavar="DST", help="the output folder (created; must be empty, or --overwrite)")
+        p.add_argument("--shard-size", default="5GB", help="largest output shard (default 5GB)")
+        p.add_argument("--workers", type=int, default=1, help="shards written in parallel processes")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST when done")
+        p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+        p.add_argument("--verify", action="store_true", help="reload every written tensor and check it")
+        p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+        p.add_argument("-q", "--quiet", action="store_true", help="no per-tensor progress on stderr")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("convert", help="quantize a dense checkpoint (streaming, on CPU)",
+                              description="Quantize every 2-D linear weight of a dense safetensors checkpoint.")
+    _common(p)
+    p.add_argument("--preset", required=True, help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...")
+    p.add_argument("--layout", help="deepseek (FP8 default) | compressed-tensors | fp8port (others' default)")
+    p.add_argument("--scale-dtype", help="f32 (default) | e8m0 (one-byte scales, DeepSeek-V4 style)")
+    p.add_argument("--include", action="append", default=[], help="glob of tensors to quantize anyway")
+    p.add_argument("--exclude", action="append", default=[], help="glob of tensors to keep dense")
+    p.add_argument("--nonfinite", default="error", help="error | keep | zero: NaN/Inf weights")
+    p.set_defaults(run=run, mode="convert")
+
+    p = subparsers.add_parser("dequant", help="dequantize a block-scaled checkpoint back to dense",
+                              description="Any block-scaled checkpoint fp8port reads, back to a dense one.")
+    _common(p)
+    p.add_argument("--dtype", default="bf16", help="bf16 (default) | fp16 | fp32")
+    p.set_defaults(run=run, mode="dequant")
+
+    p = subparsers.add_parser("rescale", help="fp32 block scales -> UE8M0, or UE8M0 128x128 -> MXFP8 1x32",
+                              description="Move an FP8 block checkpoint to another scale format.")
+    _common(p)
+    p.add_argument("--to", required=True, help="ue8m0 | mxfp8")
+    p.add_argument("--scale-dtype", help="with --to ue8m0: f32 (default) | e8m0")
+    p.set_defaults(run=run, mode="rescale")
+
+    p = subparsers.add_parser("inspect", help="what a checkpoint is, and who will misread it")
+    _common(p, out=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_inspect)
+
+    p = subparsers.add_parser("diff", help="compare two checkpoints tensor by tensor")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_diff)
+
+
+def _options(args) -> cv.Options:
+    return cv.Options(
+        mode=args.mode, preset=getattr(args, "preset", None), layout=getattr(args, "layout", None),
+        scale_dtype=getattr(args, "scale_dtype", None), dtype=getattr(args, "dtype", "bf16"),
+        to=getattr(args, "to", None), include=tuple(getattr(args, "include", ())),
+        exclude=tuple(getattr(args, "exclude", ())), shard_size=parse_size(args.shard_size),
+        nonfinite=getattr(args, "nonfinite", "error"),
+    )
+
+
+def run(args) -> int:
+    opts = _options(args)
+    cv.NonFinitePolicy.parse(opts.nonfinite)
+    if args.dry_run:
+        plan = cv.make_plan(args.src, opts)
+        if args.json:
+            print_json(plan.to_json())
+        else:
+            for name, idx in zip(plan.shard_names, plan.shards):
+                print(name)
+                for i in idx:
+                    j = plan.jobs[i]
+                    outs = ", ".join(f"{n} {d}{list(s)}" for n, d, s in j.outputs)
+                    print(f"  {j.action.value:16s} {j.source} -> {outs}")
+            for note in plan.notes:
+                print(f"note: {note}")
+        return 0
+    t0 = time.perf_counter()
+    res = cv.run(args.src, args.dst, opts, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+                 verify=args.verify, progress=None if args.quiet else cv._print_progress)
+    secs = time.perf_counter() - t0
+    s = res.summary
+    if args.json:
+        print_json({**s, "seconds": round(secs, 3), "resumed_shards": res.resumed_shards, "dst": str(res.dst)})
+        return 0
+    counts = ", ".join(f"{v} {k}" for k, v in s["counts"].items() if v)
+    print(f"{res.dst}: {s['layout_out']} layout, {counts}; {s['bytes_written'] / 1e6:.1f} MB in "
+          f"{len(s['files'])} file(s), {secs:.1f} s" + (f" ({res.resumed_shards} shard(s) resumed)" if res.resumed_shards else ""))
+    if "verify" in s:
+        v = s["verify"]
+        exact = sum(t["exact"] for t in v["tensors"].values())
+        print(f"verify: {'ok' if v['ok'] else 'FAILED'}; {exact} of {len(v['tensors'])} converted tensors exact")
+    return 0
+
+
+def run_inspect(args) -> int:
+    info = inspect(args.src)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['path']}: {info['layout']} layout, {info['tensors']} tensors in {len(info['files'])} file(s), "
+          f"{info['parameters']:,} parameters, {info['bytes'] / 1e6:.1f} MB")
+    print_table(["dtype", "tensors", "MB"], [[d, str(v["tensors"]), f"{v['bytes'] / 1e6:.1f}"]
+                                               for d, v in info["dtypes"].items()], right={1, 2})
+    if info["layout"] != "dense":
+        print(f"preset: {info['preset']}; element {info['element']}, {info['block']} blocks, scales "
+              f"{'/'.join(info['scale_storage'])}, all powers of two: {info['scales_all_powers_of_two']}")
+        print(f"quantized weights: {info['quantized']}; kept dense: {info['dense_tensors']} "
+              f"(e.g. {', '.join(info['dense_examples'][:4])})")
+    for w in info["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def run_diff(args) -> int:
+    d = diff(args.a, args.b)
+    if args.json:
+        print_json(d)
+        return 0 if d["identical"] else 1
+    rows = [[r["name"], r["status"], str(r.get("bytes_equal", "")), f"{r.get('max_abs_error', 0):.3g}",
+             "" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.2f}"] for r in d["tensors"]]
+    print_table(["tensor", "status", "bytes equal", "max |a-b|", "SQNR dB"], rows, right={3, 4})
+    for n in d["only_in_a"]:
+        print(f"only in A: {n}")
+    for n in d["only_in_b"]:
+        print(f"only in B: {n}")
+    print("identical" if d["identical"] else "different")
+    return 0 if d["identical"] else 1
