@@ -24,11 +24,11 @@ import ml_dtypes
 import numpy as np
 
 from .. import __version__
-from ..errors import CheckpointError, ConversionError, NonFiniteError, UnknownNameError
+from ..errors import CheckpointError, ConversionError, Fp8portError, NonFiniteError, UnknownNameError
 from ..quant import dequantize, get_preset, quantize
 from ..quant.tensor import QuantizedTensor
 from .folder import INDEX, SINGLE, Checkpoint
-from .layouts import (SCALE_NAME, Layout, Target, all_powers_of_two, detect, grid, logical_shape,
+from .layouts import (SCALE_NAME, Layout, Target, all_powers_of_two, check_grids, detect, grid, logical_shape,
                       quantized_weights, read_quantized, reader_scheme)
 from .safetensors_io import DTYPES, Entry, nbytes, write_file
 from .selection import quantizable
@@ -173,6 +173,7 @@ def plan_dequant(ckpt: Checkpoint, opts: Options) -> Plan:
     scales = set(pairs.values()) | {n for n in ckpt.tensors if n.endswith(".weight_tensor_scale")}
     out_dtype = DENSE[opts.dtype][0]
     scheme = reader_scheme(ckpt, layout)
+    check_grids(ckpt, pairs, scheme)
     jobs = []
     for name, (_, info) in ckpt.tensors.items():
         if name in pairs:
@@ -199,6 +200,7 @@ def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
         raise UnknownNameError("rescale target", opts.to, ["ue8m0", "mxfp8"])
     pairs = quantized_weights(ckpt, layout)
     src_scheme = reader_scheme(ckpt, layout)
+    check_grids(ckpt, pairs, src_scheme)
     if action is Action.REPLICATE and src_scheme.block.size[1] % target.scheme.block.size[0]:
         raise ConversionError(f"{src_scheme.block} blocks do not split into 1x{target.scheme.block.size[0]} blocks")
     jobs = []
@@ -390,6 +392,11 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ve
             if not summary["verify"]["ok"]:
                 raise ConversionError(f"--verify failed: {summary['verify']['failures'][:3]}")
         stage.publish(overwrite)
+    except Fp8portError:
+        # bad data or options: a rerun would fail the same way, so leave nothing behind. An
+        # interruption or an OSError (disk full) keeps the staging folder for --resume.
+        stage.discard()
+        raise
     finally:
         stage.release()
     return Result(dst, plan, summary, resumed)

@@ -232,6 +232,17 @@ def logical_shape(info, scheme: Scheme) -> tuple[int, ...]:
     return tuple(info.shape)
 
 
+def check_grids(ckpt, pairs: dict[str, str], scheme: Scheme) -> None:
+    """Every scale grid fits its weight (from the headers alone, before any data is read)."""
+    for name, scale_name in pairs.items():
+        info, sinfo = ckpt.info(name), ckpt.info(scale_name)
+        want = grid(logical_shape(info, scheme), scheme)
+        if sinfo.shape != want:
+            raise CheckpointError(f"{ckpt.tensors[scale_name][0]}: scale {scale_name!r} has grid {list(sinfo.shape)}, "
+                                  f"but weight {name!r} {list(logical_shape(info, scheme))} in {scheme.block} "
+                                  f"blocks needs {list(want)}")
+
+
 def read_quantized(ckpt, name: str, scale_name: str, layout: Layout, scheme: Scheme) -> QuantizedTensor:
     """A weight and its scales as a NumPy QuantizedTensor, the scale grid checked."""
     f, info = ckpt.tensors[name]

@@ -123,6 +123,10 @@ class Staging:
     def release(self):
         (self.dir / LOCK).unlink(missing_ok=True)
 
+    def discard(self) -> None:
+        """Remove the staging folder (a failure that a rerun would only repeat)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def publish(self, overwrite: bool) -> None:
         """Make DST the finished output in one rename; the lock and journal do not travel."""
         (self.dir / JOURNAL).unlink(missing_ok=True)

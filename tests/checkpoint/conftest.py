@@ -1,0 +1,65 @@
+import hashlib
+import json
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from fp8port.checkpoint.safetensors_io import Entry, write_file
+
+BF16 = ml_dtypes.bfloat16
+
+
+def tiny_llama(rng, hidden=576, inter=1536, layers=2, vocab=100, dtype=BF16) -> dict[str, np.ndarray]:
+    """A Llama-shaped set of tensors with SmolLM2's ragged widths (576 = 4.5 x 128)."""
+    t = {"model.embed_tokens.weight": rng.standard_normal((vocab, hidden))}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = rng.standard_normal(hidden)
+        t[p + "self_attn.q_proj.weight"] = rng.standard_normal((hidden, hidden))
+        t[p + "self_attn.k_proj.weight"] = rng.standard_normal((192, hidden))
+        t[p + "mlp.gate_proj.weight"] = rng.standard_normal((inter, hidden)) * np.exp(rng.standard_normal((inter, 1)))
+        t[p + "mlp.down_proj.weight"] = rng.standard_normal((hidden, inter))
+        t[p + "mlp.gate.weight"] = rng.standard_normal((8, hidden))  # a MoE router: stays dense
+    t["model.norm.weight"] = rng.standard_normal(hidden)
+    t["lm_head.weight"] = rng.standard_normal((vocab, hidden))
+    return {k: v.astype(dtype) for k, v in t.items()}
+
+
+_DT = {np.dtype(BF16): "BF16", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
+
+
+def write_dense(folder: Path, tensors: dict, shards: int = 1, config: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(tensors)
+    groups = [names[i::shards] for i in range(shards)]
+    weight_map = {}
+    for i, group in enumerate(groups):
+        fname = "model.safetensors" if shards == 1 else f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        write_file(folder / fname, [Entry(n, _DT[tensors[n].dtype], tensors[n].shape, lambda a=tensors[n]: a)
+                                    for n in group], {"format": "pt"})
+        weight_map.update({n: fname for n in group})
+    if shards > 1:
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps(config or {"architectures": ["LlamaForCausalLM"],
+                                                                "hidden_size": 576, "torch_dtype": "bfloat16"}))
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    return folder
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file below folder (relative names), to prove a folder unchanged."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def dense(tmp_path, rng):
+    tensors = tiny_llama(rng)
+    return write_dense(tmp_path / "src", tensors, shards=2), tensors
