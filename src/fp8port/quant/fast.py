@@ -271,6 +271,7 @@ def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits
                         v = v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0)
                         codes[b, r, g, j] = lut[(p & np.int32(0x8000)) | v]
 
+
 @njit(parallel=True, cache=True)
 def _dequantize_kernel(codes, bm, bn, sgrid, lut_f, to_bf16, out):
     B, M, N = codes.shape

@@ -1,0 +1,90 @@
+import ml_dtypes
+import numpy as np
+import torch
+
+from fp8port.conform import Outputs, check, identify, read_bundle
+from fp8port.quant import get_preset, quantize
+
+ELEM = ("float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
+
+
+def groups(arrays):
+    return {g.group: g for g in identify(Outputs.from_arrays(arrays)).groups}
+
+
+def test_ml_dtypes_astype_is_named_ml_dtypes(inputs):
+    out = {f"{k}/codes": x.astype(getattr(ml_dtypes, k.split("/")[1])).view(np.uint8)
+           for k, x in inputs.items() if k.startswith("element/")}
+    g = groups(out)
+    for f in ELEM:
+        assert "ml_dtypes" in g[f].best and not g[f].deviations, g[f].summary
+
+
+def test_torch_to_is_named_torch_and_differs_from_ml_dtypes_on_e4m3_overflow(inputs):
+    out = {f"{k}/codes": torch.from_numpy(x).to(getattr(torch, k.split("/")[1])).view(torch.uint8).numpy()
+           for k, x in inputs.items() if k.startswith("element/float8")}
+    g = groups(out)
+    assert g["float8_e4m3fn"].best.startswith("torch") and not g["float8_e4m3fn"].deviations
+    assert g["float8_e5m2"].best.startswith("torch")  # NaN is 0x7F, not ml_dtypes' 0x7E (D6)
+    rep = check(Outputs.from_arrays(out), "ml_dtypes")
+    bad = {r.case for r in rep.mismatched}
+    assert {"element/float8_e4m3fn/overflow", "element/float8_e4m3fn/specials"} <= bad
+    assert "element/float8_e4m3fn/ties" not in bad
+
+
+def test_ml_dtypes_with_saturation_is_named_as_such(inputs):
+    # a "broken" ml_dtypes-like cast that saturates E4M3 overflow (but not Inf)
+    out = {}
+    for k, x in inputs.items():
+        if k.startswith("element/float8_e4m3fn/"):
+            y = np.where(np.isfinite(x), np.clip(x, -448, 448), x)
+            out[f"{k}/codes"] = y.astype(ml_dtypes.float8_e4m3fn).view(np.uint8)
+    g = groups(out)["float8_e4m3fn"]
+    assert "overflow=saturate" in g.best or "ocp-mx" in g.best, g.summary
+    assert not g.deviations
+
+
+def test_torchao_floor_is_floor_and_zero_blocks_differ_from_deepseek(inputs, to_mx):
+    g = groups(to_mx(inputs, "block/mxfp8/", "FLOOR", 32))["mxfp8/activation"]
+    assert g.best == "floor" and g.versus_preset is None
+    dev = {d.scenario: d for d in g.deviations}
+    # known torchao 0.18 FLOOR quirks: Inf blocks get 2^120 (0xF7), 2^-127 scales divide by 2^-126 (D3, D4b)
+    assert dev["inf_blocks"].first[0].got == "0xf7"
+    assert "subnormal_blocks" in dev and "zero_blocks" not in dev and "above_max" not in dev
+    ds = to_mx(inputs, "block/deepseek-v3.1/activation/", "FLOOR", 128)
+    g = groups(ds)["deepseek-v3.1/activation"]
+    assert g.best.startswith("floor") and "no 0.0001 clamp" in g.versus_preset
+    rep = check(Outputs.from_arrays(ds), "deepseek-v3.1@floor")
+    m = {r.case: r for r in rep.mismatched}["block/deepseek-v3.1/activation/zero_blocks"].first[0]
+    assert (m.array, m.expected, m.got) == ("scales", "0x69", "0x00")
+
+
+def test_torchao_rceil_is_float_log2_and_deviates_at_near_ties(inputs, to_mx):
+    out = to_mx(inputs, "block/mxfp8/", "RCEIL", 32)
+    g = groups(out)["mxfp8/activation"]
+    assert g.best.startswith("log2_ceil"), g.summary
+    rep = check(Outputs.from_arrays(out), "mxfp8@rceil")
+    bad = {r.case.split("/")[-1] for r in rep.mismatched}
+    assert "log2_near_ties" in bad and "random" not in bad and "above_max" not in bad
+
+
+def test_broken_deepseek_without_clamp_is_named(inputs):
+    s = get_preset("deepseek-v3.1").activation.with_(amax_clamp=None)
+    out = {}
+    for k, x in inputs.items():
+        if k.startswith("block/deepseek-v3.1/activation/"):
+            q = quantize(x, s, nonfinite="propagate")
+            out[f"{k}/codes"], out[f"{k}/scales"] = q.codes, q.scale
+    g = groups(out)["deepseek-v3.1/activation"]
+    assert g.best.startswith("ue8m0") and "no 0.0001 clamp" in g.versus_preset and not g.deviations
+
+
+def test_broken_float_log2_instead_of_bitwise_is_named(kit):
+    # a DeepSeek UE8M0 kernel written with a float32 log2 ceil (DeepSeek-V3 kernel.py) instead of the bits
+    broken = read_bundle(kit / "expected" / "deepseek-v3.1@log2_ceil.npz")
+    g = groups(broken)["deepseek-v3.1/activation"]
+    assert g.best.startswith("log2_ceil") and not g.deviations
+    assert "float32 log2" in g.versus_preset and "instead of ue8m0" in g.versus_preset
+    assert "ue8m0" in g.runner_up or "log2_ceil" in g.runner_up
+    rep = check(Outputs.from_arrays(broken), "deepseek-v3.1")
+    assert "block/deepseek-v3.1/activation/log2_near_ties" in {r.case for r in rep.mismatched}
