@@ -2,4 +2,5 @@
 
 from .cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned worker processes import this module too
+    raise SystemExit(main())

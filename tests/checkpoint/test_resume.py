@@ -125,3 +125,9 @@ def test_kill_minus_nine_at_random_points(source, reference, tmp_path, seed):
         assert done.returncode == 0, done.stderr
     assert tree_digest(dst) == reference
     assert tree_digest(source) == before
+
+
+def test_worker_processes_give_the_same_bytes(source, reference, tmp_path):
+    dst = tmp_path / "out"
+    run(source, dst, _opts(), progress=None, workers=2)
+    assert tree_digest(dst) == reference

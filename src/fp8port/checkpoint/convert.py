@@ -14,6 +14,8 @@ import enum
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -300,8 +302,10 @@ def _sqnr(w, err) -> float | None:
     return None if e == 0 else round(float(10 * np.log10(np.sum(np.asarray(w, np.float64) ** 2) / e)), 3)
 
 
-def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -> dict:
-    """Write one shard to `path` (a temporary name); returns the per-tensor reports."""
+def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -> tuple[dict, str]:
+    """Write one shard to `path` (a temporary name); returns the per-tensor reports and the
+    file's SHA-256. A pure function of its arguments: any process or machine that sees the
+    same paths may run it, any number of times."""
     ckpt = Checkpoint.open(src)
     entries, reports = [], {}
     cache: dict[str, np.ndarray] = {}
@@ -322,7 +326,7 @@ def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -
         for k, (n, d, s) in enumerate(job.outputs):
             entries.append(Entry(n, d, s, lambda make=make, k=k: make(k=k)))
     write_file(path, entries, {"format": "pt"})
-    return reports
+    return reports, sha256_file(path)
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -345,10 +349,12 @@ def _print_progress(event: str, **kw):
         print(f"  wrote {kw['name']} ({kw['index'] + 1}/{kw['count']})", file=sys.stderr)
 
 
-def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, verify=False,
+def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, executor=None, verify=False,
         progress=_print_progress, after_shard=None) -> Result:
-    """Plan and execute a conversion. progress(event, **info) gets per-tensor and per-shard events
-    (None for silence). after_shard(i) is a hook for tests that interrupt a run."""
+    """Plan and execute a conversion. Shards are written in this process, by `workers` local
+    processes, or by any `executor` with `submit(fn, *args) -> future` (the Ray backend).
+    progress(event, **info) gets per-tensor and per-shard events (None for silence);
+    after_shard(i) is a hook for tests that interrupt a run."""
     src, dst = Path(src), Path(dst)
     check_destination(src, dst, overwrite)
     ckpt = Checkpoint.open(src)
@@ -360,23 +366,27 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ve
         total, done = len(plan.jobs), sum(len(plan.shards[i]) for i in range(len(plan.shards)) if i not in todo)
         reports: dict = {}
 
-        def finish(i, rep):
+        def finish(i, rep, digest):
             name = plan.shard_names[i]
-            tmp = stage.temp_path(name)
-            tmp.replace(stage.shard_path(name))
-            stage.mark_done(name, sha256_file(stage.shard_path(name)))
+            stage.temp_path(name).replace(stage.shard_path(name))
+            stage.mark_done(name, digest)
             reports.update(rep)
             if progress:
                 progress("shard", name=name, index=i, count=len(plan.shards))
             if after_shard:
                 after_shard(i)
 
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+        own = executor is None and workers > 1 and len(todo) > 1
+        pool = _local_pool(workers) if own else executor
+        if pool is not None:
+            try:
                 futs = {i: pool.submit(write_shard, src, plan, i, stage.temp_path(plan.shard_names[i]))
                         for i in todo}
-                for i in todo:
-                    finish(i, futs[i].result())
+                for i in todo:  # in order, so the journal grows as a sequential run's would
+                    finish(i, *futs[i].result())
+            finally:
+                if own:
+                    pool.shutdown(cancel_futures=True)
         else:
             for i in todo:
                 def on_tensor(job, i=i):
@@ -384,7 +394,7 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ve
                     done += 1
                     if progress:
                         progress("tensor", job=job, done=done, total=total)
-                finish(i, write_shard(src, plan, i, stage.temp_path(plan.shard_names[i]), on_tensor))
+                finish(i, *write_shard(src, plan, i, stage.temp_path(plan.shard_names[i]), on_tensor))
         summary = _finish(stage, ckpt, plan, reports)
         if verify:
             summary["verify"] = verify_output(ckpt, Checkpoint.open(stage.dir), plan)
@@ -400,6 +410,20 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ve
     finally:
         stage.release()
     return Result(dst, plan, summary, resumed)
+
+
+def _worker_init(threads: int) -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _local_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: the parent already runs OpenMP threads (Numba, torch), and a forked
+    # child of such a process may hang. Cores are shared out so that workers do not oversubscribe.
+    cores = os.cpu_count() or 1
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(max(1, cores // workers),))
 
 
 def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict:
