@@ -232,3 +232,18 @@ def test_failed_run_leaves_nothing_visible(dense, tmp_path):
     with pytest.raises(UnknownNameError):
         convert(src, tmp_path / "out", preset="deepseek-v3.1", nonfinite="sometimes")
     assert not (tmp_path / "out").exists()
+
+
+def test_tied_lm_head_is_ignored_and_subfolders_are_copied(tmp_path, rng):
+    t = tiny_llama(rng, layers=1)
+    del t["lm_head.weight"]  # tied to the embedding, as in SmolLM2: no tensor, still a Linear
+    src = write_dense(tmp_path / "src", t)
+    (src / "1_Pooling").mkdir()
+    (src / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 576}')
+    (src / ".cache").mkdir()
+    (src / ".cache" / "junk").write_text("not carried")
+    convert(src, tmp_path / "ct", preset="deepseek-v3", layout="compressed-tensors")
+    cfg = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
+    assert "lm_head" in cfg["ignore"]
+    assert (tmp_path / "ct" / "1_Pooling" / "config.json").read_text() == '{"word_embedding_dimension": 576}'
+    assert not (tmp_path / "ct" / ".cache").exists()

@@ -150,6 +150,11 @@ def test_transformers_finegrained_fp8_reads_deepseek_layout_bit_exact(ckpt, mode
         b = dense(**enc).last_hidden_state
     assert torch.equal(a, b)
 
+    # With no GPU, transformers 5.x switches a plain load to dequantize=True by itself (interop-probe
+    # §1): the default load must give the very same weights.
+    default = AutoModel.from_pretrained(q, dtype=torch.float32)
+    assert _state_dicts_bit_equal(default.state_dict(), dense.state_dict()) == []
+
 
 # ---- b. compressed-tensors' FP8BlockDequantizer reads our DeepSeek layout -------------------
 

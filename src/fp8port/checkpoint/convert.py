@@ -156,6 +156,8 @@ def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
             if name.endswith(".weight") and len(info.shape) == 2 and "embed" not in name:
                 ignored.append(name[: -len(".weight")])
             jobs.append(Job(Action.COPY, name, None, ((name, info.dtype, info.shape),)))
+    if "lm_head" not in ignored:  # a tied lm_head has no tensor but is a Linear all the same
+        ignored.append("lm_head")
     config = dict(ckpt.config or {})
     config["quantization_config"] = target.quantization_config(ignored)
     shards, names = _shard(jobs, opts.shard_size)
@@ -436,7 +438,9 @@ def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict
     if plan.config is not None:
         write_json_atomic(stage.dir / "config.json", plan.config)
     for f in ckpt.other_files():
-        shutil.copyfile(f, stage.dir / f.name)
+        rel = f.relative_to(ckpt.root)
+        (stage.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, stage.dir / rel)
     summary = {
         "tool": f"fp8port {__version__}",
         "mode": plan.options.mode,

@@ -102,8 +102,17 @@ class Checkpoint:
         return q if isinstance(q, dict) else {}
 
     def other_files(self) -> list[Path]:
-        """Everything to carry over unchanged: tokenizer, generation config, chat template..."""
-        skip = {INDEX, "config.json"} | {f.name for f in self.files}
-        return sorted(p for p in self.root.iterdir()
-                      if p.is_file() and p.name not in skip and not p.name.startswith(".")
-                      and p.suffix != ".safetensors")
+        """Everything to carry over unchanged: tokenizer, generation config, chat template, and
+        sub-folders (sentence-transformers' 1_Pooling/config.json); not weights, not hidden files."""
+        skip = {self.root / INDEX, self.root / "config.json"} | set(self.files)
+        out = []
+        for p in sorted(self.root.rglob("*")):
+            rel = p.relative_to(self.root)
+            if any(part.startswith(".") for part in rel.parts) or not p.is_file() or p in skip:
+                continue
+            if p.suffix == ".safetensors" and p.parent == self.root:
+                continue
+            if not p.resolve().is_relative_to(self.root.resolve()):
+                continue  # a link that leaves the checkpoint is not ours to copy
+            out.append(p)
+        return out
