@@ -13,6 +13,7 @@ import time
 from ..checkpoint import convert as cv
 from ..checkpoint.diff import diff
 from ..checkpoint.inspect import inspect
+from ..distributed import executor_from_option
 from ..errors import UnknownNameError
 from .output import print_json, print_table
 
@@ -34,6 +35,9 @@ def _common(p, out=True):
         p.add_argument("dst", metavar="DST", help="the output folder (created; must be empty, or --overwrite)")
         p.add_argument("--shard-size", default="5GB", help="largest output shard (default 5GB)")
         p.add_argument("--workers", type=int, default=1, help="shards written in parallel processes")
+        p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="write shards as Ray tasks (replaces --workers): a local cluster, or the one at "
+                            "ADDRESS ('auto', host:port); SRC and DST must be on storage every node sees")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
         p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST when done")
         p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
@@ -46,8 +50,11 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("convert", help="quantize a dense checkpoint (streaming, on CPU)",
                               description="Quantize every 2-D linear weight of a dense safetensors checkpoint.")
     _common(p)
-    p.add_argument("--preset", required=True, help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...")
-    p.add_argument("--layout", help="deepseek (FP8 default) | compressed-tensors | fp8port (others' default)")
+    p.add_argument("--preset", required=True, help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...; "
+                   "with --layout ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8")
+    p.add_argument("--layout", help="deepseek (FP8 default) | compressed-tensors | fp8port (others' default) | "
+                   "ascend (msModelSlim AscendV1; SRC may also be FP8)")
+    p.add_argument("--activation-scales", help="ascend W8A8 static: JSON {module: {input_scale, input_offset}}")
     p.add_argument("--scale-dtype", help="f32 (default) | e8m0 (one-byte scales, DeepSeek-V4 style)")
     p.add_argument("--include", action="append", default=[], help="glob of tensors to quantize anyway")
     p.add_argument("--exclude", action="append", default=[], help="glob of tensors to keep dense")
@@ -85,7 +92,7 @@ def _options(args) -> cv.Options:
         scale_dtype=getattr(args, "scale_dtype", None), dtype=getattr(args, "dtype", "bf16"),
         to=getattr(args, "to", None), include=tuple(getattr(args, "include", ())),
         exclude=tuple(getattr(args, "exclude", ())), shard_size=parse_size(args.shard_size),
-        nonfinite=getattr(args, "nonfinite", "error"),
+        nonfinite=getattr(args, "nonfinite", "error"), activation_scales=getattr(args, "activation_scales", None),
     )
 
 
@@ -106,10 +113,12 @@ def run(args) -> int:
             for note in plan.notes:
                 print(f"note: {note}")
         return 0
-    t0 = time.perf_counter()
-    res = cv.run(args.src, args.dst, opts, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
-                 verify=args.verify, progress=None if args.quiet else cv._print_progress)
-    secs = time.perf_counter() - t0
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    with executor_from_option(args.ray, log=log) as executor:
+        t0 = time.perf_counter()
+        res = cv.run(args.src, args.dst, opts, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+                     executor=executor, verify=args.verify, progress=None if args.quiet else cv._print_progress)
+        secs = time.perf_counter() - t0
     s = res.summary
     if args.json:
         print_json({**s, "seconds": round(secs, 3), "resumed_shards": res.resumed_shards, "dst": str(res.dst)})
@@ -117,6 +126,10 @@ def run(args) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in s["counts"].items() if v)
     print(f"{res.dst}: {s['layout_out']} layout, {counts}; {s['bytes_written'] / 1e6:.1f} MB in "
           f"{len(s['files'])} file(s), {secs:.1f} s" + (f" ({res.resumed_shards} shard(s) resumed)" if res.resumed_shards else ""))
+    sqnr = sorted(t["sqnr_db"] for t in s["tensors"].values() if t.get("sqnr_db") is not None)
+    if sqnr:
+        print(f"sqnr vs source: min {sqnr[0]:.2f} dB, median {sqnr[len(sqnr) // 2]:.2f} dB over {len(sqnr)} "
+              f"tensors (per tensor in {cv.SUMMARY})")
     if "verify" in s:
         v = s["verify"]
         exact = sum(t["exact"] for t in v["tensors"].values())
@@ -138,6 +151,8 @@ def run_inspect(args) -> int:
               f"{'/'.join(info['scale_storage'])}, all powers of two: {info['scales_all_powers_of_two']}")
         print(f"quantized weights: {info['quantized']}; kept dense: {info['dense_tensors']} "
               f"(e.g. {', '.join(info['dense_examples'][:4])})")
+    for loader, v in info.get("ascend", {}).get("loaders", {}).items():
+        print(f"{loader}: {'accepts' if v['accepts'] else 'refuses: ' + '; '.join(v['reasons'])}")
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0

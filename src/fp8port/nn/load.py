@@ -1,0 +1,141 @@
+"""Build runnable models from block-scaled checkpoints, or quantize one in memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint.folder import Checkpoint
+from ..checkpoint.layouts import Layout, detect, quantized_weights, read_quantized, reader_scheme
+from ..checkpoint.selection import quantizable
+from ..errors import CheckpointError, Fp8portError
+from ..quant import get_preset
+from .linear import FP8Linear, Mode
+
+_TORCH = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+          "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8, "BOOL": torch.bool}
+
+
+def _to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
+    if dtype == "BF16":
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _activation_scheme(ckpt: Checkpoint, layout: Layout):
+    """The activation scheme that goes with a checkpoint's weights (for w8a8)."""
+    qc = ckpt.quantization_config
+    if layout is Layout.FP8PORT:
+        return get_preset(qc["preset"]).activation
+    preset = "deepseek-v3.1" if qc.get("scale_fmt") == "ue8m0" else "deepseek-v3"
+    return get_preset(preset).activation
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) -> nn.Module:
+    """A transformers model whose quantized linears are FP8Linear modules (codes + scales).
+
+    Reads every layout fp8port reads, including what transformers cannot load itself
+    (partial blocks, E8M0 scales, MX / NVFP4 / HiF8). dtype: of the dense parameters
+    (default: the checkpoint's). mode: 'weight-only' or 'w8a8'.
+    """
+    try:
+        import transformers
+        from accelerate import init_empty_weights
+    except ImportError as e:
+        raise Fp8portError(f"load_quantized needs transformers and accelerate ({e}); pip install 'fp8port[models]'")
+    mode = Mode.parse(mode)
+    path = Path(path)
+    ckpt = Checkpoint.open(path)
+    layout = detect(ckpt)
+    pairs = quantized_weights(ckpt, layout)
+    scheme = reader_scheme(ckpt, layout) if pairs else None
+    cfg = dict(ckpt.config or {})
+    if not cfg:
+        raise CheckpointError(f"{path}: no config.json; load_quantized needs the model's config")
+    cfg.pop("quantization_config", None)
+    config = transformers.AutoConfig.for_model(**cfg)
+    dense_dtypes = {ckpt.info(n).dtype for n in ckpt.tensors if n not in pairs and ckpt.info(n).dtype in _TORCH}
+    dtype = dtype or next((_TORCH[d] for d in ("BF16", "F16", "F32") if d in dense_dtypes), torch.float32)
+    cls = model_class or (transformers.AutoModelForCausalLM if any(
+        a.endswith("ForCausalLM") for a in cfg.get("architectures", [])) else transformers.AutoModel)
+    with init_empty_weights(include_buffers=False):  # parameters on meta: no dense copy is ever made
+        model = cls.from_config(config, dtype=dtype)
+    act = _activation_scheme(ckpt, layout) if pairs and mode is Mode.W8A8 else None
+    scales = set(pairs.values()) | {n for n in ckpt.tensors if n.endswith(".weight_tensor_scale")}
+    prefix = _prefix(model, ckpt)
+    for wname, sname in pairs.items():
+        mod_name = prefix + wname[: -len(".weight")]
+        try:
+            old = model.get_submodule(mod_name)
+        except AttributeError:
+            raise CheckpointError(f"{path}: quantized weight {wname!r} has no module {mod_name!r} in "
+                                  f"{type(model).__name__}") from None
+        bias = None
+        if f"{wname[:-7]}.bias" in ckpt.tensors:
+            bias = _to_torch(ckpt.read(f"{wname[:-7]}.bias"), ckpt.info(f"{wname[:-7]}.bias").dtype).to(dtype)
+        q = read_quantized(ckpt, wname, sname, layout, scheme)
+        if tuple(q.shape) != (old.out_features, old.in_features):
+            raise CheckpointError(f"{path}: {wname!r} is {list(q.shape)} but the model's {mod_name} is "
+                                  f"{[old.out_features, old.in_features]}")
+        _set_module(model, mod_name, FP8Linear.from_quantized(q, bias, mode, act))
+    state = {prefix + n: _to_torch(ckpt.read(n), ckpt.info(n).dtype) for n in ckpt.tensors
+             if n not in pairs and n not in scales and not (n.endswith(".bias") and n[:-5] + ".weight" in pairs)}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if left:
+        raise CheckpointError(f"{path}: no tensor for {', '.join(left[:5])}" + (f" (+{len(left) - 5} more)" if len(left) > 5 else ""))
+    if unexpected:
+        raise CheckpointError(f"{path}: tensors the model does not have: {', '.join(unexpected[:5])}")
+    for n, p in model.named_parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    return model.eval()
+
+
+def _prefix(model: nn.Module, ckpt: Checkpoint) -> str:
+    """'' when checkpoint names match the model's, else the base-model prefix to drop/add."""
+    names = set(dict(model.named_parameters()))
+    sample = next(iter(ckpt.tensors))
+    if sample in names or not getattr(model, "base_model_prefix", ""):
+        return ""
+    p = model.base_model_prefix + "."
+    return "" if any(n.startswith(p) for n in ckpt.tensors) else (p if p + sample in names else "")
+
+
+def quantize_model(model: nn.Module, preset, *, mode="weight-only", include=(), exclude=()) -> nn.Module:
+    """Replace (in place) every nn.Linear that a conversion would quantize with an FP8Linear."""
+    targets = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            dt = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}.get(mod.weight.dtype, "?")
+            if quantizable(f"{name}.weight", dt, tuple(mod.weight.shape), include, exclude):
+                targets.append((name, mod))
+    for name, mod in targets:
+        _set_module(model, name, FP8Linear.from_linear(mod, preset, mode))
+    return model
+
+
+def resident_bytes(model: nn.Module) -> dict:
+    """Bytes held by parameters and buffers, split into FP8Linear layers and the rest."""
+    fp8 = sum(m.resident_bytes() for m in model.modules() if isinstance(m, FP8Linear))
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return {"total": total, "fp8_layers": fp8, "dense": total - fp8}
+
+
+def describe(model: nn.Module) -> str:
+    n = sum(isinstance(m, FP8Linear) for m in model.modules())
+    return json.dumps({"fp8_linear_layers": n, **resident_bytes(model)})
