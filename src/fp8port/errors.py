@@ -41,3 +41,8 @@ class CheckpointError(Fp8portError):
 
 class ConversionError(Fp8portError):
     """A conversion that cannot proceed (destination in use, options that do not fit, ...)."""
+
+
+class ResourceError(ConversionError):
+    """The machine refused (disk full, read-only or missing folder, permission): the work done so
+    far is kept for --resume."""

@@ -198,8 +198,20 @@ def test_help_exits_0(capsys):
 
 
 def test_every_verb_module_has_the_hook():
-    for verb in VERBS:
-        assert callable(verb.add_parser) and callable(verb.run)
+    import argparse
+
+    from fp8port.cli.main import build_parser
+
+    assert all(callable(verb.add_parser) for verb in VERBS)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def runs(parser):  # every (sub-)command ends in a callable `run`
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            return all(runs(p) for p in nested[0].choices.values())
+        return callable(parser._defaults.get("run"))
+
+    assert len(sub.choices) >= 15 and all(runs(p) for p in sub.choices.values())
 
 
 # ---- the installed entry points ------------------------------------------------------

@@ -26,7 +26,8 @@ import ml_dtypes
 import numpy as np
 
 from .. import __version__
-from ..errors import CheckpointError, ConversionError, Fp8portError, NonFiniteError, UnknownNameError
+from ..errors import (CheckpointError, ConversionError, Fp8portError, NonFiniteError, ResourceError,
+                      UnknownNameError)
 from ..quant import dequantize, get_preset, quantize
 from ..quant.tensor import QuantizedTensor
 from .folder import INDEX, SINGLE, Checkpoint
@@ -89,6 +90,7 @@ class Options:
     exclude: tuple[str, ...] = ()
     shard_size: int = 5 * 1024**3
     nonfinite: str = "error"
+    activation_scales: str | None = None  # JSON of calibrated input scales (AscendV1 W8A8 static)
 
 
 @dataclass
@@ -142,6 +144,10 @@ def _check_packable(name, shape, target):
 
 
 def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
+    if opts.layout and Layout.parse(opts.layout) is Layout.ASCEND:  # reads dense and FP8 sources
+        from . import ascend
+
+        return ascend.plan_convert(ckpt, opts)
     if detect(ckpt) is not Layout.DENSE:
         raise ConversionError(f"{ckpt.root} is already quantized ({detect(ckpt).value} layout); "
                               "use `fp8port dequant` or `fp8port rescale`")
@@ -173,10 +179,14 @@ def plan_dequant(ckpt: Checkpoint, opts: Options) -> Plan:
         raise ConversionError(f"{ckpt.root} holds no quantized weights; nothing to dequantize")
     if opts.dtype not in DENSE:
         raise UnknownNameError("dtype", opts.dtype, DENSE)
+    if layout is Layout.ASCEND:
+        from . import ascend
+
+        return ascend.plan_dequant(ckpt, opts)
+    scheme = reader_scheme(ckpt, layout)  # the config first: its errors explain the rest
     pairs = quantized_weights(ckpt, layout)
     scales = set(pairs.values()) | {n for n in ckpt.tensors if n.endswith(".weight_tensor_scale")}
     out_dtype = DENSE[opts.dtype][0]
-    scheme = reader_scheme(ckpt, layout)
     check_grids(ckpt, pairs, scheme)
     jobs = []
     for name, (_, info) in ckpt.tensors.items():
@@ -202,8 +212,8 @@ def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
         target, action = Target.choose("mxfp8"), Action.REPLICATE
     else:
         raise UnknownNameError("rescale target", opts.to, ["ue8m0", "mxfp8"])
-    pairs = quantized_weights(ckpt, layout)
     src_scheme = reader_scheme(ckpt, layout)
+    pairs = quantized_weights(ckpt, layout)
     check_grids(ckpt, pairs, src_scheme)
     if action is Action.REPLICATE and src_scheme.block.size[1] % target.scheme.block.size[0]:
         raise ConversionError(f"{src_scheme.block} blocks do not split into 1x{target.scheme.block.size[0]} blocks")
@@ -257,7 +267,12 @@ def _quantize_weight(x, scheme, policy: NonFinitePolicy, where: str) -> Quantize
     try:
         return quantize(x, scheme, role="weight", nonfinite="propagate" if policy is NonFinitePolicy.KEEP else "error")
     except NonFiniteError as e:
-        raise NonFiniteError(f"{where}: {e} (use --nonfinite keep or zero)") from None
+        bad = np.argwhere(~np.isfinite(np.asarray(x, np.float32)))
+        block = ""
+        if len(bad):
+            ext = scheme.block.extents(np.shape(x))
+            block = f" in block {tuple(int(i) // e for i, e in zip(bad[0], ext))} of {scheme.block}"
+        raise NonFiniteError(f"{where}: {e}{block} (use --nonfinite keep or zero)") from None
 
 
 def _replicate(q: QuantizedTensor, target: Target) -> list[np.ndarray]:
@@ -280,6 +295,10 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     """The arrays of a job's outputs, and its per-tensor report."""
     opts = plan.options
     where = f"{ckpt.tensors[job.source][0]}: tensor {job.source!r}"
+    if Layout.ASCEND in (plan.read_layout, plan.target and plan.target.layout):
+        from . import ascend
+
+        return ascend.produce(job, ckpt, plan)
     if job.action is Action.COPY:
         return [ckpt.read(job.source)], {}
     if job.action is Action.QUANTIZE:
@@ -327,7 +346,11 @@ def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -
 
         for k, (n, d, s) in enumerate(job.outputs):
             entries.append(Entry(n, d, s, lambda make=make, k=k: make(k=k)))
-    write_file(path, entries, {"format": "pt"})
+    try:
+        write_file(path, entries, {"format": "pt"})
+    except BaseException:
+        path.unlink(missing_ok=True)  # a half-written shard is worth nothing; free its space
+        raise
     return reports, sha256_file(path)
 
 
@@ -361,7 +384,10 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ex
     check_destination(src, dst, overwrite)
     ckpt = Checkpoint.open(src)
     plan = PLANNERS[opts.mode](ckpt, opts)
-    stage = Staging(dst, fingerprint(plan, ckpt), resume)
+    try:
+        stage = Staging(dst, fingerprint(plan, ckpt), resume)
+    except OSError as e:
+        raise ResourceError(f"cannot create the staging folder beside {dst}: {e.strerror or e}") from None
     try:
         todo = [i for i, n in enumerate(plan.shard_names) if n not in stage.done]
         resumed = len(plan.shards) - len(todo)
@@ -404,9 +430,14 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ex
             if not summary["verify"]["ok"]:
                 raise ConversionError(f"--verify failed: {summary['verify']['failures'][:3]}")
         stage.publish(overwrite)
+    except OSError as e:
+        # the machine refused (disk full, permissions): keep the finished shards for --resume
+        where = e.filename or stage.dir
+        raise ResourceError(f"{where}: {e.strerror or e}; the finished shards are kept in {stage.dir}: "
+                            "free the resource and rerun the same command with --resume") from None
     except Fp8portError:
         # bad data or options: a rerun would fail the same way, so leave nothing behind. An
-        # interruption or an OSError (disk full) keeps the staging folder for --resume.
+        # interruption keeps the staging folder for --resume.
         stage.discard()
         raise
     finally:
@@ -430,7 +461,11 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
 
 def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict:
     """Index, config, the source's other files, and the summary; all into staging."""
-    if len(plan.shard_names) > 1:
+    if plan.target is not None and plan.target.layout is Layout.ASCEND:
+        from . import ascend
+
+        ascend.write_metadata(stage.dir, plan)  # description file, msModelSlim's index name
+    elif len(plan.shard_names) > 1:
         weight_map = {n: plan.shard_names[si] for si, idx in enumerate(plan.shards)
                       for ji in idx for n, _, _ in plan.jobs[ji].outputs}
         total = sum(j.nbytes for j in plan.jobs)
@@ -464,6 +499,10 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
     values where the path is lossless, error statistics where it is not."""
     failures, stats = [], {}
     out_layout = plan.target.layout if plan.target else Layout.DENSE
+    if Layout.ASCEND in (out_layout, plan.read_layout):
+        from . import ascend
+
+        return ascend.verify_output(src, out, plan)
     for job in plan.jobs:
         n = job.source
         if job.action is Action.COPY:

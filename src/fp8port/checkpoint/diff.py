@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import dequantize
+from . import ascend
 from .folder import Checkpoint
 from .layouts import Layout, detect, logical_shape, quantized_weights, read_quantized, reader_scheme
 
@@ -16,14 +17,23 @@ class _Values:
         self.ckpt = Checkpoint.open(path)
         self.layout = detect(self.ckpt)
         self.pairs = quantized_weights(self.ckpt, self.layout)
-        self.scheme = reader_scheme(self.ckpt, self.layout) if self.pairs else None
-        extra = {n for n in self.ckpt.tensors if n.endswith(".weight_tensor_scale")}
+        self.types = {}
+        if self.layout is Layout.ASCEND:  # a type per tensor, with companions beyond the scale
+            self.types = ascend.weights(self.ckpt)
+            extra = ascend.companions(self.ckpt, self.types)
+        else:
+            self.scheme = reader_scheme(self.ckpt, self.layout) if self.pairs else None
+            extra = {n for n in self.ckpt.tensors if n.endswith(".weight_tensor_scale")}
         self.names = [n for n in self.ckpt.tensors if n not in set(self.pairs.values()) | extra]
 
     def dtype(self, n):
+        if n in self.types:
+            return self.types[n].value
         return f"{self.scheme.element.name}" if n in self.pairs else self.ckpt.info(n).dtype
 
     def shape(self, n):
+        if n in self.types:
+            return ascend.logical(self.ckpt, n, self.types[n])
         info = self.ckpt.info(n)
         return logical_shape(info, self.scheme) if n in self.pairs else info.shape
 
@@ -31,6 +41,8 @@ class _Values:
         return self.ckpt.read(n)
 
     def values(self, n) -> np.ndarray:
+        if n in self.types:
+            return ascend.dequantize_weight(self.ckpt, n, self.types[n]).astype(np.float64)
         if n in self.pairs:
             q = read_quantized(self.ckpt, n, self.pairs[n], self.layout, self.scheme)
             return np.asarray(dequantize(q, "float32"), np.float64)

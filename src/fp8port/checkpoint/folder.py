@@ -13,6 +13,10 @@ from .safetensors_io import TensorInfo, read_header, read_tensor
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+# msModelSlim's AscendV1 names (checkpoint/ascend.py): same index format, other file names
+ASCEND_INDEX = "quant_model_weights.safetensors.index.json"
+ASCEND_SINGLE = "quant_model_weights.safetensors"
+DESCRIPTION = "quant_model_description.json"
 
 
 def _inside(root: Path, rel: str, what: str) -> Path:
@@ -42,15 +46,20 @@ class Checkpoint:
             root, files, weight_map, idx_meta = path.parent, [path], None, {}
         elif not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint (need a folder or a .safetensors file)")
-        elif (path / INDEX).exists():
+        elif (path / INDEX).exists() or (path / ASCEND_INDEX).exists():
             root = path
+            index_file = path / (INDEX if (path / INDEX).exists() else ASCEND_INDEX)
             try:
-                index = json.loads((path / INDEX).read_text())
+                index = json.loads(index_file.read_text())
                 weight_map = index["weight_map"]
-                assert isinstance(weight_map, dict)
-            except (OSError, ValueError, KeyError, TypeError, AssertionError):
-                raise CheckpointError(f"{path / INDEX}: not a valid index (need a JSON object with weight_map)") from None
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                raise CheckpointError(f"{index_file}: not a valid index (need a JSON object with weight_map)") from None
+            if not (isinstance(weight_map, dict) and weight_map
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+                raise CheckpointError(f"{index_file}: weight_map must map tensor names to file names")
             idx_meta = index.get("metadata") or {}
+            if not isinstance(idx_meta, dict):
+                raise CheckpointError(f"{index_file}: metadata must be a JSON object")
             files = [_inside(path, f, "weight_map") for f in dict.fromkeys(weight_map.values())]
             for f in files:
                 if not f.is_file():
@@ -104,7 +113,9 @@ class Checkpoint:
     def other_files(self) -> list[Path]:
         """Everything to carry over unchanged: tokenizer, generation config, chat template, and
         sub-folders (sentence-transformers' 1_Pooling/config.json); not weights, not hidden files."""
-        skip = {self.root / INDEX, self.root / "config.json"} | set(self.files)
+        # an AscendV1 description is the layout's own metadata: whatever is written decides its own
+        skip = {self.root / INDEX, self.root / ASCEND_INDEX, self.root / DESCRIPTION,
+                self.root / "config.json"} | set(self.files)
         out = []
         for p in sorted(self.root.rglob("*")):
             rel = p.relative_to(self.root)

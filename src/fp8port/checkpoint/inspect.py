@@ -54,6 +54,11 @@ def inspect(path, check_scales: bool = True) -> dict:
         "quantization_config": ckpt.quantization_config or None,
         "warnings": [],
     }
+    if layout is Layout.ASCEND:
+        from .ascend import inspect_info
+
+        out.update(inspect_info(ckpt))
+        return out
     if layout is Layout.DENSE:
         out.update(preset=None, quantized=0)
         return out

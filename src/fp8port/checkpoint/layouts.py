@@ -8,6 +8,8 @@ FP8PORT             every other preset (MX, NVFP4, HiF8, E1M2): X.weight codes i
                     safetensors dtype (packed F4/F6, else U8/I8), X.weight_scale in its storage
                     dtype, X.weight_tensor_scale (F32, NVFP4 only); config quant_method "fp8port"
                     naming the preset, and the scheme in full, so that a reader needs nothing else.
+ASCEND              msModelSlim's AscendV1: quant_model_description.json gives each tensor's
+                    type (int8 per channel, MXFP8/MXFP4 1x32, FLOAT); see checkpoint/ascend.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..errors import CheckpointError, UnknownNameError
 from ..quant import QuantizedTensor, Role, Scheme, ScaleStorage, get_preset
 from ..quant.tensor import Framework
 from ..quant import storage as scale_store
+from .folder import DESCRIPTION
 from .safetensors_io import DTYPES
 
 
@@ -33,6 +36,7 @@ class Layout(enum.Enum):
     DEEPSEEK = "deepseek"
     COMPRESSED_TENSORS = "compressed-tensors"
     FP8PORT = "fp8port"
+    ASCEND = "ascend"
 
     @classmethod
     def parse(cls, value) -> "Layout":
@@ -159,6 +163,8 @@ class Target:
 
 
 def detect(ckpt) -> Layout:
+    if (ckpt.root / DESCRIPTION).is_file():  # what vLLM-Ascend and SGLang detect by (ascend-layout.md §3)
+        return Layout.ASCEND
     qc = ckpt.quantization_config
     method = qc.get("quant_method")
     if method == "fp8port":
@@ -210,6 +216,10 @@ def quantized_weights(ckpt, layout: Layout | None = None) -> dict[str, str]:
     layout = layout or detect(ckpt)
     if layout is Layout.DENSE:
         return {}
+    if layout is Layout.ASCEND:
+        from . import ascend
+
+        return {w: ascend.scale_of(w, t) for w, t in ascend.weights(ckpt).items()}
     suffix = "." + SCALE_NAME[layout]
     out = {}
     for n in ckpt.tensors:
@@ -221,7 +231,7 @@ def quantized_weights(ckpt, layout: Layout | None = None) -> dict[str, str]:
     for n, (f, info) in ckpt.tensors.items():
         if n not in out and n.endswith(".weight") and info.dtype in ("F8_E4M3", "F8_E5M2", "F4", "F6_E2M3", "F6_E3M2"):
             raise CheckpointError(f"{f}: quantized weight {n!r} ({info.dtype}) has no scale tensor "
-                                  f"{n[: -len('.weight')]}{suffix!r}")
+                                  f"{n[: -len('.weight')] + suffix!r}")
     return out
 
 
@@ -260,6 +270,11 @@ def read_quantized(ckpt, name: str, scale_name: str, layout: Layout, scheme: Sch
         codes = unpack(raw.reshape(-1), el)[: math.prod(shape)].reshape(shape)
     else:
         codes = np.ascontiguousarray(raw).view(np.uint8).reshape(shape)
+    allowed = {ScaleStorage.FLOAT32: ("F32", "BF16", "F16", "F8_E8M0"), ScaleStorage.BFLOAT16: ("BF16",),
+               ScaleStorage.E8M0: ("F8_E8M0",), ScaleStorage.E4M3_TENSOR: ("F8_E4M3",)}[scheme.storage]
+    if sinfo.dtype not in allowed:
+        raise CheckpointError(f"{sf}: scale {scale_name!r} is {sinfo.dtype}; {scheme.name} scales are "
+                              f"{' or '.join(allowed)}")
     stored = ckpt.read(scale_name)
     tensor_scale = None
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
@@ -267,12 +282,12 @@ def read_quantized(ckpt, name: str, scale_name: str, layout: Layout, scheme: Sch
         s = (tensor_scale * np.asarray(stored).astype(np.float32)).astype(np.float32)
     elif sinfo.dtype in ("F32", "BF16", "F16"):
         s = np.asarray(stored).astype(np.float32)
-        if not (np.isfinite(s).all() and (s > 0).all()):
-            bad = np.argwhere(~(np.isfinite(s) & (s > 0)))[0]
-            raise CheckpointError(f"{sf}: scale {scale_name!r} has {s[tuple(bad)]!r} at {tuple(int(b) for b in bad)}; "
-                                  "scales must be finite and positive")
     else:
         s = scale_store.load(stored, ScaleStorage.E8M0)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        bad = np.argwhere(~(np.isfinite(s) & (s > 0)))[0]
+        raise CheckpointError(f"{sf}: scale {scale_name!r} has {s[tuple(bad)]!r} at block {tuple(int(b) for b in bad)}; "
+                              "stored scales must be finite and positive")
     return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(shape), scheme=scheme,
                            role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY,
                            tensor_scale=None if tensor_scale is None else float(tensor_scale))

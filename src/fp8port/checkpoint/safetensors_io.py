@@ -60,6 +60,18 @@ def _bad(path, msg):
     return CheckpointError(f"{path}: {msg}")
 
 
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    # json.loads would keep the last of two equal keys silently; a header must not be ambiguous
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Duplicate(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
+
+
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Tensor infos and metadata of one file, every field checked against the file size."""
     path = Path(path)
@@ -76,7 +88,9 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     except OSError as e:
         raise _bad(path, f"cannot read: {e.strerror or e}") from None
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _Duplicate as e:
+        raise _bad(path, f"header names {e.args[0]!r} twice") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise _bad(path, f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(header, dict):
@@ -91,7 +105,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         if not isinstance(e, dict) or set(e) - {"dtype", "shape", "data_offsets"} or len(e) != 3:
             raise _bad(path, f"{where}: entry must have exactly dtype, shape, data_offsets")
         dtype, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _bad(path, f"{where}: unknown dtype {dtype!r}")
         if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
             raise _bad(path, f"{where}: shape {shape!r} is not a list of non-negative integers")
@@ -120,10 +134,13 @@ def read_tensor(path: Path, info: TensorInfo) -> np.ndarray:
     """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types)."""
     dt, bits = DTYPES[info.dtype]
     buf = np.empty(info.nbytes, np.uint8)
-    with open(path, "rb") as f:
-        f.seek(info.begin)
-        if f.readinto(memoryview(buf)) != info.nbytes:
-            raise _bad(path, f"tensor {info.name!r}: file ends early")
+    try:
+        with open(path, "rb") as f:
+            f.seek(info.begin)
+            if f.readinto(memoryview(buf)) != info.nbytes:
+                raise _bad(path, f"tensor {info.name!r}: file ends early (changed since it was opened?)")
+    except OSError as e:
+        raise _bad(path, f"tensor {info.name!r}: cannot read: {e.strerror or e}") from None
     if bits < 8:
         return buf
     return buf.view(dt).reshape(info.shape)
