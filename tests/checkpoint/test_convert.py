@@ -1,9 +1,7 @@
 """convert / dequant / rescale / inspect / diff on synthetic checkpoints: bytes, layouts, errors."""
 
 import json
-import os
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -13,7 +11,7 @@ from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.staging import staging_dir
 from fp8port.cli.main import main
-from fp8port.errors import CheckpointError, ConversionError, NonFiniteError, UnknownNameError
+from fp8port.errors import ConversionError, NonFiniteError, UnknownNameError
 from fp8port.quant import PRESETS
 
 from .conftest import tiny_llama, tree_digest, write_dense

@@ -2,7 +2,6 @@
 traceback), nothing visible in DST, SRC unchanged; resource faults keep the work for --resume."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 import fp8port.cli.main as cli
 from fp8port.conform import read_bundle

@@ -13,7 +13,6 @@ Equal byte for byte on data without zero or subnormal blocks. Known, deliberate 
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 

@@ -251,7 +251,7 @@ def _load_activations(path) -> tuple[dict, str]:
         acts = {m: (float(v["input_scale"]), float(v["input_offset"])) for m, v in data.items()}
     except (OSError, ValueError, AssertionError, KeyError, TypeError) as e:
         raise ConversionError(f"{path}: activation scales must be a JSON object "
-                              "{module: {\"input_scale\": s, \"input_offset\": o}} ({type(e).__name__})") from None
+                              f'{{module: {{"input_scale": s, "input_offset": o}}}} ({type(e).__name__})') from None
     for m, (s, o) in acts.items():
         if not (math.isfinite(s) and s > 0 and o == round(o) and -128 <= o <= 127):
             raise ConversionError(f"{path}: {m}: input_scale must be finite and > 0 and input_offset an "

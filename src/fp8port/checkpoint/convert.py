@@ -22,13 +22,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from .. import __version__
 from ..errors import (CheckpointError, ConversionError, Fp8portError, NonFiniteError, ResourceError,
                       UnknownNameError)
-from ..quant import dequantize, get_preset, quantize
+from ..quant import dequantize, quantize
 from ..quant.tensor import QuantizedTensor
 from .folder import INDEX, SINGLE, Checkpoint
 from .layouts import (SCALE_NAME, Layout, Target, all_powers_of_two, check_grids, detect, grid, logical_shape,

@@ -14,57 +14,37 @@ ASCEND              msModelSlim's AscendV1: quant_model_description.json gives e
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 from ..codec.packing import pack, unpack
-from ..errors import CheckpointError, UnknownNameError
+from ..errors import CheckpointError
+from ..names import NamedEnum
 from ..quant import QuantizedTensor, Role, Scheme, ScaleStorage, get_preset
 from ..quant.tensor import Framework
 from ..quant import storage as scale_store
 from .folder import DESCRIPTION
-from .safetensors_io import DTYPES
 
 
-class Layout(enum.Enum):
+class Layout(NamedEnum):
+    __label__ = "layout"
     DENSE = "dense"
     DEEPSEEK = "deepseek"
     COMPRESSED_TENSORS = "compressed-tensors"
     FP8PORT = "fp8port"
     ASCEND = "ascend"
 
-    @classmethod
-    def parse(cls, value) -> "Layout":
-        if isinstance(value, cls):
-            return value
-        key = str(value).strip().lower().replace("_", "-")
-        for m in cls:
-            if key == m.value:
-                return m
-        raise UnknownNameError("layout", value, [m.value for m in cls])
 
-
-class ScaleDtype(enum.Enum):
+class ScaleDtype(NamedEnum):
     """How the DeepSeek layout stores its power-of-two scales."""
 
+    __label__ = "scale dtype"
+    __aliases__ = {"f32": ("float32", "fp32"), "e8m0": ("float8_e8m0fnu", "ue8m0")}
     F32 = "f32"  # V3 / V3.1 checkpoints
     E8M0 = "e8m0"  # one byte, DeepSeek-V4 style (power-of-two presets only)
-
-    @classmethod
-    def parse(cls, value) -> "ScaleDtype":
-        if isinstance(value, cls):
-            return value
-        key = {"float32": "f32", "fp32": "f32", "float8_e8m0fnu": "e8m0", "ue8m0": "e8m0"}.get(
-            str(value).strip().lower(), str(value).strip().lower())
-        for m in cls:
-            if key == m.value:
-                return m
-        raise UnknownNameError("scale dtype", value, [m.value for m in cls])
 
 
 _CODE_DTYPE = {"float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float4_e2m1fn": "F4",

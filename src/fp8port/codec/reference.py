@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NonFiniteError
-from ..formats import FormatSpec, Kind
+from ..formats import FormatSpec
 from .policy import Overflow, Rounding
 from .profiles import Rules, ZeroLess
 

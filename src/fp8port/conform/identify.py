@@ -11,7 +11,7 @@ closest variant that does match it, in words ("amax: no 1e-4 clamp").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..codec.policy import Overflow, Rounding

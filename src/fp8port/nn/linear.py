@@ -13,34 +13,23 @@ float32 scale per block.
 
 from __future__ import annotations
 
-import enum
-
-import ml_dtypes
 import numpy as np
 import torch
 from torch import nn
 
 from ..codec.packing import pack, unpack
-from ..errors import ShapeError, UnknownNameError
+from ..errors import ShapeError
+from ..names import NamedEnum
 from ..quant import QuantizedTensor, Role, Scheme, dequantize, get_preset, quantize
 from ..quant.api import resolve_scheme
 from ..quant.tensor import Framework
 from .gemm import check_operands, scaled_matmul
 
 
-class Mode(enum.Enum):
+class Mode(NamedEnum):
+    __label__ = "mode"
     WEIGHT_ONLY = "weight-only"
     W8A8 = "w8a8"
-
-    @classmethod
-    def parse(cls, value) -> "Mode":
-        if isinstance(value, cls):
-            return value
-        key = str(value).strip().lower().replace("_", "-")
-        for m in cls:
-            if key == m.value:
-                return m
-        raise UnknownNameError("mode", value, [m.value for m in cls])
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

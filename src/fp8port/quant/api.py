@@ -11,7 +11,7 @@ from ..errors import UnknownNameError, UnsupportedInputError, Fp8portError
 from . import fast, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
-from .scheme import Scheme, ScaleStorage
+from .scheme import Scheme
 from .tensor import Framework, QuantizedTensor
 
 

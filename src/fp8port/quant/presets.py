@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from ..errors import UnknownNameError
+from ..names import NamedEnum
 from .scheme import Scheme
 
 
-class Role(enum.Enum):
+class Role(NamedEnum):
+    __label__ = "role"
+    __aliases__ = {"weight": ("w", "weights"), "activation": ("a", "act", "activations")}
     WEIGHT = "weight"
     ACTIVATION = "activation"
-
-    @classmethod
-    def parse(cls, value) -> "Role":
-        if isinstance(value, cls):
-            return value
-        key = str(value).strip().lower()
-        key = {"w": "weight", "weights": "weight", "a": "activation", "act": "activation",
-               "activations": "activation"}.get(key, key)
-        for m in cls:
-            if key == m.value:
-                return m
-        raise UnknownNameError("role", value, [m.value for m in cls])
 
 
 @dataclass(frozen=True)

@@ -12,53 +12,35 @@ from dataclasses import dataclass, replace
 
 from ..codec.profiles import Rules, resolve
 from ..errors import ShapeError, UnknownNameError
+from ..names import NamedEnum
 from ..formats import FormatSpec
 from .rules import ScaleRule
 
 
-def _parse_enum(cls, value, kind: str):
-    if isinstance(value, cls):
-        return value
-    key = str(value).strip().lower().replace("-", "_")
-    for member in cls:
-        if key in (member.value, member.name.lower()):
-            return member
-    raise UnknownNameError(kind, value, [m.value for m in cls])
-
-
-class ScaleStorage(enum.Enum):
+class ScaleStorage(NamedEnum):
     """How the per-block scale is stored (`QuantizedTensor.scale`)."""
 
+    __label__ = "scale storage"
     FLOAT32 = "float32"  # DeepSeek V3/V3.1 checkpoints (`weight_scale_inv`, F32)
     BFLOAT16 = "bfloat16"
     E8M0 = "e8m0"  # one float8_e8m0fnu byte: 2^(b-127), 0xFF NaN (OCP MX, DeepSeek V4)
     E4M3_TENSOR = "e4m3_tensor"  # NVFP4: float8_e4m3fn per block plus one fp32 per tensor
 
-    @classmethod
-    def parse(cls, value) -> "ScaleStorage":
-        return _parse_enum(cls, value, "scale storage")
 
-
-class Apply(enum.Enum):
+class Apply(NamedEnum):
     """How the element values are formed from x and the block scale s (float32 arithmetic)."""
 
+    __label__ = "apply mode"
     DIVIDE = "divide"  # y = x / s (DeepSeek-V3 kernel.py, torchao FLOOR)
     RECIPROCAL = "reciprocal"  # y = x * fp32(1/s) (DeepGEMM per_token_cast_to_fp8)
 
-    @classmethod
-    def parse(cls, value) -> "Apply":
-        return _parse_enum(cls, value, "apply mode")
 
-
-class ZeroBlock(enum.Enum):
+class ZeroBlock(NamedEnum):
     """The scale of a block whose amax is exactly zero."""
 
+    __label__ = "zero-block behaviour"
     RULE = "rule"  # whatever the rule gives after the amax clamp (DeepSeek: 2^-22; OCP: 2^-127)
     UNIT = "unit"  # scale 1 (E8M0 byte 0x7F): a neutral byte for padding and masked rows
-
-    @classmethod
-    def parse(cls, value) -> "ZeroBlock":
-        return _parse_enum(cls, value, "zero-block behaviour")
 
 
 class BlockKind(enum.Enum):

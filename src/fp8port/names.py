@@ -1,0 +1,32 @@
+"""Names users type, parsed into enums once, at the boundary.
+
+`NamedEnum.parse` accepts a member, its value, its name, or an alias, ignoring case and
+'-' vs '_'; anything else is an UnknownNameError that lists the valid values.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import UnknownNameError
+
+
+def _key(text) -> str:
+    return str(text).strip().lower().replace("_", "-")
+
+
+class NamedEnum(enum.Enum):
+    # Subclasses set __label__ (how errors name the kind) and may set __aliases__
+    # ({value: (alias, ...)}); dunder attributes are not enum members.
+
+    @classmethod
+    def parse(cls, value):
+        if isinstance(value, cls):
+            return value
+        key = _key(value)
+        aliases = getattr(cls, "__aliases__", {})
+        for m in cls:
+            if key in (_key(m.value), _key(m.name)) or key in map(_key, aliases.get(m.value, ())):
+                return m
+        raise UnknownNameError(getattr(cls, "__label__", cls.__name__.lower()), value,
+                               [str(m.value) for m in cls])
