@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 
@@ -37,8 +38,22 @@ def require_ray():
     try:
         import ray
     except ImportError as e:
-        raise RayUnavailableError(f"--ray needs Ray, which is not installed ({e}); install it with: {INSTALL}") from None
+        raise RayUnavailableError(f"--ray needs Ray, which is not installed ({e}); "
+                                  f"install it with: {INSTALL}") from None
     return ray
+
+
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a host:port nobody answers at: ray.init would retry for minutes."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayUnavailableError(f"no Ray cluster answers at {address!r} ({e}); start one with "
+                                  "`ray start --head` and pass the address it prints") from None
 
 
 def attempt_path(path: Path) -> Path:
@@ -112,6 +127,7 @@ class RayExecutor:
                 if address is None:  # "local": a new cluster even if `ray start` left one on this node
                     ray.init(address="local", num_cpus=num_cpus, **kw)
                 else:
+                    probe(address)
                     ray.init(address=address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise RayUnavailableError(f"cannot {'start' if address is None else 'reach'} a Ray cluster"
