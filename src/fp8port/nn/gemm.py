@@ -75,6 +75,10 @@ def scaled_matmul(a: QuantizedTensor, b: QuantizedTensor, *, out_dtype="float32"
     check_operands(a, b)
     if str(out_dtype) not in ("float32", "bfloat16", "torch.float32", "torch.bfloat16"):
         raise ShapeError(f"scaled_matmul: out_dtype must be float32 or bfloat16, not {out_dtype!r}")
+    from ..kernels import dispatch as kd  # GPU operands: the Triton block-scaled GEMM
+
+    if kd.on_device(a.codes) and backend != "reference" and kd.gemm_unsupported_reason(a, b) is None:
+        return kd.scaled_matmul(a, b, out_dtype=out_dtype)
     if backend == "reference":
         out = torch.from_numpy(reference_scaled_matmul(a, b))
     else:

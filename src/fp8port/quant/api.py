@@ -146,6 +146,10 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     scheme, role = resolve_scheme(preset_or_scheme, role)
     policy = _parse(NonFinite, nonfinite, "non-finite policy")
     be = _parse(Backend, backend, "backend")
+    from ..kernels import dispatch as kd  # GPU tensors go to the Triton kernels
+
+    if kd.on_device(x) and be is not Backend.REFERENCE and kd.unsupported_reason(scheme) is None:
+        return kd.quantize(x, scheme, role=role, nonfinite=policy.value)
     framework, src, arr = _ingest(x)
     scheme.block.extents(arr.shape)  # a block that cannot be applied fails here, on both paths
     why = fast.unsupported_reason(scheme) if arr.size else "empty input"
@@ -173,6 +177,10 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto"):
         raise UnsupportedInputError(f"dequantize takes a QuantizedTensor, not {type(q).__name__}")
     name = _dtype_name(dtype if dtype is not None else q.src_dtype)
     be = _parse(Backend, backend, "backend")
+    from ..kernels import dispatch as kd
+
+    if kd.on_device(q.codes) and be is not Backend.REFERENCE:
+        return kd.dequantize(q, dtype)
     codes, s = _to_numpy(q.codes), _to_numpy(q.scale_fp32)
     use_fast = be is not Backend.REFERENCE and codes.size > 0 and q.scheme.element.bits == 8
     if be is Backend.FAST and not use_fast:
