@@ -1,8 +1,10 @@
 import ml_dtypes
 import numpy as np
+import pytest
 import torch
 
 from fp8port.conform import Outputs, check, identify, read_bundle
+from fp8port.conform.quirks import torchao_018
 from fp8port.quant import get_preset, quantize
 
 ELEM = ("float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
@@ -46,17 +48,40 @@ def test_ml_dtypes_with_saturation_is_named_as_such(inputs):
 
 def test_torchao_floor_is_floor_and_zero_blocks_differ_from_deepseek(inputs, to_mx):
     g = groups(to_mx(inputs, "block/mxfp8/", "FLOOR", 32))["mxfp8/activation"]
-    assert g.best == "floor" and g.versus_preset is None
+    assert g.best == "floor" and g.versus_preset is None  # a quirk variant explains cases, never wins
     dev = {d.scenario: d for d in g.deviations}
-    # known torchao 0.18 FLOOR quirks: Inf blocks get 2^120 (0xF7), 2^-127 scales divide by 2^-126 (D3, D4b)
+    # exactly the known torchao 0.18 quirks deviate, and each is named as one (D3, NaN blocks, D4b)
+    assert set(dev) == {"inf_blocks", "nan_blocks", "subnormal_blocks"}, g.summary
     assert dev["inf_blocks"].first[0].got == "0xf7"
-    assert "subnormal_blocks" in dev and "zero_blocks" not in dev and "above_max" not in dev
+    assert dev["inf_blocks"].explanation.startswith("Inf block: scale from Inf's exponent bits (0xf7)")
+    assert dev["nan_blocks"].explanation.startswith("NaN block: finite elements 0")
+    assert dev["subnormal_blocks"].explanation == "scale 0x00 applied as 2^-126: codes halved (torchao 0.18, D4b)"
     ds = to_mx(inputs, "block/deepseek-v3.1/activation/", "FLOOR", 128)
     g = groups(ds)["deepseek-v3.1/activation"]
     assert g.best.startswith("floor") and "no 0.0001 clamp" in g.versus_preset
     rep = check(Outputs.from_arrays(ds), "deepseek-v3.1@floor")
     m = {r.case: r for r in rep.mismatched}["block/deepseek-v3.1/activation/zero_blocks"].first[0]
     assert (m.array, m.expected, m.got) == ("scales", "0x69", "0x00")
+
+
+@pytest.mark.parametrize("mode", ["FLOOR", "CEIL", "EVEN"])
+def test_torchao_quirk_model_equals_to_mx(inputs, to_mx, mode):
+    # the NumPy model of torchao 0.18 must give to_mx's bytes exactly, quirk scenarios included
+    out = to_mx(inputs, "block/mxfp8/", mode, 32)
+    scheme = get_preset("mxfp8").activation.with_(scale_rule=mode.lower())
+    names = {k.rsplit("/", 1)[0] for k in out}
+    assert {f"block/mxfp8/activation/{s}" for s in ("inf_blocks", "nan_blocks", "subnormal_blocks")} <= names
+    for name in names:
+        e, _ = torchao_018(inputs[name], scheme)
+        np.testing.assert_array_equal(e.codes, out[f"{name}/codes"], err_msg=name)
+        np.testing.assert_array_equal(e.scales, out[f"{name}/scales"], err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["CEIL", "EVEN"])
+def test_torchao_ceil_and_even_deviate_only_by_explained_quirks(inputs, to_mx, mode):
+    g = groups(to_mx(inputs, "block/mxfp8/", mode, 32))["mxfp8/activation"]
+    assert g.best.startswith(mode.lower()), g.summary
+    assert g.deviations and all("torchao 0.18" in d.explanation for d in g.deviations), g.summary
 
 
 def test_torchao_rceil_is_float_log2_and_deviates_at_near_ties(inputs, to_mx):

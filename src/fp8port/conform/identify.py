@@ -4,9 +4,11 @@ For each group of cases in the outputs (one element format, or one preset and ro
 variant we can generate is scored: element variants are profile x forced rounding x forced
 overflow; block variants are scale rule x amax clamp (none / 1e-4) x divide vs reciprocal
 (only where scales are not powers of two, elsewhere both are exact) x scale-exponent floor x
-element profile. The best variant matches the most cases exactly (then fewest mismatching
-values, then fewest changes from the preset). Each case it misses is explained by the
-closest variant that does match it, in words ("amax: no 1e-4 clamp").
+element profile, plus known implementation quirks (quirks.py: torchao 0.18 FLOOR/CEIL/EVEN).
+The best variant is a rule, never a quirk: it matches the most cases exactly (then fewest
+mismatching values, then fewest changes from the preset). Each case it misses is explained by
+the closest variant, quirks included, that does match it, in words ("amax: no 1e-4 clamp";
+"Inf block: scale from Inf's exponent bits (0xf7), ... (torchao 0.18, D3)").
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from ..codec.policy import Overflow, Rounding
 from ..codec.profiles import PROFILES, Rules
 from ..formats import FormatSpec
 from ..quant import Role, ScaleRule
-from ..quant.scheme import Apply, Scheme
+from ..quant.scheme import Apply, BlockKind, Scheme, ScaleStorage
 from .cases import Case, Kind, find_case
 from .check import Outputs
 from .compare import Mismatch, as_codes, compare
+from .quirks import TORCHAO_018, TORCHAO_ELEMENTS, TORCHAO_RULES, torchao_018
 from .targets import Expected, element_output, rules_for, scheme_output
 
 RULE_WORDS = {
@@ -45,6 +48,8 @@ class Variant:
     fields: tuple[tuple[str, object], ...]  # what the diff in words compares
     make: Callable[[Case], Expected]
     spec: FormatSpec
+    # a quirk variant (one implementation's bugs): the quirks that fire in a case, in words
+    explain: Callable[[Case], str] | None = None
 
     def get(self, name):
         return dict(self.fields)[name]
@@ -153,9 +158,25 @@ def block_variants(base: Scheme, role: Role) -> list[Variant]:
                         s = replace(base, scale_rule=rule, amax_clamp=clamp, exp_range=rng, apply=apply,
                                     rules=er if elab != "preset" else base.rules)
                         f = (("scale_rule", rule), ("amax_clamp", clamp), ("exp_range", rng), ("apply", apply),
-                             *_rule_fields(er))
+                             *_rule_fields(er), ("quirks", None))
                         out.append(Variant(_block_label(s, base, er), f,
                                            lambda c, s=s: scheme_output(c.inputs, s, role), spec))
+    return out + _quirk_variants(base)
+
+
+def _quirk_variants(base: Scheme) -> list[Variant]:
+    """torchao 0.18 to_mx FLOOR/CEIL/EVEN with the preset's elements: MX 1x32 E8M0 presets only.
+    Last in the list, so a plain rule explains a case first when both are as close."""
+    if (base.storage is not ScaleStorage.E8M0 or base.block.kind is not BlockKind.VECTOR
+            or base.block.size != (32,) or base.element.name not in TORCHAO_ELEMENTS):
+        return []
+    out = []
+    for rule in TORCHAO_RULES:
+        s = replace(base, scale_rule=rule, amax_clamp=None, exp_range=(-127, 127), apply=Apply.DIVIDE)
+        f = (("scale_rule", rule), ("amax_clamp", None), ("exp_range", (-127, 127)), ("apply", Apply.DIVIDE),
+             *_rule_fields(_norm(base.rules)), ("quirks", TORCHAO_018))
+        out.append(Variant(f"{rule.value} [{TORCHAO_018} quirks]", f, lambda c, s=s: torchao_018(c.inputs, s)[0],
+                           base.element, explain=lambda c, s=s: "; ".join(torchao_018(c.inputs, s)[1])))
     return out
 
 
@@ -217,12 +238,16 @@ def _as_scheme(v: Variant, base: Scheme) -> tuple[Scheme, Rules]:
                    apply=g["apply"]), r
 
 
-def _diff_words(a: Variant, b: Variant, base: Scheme | None) -> str:
+def _diff_words(a: Variant, b: Variant, base: Scheme | None, case: Case | None = None) -> str:
+    """How b differs from a, in words; a quirk variant says which of its quirks fire in `case`."""
     if base is None:
         ra, rb = (Rules(**{f: v.get(f) for f in _RULE_FIELDS}) for v in (a, b))
         return "; ".join(_rules_diff(ra, rb, a.spec)) or "same rules"
     (sa, ra), (sb, rb) = _as_scheme(a, base), _as_scheme(b, base)
-    return "; ".join(_block_diff(sb, sa, rb, ra, a.spec)) or "same scheme"
+    words = _block_diff(sb, sa, rb, ra, a.spec)
+    if b.explain is not None and case is not None:
+        words.append(b.explain(case))
+    return "; ".join(words) or "same scheme"
 
 
 def _distance(a: Variant, b: Variant) -> int:
@@ -270,7 +295,7 @@ def identify_group(cases: list[Case], outputs: Outputs) -> GroupResult:
         dist = _distance(variants[i], variants[0]) if base is not None else 0
         return (-sum(r.mismatches == 0 for r in row), sum(r.mismatches for r in row), dist, i)
 
-    order = sorted(range(len(variants)), key=key)
+    order = sorted((i for i in range(len(variants)) if variants[i].explain is None), key=key)  # rules only
     bi = order[0]
     best, row = variants[bi], table[bi]
     devs = []
@@ -281,7 +306,7 @@ def identify_group(cases: list[Case], outputs: Outputs) -> GroupResult:
         expl = None
         if fixes:
             k = min(fixes, key=lambda i: (_distance(variants[i], best), i))
-            expl = _diff_words(best, variants[k], base)
+            expl = _diff_words(best, variants[k], base, c)
         devs.append(Deviation(c.name, c.name.split("/", 3)[-1] if c.kind is Kind.BLOCK else c.scenario,
                               r.mismatches, r.first, expl))
     vs = None
