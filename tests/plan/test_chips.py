@@ -83,3 +83,17 @@ def test_bad_data_rejected(edit, message):
     edit(doc["chips"][1])
     with pytest.raises(ChipDataError, match=message):
         parse_chips(doc)
+
+
+def test_ascend_chips_list_the_ascendv1_types_they_run():
+    from fp8port.plan import ascend_types, get_chip, plan
+
+    assert ascend_types(get_chip("910c")) == ("W8A8_DYNAMIC", "W8A8", "W8A16")  # A2/A3: int8 paths
+    assert ascend_types(get_chip("950pr"))[:3] == ("W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4")  # A5: MX
+    assert ascend_types(get_chip("h800")) == ()
+    from fp8port.checkpoint.ascend import AscendType
+    for chip in ("910b", "910c", "950pr", "950dt"):
+        for t in ascend_types(get_chip(chip)):
+            AscendType.writable(t)  # every type listed is one `convert --layout ascend` writes
+    out = plan("deepseek-v3", "910c", presets=("deepseek-v3.1",), compare=("950pr",))
+    assert out["chips"][1]["ascend_types"][0] == "W8A8_MXFP8"

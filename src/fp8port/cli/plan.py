@@ -85,6 +85,10 @@ def _print(result: dict) -> None:
     mem, bw = main["memory"], main["memory_bandwidth"]
     fig = lambda f, u: "?" if f["value"] is None else f"{f['value']:g} {u} [{f['confidence']}]"  # noqa: E731
     print(f"chip      {main['name']} ({main['vendor']}, {main['status']}): {fig(mem, 'GB')}, {fig(bw, 'TB/s')}{dev}")
+    for c in result["chips"]:
+        if c["ascend_types"]:
+            print(f"ascend    {c['name']} runs AscendV1 types {', '.join(c['ascend_types'])} "
+                  "(fp8port convert --layout ascend --preset TYPE)")
     print()
     headers = ["preset", "weights GB", "KV GB", "min chips", "execution", "peak TFLOPS/chip",
                "prefill tok/s (bound)", "decode tok/s (bound)", "decode tok/s/chip"]

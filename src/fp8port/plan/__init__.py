@@ -6,6 +6,7 @@ and what prefill / decode throughput the roofline allows, for the chip and any c
 
 from __future__ import annotations
 
+from .ascend import ascend_types
 from .chips import Chip, ChipDataError, Column, Confidence, Figure, Path, Status, get_chip, load_chips
 from .execution import Choice, Execution, choose
 from .memory import BF16, Encoding, WeightBytes, kv_bytes_per_token, kv_cache_bytes, min_chips, parse_encoding, \
@@ -79,7 +80,8 @@ def plan(model, chip, presets=DEFAULT_PRESETS, context: int = 4096, batch: int =
         "kv_bytes_per_value": kv_bytes, "include_mtp": include_mtp,
         "chips": [{"name": c.name, "vendor": c.vendor, "status": c.status.value,
                    "devices_per_package": c.devices_per_package, "memory": c.memory.to_json(),
-                   "memory_bandwidth": c.memory_bandwidth.to_json()} for c in chips],
+                   "memory_bandwidth": c.memory_bandwidth.to_json(), "ascend_types": list(ascend_types(c))}
+                  for c in chips],
         "presets": [e.name for e in encs],
         "results": [_entry(m, c, e, context, batch, usable_fraction, kv_bytes, include_mtp)
                     for c in chips for e in encs],
