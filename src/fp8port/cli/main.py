@@ -11,9 +11,9 @@ import os
 import sys
 
 from ..errors import Fp8portError
-from . import checkpoint, conform, decode, demo, encode, formats, plan, profiles, run, targets
+from . import checkpoint, conform, decode, demo, encode, eval, formats, plan, profiles, run, targets
 
-VERBS = (demo, formats, profiles, encode, decode, checkpoint, run, targets, plan, conform)
+VERBS = (demo, formats, profiles, encode, decode, checkpoint, run, eval, targets, plan, conform)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""The reference model and the swaps: put FP8Linear modules in, run, put the originals back.
+
+One float32 copy of the model serves every preset and mode: quantized layers replace the
+nn.Linear modules for one forward pass and are then removed, so no preset pays for a copy of
+the embeddings, and the sensitivity scan can swap a single layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint.selection import quantizable
+
+
+def load_reference(model_path: Path):
+    """(model in float32, eval mode; tokenizer) from a Hugging Face folder, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(model_path)
+    # float32: the reference is the checkpoint's values exactly (BF16 widens without rounding)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    return model, tok
+
+
+_DT = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+
+def target_linears(model: nn.Module, include=(), exclude=()) -> dict[str, nn.Linear]:
+    """The linears a conversion would quantize, by module name, in model order."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and quantizable(f"{name}.weight", _DT.get(mod.weight.dtype, "?"),
+                                                       tuple(mod.weight.shape), include, exclude):
+            out[name] = mod
+    return out
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@contextlib.contextmanager
+def swapped(model: nn.Module, replacements: dict[str, nn.Module]):
+    """Modules replaced by name for the duration of the block, restored afterwards."""
+    originals = {n: model.get_submodule(n) for n in replacements}
+    try:
+        for n, m in replacements.items():
+            _set(model, n, m)
+        yield model
+    finally:
+        for n, m in originals.items():
+            _set(model, n, m)
+
+
+@torch.inference_mode()
+def log_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """float32 log-probabilities of every next token, [rows, seq_len, vocab]."""
+    return torch.log_softmax(model(ids).logits.float(), dim=-1)
+
+
+@torch.inference_mode()
+def capture_inputs(model: nn.Module, ids: torch.Tensor, names: list[str], rows: int = 1) -> tuple[torch.Tensor, dict]:
+    """(log-probs of all rows, {linear name: its float32 input over the first `rows` rows,
+    [tokens, in_features]}) from one forward pass."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for n in names:
+        def hook(_mod, args, n=n):
+            seen[n] = args[0][:rows].detach().reshape(-1, args[0].shape[-1]).float().clone()
+        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+    try:
+        lp = log_probs(model, ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return lp, seen
