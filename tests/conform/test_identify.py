@@ -64,7 +64,7 @@ def test_torchao_floor_is_floor_and_zero_blocks_differ_from_deepseek(inputs, to_
     assert (m.array, m.expected, m.got) == ("scales", "0x69", "0x00")
 
 
-@pytest.mark.parametrize("mode", ["FLOOR", "CEIL", "EVEN"])
+@pytest.mark.parametrize("mode", ["FLOOR", "CEIL", "EVEN", "RCEIL"])
 def test_torchao_quirk_model_equals_to_mx(inputs, to_mx, mode):
     # the NumPy model of torchao 0.18 must give to_mx's bytes exactly, quirk scenarios included
     out = to_mx(inputs, "block/mxfp8/", mode, 32)
@@ -91,6 +91,16 @@ def test_torchao_rceil_is_float_log2_and_deviates_at_near_ties(inputs, to_mx):
     rep = check(Outputs.from_arrays(out), "mxfp8@rceil")
     bad = {r.case.split("/")[-1] for r in rep.mismatched}
     assert "log2_near_ties" in bad and "random" not in bad and "above_max" not in bad
+    # every deviation from log2_ceil is explained: the three by torchao 0.18 RCEIL quirks, zero blocks
+    # (log2(0) clamped to 0x00, where fp8port's log2_ceil gives IEEE's s = 0) by the plain floor rule
+    dev = {d.scenario: d.explanation for d in g.deviations}
+    assert set(dev) == {"inf_blocks", "nan_blocks", "subnormal_blocks", "zero_blocks"}, g.summary
+    assert all(dev.values()), g.summary
+    assert dev["inf_blocks"] == "Inf block: scale 0xfe (2^127) instead of NaN, Inf clipped to +-448 (torchao 0.18 RCEIL, D3)"
+    assert dev["nan_blocks"] == "NaN block: every element +NaN, finite and -NaN ones included (torchao 0.18 RCEIL)"
+    assert dev["subnormal_blocks"] == ("scale 0x00 applied with reciprocal 1.0 (not 2^127): elements flushed to "
+                                       "+-0 (torchao 0.18 RCEIL, D4b)")
+    assert dev["zero_blocks"].startswith("scale rule floor")
 
 
 def test_broken_deepseek_without_clamp_is_named(inputs):

@@ -4,7 +4,7 @@ For each group of cases in the outputs (one element format, or one preset and ro
 variant we can generate is scored: element variants are profile x forced rounding x forced
 overflow; block variants are scale rule x amax clamp (none / 1e-4) x divide vs reciprocal
 (only where scales are not powers of two, elsewhere both are exact) x scale-exponent floor x
-element profile, plus known implementation quirks (quirks.py: torchao 0.18 FLOOR/CEIL/EVEN).
+element profile, plus known implementation quirks (quirks.py: torchao 0.18 FLOOR/CEIL/EVEN/RCEIL).
 The best variant is a rule, never a quirk: it matches the most cases exactly (then fewest
 mismatching values, then fewest changes from the preset). Each case it misses is explained by
 the closest variant, quirks included, that does match it, in words ("amax: no 1e-4 clamp";
@@ -24,7 +24,7 @@ from ..quant.scheme import Apply, BlockKind, Scheme, ScaleStorage
 from .cases import Case, Kind, find_case
 from .check import Outputs
 from .compare import Mismatch, as_codes, compare
-from .quirks import TORCHAO_018, TORCHAO_ELEMENTS, TORCHAO_RULES, torchao_018
+from .quirks import TORCHAO_018, TORCHAO_AS_RULE, TORCHAO_ELEMENTS, TORCHAO_RULES, torchao_018
 from .targets import Expected, element_output, rules_for, scheme_output
 
 RULE_WORDS = {
@@ -165,15 +165,17 @@ def block_variants(base: Scheme, role: Role) -> list[Variant]:
 
 
 def _quirk_variants(base: Scheme) -> list[Variant]:
-    """torchao 0.18 to_mx FLOOR/CEIL/EVEN with the preset's elements: MX 1x32 E8M0 presets only.
-    Last in the list, so a plain rule explains a case first when both are as close."""
+    """torchao 0.18 to_mx FLOOR/CEIL/EVEN/RCEIL with the preset's elements: MX 1x32 E8M0 presets only.
+    Last in the list, so a plain rule explains a case first when both are as close. A variant's
+    fields name the rule it computes (RCEIL 0.18: log2_ceil), so its words are its quirks alone."""
     if (base.storage is not ScaleStorage.E8M0 or base.block.kind is not BlockKind.VECTOR
             or base.block.size != (32,) or base.element.name not in TORCHAO_ELEMENTS):
         return []
     out = []
     for rule in TORCHAO_RULES:
         s = replace(base, scale_rule=rule, amax_clamp=None, exp_range=(-127, 127), apply=Apply.DIVIDE)
-        f = (("scale_rule", rule), ("amax_clamp", None), ("exp_range", (-127, 127)), ("apply", Apply.DIVIDE),
+        f = (("scale_rule", TORCHAO_AS_RULE.get(rule, rule)), ("amax_clamp", None), ("exp_range", (-127, 127)),
+             ("apply", Apply.DIVIDE),
              *_rule_fields(_norm(base.rules)), ("quirks", TORCHAO_018))
         out.append(Variant(f"{rule.value} [{TORCHAO_018} quirks]", f, lambda c, s=s: torchao_018(c.inputs, s)[0],
                            base.element, explain=lambda c, s=s: "; ".join(torchao_018(c.inputs, s)[1])))

@@ -16,6 +16,18 @@ described behaviour (research notes mx-landscape.md §5 "torchao", §9 D3 and D4
 * D4b: elements are divided by max(2^e, 2^-126), so under scale byte 0x00 (2^-127) every
   code is half the value the byte says.
 * then elements are clamped to +-max and cast with round-to-nearest-even.
+
+torchao 0.18 `to_mx` with ScaleCalculationMode RCEIL (eager path), from mx-landscape.md §5, §9 D3,
+D4a and D4b, checked byte for byte against to_mx on the kit's inputs:
+
+* scale exponent ceil(log2(amax / max)) with a float32 log2 (D4a: amax/max just above 2^k gives k,
+  where the float32 bits give k+1), clamped to [-127, 127] (a zero block gives 0x00); NaN amax
+  gives 255 (0xFF), Inf amax 254 (0xFE, 2^127) (D3).
+* elements are multiplied by the reciprocal 2^(127 - byte), which is 1.0 when the byte is 0 (D4b):
+  a block under scale 0x00 is not scaled at all, so its elements (below 448 * 2^-127) flush to +-0.
+* NaN blocks (measured; the notes give only elem0 0x7f): the reciprocal is NaN, so every element
+  of the block becomes +NaN (0x7f), finite ones and -NaN included.
+* then elements are clamped to +-max (an Inf element to +-max) and cast with round-to-nearest-even.
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ from ..quant.scheme import Scheme
 from .targets import Expected, ScaleKind, element_output
 
 TORCHAO_018 = "torchao 0.18"
-TORCHAO_RULES = (ScaleRule.FLOOR, ScaleRule.CEIL, ScaleRule.EVEN)
+TORCHAO_RULES = (ScaleRule.FLOOR, ScaleRule.CEIL, ScaleRule.EVEN, ScaleRule.RCEIL)
+# what each mode computes, in the rule family identify scores (RCEIL 0.18 is a float32 log2, D4a)
+TORCHAO_AS_RULE = {ScaleRule.RCEIL: ScaleRule.LOG2_CEIL}
 # checked against to_mx on the kit's inputs; FP4/FP6 NaN elements take torchao's own path (D7), not modelled
 TORCHAO_ELEMENTS = frozenset({"float8_e4m3fn", "float8_e5m2"})
 _BLOCK = 32
@@ -39,9 +53,9 @@ def torchao_018(x: np.ndarray, scheme: Scheme) -> tuple[Expected, list[str]]:
     spec = scheme.element
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[-1]
-    pad = -n % _BLOCK  # zero padding never raises amax
-    b = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]).reshape(*x.shape[:-1], -1, _BLOCK)
-    amax = np.max(np.abs(b), axis=-1)  # NaN propagates, like torch.amax
+    b, amax = _blocks(x)
+    if scheme.scale_rule is ScaleRule.RCEIL:
+        return _rceil(x, b, amax, scheme)
 
     bits = amax.view(np.uint32)
     if scheme.scale_rule is ScaleRule.EVEN:
@@ -59,6 +73,46 @@ def torchao_018(x: np.ndarray, scheme: Scheme) -> tuple[Expected, list[str]]:
     y = np.clip(y, -spec.max, spec.max).reshape(*x.shape[:-1], -1)[..., :n]  # NaN passes through
     codes = element_output(y.astype(np.float32), spec, scheme.rules).codes  # RNE; clamped, so no overflow
     return Expected(codes, (exp + 127).astype(np.uint8), ScaleKind.E8M0), _fired(b, amax, inf_bits, exp, spec)
+
+
+def _blocks(x):
+    pad = -x.shape[-1] % _BLOCK  # zero padding never raises amax
+    b = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]).reshape(*x.shape[:-1], -1, _BLOCK)
+    return b, np.max(np.abs(b), axis=-1)  # NaN propagates, like torch.amax
+
+
+def _rceil(x, b, amax, scheme) -> tuple[Expected, list[str]]:
+    spec = scheme.element
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        r = (amax / np.float32(spec.max)).astype(np.float32)
+        e = np.ceil(np.log2(r))  # float32 log2 (D4a); log2(0) = -inf, clamped below
+    e = np.clip(np.nan_to_num(e, nan=0.0), -127, 127).astype(np.int64)
+    biased = np.where(np.isnan(amax), 255, np.where(np.isposinf(amax), 254, e + 127))
+    with np.errstate(over="ignore", invalid="ignore"):
+        recip = np.where(biased == 0, np.float32(1), np.ldexp(np.float32(1), 127 - biased)).astype(np.float32)
+        recip = np.where(biased == 255, np.float32(np.nan), recip)  # D4b: 1.0 under 0x00; NaN blocks all NaN
+        y = b * recip[..., None]
+    y = np.where(np.isnan(y), np.float32(np.nan), y)  # NaN blocks: +NaN, even from -NaN
+    y = np.clip(y, -spec.max, spec.max).reshape(*x.shape[:-1], -1)[..., :x.shape[-1]]
+    codes = element_output(y.astype(np.float32), spec, scheme.rules).codes
+    return Expected(codes, biased.astype(np.uint8), ScaleKind.E8M0), _fired_rceil(b, amax, r, biased, spec)
+
+
+def _fired_rceil(b, amax, r, biased, spec) -> list[str]:
+    out, who = [], f"{TORCHAO_018} RCEIL"
+    if np.any(np.isposinf(amax)):
+        out.append(f"Inf block: scale 0xfe (2^127) instead of NaN, Inf clipped to +-{spec.max:g} ({who}, D3)")
+    if np.any(np.isnan(amax)):
+        out.append(f"NaN block: every element +NaN, finite and -NaN ones included ({who})")
+    finite = np.isfinite(r) & (r > 0)
+    bits = np.where(finite, r, np.float32(1)).view(np.uint32)
+    exact = ((bits >> 23) & 0xFF).astype(np.int64) - 127 + ((bits & 0x7FFFFF) != 0)  # ceil from the bits
+    if np.any(finite & (biased > 0) & (biased - 127 < exact)):
+        out.append(f"float32 log2 rounds amax/max just above 2^k to k: scale a binade low, the top "
+                   f"element clipped to +-{spec.max:g} ({who}, D4a)")
+    if np.any((biased == 0) & np.any(b != 0, axis=-1)):
+        out.append(f"scale 0x00 applied with reciprocal 1.0 (not 2^127): elements flushed to +-0 ({who}, D4b)")
+    return out or [f"{who} quirks"]
 
 
 def _fired(b, amax, inf_bits, exp, spec) -> list[str]:
