@@ -29,7 +29,7 @@ browser:
 	  echo "fp8port: chromium not installed; the browser test will skip"
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: setup
 	$(PY) benchmarks/bench_codec.py
