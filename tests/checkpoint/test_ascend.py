@@ -368,7 +368,7 @@ def test_inspect_warns_for_broken_rules(synth, tmp_path):
 
 
 def test_resume_and_dry_run(synth, tmp_path):
-    from fp8port.checkpoint.convert import make_plan
+    from fp8port.checkpoint.plan import make_plan
 
     opts = Options(mode="convert", layout="ascend", preset="W8A8_MXFP8", shard_size=100_000)
     plan = make_plan(synth / "v31", opts)

@@ -17,7 +17,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'fp8port[ray]'")
 
 from fp8port.checkpoint import Options, run  # noqa: E402
-from fp8port.checkpoint.convert import write_shard  # noqa: E402
+from fp8port.checkpoint.produce import write_shard  # noqa: E402
 from fp8port.checkpoint.staging import staging_dir  # noqa: E402
 from fp8port.distributed import RayExecutor  # noqa: E402
 from fp8port.distributed.ray_executor import stale_attempts  # noqa: E402

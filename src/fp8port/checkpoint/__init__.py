@@ -1,6 +1,7 @@
 """Checkpoints on disk: validated lazy reading, layouts, streaming conversion, inspect, diff."""
 
-from .convert import Options, make_plan, run
+from .convert import run
+from .plan import Options, make_plan
 from .folder import Checkpoint
 from .layouts import Layout, Target, detect
 

@@ -30,7 +30,8 @@ from ..errors import CheckpointError, ConversionError, NonFiniteError, UnknownNa
 from ..quant import QuantizedTensor, Role, dequantize, get_preset, quantize
 from ..quant import storage as scale_store
 from ..quant.tensor import Framework
-from . import convert as cv
+from . import plan as cv
+from .produce import sqnr
 from .folder import ASCEND_INDEX, ASCEND_SINGLE, DESCRIPTION, Checkpoint
 from .layouts import (Layout, all_powers_of_two, check_grids, detect, logical_shape, quantized_weights,
                       read_quantized, reader_scheme)
@@ -482,7 +483,7 @@ def produce(job, ckpt, plan) -> tuple[list[np.ndarray], dict]:
     arrays, deq = _encode(t, w, job.source, target, plan.options.nonfinite)
     err = deq.astype(np.float64) - w
     fin = np.isfinite(err)
-    return arrays, {"type": t.value, "sqnr_db": cv._sqnr(w[fin], err[fin]),
+    return arrays, {"type": t.value, "sqnr_db": sqnr(w[fin], err[fin]),
                     "max_abs_error": float(np.abs(err[fin]).max()) if fin.any() else 0.0}
 
 
@@ -616,7 +617,7 @@ def verify_output(src, out, plan) -> dict:
         exact = bool(np.array_equal(got, ref, equal_nan=True))
         err = got.astype(np.float64) - ref
         stats[n] = {"exact": exact, "max_abs_error": float(np.nanmax(np.abs(err))) if err.size else 0.0,
-                    "sqnr_db": cv._sqnr(ref, np.nan_to_num(err))}
+                    "sqnr_db": sqnr(ref, np.nan_to_num(err))}
         if job.action in (cv.Action.DEQUANTIZE, cv.Action.REPLICATE) and not exact:
             failures.append(f"{n}: expected an exact round trip, max error {stats[n]['max_abs_error']:.3g}")
     return {"ok": not failures, "failures": failures, "tensors": stats}

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..checkpoint import convert as cv
+from ..checkpoint.plan import SUMMARY, NonFinitePolicy, Options, make_plan
 from ..checkpoint.diff import diff
 from ..checkpoint.inspect import inspect
 from ..distributed import executor_from_option
@@ -86,8 +87,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run_diff)
 
 
-def _options(args) -> cv.Options:
-    return cv.Options(
+def _options(args) -> Options:
+    return Options(
         mode=args.mode, preset=getattr(args, "preset", None), layout=getattr(args, "layout", None),
         scale_dtype=getattr(args, "scale_dtype", None), dtype=getattr(args, "dtype", "bf16"),
         to=getattr(args, "to", None), include=tuple(getattr(args, "include", ())),
@@ -98,9 +99,9 @@ def _options(args) -> cv.Options:
 
 def run(args) -> int:
     opts = _options(args)
-    cv.NonFinitePolicy.parse(opts.nonfinite)
+    NonFinitePolicy.parse(opts.nonfinite)
     if args.dry_run:
-        plan = cv.make_plan(args.src, opts)
+        plan = make_plan(args.src, opts)
         if args.json:
             print_json(plan.to_json())
         else:
@@ -129,7 +130,7 @@ def run(args) -> int:
     sqnr = sorted(t["sqnr_db"] for t in s["tensors"].values() if t.get("sqnr_db") is not None)
     if sqnr:
         print(f"sqnr vs source: min {sqnr[0]:.2f} dB, median {sqnr[len(sqnr) // 2]:.2f} dB over {len(sqnr)} "
-              f"tensors (per tensor in {cv.SUMMARY})")
+              f"tensors (per tensor in {SUMMARY})")
     if "verify" in s:
         v = s["verify"]
         exact = sum(t["exact"] for t in v["tensors"].values())
