@@ -7,6 +7,7 @@ default) and `run(args) -> int`; adding one is adding it to `VERBS`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -26,7 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    # torchao (present when the test extras are installed) logs a warning per CUDA-only extension
+    # it cannot load on a CPU machine, and torch's pytree a deprecation about torchao's enums,
+    # whenever transformers imports it: noise about nothing the user asked for.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
