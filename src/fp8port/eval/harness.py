@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint.selection import quantizable
+from ..nn.load import set_module
 
 
 def load_reference(model_path: Path):
@@ -30,35 +30,17 @@ def load_reference(model_path: Path):
     return model, tok
 
 
-_DT = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
-
-
-def target_linears(model: nn.Module, include=(), exclude=()) -> dict[str, nn.Linear]:
-    """The linears a conversion would quantize, by module name, in model order."""
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and quantizable(f"{name}.weight", _DT.get(mod.weight.dtype, "?"),
-                                                       tuple(mod.weight.shape), include, exclude):
-            out[name] = mod
-    return out
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 @contextlib.contextmanager
 def swapped(model: nn.Module, replacements: dict[str, nn.Module]):
     """Modules replaced by name for the duration of the block, restored afterwards."""
     originals = {n: model.get_submodule(n) for n in replacements}
     try:
         for n, m in replacements.items():
-            _set(model, n, m)
+            set_module(model, n, m)
         yield model
     finally:
         for n, m in originals.items():
-            _set(model, n, m)
+            set_module(model, n, m)
 
 
 @torch.inference_mode()

@@ -12,7 +12,8 @@ import torch
 from ..nn import FP8Linear, Mode
 from ..quant import get_preset, quantize
 from . import metrics
-from .harness import capture_inputs, load_reference, log_probs, swapped, target_linears
+from ..nn.load import target_linears
+from .harness import capture_inputs, load_reference, log_probs, swapped
 from .report import Report
 from .sensitivity import output_sqnr, scan
 from .texts import read_texts, token_batch

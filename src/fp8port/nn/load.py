@@ -35,7 +35,7 @@ def _activation_scheme(ckpt: Checkpoint, layout: Layout):
     return get_preset(preset).activation
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
@@ -86,7 +86,7 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
         if tuple(q.shape) != (old.out_features, old.in_features):
             raise CheckpointError(f"{path}: {wname!r} is {list(q.shape)} but the model's {mod_name} is "
                                   f"{[old.out_features, old.in_features]}")
-        _set_module(model, mod_name, FP8Linear.from_quantized(q, bias, mode, act))
+        set_module(model, mod_name, FP8Linear.from_quantized(q, bias, mode, act))
     state = {prefix + n: _to_torch(ckpt.read(n), ckpt.info(n).dtype) for n in ckpt.tensors
              if n not in pairs and n not in scales and not (n.endswith(".bias") and n[:-5] + ".weight" in pairs)}
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
@@ -112,16 +112,20 @@ def _prefix(model: nn.Module, ckpt: Checkpoint) -> str:
     return "" if any(n.startswith(p) for n in ckpt.tensors) else (p if p + sample in names else "")
 
 
+_DT = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+
+def target_linears(model: nn.Module, include=(), exclude=()) -> dict[str, nn.Linear]:
+    """The nn.Linear modules a conversion would quantize, by module name, in model order."""
+    return {name: mod for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and quantizable(f"{name}.weight", _DT.get(mod.weight.dtype, "?"),
+                                                           tuple(mod.weight.shape), include, exclude)}
+
+
 def quantize_model(model: nn.Module, preset, *, mode="weight-only", include=(), exclude=()) -> nn.Module:
     """Replace (in place) every nn.Linear that a conversion would quantize with an FP8Linear."""
-    targets = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear):
-            dt = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}.get(mod.weight.dtype, "?")
-            if quantizable(f"{name}.weight", dt, tuple(mod.weight.shape), include, exclude):
-                targets.append((name, mod))
-    for name, mod in targets:
-        _set_module(model, name, FP8Linear.from_linear(mod, preset, mode))
+    for name, mod in target_linears(model, include, exclude).items():
+        set_module(model, name, FP8Linear.from_linear(mod, preset, mode))
     return model
 
 
