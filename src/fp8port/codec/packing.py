@@ -12,16 +12,18 @@ CPU and come back as uint8 tensors on their original device.
 
 from __future__ import annotations
 
-import enum
 
 import numpy as np
 
-from ..errors import ShapeError, UnknownNameError, UnsupportedInputError
+from ..errors import ShapeError, UnsupportedInputError
 from ..formats import FormatSpec, get_format
+from ..names import NamedEnum
 
 
-class Layout(enum.Enum):
+class Layout(NamedEnum):
     """How four 6-bit codes u0..u3 share three bytes p0..p2."""
+
+    __label__ = "FP6 layout"
 
     # One little-endian 24-bit word: u0 in bits 0-5, u1 in 6-11, u2 in 12-17, u3 in 18-23.
     BITSTREAM = "bitstream"
@@ -30,16 +32,6 @@ class Layout(enum.Enum):
     # their top bits (bits 0-1 in p0, 2-3 in p1, 4-5 in p2). Its 32-value vector routines
     # spread a group's bytes across the block, so they are not this layout.
     TORCHAO = "torchao"
-
-    @classmethod
-    def parse(cls, value) -> Layout:
-        if isinstance(value, cls):
-            return value
-        key = str(value).strip().lower()
-        for member in cls:
-            if key == member.value:
-                return member
-        raise UnknownNameError("FP6 layout", value, [m.value for m in cls])
 
 
 DEFAULT_LAYOUT = Layout.BITSTREAM

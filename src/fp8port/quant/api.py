@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import enum
-
 import ml_dtypes
 import numpy as np
 
-from ..errors import UnknownNameError, UnsupportedInputError, Fp8portError
+from ..errors import Fp8portError, UnsupportedInputError
+from ..names import NamedEnum
 from . import fast, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
@@ -19,25 +18,17 @@ class BackendError(Fp8portError, ValueError):
     """backend='fast' asked for a scheme or input the fused kernels do not cover."""
 
 
-class NonFinite(enum.Enum):
+class NonFinite(NamedEnum):
+    __label__ = "non-finite policy"
     ERROR = "error"  # raise NonFiniteError naming the first NaN/Inf
     PROPAGATE = "propagate"  # quantize anyway; NaN/Inf follow the scale rule (T14)
 
 
-class Backend(enum.Enum):
+class Backend(NamedEnum):
+    __label__ = "backend"
     AUTO = "auto"
     REFERENCE = "reference"
     FAST = "fast"
-
-
-def _parse(cls, value, kind):
-    if isinstance(value, cls):
-        return value
-    key = str(value).strip().lower()
-    for m in cls:
-        if key == m.value:
-            return m
-    raise UnknownNameError(kind, value, [m.value for m in cls])
 
 
 _NP_IN = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
@@ -144,8 +135,8 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     float64 and float16 inputs are rounded to float32 first (all scale arithmetic is float32).
     """
     scheme, role = resolve_scheme(preset_or_scheme, role)
-    policy = _parse(NonFinite, nonfinite, "non-finite policy")
-    be = _parse(Backend, backend, "backend")
+    policy = NonFinite.parse(nonfinite)
+    be = Backend.parse(backend)
     from ..kernels import dispatch as kd  # GPU tensors go to the Triton kernels
 
     if kd.on_device(x) and be is not Backend.REFERENCE and kd.unsupported_reason(scheme) is None:
@@ -176,7 +167,7 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto"):
     if not isinstance(q, QuantizedTensor):
         raise UnsupportedInputError(f"dequantize takes a QuantizedTensor, not {type(q).__name__}")
     name = _dtype_name(dtype if dtype is not None else q.src_dtype)
-    be = _parse(Backend, backend, "backend")
+    be = Backend.parse(backend)
     from ..kernels import dispatch as kd
 
     if kd.on_device(q.codes) and be is not Backend.REFERENCE:
