@@ -132,6 +132,15 @@ def _block_scale(au, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_uni
     return _pow2_bits(e)
 
 
+@njit(cache=True, inline="always")
+def _row_group(t, gm, bm, m):
+    """Work item t of a kernel's prange: (batch, row-block, first row, end row)."""
+    b = t // gm
+    g = t - b * gm
+    r0 = g * bm
+    return b, g, r0, min(r0 + bm, m)
+
+
 @njit(parallel=True, cache=True)
 def _quantize_kernel(x, shift, bm, bn, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit,
                      mode, lut, codes, sgrid, bad):
@@ -140,10 +149,7 @@ def _quantize_kernel(x, shift, bm, bn, rule, maxv, clamp, use_clamp, lo, hi, ema
     gm = (M + bm - 1) // bm
     gn = (N + bn - 1) // bn
     for t in prange(B * gm):
-        b = t // gm
-        g = t - b * gm
-        r0 = g * bm
-        r1 = min(r0 + bm, M)
+        b, g, r0, r1 = _row_group(t, gm, bm, M)
         amax = np.zeros(gn, np.int64)
         for r in range(r0, r1):
             for cb in range(gn):
@@ -225,9 +231,7 @@ def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits
     B, M, G, bn = x.shape
     gm = (M + bm - 1) // bm
     for t in prange(B * gm):
-        b = t // gm
-        r0 = (t - b * gm) * bm
-        r1 = min(r0 + bm, M)
+        b, rg, r0, r1 = _row_group(t, gm, bm, M)
         amax = np.zeros(G, np.uint16)  # 16-bit lanes: the widest vectors
         for r in range(r0, r1):
             for g in range(G):
@@ -242,7 +246,7 @@ def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits
             sb = _block_scale(np.int64(amax[g]) << 16, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits,
                               zero_unit, tu, tf)
             tu[0] = sb
-            sgrid[b, t - b * gm, g] = tf[0]
+            sgrid[b, rg, g] = tf[0]
             e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
             if np.int64(amax[g]) >= 0x7F80 or sb == _NAN_BITS or e < -102:
                 bad[t] = 1
@@ -278,10 +282,7 @@ def _dequantize_kernel(codes, bm, bn, sgrid, lut_f, to_bf16, out):
     gm = (M + bm - 1) // bm
     gn = (N + bn - 1) // bn
     for t in prange(B * gm):
-        b = t // gm
-        g = t - b * gm
-        r0 = g * bm
-        r1 = min(r0 + bm, M)
+        b, g, r0, r1 = _row_group(t, gm, bm, M)
         buf = np.empty(bn, np.float32)
         bu = buf.view(np.uint32)
         for r in range(r0, r1):
