@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fp8port.quant import Scheme, dequantize, get_preset, quantize
+from fp8port.quant import Scheme, dequantize, get_preset, native, quantize
 
 FAST_SCHEMES = [
     get_preset("deepseek-v3.1").activation, get_preset("deepseek-v3.1").weight,
@@ -23,6 +23,19 @@ FAST_SCHEMES = [
     Scheme.build("float8_e4m3fn", "ue8m0", "4x8", amax_clamp=1e-4, exp_range=(-126, 127)),
 ]
 IDS = [f"{s.name}:{s.scale_rule.value}:{s.block}:{s.apply.value}:{s.zero_block.value}" for s in FAST_SCHEMES]
+
+
+@pytest.fixture(autouse=True, params=["native", "native-stream", "numba"])
+def kernels(request, monkeypatch):
+    """Every test runs on both kernel families behind backend='fast': the AVX-512 C kernels
+    (also with non-temporal stores forced on small outputs) and the Numba kernels."""
+    if request.param == "numba":
+        monkeypatch.setattr(native, "level", lambda: 0)
+    elif native.level() == 0:
+        pytest.skip("the native kernels are not built here, or this CPU lacks AVX-512")
+    elif request.param == "native-stream":
+        monkeypatch.setattr(native, "_STREAM_BYTES", 0)
+    return request.param
 
 
 def same(a, b):
@@ -66,7 +79,8 @@ def test_adversarial(scheme):
     check(x[10:].copy(), scheme, nonfinite="error")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 300),
        which=st.integers(0, len(FAST_SCHEMES) - 1), bf16=st.booleans(), lead=st.integers(1, 3))
 def test_property(seed, rows, cols, which, bf16, lead):

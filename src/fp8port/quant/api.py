@@ -121,17 +121,49 @@ def _to_numpy(a) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     torch = _torch()
-    if a.dtype == torch.bfloat16:
-        return a.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    views = {torch.bfloat16: (torch.int16, ml_dtypes.bfloat16),
+             torch.float8_e8m0fnu: (torch.uint8, ml_dtypes.float8_e8m0fnu),
+             torch.float8_e4m3fn: (torch.uint8, ml_dtypes.float8_e4m3fn)}
+    if a.dtype in views:
+        raw, np_dtype = views[a.dtype]
+        return a.view(raw).numpy().view(np_dtype)
     return a.numpy()
 
 
-def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="auto") -> QuantizedTensor:
+def _writable(a, what: str, shape, dtypes) -> np.ndarray:
+    """NumPy view of a caller's output array, checked: shape, dtype, C-contiguous, writable."""
+    arr = _to_numpy(a) if type(a).__module__.startswith("torch") else a
+    if not isinstance(arr, np.ndarray):
+        raise UnsupportedInputError(f"{what} must be a NumPy array or a CPU torch tensor, not {type(a).__name__}")
+    if tuple(arr.shape) != tuple(shape) or arr.dtype not in dtypes:
+        raise UnsupportedInputError(f"{what} has shape {tuple(arr.shape)} and dtype {arr.dtype}; "
+                                    f"need shape {tuple(shape)} and dtype {' or '.join(map(str, dtypes))}")
+    if not (arr.flags.c_contiguous and arr.flags.writeable):
+        raise UnsupportedInputError(f"{what} must be C-contiguous and writable")
+    return arr
+
+
+def _check_out(out, arr, scheme, framework) -> QuantizedTensor:
+    if not isinstance(out, QuantizedTensor):
+        raise UnsupportedInputError(f"out= takes a QuantizedTensor, not {type(out).__name__}")
+    if out.scheme != scheme or out.framework is not framework or tuple(out.shape) != tuple(arr.shape):
+        raise UnsupportedInputError(
+            f"out= holds {out.framework.value} {out.shape} under {out.scheme.name!r}; this call makes "
+            f"{framework.value} {tuple(arr.shape)} under {scheme.name!r}")
+    if out.tensor_scale is not None:
+        raise UnsupportedInputError("out= cannot hold an NVFP4 tensor (its per-tensor scale is a number)")
+    return out
+
+
+def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="auto",
+             out: QuantizedTensor | None = None) -> QuantizedTensor:
     """Block-scale `x` with a preset name (e.g. 'deepseek-v3.1', 'mxfp8') or a Scheme.
 
     role: 'weight' or 'activation' (DeepSeek presets: 128x128 vs 1x128 blocks).
     nonfinite: 'error' (default; NonFiniteError names the first NaN/Inf) or 'propagate'.
     backend: 'auto' (fused kernels where they cover the scheme), 'reference', 'fast'.
+    out: a QuantizedTensor from an earlier call of the same shape and scheme whose arrays are
+        overwritten (no allocation: for loops over same-shaped tensors); it is returned.
     float64 and float16 inputs are rounded to float32 first (all scale arithmetic is float32).
     """
     scheme, role = resolve_scheme(preset_or_scheme, role)
@@ -147,14 +179,25 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     if be is Backend.FAST and why:
         raise BackendError(f"backend='fast' cannot run scheme {scheme.name!r}: {why}; use backend='auto'")
     tensor_scale = None
+    codes_out = None
+    if out is not None:
+        out = _check_out(out, arr, scheme, framework)
+        codes_out = _writable(out.codes, "out.codes", arr.shape, (np.dtype(np.uint8),))
     if be is not Backend.REFERENCE and why is None:
-        codes, s, bad = fast.quantize(arr, scheme)
+        codes, s, bad = fast.quantize(arr, scheme, codes_out)
         if bad and policy is NonFinite.ERROR:
             reference.check_finite(_as_f32(arr))
         stored = st.store(s, scheme.storage)
     else:
         codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme,
                                                             check=policy is NonFinite.ERROR)
+    if out is not None:
+        if codes.ctypes.data != codes_out.ctypes.data:  # the reference path wrote elsewhere
+            np.copyto(codes_out, codes)
+        np.copyto(_to_numpy(out.scale), stored)
+        np.copyto(_to_numpy(out.scale_fp32), s)
+        return QuantizedTensor(codes=out.codes, scale=out.scale, scale_fp32=out.scale_fp32, shape=out.shape,
+                               scheme=scheme, role=role, src_dtype=src, framework=framework)
     if framework is Framework.TORCH:
         codes, stored, s = _to_torch(codes), _to_torch(stored), _to_torch(s)
     return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(arr.shape), scheme=scheme,
@@ -162,8 +205,10 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
                            tensor_scale=None if tensor_scale is None else float(tensor_scale))
 
 
-def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto"):
-    """Values code * scale_fp32 (float32 product), cast to `dtype` (default: the input's dtype)."""
+def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):
+    """Values code * scale_fp32 (float32 product), cast to `dtype` (default: the input's dtype).
+
+    out: an array (or CPU tensor) of q's shape and that dtype to write into, returned."""
     if not isinstance(q, QuantizedTensor):
         raise UnsupportedInputError(f"dequantize takes a QuantizedTensor, not {type(q).__name__}")
     name = _dtype_name(dtype if dtype is not None else q.src_dtype)
@@ -176,11 +221,18 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto"):
     use_fast = be is not Backend.REFERENCE and codes.size > 0 and q.scheme.element.bits == 8
     if be is Backend.FAST and not use_fast:
         raise BackendError("backend='fast' dequantizes 8-bit element codes of non-empty tensors only")
+    dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(_OUT[name]),))
+    native_out = dst is not None and name in ("bfloat16", "float32")
     if use_fast:
-        out = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16")
-        out = out.view(ml_dtypes.bfloat16) if name == "bfloat16" else out.astype(_OUT[name], copy=False)
+        res = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16",
+                              out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if native_out else None)
+        res = res.view(ml_dtypes.bfloat16) if name == "bfloat16" else res.astype(_OUT[name], copy=False)
     else:
-        out = reference.dequantize(codes, s, q.scheme).astype(_OUT[name])
+        res = reference.dequantize(codes, s, q.scheme).astype(_OUT[name])
+    if dst is not None:
+        if not (use_fast and native_out):
+            np.copyto(dst, res)
+        return out
     if q.framework is Framework.TORCH:
-        return _to_torch(out)
-    return out
+        return _to_torch(res)
+    return res

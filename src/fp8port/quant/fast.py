@@ -23,6 +23,7 @@ from numba import njit, prange
 from ..codec.reference import decode, encode
 from ..formats import Kind
 from ..codec.policy import Overflow, Rounding
+from . import native
 from .rules import ScaleRule
 from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
 
@@ -130,6 +131,27 @@ def _block_scale(au, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_uni
     if e > hi:
         e = hi
     return _pow2_bits(e)
+
+
+@njit(cache=True)
+def _fill_scale_tables(rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, scale, shift):
+    tu = np.empty(1, np.uint32)
+    tf = tu.view(np.float32)
+    for a in range(32768):
+        sb = _block_scale(np.int64(a) << 16, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
+        scale[a] = sb
+        e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
+        shift[a] = -32768 if a >= 0x7F80 or sb == _NAN_BITS or e < -102 else e * 128
+
+
+@lru_cache(maxsize=32)
+def scale_tables(args: tuple):
+    """Scale (float32 bits) of a block and E << 7, for each of the 32,768 bf16 amax patterns under
+    one rule (`args`: _block_scale's), for the native kernel; -32768 marks blocks it cannot do
+    (non-finite amax or scale, E < -102: the general kernel's)."""
+    scale, shift = np.empty(32768, np.uint32), np.empty(32768, np.int16)
+    _fill_scale_tables(*args, scale, shift)
+    return scale, shift
 
 
 @njit(cache=True, inline="always")
@@ -334,8 +356,9 @@ def _grid_back(sg: np.ndarray, shape, scheme: Scheme, moved):
     return np.moveaxis(sg.reshape(mshape), -1, moved)
 
 
-def quantize(x: np.ndarray, scheme: Scheme):
-    """(codes like x, s_fp32 grid, any non-finite) for x as float32 or bf16 bits (uint16)."""
+def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None):
+    """(codes like x, s_fp32 grid, any non-finite) for x as float32 or bf16 bits (uint16).
+    codes_out: a C-contiguous uint8 array of x's shape to write the codes into (else allocated)."""
     shape = x.shape
     v3shape, bm, bn, moved = _layout(shape, scheme)
     if moved is not None:
@@ -347,7 +370,10 @@ def quantize(x: np.ndarray, scheme: Scheme):
     x3 = xs.reshape(v3shape)
     B, M, N = v3shape
     gm, gn = -(-M // bm), -(-N // bn)
-    codes = np.empty(v3shape, np.uint8)
+    if codes_out is not None and moved is None:
+        codes = codes_out.reshape(v3shape)  # a view: codes_out is C-contiguous
+    else:
+        codes = native.empty_aligned(v3shape, np.uint8)
     sgrid = np.empty((B, gm, gn), np.float32)
     bad = np.zeros(B * gm, np.uint8)
     rule = scheme.scale_rule
@@ -358,14 +384,18 @@ def quantize(x: np.ndarray, scheme: Scheme):
     args = (_RULE_ID[rule], np.float32(el.max), clamp, scheme.amax_clamp is not None, scheme.exp_range[0],
             scheme.exp_range[1], el.emax, el.mbits, scheme.zero_block is ZeroBlock.UNIT)
     lut = encode_lut(el, scheme.rules)
-    if shift == 16 and pow2 and N % bn == 0:
-        _quantize_bf16_pow2(x3.reshape(B, M, gn, bn), bm, *args, lut, _e4m3_cap(el, scheme.rules),
+    cap = _e4m3_cap(el, scheme.rules)
+    if shift == 16 and pow2 and N % bn == 0 and cap >= 0 and native.covers(bn, gn):
+        if native.quantize_bf16_pow2(x3, bm, bn, *scale_tables(args), cap, codes, sgrid):
+            return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out)
+    elif shift == 16 and pow2 and N % bn == 0:
+        _quantize_bf16_pow2(x3.reshape(B, M, gn, bn), bm, *args, lut, cap,
                             codes.reshape(B, M, gn, bn), sgrid, bad)
         if not bad.any():
-            return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False)
+            return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out)
         bad[:] = 0  # some blocks need the general kernel: run it on everything (rare)
     _quantize_kernel(x3, shift, bm, bn, *args, mode, lut, codes, sgrid, bad)
-    return _finish(codes, sgrid, xs.shape, shape, scheme, moved, bool(bad.any()))
+    return _finish(codes, sgrid, xs.shape, shape, scheme, moved, bool(bad.any()), codes_out)
 
 
 def _e4m3_cap(el, rules) -> int:
@@ -376,16 +406,21 @@ def _e4m3_cap(el, rules) -> int:
     return 0x7E if rules.overflow is Overflow.SATURATE else 0x7F
 
 
-def _finish(codes, sgrid, xshape, shape, scheme, moved, bad):
+def _finish(codes, sgrid, xshape, shape, scheme, moved, bad, codes_out=None):
     codes = codes.reshape(xshape)
     if moved is not None:
         codes = np.moveaxis(codes, -1, moved)
+        if codes_out is not None:
+            np.copyto(codes_out, codes)
+            codes = codes_out
     grid = np.ascontiguousarray(_grid_back(sgrid, shape, scheme, moved))
     return np.ascontiguousarray(codes), grid, bad
 
 
-def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool) -> np.ndarray:
-    """float32 values (or bf16 bits as uint16 when to_bf16), bit-exact with the reference."""
+def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """float32 values (or bf16 bits as uint16 when to_bf16), bit-exact with the reference.
+    out: a C-contiguous uint16 / uint32 array of the codes' shape to write into (else allocated)."""
     shape = codes.shape
     v3shape, bm, bn, moved = _layout(shape, scheme)
     sg = np.asarray(s_fp32, np.float32)
@@ -395,10 +430,21 @@ def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: b
     cs = np.ascontiguousarray(codes).reshape(v3shape)
     B, M, N = v3shape
     sg3 = np.ascontiguousarray(sg).reshape(B, -(-M // bm), -(-N // bn))
-    out = np.empty(v3shape, np.uint16 if to_bf16 else np.uint32)
-    _dequantize_kernel(cs, bm, bn, sg3, decode_lut(scheme.element), to_bf16, out)
-    out = out.reshape(np.ascontiguousarray(codes).shape)
+    dst = out
+    if out is None or moved is not None:
+        out = native.empty_aligned(v3shape, np.uint16 if to_bf16 else np.uint32)
+    else:
+        out = out.reshape(v3shape)
+    lut_f = decode_lut(scheme.element)
+    if not (scheme.scale_rule.power_of_two and N % bn == 0 and native.covers(bn, N // bn, need=2)
+            and native.dequantize_pow2(cs, bm, bn, sg3, lut_f, to_bf16, out)):
+        _dequantize_kernel(cs, bm, bn, sg3, lut_f, to_bf16, out)
+    out = out.reshape(codes.shape)
     if moved is not None:
         out = np.moveaxis(out, -1, moved)
-    out = np.ascontiguousarray(out)
+        if dst is None:
+            out = np.ascontiguousarray(out)
+        else:
+            np.copyto(dst, out)
+            out = dst
     return out if to_bf16 else out.view(np.float32)

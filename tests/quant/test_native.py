@@ -1,0 +1,160 @@
+"""The AVX-512 kernels (quant/native.c): present where they should be, bit-exact with the Numba
+kernels and the reference on shapes that take every path, and the out= buffers they write into."""
+
+import os
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from fp8port.errors import UnsupportedInputError
+from fp8port.quant import Scheme, dequantize, fast, get_preset, native, quantize
+
+CPU_FLAGS = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
+needs_native = pytest.mark.skipif(native.level() == 0, reason="native kernels not built or no AVX-512 here")
+
+V31 = get_preset("deepseek-v3.1")
+SCHEMES = [V31.activation, V31.weight, get_preset("mxfp8").activation,
+           get_preset("mxfp8").activation.with_(scale_rule="rceil"),
+           get_preset("mxfp8").activation.with_(scale_rule="even", zero_block="unit"),
+           Scheme.build("float8_e4m3fn", "ue8m0", "1x128", amax_clamp=1e-4, exp_range=(-126, 127),
+                        profile="torch")]  # overflow to NaN instead of saturating: the 0x7F cap
+
+
+def test_built_and_used_where_the_cpu_has_avx512():
+    """A CI machine with AVX-512 must not silently fall back to Numba (the speed claims rest on it)."""
+    if os.environ.get("FP8PORT_NATIVE") == "0":
+        pytest.skip("disabled by FP8PORT_NATIVE=0")
+    if not {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= CPU_FLAGS:
+        pytest.skip("this CPU lacks AVX-512")
+    assert native.level() == (2 if "avx512vbmi" in CPU_FLAGS else 1)
+
+
+def test_env_switch_disables_it():
+    code = "from fp8port.quant import native; print(native.level())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "FP8PORT_NATIVE": "0"})
+    assert out.stdout.strip() == "0"
+
+
+def adversarial_bf16(rng, rows, cols):
+    """Blocks of 32 whose elements sit within 24 binades below the block's top exponent, the top
+    swept over the whole bf16 range: every E4M3 range after scaling (normal, subnormal, ties,
+    underflow to zero, bf16 subnormal inputs), plus exact ties of the rounding and zero rows."""
+    nb = rows * cols // 32
+    top = rng.integers(1, 255, nb)[:, None]
+    expo = np.clip(top - rng.integers(0, 25, (nb, 32)), 0, 254)
+    bits = (rng.integers(0, 2, (nb, 32)) << 15) | (expo << 7) | rng.integers(0, 128, (nb, 32))
+    bits = bits.reshape(rows, cols).astype(np.uint16)
+    bits[0] = 0
+    bits[1, ::3] = 0x3F88  # 1.0625: a tie between E4M3 codes once scaled by 2^0
+    return bits.view(ml_dtypes.bfloat16)
+
+
+def numba_only(monkeypatch, fn):
+    with monkeypatch.context() as m:
+        m.setattr(native, "level", lambda: 0)
+        return fn()
+
+
+def assert_same_q(a, b):
+    assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
+    assert np.array_equal(np.asarray(a.scale_fp32).view(np.uint32), np.asarray(b.scale_fp32).view(np.uint32))
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"{s.name}:{s.scale_rule.value}:{s.block}")
+def test_equals_numba_and_reference(scheme, threads, monkeypatch):
+    """Uneven thread splits (3 threads on 200 row groups) and partial 128-row tiles included."""
+    monkeypatch.setattr(native, "threads", lambda: threads)
+    x = adversarial_bf16(np.random.default_rng(threads), 200, 512)
+    q = quantize(x, scheme, backend="fast", nonfinite="propagate")
+    assert_same_q(q, numba_only(monkeypatch, lambda: quantize(x, scheme, backend="fast", nonfinite="propagate")))
+    assert_same_q(q, quantize(x, scheme, backend="reference", nonfinite="propagate"))
+    for dt in ("bfloat16", "float32"):
+        want = dequantize(q, dt, backend="reference")
+        assert np.array_equal(dequantize(q, dt, backend="fast").view(np.uint8), want.view(np.uint8))
+
+
+@needs_native
+def test_blocks_it_cannot_do_fall_back_to_the_general_kernel(monkeypatch):
+    """Inf/NaN in a block, and a block so small that E < -102: the whole tensor is redone by Numba."""
+    x = adversarial_bf16(np.random.default_rng(0), 64, 256).astype(np.float32)
+    x[3, 5] = np.inf
+    x[7, :128] = 2.0**-130
+    x = x.astype(ml_dtypes.bfloat16)
+    q = quantize(x, V31.activation, backend="fast", nonfinite="propagate")
+    assert_same_q(q, quantize(x, V31.activation, backend="reference", nonfinite="propagate"))
+    with pytest.raises(Exception, match="inf|Inf|non-finite"):
+        quantize(x, V31.activation, backend="fast")
+
+
+@needs_native
+def test_large_tensor_streaming_path(monkeypatch):
+    """Outputs over native._STREAM_BYTES take non-temporal stores; same bytes as Numba."""
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(adversarial_bf16(rng, 2048, 4096).view(np.int16)).view(torch.bfloat16)
+    assert x.numel() >= native._STREAM_BYTES
+    for scheme in (V31.activation, V31.weight):
+        q = quantize(x, scheme, nonfinite="propagate")
+        assert_same_q(q, numba_only(monkeypatch, lambda: quantize(x, scheme, nonfinite="propagate")))
+        got = dequantize(q)
+        want = numba_only(monkeypatch, lambda: dequantize(q))
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+
+
+def test_dequant_tables_refuse_values_that_are_not_bfloat16():
+    """The vector dequantize adds E << 7 to a bf16 pattern: only exact where every decoded value is
+    a bf16. E4M3 and E5M2 qualify; a table with a 24-bit-mantissa value does not."""
+    for fmt in ("float8_e4m3fn", "float8_e5m2"):
+        from fp8port.formats import get_format
+
+        assert native._dequant_tables(fast.decode_lut(get_format(fmt)).astype(np.float32).tobytes()) is not None
+    lut = np.zeros(256, np.float32)
+    lut[1] = np.float32(1 + 2.0**-20)
+    assert native._dequant_tables(lut.tobytes()) is None
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_out_buffers_are_reused(framework):
+    rng = np.random.default_rng(2)
+    x = adversarial_bf16(rng, 64, 256)
+    y = adversarial_bf16(rng, 64, 256)
+    if framework == "torch":
+        x, y = (torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) for a in (x, y))
+    for scheme in (V31.activation, V31.weight, get_preset("deepseek-v3").activation):
+        q = quantize(x, scheme)
+        codes = q.codes
+        q2 = quantize(y, scheme, out=q)
+        assert q2.codes is codes or np.shares_memory(np.asarray(q2.codes), np.asarray(codes))
+        assert_same_q(q2, quantize(y, scheme))
+        assert np.array_equal(np.asarray(q2.scale).view(np.uint8), np.asarray(quantize(y, scheme).scale).view(np.uint8))
+        out = torch.empty(64, 256, dtype=torch.bfloat16) if framework == "torch" else np.empty((64, 256), ml_dtypes.bfloat16)
+        res = dequantize(q2, out=out)
+        assert res is out
+        want = dequantize(quantize(y, scheme))
+        assert np.array_equal(np.asarray(res.view(torch.int16) if framework == "torch" else res.view(np.int16)),
+                              np.asarray(want.view(torch.int16) if framework == "torch" else want.view(np.int16)))
+        f32 = np.empty((64, 256), np.float32)
+        if framework == "numpy":
+            assert dequantize(q2, "float32", out=f32) is f32
+            assert np.array_equal(f32, dequantize(q2, "float32"))
+
+
+def test_out_mismatches_are_clear_errors():
+    x = np.ones((4, 256), np.float32)
+    q = quantize(x, V31.activation)
+    with pytest.raises(UnsupportedInputError, match=r"\(4, 128\)"):
+        quantize(np.ones((4, 128), np.float32), V31.activation, out=q)
+    with pytest.raises(UnsupportedInputError, match="deepseek-v3.1"):
+        quantize(x, get_preset("mxfp8").activation, out=q)
+    with pytest.raises(UnsupportedInputError, match="QuantizedTensor"):
+        quantize(x, V31.activation, out=np.empty((4, 256), np.uint8))
+    with pytest.raises(UnsupportedInputError, match="dtype"):
+        dequantize(q, "bfloat16", out=np.empty((4, 256), np.float32))
+    with pytest.raises(UnsupportedInputError, match="contiguous"):
+        dequantize(q, "float32", out=np.empty((256, 4), np.float32).T)
