@@ -1,13 +1,17 @@
-"""Quantize / dequantize a 4096x7168 bf16 tensor (1x128, DeepSeek UE8M0): copy vs naive torch vs ours.
+"""Quantize / dequantize a 4096x7168 bf16 tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
 
-Usage: python benchmarks/bench_quant.py [--threads 2] [--repeat 7] [--json]
-Results go to stdout, progress to stderr.
+Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--json]
+Every round times each operation once, in a shuffled order (so a noisy minute hits all of them
+alike and none always follows the same neighbour);
+figures are the median and minimum over the rounds. Our reference path is slow and timed
+--ref-repeat times apart. Results go to stdout, progress to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -19,14 +23,21 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def timeit(fn, repeat):
-    fn()  # warm-up (compiles / loads cached kernels)
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3, "runs": repeat}
+def rounds(fns: dict, n: int) -> dict:
+    """{name: {median_ms, min_ms, runs}} timing each fn once per round, after one warm-up call each."""
+    for f in fns.values():
+        f()
+    ts = {k: [] for k in fns}
+    order = list(fns)
+    rng = random.Random(0)
+    for i in range(n):
+        log(f"  round {i + 1}/{n}")
+        rng.shuffle(order)  # no operation always runs right after the same one
+        for k in order:
+            t = time.perf_counter()
+            fns[k]()
+            ts[k].append(time.perf_counter() - t)
+    return {k: {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "runs": n} for k, v in ts.items()}
 
 
 def make_input(torch, rows=4096, cols=7168, seed=0):
@@ -70,7 +81,7 @@ def mse_gain(rows=256, cols=7168):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--ref-repeat", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -80,51 +91,67 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     numba.set_num_threads(a.threads)
-    from fp8port.quant import dequantize, quantize
+    from fp8port.quant import dequantize, native, quantize
 
     log("building input ...")
     x = make_input(torch)
     dst = torch.empty_like(x)
     res = {"shape": list(x.shape), "threads": a.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "preset": "deepseek-v3.1 activation (1x128, UE8M0)", "quantize": {}, "dequantize": {}}
+           "native_level": native.level(), "preset": "deepseek-v3.1", "roles": {}}
     with torch.inference_mode():
-        log("copy ..."); res["copy_ms"] = timeit(lambda: dst.copy_(x), a.repeat)
-        log("naive quantize ..."); res["quantize"]["naive_torch"] = timeit(lambda: naive_quant(torch, x), a.repeat)
-        log("fast quantize ...")
-        res["quantize"]["fast"] = timeit(lambda: quantize(x, "deepseek-v3.1", role="activation", backend="fast"),
-                                         a.repeat)
-        log("reference quantize (slow) ...")
-        res["quantize"]["reference"] = timeit(
-            lambda: quantize(x, "deepseek-v3.1", role="activation", backend="reference"), a.ref_repeat)
-        qn, sn = naive_quant(torch, x)
-        q = quantize(x, "deepseek-v3.1", role="activation", backend="fast")
-        res["bit_exact_vs_naive"] = bool(torch.equal(q.codes, qn.view(torch.uint8)))
-        log("naive dequantize ..."); res["dequantize"]["naive_torch"] = timeit(lambda: naive_dequant(torch, qn, sn),
-                                                                              a.repeat)
-        log("fast dequantize ..."); res["dequantize"]["fast"] = timeit(lambda: dequantize(q, backend="fast"), a.repeat)
-        log("reference dequantize ...")
-        res["dequantize"]["reference"] = timeit(lambda: dequantize(q, backend="reference"), a.ref_repeat)
-    c = res["copy_ms"]["median_ms"]
-    for op in ("quantize", "dequantize"):
-        d = res[op]
-        d["fast_over_copy"] = d["fast"]["median_ms"] / c
-        d["naive_over_fast"] = d["naive_torch"]["median_ms"] / d["fast"]["median_ms"]
-        d["reference_over_fast"] = d["reference"]["median_ms"] / d["fast"]["median_ms"]
+        for role in ("activation", "weight"):
+            q = quantize(x, "deepseek-v3.1", role=role)
+            qn, sn = naive_quant(torch, x) if role == "activation" else (None, None)
+            out_q, out_x = quantize(x, "deepseek-v3.1", role=role), torch.empty_like(x)
+            fns = {"copy": lambda: dst.copy_(x),
+                   "quantize/fast": lambda: quantize(x, "deepseek-v3.1", role=role),
+                   "quantize/fast_out": lambda: quantize(x, "deepseek-v3.1", role=role, out=out_q),
+                   "dequantize/fast": lambda: dequantize(q),
+                   "dequantize/fast_out": lambda: dequantize(q, out=out_x)}
+            if role == "activation":  # the naive path is DeepSeek's 1x128 activation recipe
+                fns["quantize/naive_torch"] = lambda: naive_quant(torch, x)
+                fns["dequantize/naive_torch"] = lambda: naive_dequant(torch, qn, sn)
+            log(f"{role}: {a.rounds} rounds of {', '.join(fns)} ...")
+            t = rounds(fns, a.rounds)
+            if role == "activation":
+                log("reference quantize / dequantize (slow) ...")
+                t.update(rounds({"quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role,
+                                                                        backend="reference"),
+                                 "dequantize/reference": lambda: dequantize(q, backend="reference")}, a.ref_repeat))
+                t["bit_exact_vs_naive"] = bool(torch.equal(q.codes, qn.view(torch.uint8)))
+            c = t["copy"]["median_ms"]
+            for op in ("quantize", "dequantize"):
+                t[f"{op}/fast_out_over_copy"] = t[f"{op}/fast_out"]["median_ms"] / c
+                t[f"{op}/fast_over_copy"] = t[f"{op}/fast"]["median_ms"] / c
+                if role == "activation":
+                    t[f"{op}/naive_over_fast"] = t[f"{op}/naive_torch"]["median_ms"] / t[f"{op}/fast"]["median_ms"]
+                    t[f"{op}/reference_over_fast"] = (t[f"{op}/reference"]["median_ms"]
+                                                      / t[f"{op}/fast"]["median_ms"])
+            res["roles"][role] = t
     log("MSE-optimal power of two vs RCEIL / FLOOR (relative MSE, reference path) ...")
     res["mse_rule_relative_mse"] = mse_gain()
 
     if a.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"4096x7168 bf16, {a.threads} threads, CPU capability {res['cpu_capability']}; median / min ms")
-    print(f"  copy into preallocated     {c:9.2f} / {res['copy_ms']['min_ms']:.2f}")
-    for op in ("quantize", "dequantize"):
-        d = res[op]
-        for k in ("naive_torch", "reference", "fast"):
-            print(f"  {op:10s} {k:15s} {d[k]['median_ms']:9.2f} / {d[k]['min_ms']:.2f}")
-        print(f"  {op:10s} fast/copy = {d['fast_over_copy']:.2f}x   naive/fast = {d['naive_over_fast']:.1f}x   "
-              f"reference/fast = {d['reference_over_fast']:.0f}x")
-    print(f"  fast codes == naive torch codes: {res['bit_exact_vs_naive']}")
+    print(f"4096x7168 bf16, {a.threads} threads, CPU capability {res['cpu_capability']}, native kernels level "
+          f"{res['native_level']}; median / min ms over {a.rounds} interleaved rounds")
+    for role, t in res["roles"].items():
+        blocks = "1x128" if role == "activation" else "128x128"
+        print(f"deepseek-v3.1 {role} ({blocks} UE8M0)")
+        print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}")
+        for op in ("quantize", "dequantize"):
+            for k in ("naive_torch", "reference", "fast", "fast_out"):
+                if f"{op}/{k}" in t:
+                    print(f"  {op:10s} {k:17s} {t[f'{op}/{k}']['median_ms']:8.2f} / {t[f'{op}/{k}']['min_ms']:.2f}")
+            line = (f"  {op:10s} fast_out/copy = {t[f'{op}/fast_out_over_copy']:.2f}x   "
+                    f"fast/copy = {t[f'{op}/fast_over_copy']:.2f}x")
+            if f"{op}/naive_over_fast" in t:
+                line += (f"   naive/fast = {t[f'{op}/naive_over_fast']:.1f}x"
+                         f"   reference/fast = {t[f'{op}/reference_over_fast']:.0f}x")
+            print(line)
+        if "bit_exact_vs_naive" in t:
+            print(f"  fast codes == naive torch codes: {t['bit_exact_vs_naive']}")
     m = res["mse_rule_relative_mse"]
     for p in ("mxfp8", "mxfp4"):
         f, r, o = m[f"{p}/floor"], m[f"{p}/rceil"], m[f"{p}/mse_pow2"]

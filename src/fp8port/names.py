@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import enum
+from functools import lru_cache
 
 from .errors import UnknownNameError
 
@@ -23,10 +24,19 @@ class NamedEnum(enum.Enum):
     def parse(cls, value):
         if isinstance(value, cls):
             return value
-        key = _key(value)
-        aliases = getattr(cls, "__aliases__", {})
-        for m in cls:
-            if key in (_key(m.value), _key(m.name)) or key in map(_key, aliases.get(m.value, ())):
-                return m
-        raise UnknownNameError(getattr(cls, "__label__", cls.__name__.lower()), value,
-                               [str(m.value) for m in cls])
+        m = _lookup(cls).get(_key(value))
+        if m is None:
+            raise UnknownNameError(getattr(cls, "__label__", cls.__name__.lower()), value,
+                                   [str(m.value) for m in cls])
+        return m
+
+
+@lru_cache(maxsize=None)
+def _lookup(cls) -> dict:
+    """{key: member} for every value, name and alias of an enum (built once per class)."""
+    table = {}
+    aliases = getattr(cls, "__aliases__", {})
+    for m in cls:
+        for text in (m.value, m.name, *aliases.get(m.value, ())):
+            table.setdefault(_key(text), m)
+    return table

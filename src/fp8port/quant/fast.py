@@ -23,7 +23,7 @@ from numba import njit, prange
 from ..codec.reference import decode, encode
 from ..formats import Kind
 from ..codec.policy import Overflow, Rounding
-from . import native
+from . import buffers, native
 from .rules import ScaleRule
 from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
 
@@ -373,8 +373,8 @@ def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None)
     if codes_out is not None and moved is None:
         codes = codes_out.reshape(v3shape)  # a view: codes_out is C-contiguous
     else:
-        codes = native.empty_aligned(v3shape, np.uint8)
-    sgrid = np.empty((B, gm, gn), np.float32)
+        codes = buffers.empty(v3shape, np.uint8)
+    sgrid = buffers.empty((B, gm, gn), np.float32)
     bad = np.zeros(B * gm, np.uint8)
     rule = scheme.scale_rule
     pow2 = rule.power_of_two
@@ -432,7 +432,7 @@ def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: b
     sg3 = np.ascontiguousarray(sg).reshape(B, -(-M // bm), -(-N // bn))
     dst = out
     if out is None or moved is not None:
-        out = native.empty_aligned(v3shape, np.uint16 if to_bf16 else np.uint32)
+        out = buffers.empty(v3shape, np.uint16 if to_bf16 else np.uint32)
     else:
         out = out.reshape(v3shape)
     lut_f = decode_lut(scheme.element)

@@ -41,30 +41,76 @@ AVX512 static inline uint16_t hmax_epu16(__m512i v)
     return (uint16_t)~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(q, _mm_set1_epi16(-1))));
 }
 
-/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E; E >= 0:
- * dn = E << 7, up = 0; E < 0: dn = 0, up = -E << 7. Saturating arithmetic sends anything below
- * the smallest normal to pattern 0; a bf16 subnormal input (no implicit 1) in a block with
- * E >= -102 lands below biased exponent 117 (code 0), as its true value does. */
-AVX512 static inline __m512i encode32(__m512i p, __m512i dn, __m512i up, __m512i cap)
+/* Per-block constants of encode32 for a scale 2^E (-102 <= E <= 127; E << 7 fits 16 bits). */
+typedef struct { __m512i k, ks, ke; } shift_t;
+
+AVX512 static inline shift_t block_shift(int e7)
 {
-    const __m512i one = _mm512_set1_epi16(1);
-    __m512i v = _mm512_adds_epu16(_mm512_subs_epu16(_mm512_and_si512(p, _mm512_set1_epi16(0x7FFF)), dn), up);
-    /* normal E4M3 (biased bf16 exponent >= 121): RNE by adding 7 + lsb, dropping 4 bits, rebiasing */
+    /* k: the pattern of 2^E * 2^-6 (E4M3's smallest normal); ks: of 2^E * 2^-10 (below it every
+     * code is 0); ke: E << 7 itself */
+    shift_t t = {_mm512_set1_epi16((short)(e7 + (120 << 7))), _mm512_set1_epi16((short)(e7 + (117 << 7))),
+                 _mm512_set1_epi16((short)e7)};
+    return t;
+}
+
+/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E. One
+ * saturating subtraction of k both divides by 2^E and rebiases to E4M3's exponent: the result
+ * is code << 4 plus 4 rounding bits for normal E4M3 values, and 0 below them. A bf16 subnormal
+ * input (no implicit 1) in a block with E >= -102 lands below ks (code 0), as its value does. */
+AVX512 static inline __m512i encode32(__m512i p, shift_t s, __m512i cap)
+{
+    const __m512i one = _mm512_set1_epi16(1), k80 = _mm512_set1_epi16(0x80);
+    __m512i m = _mm512_and_si512(p, _mm512_set1_epi16(0x7FFF));
+    __m512i v = _mm512_subs_epu16(m, s.k);
+    /* normal E4M3: round to nearest even by adding 7 + lsb and dropping 4 bits */
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi16(v, 4), one);
-    __m512i nrm = _mm512_srli_epi16(_mm512_add_epi16(_mm512_add_epi16(v, lsb), _mm512_set1_epi16(7 - 960 * 16)), 4);
-    __m512i c = _mm512_maskz_min_epi16(_mm512_cmpge_epu16_mask(v, _mm512_set1_epi16(121 << 7)), nrm, cap);
-    /* subnormal E4M3 (biased exponent 117..120): rare in real data, so computed only when present */
-    __mmask32 sub = _mm512_cmplt_epu16_mask(_mm512_sub_epi16(v, _mm512_set1_epi16(117 << 7)), _mm512_set1_epi16(4 << 7));
+    __m512i nrm = _mm512_srli_epi16(_mm512_add_epi16(_mm512_add_epi16(v, lsb), _mm512_set1_epi16(7)), 4);
+    __mmask32 below = _mm512_cmplt_epu16_mask(v, k80);
+    __m512i c = _mm512_maskz_min_epi16(~below, nrm, cap);
+    /* subnormal E4M3 (biased bf16 exponent 117..120 after scaling): rare, so computed only when present */
+    __mmask32 sub = _mm512_mask_cmpge_epu16_mask(below, m, s.ks);
     if (sub) {
-        __m512i mant = _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi16(127)), _mm512_set1_epi16(128));
-        __m512i sh = _mm512_sub_epi16(_mm512_set1_epi16(125), _mm512_srli_epi16(v, 7));
+        __m512i w = _mm512_sub_epi16(m, s.ke);  /* the scaled pattern */
+        __m512i mant = _mm512_or_si512(_mm512_and_si512(w, _mm512_set1_epi16(127)), k80);
+        __m512i sh = _mm512_sub_epi16(_mm512_set1_epi16(125), _mm512_srli_epi16(w, 7));
         __m512i half = _mm512_sub_epi16(_mm512_sllv_epi16(one, _mm512_sub_epi16(sh, one)), one);
         __m512i slsb = _mm512_and_si512(_mm512_srlv_epi16(mant, sh), one);
         __m512i sn = _mm512_srlv_epi16(_mm512_add_epi16(mant, _mm512_add_epi16(half, slsb)), sh);
         c = _mm512_mask_mov_epi16(c, sub, sn);
     }
     /* c | ((p >> 8) & 0x80) */
-    return _mm512_ternarylogic_epi32(c, _mm512_srli_epi16(p, 8), _mm512_set1_epi16(0x80), 0xF8);
+    return _mm512_ternarylogic_epi32(c, _mm512_srli_epi16(p, 8), k80, 0xF8);
+}
+
+/* Codes of n (a multiple of 32) bf16 patterns q into c, prefetching the span at pf, which the
+ * next amax pass reads, so that memory works while this span computes. */
+AVX512 static inline void encode_span(const uint16_t *q, uint8_t *c, int64_t n, shift_t sh, __m512i cap,
+                                      int stream, const uint16_t *pf)
+{
+    const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    int64_t o = 0;
+    for (; o + 64 <= n; o += 64) {  /* two vectors packed into one 64-byte line */
+        _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pf + o + 32), _MM_HINT_T0);
+        __m512i c0 = encode32(_mm512_loadu_si512(q + o), sh, cap);
+        __m512i c1 = encode32(_mm512_loadu_si512(q + o + 32), sh, cap);
+        __m512i pk = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(c0, c1));
+        if (stream) _mm512_stream_si512((void *)(c + o), pk);
+        else _mm512_storeu_si512(c + o, pk);
+    }
+    if (o < n)
+        _mm256_storeu_si256((__m256i *)(c + o), _mm512_cvtepi16_epi8(encode32(_mm512_loadu_si512(q + o), sh, cap)));
+}
+
+/* max |x| pattern over rows [0, nr) of a block of bn (a multiple of 32) at q, row stride N */
+AVX512 static inline uint16_t block_amax(const uint16_t *q, int64_t nr, int64_t N, int64_t bn)
+{
+    const __m512i k7fff = _mm512_set1_epi16(0x7FFF);
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t k = 0; k < bn; k += 32)
+            acc = _mm512_max_epu16(acc, _mm512_and_si512(_mm512_loadu_si512(q + r * N + k), k7fff));
+    return hmax_epu16(acc);
 }
 
 /* Quantize row groups [t0, t1) of x (B, M, N) bf16 bits with bm x bn blocks (bn % 32 == 0,
@@ -72,61 +118,47 @@ AVX512 static inline __m512i encode32(__m512i p, __m512i dn, __m512i up, __m512i
  * scale[A] / shift[A]: float32 bits of the block scale and E << 7 for every block amax pattern A
  * (built by native.py from the rule); shift[A] == INT16_MIN marks a block this kernel cannot do
  * (non-finite amax, NaN scale, E < -102). Returns the number of such groups; their outputs are
- * left unwritten and the caller redoes the tensor with the general kernel. stream: codes are
- * 64-byte aligned and N, bn multiples of 64, so full lines go around the cache. */
+ * partly written and the caller redoes the tensor with the general kernel. stream: codes are
+ * 64-byte aligned and N, bn multiples of 64, so full lines go around the cache.
+ * Rows of 1 x bn blocks: the amax of the whole row, then its codes (the row stays in L1).
+ * bm x bn tiles: one tile at a time, amax then codes (a 128 x 128 bf16 tile is 32 KiB). */
 AVX512 int64_t fp8_quant_bf16_pow2(const uint16_t *x, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
                                    const uint32_t *scale, const int16_t *shift, int32_t cap_code, int32_t stream,
                                    uint8_t *codes, float *sgrid, int64_t t0, int64_t t1)
 {
-    const int64_t gm = (M + bm - 1) / bm, gn = N / bn, nv = bn / 32;
+    const int64_t gm = (M + bm - 1) / bm, gn = N / bn;
     uint16_t amax[4096];
-    int16_t dn[4096], up[4096];
     int64_t bad = 0;
-    const __m512i k7fff = _mm512_set1_epi16(0x7FFF), cap = _mm512_set1_epi16((short)cap_code);
-    const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    const __m512i cap = _mm512_set1_epi16((short)cap_code);
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, r1 = r0 + bm < M ? r0 + bm : M;
+        const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const uint16_t *xg = x + (b * M + r0) * N;
         uint8_t *cg = codes + (b * M + r0) * N;
         float *sg = sgrid + t * gn;
-        for (int64_t j = 0; j < gn; j++) {
-            __m512i acc = _mm512_setzero_si512();
-            for (int64_t r = 0; r < r1 - r0; r++) {
-                const uint16_t *q = xg + r * N + j * bn;
-                for (int64_t k = 0; k < nv; k++)
-                    acc = _mm512_max_epu16(acc, _mm512_and_si512(_mm512_loadu_si512(q + 32 * k), k7fff));
-            }
-            amax[j] = hmax_epu16(acc);
-        }
         int isbad = 0;
-        for (int64_t j = 0; j < gn; j++) {
-            int16_t e7 = shift[amax[j]];
-            isbad |= e7 == INT16_MIN;
-            sg[j] = u2f(scale[amax[j]]);
-            dn[j] = e7 > 0 ? e7 : 0;
-            up[j] = e7 < 0 ? -e7 : 0;
-        }
-        if (isbad) { bad++; continue; }
-        for (int64_t r = 0; r < r1 - r0; r++) {
-            const uint16_t *q = xg + r * N;
-            uint8_t *c = cg + r * N;
+        if (bm == 1) {
             for (int64_t j = 0; j < gn; j++) {
-                const __m512i d = _mm512_set1_epi16(dn[j]), u = _mm512_set1_epi16(up[j]);
-                int64_t o = j * bn, end = o + bn;
-                for (; o + 64 <= end; o += 64) {  /* two vectors packed into one 64-byte line */
-                    /* the next row's amax pass reads memory while this one computes */
-                    _mm_prefetch((const char *)(q + N + o), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(q + N + o + 32), _MM_HINT_T0);
-                    __m512i c0 = encode32(_mm512_loadu_si512(q + o), d, u, cap);
-                    __m512i c1 = encode32(_mm512_loadu_si512(q + o + 32), d, u, cap);
-                    __m512i pk = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(c0, c1));
-                    if (stream) _mm512_stream_si512((void *)(c + o), pk);
-                    else _mm512_storeu_si512(c + o, pk);
-                }
-                if (o < end)
-                    _mm256_storeu_si256((__m256i *)(c + o), _mm512_cvtepi16_epi8(encode32(_mm512_loadu_si512(q + o), d, u, cap)));
+                amax[j] = block_amax(xg + j * bn, 1, N, bn);
+                isbad |= shift[amax[j]] == INT16_MIN;
+            }
+            for (int64_t j = 0; j < gn && !isbad; j++) {
+                sg[j] = u2f(scale[amax[j]]);
+                encode_span(xg + j * bn, cg + j * bn, bn, block_shift(shift[amax[j]]), cap, stream, xg + N + j * bn);
+            }
+        } else {
+            for (int64_t j = 0; j < gn && !isbad; j++) {
+                const uint16_t a = block_amax(xg + j * bn, nr, N, bn);
+                const int16_t e7 = shift[a];
+                isbad = e7 == INT16_MIN;
+                sg[j] = u2f(scale[a]);
+                const shift_t sh = block_shift(e7);
+                /* the next tile: to the right, or the first of the next row group */
+                const uint16_t *next = j + 1 < gn ? xg + (j + 1) * bn : xg + nr * N;
+                for (int64_t r = 0; r < nr && !isbad; r++)
+                    encode_span(xg + r * N + j * bn, cg + r * N + j * bn, bn, sh, cap, stream, next + r * N);
             }
         }
+        bad += isbad;
     }
     if (stream) _mm_sfence();
     return bad;

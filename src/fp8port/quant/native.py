@@ -52,15 +52,6 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def empty_aligned(shape, dtype) -> np.ndarray:
-    """np.empty on a 64-byte boundary (NumPy's large arrays are only 16-byte aligned)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buf = np.empty(n + 64, np.uint8)
-    off = -buf.ctypes.data % 64
-    return buf[off:off + n].view(dtype).reshape(shape)
-
-
 def _stream(a: np.ndarray, n: int, bn: int) -> int:
     return int(a.nbytes >= _STREAM_BYTES and a.ctypes.data % 64 == 0 and n % 64 == 0 and bn % 64 == 0)
 
