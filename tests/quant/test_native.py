@@ -9,6 +9,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fp8port.errors import UnsupportedInputError
 from fp8port.quant import Scheme, dequantize, fast, get_preset, native, quantize
@@ -40,13 +42,16 @@ def test_env_switch_disables_it():
     assert out.stdout.strip() == "0"
 
 
-def adversarial_bf16(rng, rows, cols):
+def adversarial_bf16(rng, rows, cols, low=1):
     """Blocks of 32 whose elements sit within 24 binades below the block's top exponent, the top
-    swept over the whole bf16 range: every E4M3 range after scaling (normal, subnormal, ties,
-    underflow to zero, bf16 subnormal inputs), plus exact ties of the rounding and zero rows."""
+    swept over the bf16 range from `low` up: every E4M3 range after scaling (normal, subnormal,
+    ties, underflow to zero, bf16 subnormal inputs), plus exact ties of the rounding and zero rows.
+    From low=34 up no block needs a scale below 2^-102 (and below 254 none overflows the EVEN
+    rule), so the native kernel does every block."""
     nb = rows * cols // 32
-    top = rng.integers(1, 255, nb)[:, None]
+    top = rng.integers(low, 254, nb)[:, None]
     expo = np.clip(top - rng.integers(0, 25, (nb, 32)), 0, 254)
+    expo[:, 0] = top[:, 0]  # the block's amax has the top exponent
     bits = (rng.integers(0, 2, (nb, 32)) << 15) | (expo << 7) | rng.integers(0, 128, (nb, 32))
     bits = bits.reshape(rows, cols).astype(np.uint16)
     bits[0] = 0
@@ -71,13 +76,34 @@ def assert_same_q(a, b):
 def test_equals_numba_and_reference(scheme, threads, monkeypatch):
     """Uneven thread splits (3 threads on 200 row groups) and partial 128-row tiles included."""
     monkeypatch.setattr(native, "threads", lambda: threads)
-    x = adversarial_bf16(np.random.default_rng(threads), 200, 512)
+    x = adversarial_bf16(np.random.default_rng(threads), 200, 512, low=34)
+    done = []
+    kernel = native.quantize_bf16_pow2
+    monkeypatch.setattr(native, "quantize_bf16_pow2", lambda *a: done.append(kernel(*a)) or done[-1])
     q = quantize(x, scheme, backend="fast", nonfinite="propagate")
+    assert done == [True]  # the native kernel did every block: no fallback hid a difference
     assert_same_q(q, numba_only(monkeypatch, lambda: quantize(x, scheme, backend="fast", nonfinite="propagate")))
     assert_same_q(q, quantize(x, scheme, backend="reference", nonfinite="propagate"))
     for dt in ("bfloat16", "float32"):
         want = dequantize(q, dt, backend="reference")
         assert np.array_equal(dequantize(q, dt, backend="fast").view(np.uint8), want.view(np.uint8))
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), nblk=st.integers(1, 6),
+       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60))
+def test_property_random_bf16(seed, rows, nblk, which, spread):
+    """Any finite bf16 pattern, block magnitudes spread over 2^+-spread: native == reference."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 128 * nblk)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1))))
+    bits = x.astype(np.float32).view(np.uint32) >> 16
+    wild = rng.random(bits.shape) < 0.02
+    bits[wild] = rng.integers(0, 1 << 16, int(wild.sum()))
+    bits[(bits & 0x7F80) == 0x7F80] &= 0x807F  # keep it finite: Inf / NaN blocks are the general kernel's
+    xb = bits.astype(np.uint16).view(ml_dtypes.bfloat16)
+    scheme = SCHEMES[which]
+    assert_same_q(quantize(xb, scheme, backend="fast"), quantize(xb, scheme, backend="reference"))
 
 
 @needs_native

@@ -141,7 +141,10 @@ def _fill_scale_tables(rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_u
         sb = _block_scale(np.int64(a) << 16, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
         scale[a] = sb
         e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
-        shift[a] = -32768 if a >= 0x7F80 or sb == _NAN_BITS or e < -102 else e * 128
+        if a == 0 and sb != _NAN_BITS:
+            shift[a] = 0  # an all-zero block codes to signed zeros whatever its scale
+        else:
+            shift[a] = -32768 if a >= 0x7F80 or sb == _NAN_BITS or e < -102 else e * 128
 
 
 @lru_cache(maxsize=32)
