@@ -439,7 +439,9 @@ def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: b
     else:
         out = out.reshape(v3shape)
     lut_f = decode_lut(scheme.element)
-    if not (scheme.scale_rule.power_of_two and N % bn == 0 and native.covers(bn, N // bn, need=2)
+    # power-of-two scales by rule, or by value (a DeepSeek checkpoint read under the float rule)
+    pow2 = scheme.scale_rule.power_of_two or not np.any(sg3.view(np.uint32) & _MANT)
+    if not (pow2 and N % bn == 0 and native.covers(bn, N // bn, need=2)
             and native.dequantize_pow2(cs, bm, bn, sg3, lut_f, to_bf16, out)):
         _dequantize_kernel(cs, bm, bn, sg3, lut_f, to_bf16, out)
     out = out.reshape(codes.shape)
