@@ -22,8 +22,12 @@ V31 = get_preset("deepseek-v3.1")
 SCHEMES = [V31.activation, V31.weight, get_preset("mxfp8").activation,
            get_preset("mxfp8").activation.with_(scale_rule="rceil"),
            get_preset("mxfp8").activation.with_(scale_rule="even", zero_block="unit"),
-           Scheme.build("float8_e4m3fn", "ue8m0", "1x128", amax_clamp=1e-4, exp_range=(-126, 127),
-                        profile="torch")]  # overflow to NaN instead of saturating: the 0x7F cap
+           # FLOOR overflows the element range and the default profile turns that into NaN (0x7F)
+           Scheme.build("float8_e4m3fn", "floor", "1x32", storage="e8m0", profile="default")]
+
+
+def test_schemes_cover_both_overflow_caps():
+    assert {fast._e4m3_cap(s.element, s.rules) for s in SCHEMES} == {0x7E, 0x7F}
 
 
 def test_built_and_used_where_the_cpu_has_avx512():

@@ -11,6 +11,8 @@ Bit-exact with reference.py (tests/quant compare them on adversarial data). How:
     format of <= 6 significand bits, equals rounding y directly (round-to-odd double-rounding
     theorem), so a 65,536-entry table built with the codec reference encodes any float32.
 Rows (or 128-row tiles) run in parallel with prange; `cache=True` keeps the compiled code.
+bf16 input with power-of-two scales and E4M3 elements goes to the AVX-512 C kernels (native.py)
+where they were built and the CPU has them; these Numba kernels are the fallback for the rest.
 """
 
 from __future__ import annotations

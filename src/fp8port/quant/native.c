@@ -1,6 +1,6 @@
 /* AVX-512 kernels for power-of-two block quantization of bf16 tensors to E4M3, and the
- * matching dequantization; loaded by native.py through ctypes (which releases the GIL, so
- * Python threads run disjoint row groups in parallel).
+ * matching dequantization; loaded by native.py through ctypes. The entry points at the end
+ * split the row groups over OpenMP threads.
  *
  * Bit-exact with reference.py, by the same argument as fast.py's Numba kernels:
  *   - |x| of a bf16 pattern orders like |x| as an integer, so block amax is an integer max,
@@ -46,8 +46,9 @@ typedef struct { __m512i k, ks, ke; } shift_t;
 
 AVX512 static inline shift_t block_shift(int e7)
 {
-    /* k: the pattern of 2^E * 2^-6 (E4M3's smallest normal); ks: of 2^E * 2^-10 (below it every
-     * code is 0); ke: E << 7 itself */
+    /* k: the pattern of 2^E * 2^-7, a binade under E4M3's smallest normal, so that m - k >= 0x80
+     * marks the normal range; ks: of 2^E * 2^-10, half the smallest subnormal (at or below it
+     * every code is 0); ke: E << 7 itself */
     shift_t t = {_mm512_set1_epi16((short)(e7 + (120 << 7))), _mm512_set1_epi16((short)(e7 + (117 << 7))),
                  _mm512_set1_epi16((short)e7)};
     return t;
