@@ -1,11 +1,12 @@
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-BACKENDS = ("reference", "fast")
+BACKENDS = ("reference", "fast")  # and "native" where backends_for says
 
 
 def load_golden(name):
@@ -26,9 +27,37 @@ def bytes_of(a):
 
 
 def backends_for(scheme):
-    from fp8port.quant import fast
+    """reference; fast (whichever kernel runs by default); native (the AVX-512 kernel, fed bf16)."""
+    from fp8port.quant import fast, native
 
-    return BACKENDS if fast.unsupported_reason(scheme) is None else ("reference",)
+    if fast.unsupported_reason(scheme) is not None:
+        return ("reference",)
+    if native.level() and scheme.scale_rule.power_of_two and fast._e4m3_cap(scheme.element, scheme.rules) >= 0:
+        return BACKENDS + ("native",)
+    return BACKENDS
+
+
+def quantize_on(x, scheme, be, **kw):
+    """quantize(x) on backend `be`. 'native' passes the (exactly bf16) float32 input as bf16 and
+    checks that the AVX-512 kernel did the whole tensor: no silent fallback."""
+    from fp8port.quant import native, quantize
+
+    if be != "native":
+        return quantize(x, scheme, backend=be, **kw)
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    if np.any(bits & 0xFFFF):
+        pytest.skip("input is not exactly bf16; the native kernel takes bf16")
+    done = []
+    kernel = native.quantize_bf16_pow2
+    native.quantize_bf16_pow2 = lambda *a: done.append(kernel(*a)) or done[-1]
+    try:
+        q = quantize((bits >> 16).astype(np.uint16).view(ml_dtypes.bfloat16), scheme, backend="fast", **kw)
+    finally:
+        native.quantize_bf16_pow2 = kernel
+    if done != [True]:
+        pytest.skip("a block the native kernel hands to the general one (non-finite, E < -102, "
+                    "or not whole blocks)")
+    return q
 
 
 @pytest.fixture(params=BACKENDS)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import backends_for, bytes_of, f32, load_golden
+from conftest import backends_for, bytes_of, f32, load_golden, quantize_on
 from fp8port.quant import dequantize, get_preset, quantize
 
 VEC = load_golden("ue8m0_vectors.json")["vectors"]
@@ -38,7 +38,7 @@ def _cases(kind):
 def _q(v, kind, be):
     x, n = _block(v)
     finite = bool(np.isfinite(x).all())
-    q = quantize(x, SCHEMES[kind], role="activation", nonfinite="error" if finite else "propagate", backend=be)
+    q = quantize_on(x, SCHEMES[kind], be, role="activation", nonfinite="error" if finite else "propagate")
     return q, n
 
 
