@@ -75,15 +75,22 @@ def assert_same_q(a, b):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"{s.name}:{s.scale_rule.value}:{s.block}")
-def test_equals_numba_and_reference(scheme, threads, monkeypatch):
-    """Uneven thread splits (3 threads on 200 row groups) and partial 128-row tiles included."""
+def test_equals_numba_and_reference(scheme, threads, dtype, monkeypatch):
+    """Uneven thread splits (3 threads on 200 row groups) and partial 128-row tiles included;
+    float32 input gets 16 random low mantissa bits on top (ties and sticky bits of its own)."""
     monkeypatch.setattr(native, "threads", lambda: threads)
-    x = adversarial_bf16(np.random.default_rng(threads), 200, 512, low=34)
+    rng = np.random.default_rng(threads)
+    x = adversarial_bf16(rng, 200, 512, low=34)
+    if dtype == "float32":
+        bits = x.view(np.uint16).astype(np.uint32) << 16
+        bits[2:] |= rng.integers(0, 1 << 16, bits[2:].shape, dtype=np.uint32) * (rng.random(bits[2:].shape) < 0.7)
+        x = bits.view(np.float32)
     done = []
-    kernel = native.quantize_bf16_pow2
-    monkeypatch.setattr(native, "quantize_bf16_pow2", lambda *a: done.append(kernel(*a)) or done[-1])
+    kernel = native.quantize_pow2
+    monkeypatch.setattr(native, "quantize_pow2", lambda *a: done.append(kernel(*a)) or done[-1])
     q = quantize(x, scheme, backend="fast", nonfinite="propagate")
     assert done == [True]  # the native kernel did every block: no fallback hid a difference
     assert_same_q(q, numba_only(monkeypatch, lambda: quantize(x, scheme, backend="fast", nonfinite="propagate")))
@@ -108,6 +115,47 @@ def test_property_random_bf16(seed, rows, nblk, which, spread):
     xb = bits.astype(np.uint16).view(ml_dtypes.bfloat16)
     scheme = SCHEMES[which]
     assert_same_q(quantize(xb, scheme, backend="fast"), quantize(xb, scheme, backend="reference"))
+
+
+@needs_native
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 200), nblk=st.integers(1, 4),
+       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60))
+def test_property_random_float32(seed, rows, nblk, which, spread):
+    """float32 input: random finite bit patterns mixed into Gaussian blocks, native == reference."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 128 * nblk)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1))))
+    bits = x.astype(np.float32).view(np.uint32)
+    wild = rng.random(bits.shape) < 0.02
+    bits[wild] = rng.integers(0, 1 << 32, int(wild.sum()), dtype=np.uint64).astype(np.uint32)
+    bits[(bits & 0x7F800000) == 0x7F800000] &= 0x807FFFFF  # keep it finite
+    xf = bits.view(np.float32)
+    scheme = SCHEMES[which]
+    assert_same_q(quantize(xf, scheme, backend="fast"), quantize(xf, scheme, backend="reference"))
+
+
+RULE_ARGS = [(rule, np.float32(448.0), np.float32(clamp), clamp > 0, -127, 127, 8, 3, unit)
+             for rule in (0, 2, 3, 4, 5) for clamp in (0.0, 1e-4) for unit in (False, True)]
+
+
+@pytest.mark.parametrize("args", RULE_ARGS, ids=lambda a: f"rule{a[0]}-clamp{a[3]}-unit{a[8]}")
+def test_scale_steps_reproduce_the_rule(args):
+    """The kernel's step form of a rule equals fast._block_scale on every exponent field's edges
+    and on 20,000 random amax patterns (the bisection assumes the rule is monotone in amax)."""
+    steps = fast.scale_steps(args)
+    assert steps is not None
+    thr, sb, zero = steps[:768].reshape(256, 3), steps[768:1792].reshape(256, 4), steps[1792]
+    rng = np.random.default_rng(0)
+    f = np.arange(255, dtype=np.uint32)
+    a = np.concatenate([rng.integers(1, 0x7F800000, 20_000, dtype=np.uint32), f << 23, (f << 23) | 0x7FFFFF,
+                        (f << 23) | 0x600000, (f << 23) | 0x600001, (f << 23) | 0x5FFFFF])
+    a = a[a > 0]
+    e, m = a >> 23, a & 0x7FFFFF
+    got = sb[e, (m >= thr[e, 0]).astype(int) + (m >= thr[e, 1]) + (m >= thr[e, 2])]
+    tu = np.empty(1, np.uint32)
+    want = np.array([fast._block_scale(int(v), *args, tu, tu.view(np.float32)) for v in a], np.uint32)
+    assert np.array_equal(got, want)
+    assert zero == fast._block_scale(0, *args, tu, tu.view(np.float32))
 
 
 @needs_native

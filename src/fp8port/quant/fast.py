@@ -11,8 +11,8 @@ Bit-exact with reference.py (tests/quant compare them on adversarial data). How:
     format of <= 6 significand bits, equals rounding y directly (round-to-odd double-rounding
     theorem), so a 65,536-entry table built with the codec reference encodes any float32.
 Rows (or 128-row tiles) run in parallel with prange; `cache=True` keeps the compiled code.
-bf16 input with power-of-two scales and E4M3 elements goes to the AVX-512 C kernels (native.py)
-where they were built and the CPU has them; these Numba kernels are the fallback for the rest.
+bf16 or float32 input with power-of-two scales and E4M3 elements goes to the AVX-512 C kernels
+(native.py) where they were built and the CPU has them; these Numba kernels do the rest.
 """
 
 from __future__ import annotations
@@ -136,27 +136,52 @@ def _block_scale(au, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_uni
 
 
 @njit(cache=True)
-def _fill_scale_tables(rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, scale, shift):
+def _fill_scale_steps(rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, thr, sb):
+    """Per float32 exponent field f, the mantissas where a block's scale steps up (the rule is
+    monotone in amax) and the scale on each segment, found by bisection on _block_scale itself.
+    False if some binade has more than three steps (the native kernel then stays unused)."""
     tu = np.empty(1, np.uint32)
     tf = tu.view(np.float32)
-    for a in range(32768):
-        sb = _block_scale(np.int64(a) << 16, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
-        scale[a] = sb
-        e = (sb >> 23) - 127 if sb >= 0x00800000 else -127
-        if a == 0 and sb != _NAN_BITS:
-            shift[a] = 0  # an all-zero block codes to signed zeros whatever its scale
-        else:
-            shift[a] = -32768 if a >= 0x7F80 or sb == _NAN_BITS or e < -102 else e * 128
+    for f in range(255):
+        a = np.int64(f) << 23 if f > 0 else np.int64(1)  # amax 0 is steps' `zero`
+        end = (np.int64(f) << 23) | _MANT
+        cur = _block_scale(a, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
+        sb[f, 0] = cur
+        k = 0
+        while _block_scale(end, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf) != cur:
+            if k == 3:
+                return False
+            lo_a, hi_a = a, end  # the scale is cur at lo_a and differs at hi_a
+            while hi_a - lo_a > 1:
+                mid = (lo_a + hi_a) // 2
+                if _block_scale(mid, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf) == cur:
+                    lo_a = mid
+                else:
+                    hi_a = mid
+            thr[f, k] = hi_a & _MANT
+            a = hi_a
+            cur = _block_scale(a, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit, tu, tf)
+            k += 1
+            sb[f, k] = cur
+        for j in range(k, 3):
+            thr[f, j] = 1 << 23  # above every mantissa: never reached
+        for j in range(k + 1, 4):
+            sb[f, j] = cur
+    thr[255, :] = 1 << 23  # Inf / NaN amax: the general kernel's
+    sb[255, :] = _NAN_BITS
+    return True
 
 
 @lru_cache(maxsize=32)
-def scale_tables(args: tuple):
-    """Scale (float32 bits) of a block and E << 7, for each of the 32,768 bf16 amax patterns under
-    one rule (`args`: _block_scale's), for the native kernel; -32768 marks blocks it cannot do
-    (non-finite amax or scale, E < -102: the general kernel's)."""
-    scale, shift = np.empty(32768, np.uint32), np.empty(32768, np.int16)
-    _fill_scale_tables(*args, scale, shift)
-    return scale, shift
+def scale_steps(args: tuple):
+    """The native kernel's form of one scale rule (`args`: _block_scale's): a uint32 array laid out
+    as its steps_t (thr[256][3], sb[256][4], zero), or None if the rule does not fit it."""
+    thr, sb = np.empty((256, 3), np.uint32), np.empty((256, 4), np.uint32)
+    if not _fill_scale_steps(*args, thr, sb):
+        return None
+    tu = np.empty(1, np.uint32)
+    zero = _block_scale(0, *args, tu, tu.view(np.float32))
+    return np.concatenate([thr.ravel(), sb.ravel(), np.array([zero], np.uint32)])
 
 
 @njit(cache=True, inline="always")
@@ -390,8 +415,9 @@ def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None)
             scheme.exp_range[1], el.emax, el.mbits, scheme.zero_block is ZeroBlock.UNIT)
     lut = encode_lut(el, scheme.rules)
     cap = _e4m3_cap(el, scheme.rules)
-    if shift == 16 and pow2 and N % bn == 0 and cap >= 0 and native.covers(bn, gn):
-        if native.quantize_bf16_pow2(x3, bm, bn, *scale_tables(args), cap, codes, sgrid):
+    steps = scale_steps(args) if pow2 and N % bn == 0 and cap >= 0 and native.covers(bn, gn) else None
+    if steps is not None:
+        if native.quantize_pow2(x3, bm, bn, steps, cap, codes, sgrid):
             return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out)
     elif shift == 16 and pow2 and N % bn == 0:
         _quantize_bf16_pow2(x3.reshape(B, M, gn, bn), bm, *args, lut, cap,

@@ -1,16 +1,16 @@
-/* AVX-512 kernels for power-of-two block quantization of bf16 tensors to E4M3, and the
- * matching dequantization; loaded by native.py through ctypes. The entry points at the end
+/* AVX-512 kernels for power-of-two block quantization of bf16 or float32 tensors to E4M3, and
+ * the matching dequantization; loaded by native.py through ctypes. The entry points at the end
  * split the row groups over OpenMP threads.
  *
  * Bit-exact with reference.py, by the same argument as fast.py's Numba kernels:
- *   - |x| of a bf16 pattern orders like |x| as an integer, so block amax is an integer max,
- *     and the block scale is a table lookup on that 15-bit pattern (native.py builds the table
- *     from the scale rule, so every rule, clamp and zero-block choice is exact by construction);
- *   - a power-of-two scale 2^E makes x * 2^-E exact: subtract E << 7 from the pattern
+ *   - |x| of a float pattern orders like |x| as an integer, so block amax is an integer max,
+ *     and the block scale is a lookup in the rule's step form (fast.scale_steps builds it by
+ *     bisection on the rule's own code, so every rule, clamp and zero-block choice is exact);
+ *   - a power-of-two scale 2^E makes x * 2^-E exact: subtract E from the exponent field
  *     (valid while the result stays normal; blocks where it may not are reported as "bad"
  *     and redone by the general kernel);
- *   - E4M3 round-to-nearest-even on the shifted pattern: normal codes by adding 7 plus the lsb
- *     and shifting, subnormal codes by a variable right shift with an explicit tie.
+ *   - E4M3 round-to-nearest-even on the shifted pattern: normal codes by adding half an ulp
+ *     minus one plus the lsb and shifting, subnormal codes by a variable shift with the tie.
  * Every CPU-specific function is compiled for AVX-512 and chosen at run time: on other CPUs
  * fp8_simd_level() returns 0 and Python keeps the Numba kernels.
  */
@@ -103,60 +103,162 @@ AVX512 static inline void encode_span(const uint16_t *q, uint8_t *c, int64_t n, 
         _mm256_storeu_si256((__m256i *)(c + o), _mm512_cvtepi16_epi8(encode32(_mm512_loadu_si512(q + o), sh, cap)));
 }
 
-/* max |x| pattern over rows [0, nr) of a block of bn (a multiple of 32) at q, row stride N */
-AVX512 static inline uint16_t block_amax(const uint16_t *q, int64_t nr, int64_t N, int64_t bn)
+/* float32 input: the same steps on 16 lanes of 32 bits. k = (120 + E) << 23, ks = (117 + E) << 23,
+ * ke = E << 23; m - k cannot overflow (k > 0 for E >= -102), so a max with 0 saturates it. */
+typedef struct { __m512i k, ks, ke; } shift32_t;
+
+AVX512 static inline shift32_t block_shift32(int e)
 {
-    const __m512i k7fff = _mm512_set1_epi16(0x7FFF);
+    shift32_t t = {_mm512_set1_epi32((e + 120) << 23), _mm512_set1_epi32((e + 117) << 23),
+                   _mm512_set1_epi32((int32_t)((uint32_t)e << 23))};
+    return t;
+}
+
+AVX512 static inline __m512i encode16(__m512i p, shift32_t s, __m512i cap)
+{
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i m = _mm512_and_si512(p, _mm512_set1_epi32(0x7FFFFFFF));
+    __m512i v = _mm512_max_epi32(_mm512_sub_epi32(m, s.k), _mm512_setzero_si512());
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(v, 20), one);
+    __m512i nrm = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, lsb), _mm512_set1_epi32(0x7FFFF)), 20);
+    __mmask16 below = _mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(0x800000));
+    __m512i c = _mm512_maskz_min_epi32(~below, nrm, cap);
+    __mmask16 sub = _mm512_mask_cmpge_epu32_mask(below, m, s.ks);
+    if (sub) {  /* subnormal E4M3: round the 24-bit significand right by 141 - biased exponent */
+        __m512i w = _mm512_sub_epi32(m, s.ke);
+        __m512i mant = _mm512_or_si512(_mm512_and_si512(w, _mm512_set1_epi32(0x7FFFFF)), _mm512_set1_epi32(0x800000));
+        __m512i sh = _mm512_sub_epi32(_mm512_set1_epi32(141), _mm512_srli_epi32(w, 23));
+        __m512i half = _mm512_sub_epi32(_mm512_sllv_epi32(one, _mm512_sub_epi32(sh, one)), one);
+        __m512i slsb = _mm512_and_si512(_mm512_srlv_epi32(mant, sh), one);
+        __m512i sn = _mm512_srlv_epi32(_mm512_add_epi32(mant, _mm512_add_epi32(half, slsb)), sh);
+        c = _mm512_mask_mov_epi32(c, sub, sn);
+    }
+    return _mm512_ternarylogic_epi32(c, _mm512_srli_epi32(p, 24), _mm512_set1_epi32(0x80), 0xF8);
+}
+
+AVX512 static inline void encode_span32(const uint32_t *q, uint8_t *c, int64_t n, shift32_t sh, __m512i cap,
+                                        int stream, const uint32_t *pf)
+{
+    /* two packs leave dword j of the line at 4 * (j % 4) + j / 4 */
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    int64_t o = 0;
+    for (; o + 64 <= n; o += 64) {
+        for (int i = 0; i < 64; i += 16) _mm_prefetch((const char *)(pf + o + i), _MM_HINT_T0);
+        __m512i c0 = encode16(_mm512_loadu_si512(q + o), sh, cap), c1 = encode16(_mm512_loadu_si512(q + o + 16), sh, cap);
+        __m512i c2 = encode16(_mm512_loadu_si512(q + o + 32), sh, cap), c3 = encode16(_mm512_loadu_si512(q + o + 48), sh, cap);
+        __m512i pk = _mm512_packus_epi16(_mm512_packus_epi32(c0, c1), _mm512_packus_epi32(c2, c3));
+        pk = _mm512_permutexvar_epi32(order, pk);
+        if (stream) _mm512_stream_si512((void *)(c + o), pk);
+        else _mm512_storeu_si512(c + o, pk);
+    }
+    for (; o < n; o += 16)
+        _mm_storeu_si128((__m128i *)(c + o), _mm512_cvtepi32_epi8(encode16(_mm512_loadu_si512(q + o), sh, cap)));
+}
+
+/* max |x| pattern (as float32 bits) over rows [0, nr) of a block of bn at x, row stride N */
+AVX512 static inline uint32_t block_amax(const void *x, int f32, int64_t nr, int64_t N, int64_t bn)
+{
+    if (f32) {
+        const uint32_t *q = x;
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t k = 0; k < bn; k += 16)
+                acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_loadu_si512(q + r * N + k), _mm512_set1_epi32(0x7FFFFFFF)));
+        return _mm512_reduce_max_epu32(acc);
+    }
+    const uint16_t *q = x;
     __m512i acc = _mm512_setzero_si512();
     for (int64_t r = 0; r < nr; r++)
         for (int64_t k = 0; k < bn; k += 32)
-            acc = _mm512_max_epu16(acc, _mm512_and_si512(_mm512_loadu_si512(q + r * N + k), k7fff));
-    return hmax_epu16(acc);
+            acc = _mm512_max_epu16(acc, _mm512_and_si512(_mm512_loadu_si512(q + r * N + k), _mm512_set1_epi16(0x7FFF)));
+    return (uint32_t)hmax_epu16(acc) << 16;
 }
 
-/* Quantize row groups [t0, t1) of x (B, M, N) bf16 bits with bm x bn blocks (bn % 32 == 0,
- * N % bn == 0, gn = N / bn <= 4096) into codes (B, M, N) and sgrid (B, ceil(M/bm), gn).
- * scale[A] / shift[A]: float32 bits of the block scale and E << 7 for every block amax pattern A
- * (built by native.py from the rule); shift[A] == INT16_MIN marks a block this kernel cannot do
- * (non-finite amax, NaN scale, E < -102). Returns the number of such groups; their outputs are
- * partly written and the caller redoes the tensor with the general kernel. stream: codes are
- * 64-byte aligned and N, bn multiples of 64, so full lines go around the cache.
+/* A power-of-two scale rule as a step function of the block amax (float32 bits, sign clear),
+ * built by fast.scale_steps from the rule's own code: within exponent field f the scale is
+ * sb[f][number of thr[f] <= mantissa]. */
+typedef struct {
+    uint32_t thr[256][3];
+    uint32_t sb[256][4];
+    uint32_t zero;  /* the scale of an all-zero block */
+} steps_t;
+
+static inline uint32_t rule_scale(const steps_t *r, uint32_t a)
+{
+    if (a == 0) return r->zero;
+    const uint32_t f = a >> 23, m = a & 0x7FFFFF;
+    return r->sb[f][(m >= r->thr[f][0]) + (m >= r->thr[f][1]) + (m >= r->thr[f][2])];
+}
+
+#define NO_E (-1000)
+
+/* The exponent E of a block this kernel can apply, or NO_E: a non-finite amax or scale, or
+ * E < -102 in a non-zero block (a subnormal input would no longer land below every half-step). */
+static inline int usable_e(uint32_t a, uint32_t sb)
+{
+    if (a >= 0x7F800000u || (sb & 0x7FFFFFFFu) >= 0x7F800000u) return NO_E;
+    if (a == 0) return 0;  /* an all-zero block codes to signed zeros whatever its scale */
+    const int e = sb >= 0x00800000u ? (int)(sb >> 23) - 127 : -127;
+    return e < -102 ? NO_E : e;
+}
+
+/* One block's codes: bf16 (e << 7 on 16-bit lanes) or float32 (e << 23 on 32-bit lanes). */
+AVX512 static inline void encode_block_rows(const void *x, int f32, uint8_t *c, int64_t nr, int64_t N, int64_t bn,
+                                            int e, __m512i cap16, __m512i cap32, int stream, const void *next)
+{
+    if (f32) {
+        const shift32_t sh = block_shift32(e);
+        for (int64_t r = 0; r < nr; r++)
+            encode_span32((const uint32_t *)x + r * N, c + r * N, bn, sh, cap32, stream, (const uint32_t *)next + r * N);
+    } else {
+        const shift_t sh = block_shift(e * 128);
+        for (int64_t r = 0; r < nr; r++)
+            encode_span((const uint16_t *)x + r * N, c + r * N, bn, sh, cap16, stream, (const uint16_t *)next + r * N);
+    }
+}
+
+/* Quantize row groups [t0, t1) of x (B, M, N), bf16 bits or float32 (f32), with bm x bn blocks
+ * (bn % 32 == 0, N % bn == 0, gn = N / bn <= 4096) into codes (B, M, N) and sgrid
+ * (B, ceil(M/bm), gn). Returns the number of groups holding a block usable_e refuses; their
+ * outputs are partly written and the caller redoes the tensor with the general kernel.
+ * stream: codes are 64-byte aligned and N, bn multiples of 64, so full lines go around the cache.
  * Rows of 1 x bn blocks: the amax of the whole row, then its codes (the row stays in L1).
  * bm x bn tiles: one tile at a time, amax then codes (a 128 x 128 bf16 tile is 32 KiB). */
-AVX512 int64_t fp8_quant_bf16_pow2(const uint16_t *x, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
-                                   const uint32_t *scale, const int16_t *shift, int32_t cap_code, int32_t stream,
-                                   uint8_t *codes, float *sgrid, int64_t t0, int64_t t1)
+AVX512 int64_t fp8_quant_pow2(const void *x, int32_t f32, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
+                              const steps_t *rule, int32_t cap_code, int32_t stream, uint8_t *codes, float *sgrid,
+                              int64_t t0, int64_t t1)
 {
-    const int64_t gm = (M + bm - 1) / bm, gn = N / bn;
-    uint16_t amax[4096];
+    const int64_t gm = (M + bm - 1) / bm, gn = N / bn, es = f32 ? 4 : 2;
+    int ex[4096];
     int64_t bad = 0;
-    const __m512i cap = _mm512_set1_epi16((short)cap_code);
+    const __m512i cap16 = _mm512_set1_epi16((short)cap_code), cap32 = _mm512_set1_epi32(cap_code);
+    const char *xc = x;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
-        const uint16_t *xg = x + (b * M + r0) * N;
+        const char *xg = xc + (b * M + r0) * N * es;
         uint8_t *cg = codes + (b * M + r0) * N;
         float *sg = sgrid + t * gn;
         int isbad = 0;
         if (bm == 1) {
             for (int64_t j = 0; j < gn; j++) {
-                amax[j] = block_amax(xg + j * bn, 1, N, bn);
-                isbad |= shift[amax[j]] == INT16_MIN;
+                const uint32_t a = block_amax(xg + j * bn * es, f32, 1, N, bn), sb = rule_scale(rule, a);
+                sg[j] = u2f(sb);
+                ex[j] = usable_e(a, sb);
+                isbad |= ex[j] == NO_E;
             }
-            for (int64_t j = 0; j < gn && !isbad; j++) {
-                sg[j] = u2f(scale[amax[j]]);
-                encode_span(xg + j * bn, cg + j * bn, bn, block_shift(shift[amax[j]]), cap, stream, xg + N + j * bn);
-            }
+            for (int64_t j = 0; j < gn && !isbad; j++)  /* prefetch the next row */
+                encode_block_rows(xg + j * bn * es, f32, cg + j * bn, 1, N, bn, ex[j], cap16, cap32, stream,
+                                  xg + (N + j * bn) * es);
         } else {
             for (int64_t j = 0; j < gn && !isbad; j++) {
-                const uint16_t a = block_amax(xg + j * bn, nr, N, bn);
-                const int16_t e7 = shift[a];
-                isbad = e7 == INT16_MIN;
-                sg[j] = u2f(scale[a]);
-                const shift_t sh = block_shift(e7);
-                /* the next tile: to the right, or the first of the next row group */
-                const uint16_t *next = j + 1 < gn ? xg + (j + 1) * bn : xg + nr * N;
-                for (int64_t r = 0; r < nr && !isbad; r++)
-                    encode_span(xg + r * N + j * bn, cg + r * N + j * bn, bn, sh, cap, stream, next + r * N);
+                const uint32_t a = block_amax(xg + j * bn * es, f32, nr, N, bn), sb = rule_scale(rule, a);
+                const int e = usable_e(a, sb);
+                sg[j] = u2f(sb);
+                isbad = e == NO_E;
+                /* prefetch the next tile: to the right, or the first of the next row group */
+                const char *next = j + 1 < gn ? xg + (j + 1) * bn * es : xg + nr * N * es;
+                if (!isbad)
+                    encode_block_rows(xg + j * bn * es, f32, cg + j * bn, nr, N, bn, e, cap16, cap32, stream, next);
             }
         }
         bad += isbad;
@@ -252,16 +354,15 @@ AVX512VBMI void fp8_dequant_pow2(const uint8_t *codes, int64_t B, int64_t M, int
 /* Entry points: split the row groups into `threads` contiguous ranges on OpenMP threads. The
  * process has one OpenMP runtime (torch and Numba load the same libgomp), so these threads are
  * the ones torch just used, not a second pool competing with them for the cores. */
-int64_t fp8_quant(const uint16_t *x, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
-                  const uint32_t *scale, const int16_t *shift, int32_t cap_code, int32_t stream,
-                  uint8_t *codes, float *sgrid, int32_t threads)
+int64_t fp8_quant(const void *x, int32_t f32, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
+                  const steps_t *rule, int32_t cap_code, int32_t stream, uint8_t *codes, float *sgrid, int32_t threads)
 {
     const int64_t groups = B * ((M + bm - 1) / bm);
     int64_t bad = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
     for (int i = 0; i < threads; i++)
-        bad += fp8_quant_bf16_pow2(x, B, M, N, bm, bn, scale, shift, cap_code, stream, codes, sgrid,
-                                   groups * i / threads, groups * (i + 1) / threads);
+        bad += fp8_quant_pow2(x, f32, B, M, N, bm, bn, rule, cap_code, stream, codes, sgrid,
+                              groups * i / threads, groups * (i + 1) / threads);
     return bad;
 }
 

@@ -1,4 +1,4 @@
-"""The AVX-512 kernels of native.c: bf16 -> E4M3 with power-of-two block scales, and back.
+"""The AVX-512 kernels of native.c: bf16 / float32 -> E4M3 with power-of-two block scales, and back.
 
 Loaded through ctypes (which releases the GIL); the C entry points split the row groups over
 `threads()` OpenMP threads. `level()` is 0 where the extension was not built (no C
@@ -33,7 +33,7 @@ def _lib():
         return None
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
     lib.fp8_quant.restype = i64
-    lib.fp8_quant.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr, i32, i32, ptr, ptr, i32]
+    lib.fp8_quant.argtypes = [ptr, i32, i64, i64, i64, i64, i64, ptr, i32, i32, ptr, ptr, i32]
     lib.fp8_dequant.restype = None
     lib.fp8_dequant.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr, ptr, i32, i32, i32, i32, ptr, i32]
     return lib
@@ -60,12 +60,12 @@ def covers(bn: int, gn: int, need: int = 1) -> bool:
     return level() >= need and bn % 32 == 0 and 0 < gn <= _MAX_GN
 
 
-def quantize_bf16_pow2(x, bm, bn, scale, shift, cap, codes, sgrid) -> bool:
-    """x: bf16 bits (B, M, N), N a multiple of bn; scale / shift: fast.scale_tables. False where
-    some group needs the general kernel."""
+def quantize_pow2(x, bm, bn, steps, cap, codes, sgrid) -> bool:
+    """x: bf16 bits (uint16) or float32 bits (uint32), (B, M, N) with N a multiple of bn; steps:
+    fast.scale_steps. False where some group needs the general kernel."""
     B, M, N = x.shape
     groups = B * -(-M // bm)
-    bad = _lib().fp8_quant(x.ctypes.data, B, M, N, bm, bn, scale.ctypes.data, shift.ctypes.data, cap,
+    bad = _lib().fp8_quant(x.ctypes.data, int(x.dtype.itemsize == 4), B, M, N, bm, bn, steps.ctypes.data, cap,
                            _stream(codes, N, bn), codes.ctypes.data, sgrid.ctypes.data, min(threads(), groups))
     return bad == 0
 
