@@ -1,4 +1,4 @@
-"""Quantize / dequantize a 4096x7168 bf16 tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
+"""Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
 
 Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--json]
 Every round times each operation once, in a shuffled order (so a noisy minute hits all of them
@@ -94,26 +94,29 @@ def main(argv=None):
     from fp8port.quant import dequantize, native, quantize
 
     log("building input ...")
-    x = make_input(torch)
-    dst = torch.empty_like(x)
-    res = {"shape": list(x.shape), "threads": a.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    x16 = make_input(torch)
+    res = {"shape": list(x16.shape), "threads": a.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "native_level": native.level(), "preset": "deepseek-v3.1", "roles": {}}
     with torch.inference_mode():
-        for role in ("activation", "weight"):
+        # the bf16 tensor in both roles (naive and reference beside the 1x128 one), then as float32
+        for key, role, x in (("activation", "activation", x16), ("weight", "weight", x16),
+                             ("activation/float32", "activation", x16.float())):
+            dst = torch.empty_like(x)
             q = quantize(x, "deepseek-v3.1", role=role)
-            qn, sn = naive_quant(torch, x) if role == "activation" else (None, None)
+            naive = key == "activation"
+            qn, sn = naive_quant(torch, x) if naive else (None, None)
             out_q, out_x = quantize(x, "deepseek-v3.1", role=role), torch.empty_like(x)
             fns = {"copy": lambda: dst.copy_(x),
                    "quantize/fast": lambda: quantize(x, "deepseek-v3.1", role=role),
                    "quantize/fast_out": lambda: quantize(x, "deepseek-v3.1", role=role, out=out_q),
                    "dequantize/fast": lambda: dequantize(q),
                    "dequantize/fast_out": lambda: dequantize(q, out=out_x)}
-            if role == "activation":  # the naive path is DeepSeek's 1x128 activation recipe
+            if naive:  # the naive path is DeepSeek's 1x128 activation recipe
                 fns["quantize/naive_torch"] = lambda: naive_quant(torch, x)
                 fns["dequantize/naive_torch"] = lambda: naive_dequant(torch, qn, sn)
-            log(f"{role}: {a.rounds} rounds of {', '.join(fns)} ...")
+            log(f"{key}: {a.rounds} rounds of {', '.join(fns)} ...")
             t = rounds(fns, a.rounds)
-            if role == "activation":
+            if naive:
                 log("reference quantize / dequantize (slow) ...")
                 t.update(rounds({"quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role,
                                                                         backend="reference"),
@@ -123,22 +126,23 @@ def main(argv=None):
             for op in ("quantize", "dequantize"):
                 t[f"{op}/fast_out_over_copy"] = t[f"{op}/fast_out"]["median_ms"] / c
                 t[f"{op}/fast_over_copy"] = t[f"{op}/fast"]["median_ms"] / c
-                if role == "activation":
+                if naive:
                     t[f"{op}/naive_over_fast"] = t[f"{op}/naive_torch"]["median_ms"] / t[f"{op}/fast"]["median_ms"]
                     t[f"{op}/reference_over_fast"] = (t[f"{op}/reference"]["median_ms"]
                                                       / t[f"{op}/fast"]["median_ms"])
-            res["roles"][role] = t
+            res["roles"][key] = t
     log("MSE-optimal power of two vs RCEIL / FLOOR (relative MSE, reference path) ...")
     res["mse_rule_relative_mse"] = mse_gain()
 
     if a.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"4096x7168 bf16, {a.threads} threads, CPU capability {res['cpu_capability']}, native kernels level "
+    print(f"4096x7168, {a.threads} threads, CPU capability {res['cpu_capability']}, native kernels level "
           f"{res['native_level']}; median / min ms over {a.rounds} interleaved rounds")
-    for role, t in res["roles"].items():
-        blocks = "1x128" if role == "activation" else "128x128"
-        print(f"deepseek-v3.1 {role} ({blocks} UE8M0)")
+    for key, t in res["roles"].items():
+        blocks = "128x128" if key == "weight" else "1x128"
+        dtype = "float32" if key.endswith("float32") else "bf16"
+        print(f"deepseek-v3.1 {key.split('/')[0]} ({blocks} UE8M0), {dtype} input")
         print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}")
         for op in ("quantize", "dequantize"):
             for k in ("naive_torch", "reference", "fast", "fast_out"):
