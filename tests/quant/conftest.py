@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-BACKENDS = ("reference", "fast")  # and "native" where backends_for says
+BACKENDS = ("reference", "fast")
+
+
+def _kernels():
+    from fp8port.quant import native
+
+    return ("reference", "numba", "native") if native.level() else BACKENDS
+
+
+KERNELS = _kernels()  # every implementation on this machine, for tests of native-covered schemes
 
 
 def load_golden(name):
@@ -26,31 +35,35 @@ def bytes_of(a):
 
 
 def backends_for(scheme):
-    """reference; fast (whichever kernel runs by default); native (the AVX-512 kernel, checked to run)."""
+    """reference; then numba and native (the AVX-512 kernel, checked to run) where the native kernel
+    covers the scheme on this machine, else fast (the Numba kernels) where they cover it."""
     from fp8port.quant import fast, native
 
     if fast.unsupported_reason(scheme) is not None:
         return ("reference",)
     if native.level() and scheme.scale_rule.power_of_two and fast._e4m3_cap(scheme.element, scheme.rules) >= 0:
-        return BACKENDS + ("native",)
+        return ("reference", "numba", "native")
     return BACKENDS
 
 
 def quantize_on(x, scheme, be, **kw):
-    """quantize(x) on backend `be`; 'native' also checks that the AVX-512 kernel did the whole
-    tensor (no silent fallback to the Numba kernels)."""
+    """quantize(x, scheme) on backend `be`: reference, fast, numba (native kernels switched off) or
+    native (checked to have done the whole tensor: no silent fallback to Numba)."""
     from fp8port.quant import native, quantize
 
-    if be != "native":
+    if be in BACKENDS:
         return quantize(x, scheme, backend=be, **kw)
     done = []
-    kernel = native.quantize_pow2
-    native.quantize_pow2 = lambda *a: done.append(kernel(*a)) or done[-1]
+    level, kernel = native.level, native.quantize_pow2
+    if be == "numba":
+        native.level = lambda: 0
+    else:
+        native.quantize_pow2 = lambda *a: done.append(kernel(*a)) or done[-1]
     try:
         q = quantize(x, scheme, backend="fast", **kw)
     finally:
-        native.quantize_pow2 = kernel
-    if done != [True]:
+        native.level, native.quantize_pow2 = level, kernel
+    if be == "native" and done != [True]:
         pytest.skip("a block the native kernel hands to the general one (non-finite, E < -102, "
                     "or not whole blocks)")
     return q

@@ -16,7 +16,8 @@ import warnings
 import pytest
 import torch
 
-from fp8port.quant import get_preset, quantize
+from conftest import KERNELS, quantize_on
+from fp8port.quant import get_preset
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -37,13 +38,13 @@ def data(dtype, seed):
 
 @pytest.mark.parametrize("rule", ["floor", "rceil"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("be", ["reference", "fast"])
+@pytest.mark.parametrize("be", KERNELS)
 def test_mxfp8_matches_to_mx(rule, dtype, be):
     x = data(dtype, seed=1 if rule == "floor" else 2)
     mode = ScaleCalculationMode.FLOOR if rule == "floor" else ScaleCalculationMode.RCEIL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scale, codes = mx.to_mx(x, torch.float8_e4m3fn, 32, mode)
-    q = quantize(x, get_preset("mxfp8").activation.with_(scale_rule=rule), backend=be)
+    q = quantize_on(x, get_preset("mxfp8").activation.with_(scale_rule=rule), be)
     assert torch.equal(q.scale.view(torch.uint8), scale.view(torch.uint8))
     assert torch.equal(q.codes, codes.view(torch.uint8))
