@@ -54,18 +54,19 @@ AVX512 static inline shift_t block_shift(int e7)
     return t;
 }
 
-/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E. One
- * saturating subtraction of k both divides by 2^E and rebiases to E4M3's exponent: the result
- * is code << 4 plus 4 rounding bits for normal E4M3 values, and 0 below them. A bf16 subnormal
- * input (no implicit 1) in a block with E >= -102 lands below ks (code 0), as its value does. */
+/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E. One saturating subtraction of k both divides by 2^E and rebiases to E4M3's
+ * exponent: the result is code << 4 plus 4 rounding bits for normal E4M3 values, and 0 below
+ * them. A bf16 subnormal input (no implicit 1) in a block with E >= -102 lands below ks
+ * (code 0), as its value does. */
 AVX512 static inline __m512i encode32(__m512i p, shift_t s, __m512i cap)
 {
     const __m512i one = _mm512_set1_epi16(1), k80 = _mm512_set1_epi16(0x80);
     __m512i m = _mm512_and_si512(p, _mm512_set1_epi16(0x7FFF));
     __m512i v = _mm512_subs_epu16(m, s.k);
-    /* normal E4M3: round to nearest even by adding 7 + lsb and dropping 4 bits */
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi16(v, 4), one);
-    __m512i nrm = _mm512_srli_epi16(_mm512_add_epi16(_mm512_add_epi16(v, lsb), _mm512_set1_epi16(7)), 4);
+    /* normal E4M3: v / 16 rounded half up (mulhrs by 2^11), minus one on a tie with an even quotient */
+    __m512i nrm = _mm512_mulhrs_epi16(v, _mm512_set1_epi16(1 << 11));
+    nrm = _mm512_mask_sub_epi16(nrm, _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, _mm512_set1_epi16(31)),
+                                                              _mm512_set1_epi16(8)), nrm, one);
     __mmask32 below = _mm512_cmplt_epu16_mask(v, k80);
     __m512i c = _mm512_maskz_min_epi16(~below, nrm, cap);
     /* subnormal E4M3 (biased bf16 exponent 117..120 after scaling): rare, so computed only when present */
