@@ -1,8 +1,9 @@
 """Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
 
-Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--json]
-Every round times each operation once, in a shuffled order (so a noisy minute hits all of them
-alike and none always follows the same neighbour);
+Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode shuffled|loops] [--json]
+shuffled (default): every round times each operation once, in a shuffled order (so a noisy minute
+hits all of them alike and none always follows the same neighbour; each meets a cache another
+operation has just used); loops: each operation --rounds times in a row (warm caches);
 figures are the median and minimum over the rounds. Our reference path is slow and timed
 --ref-repeat times apart. Results go to stdout, progress to stderr.
 """
@@ -23,20 +24,31 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def rounds(fns: dict, n: int) -> dict:
-    """{name: {median_ms, min_ms, runs}} timing each fn once per round, after one warm-up call each."""
+def rounds(fns: dict, n: int, mode: str = "shuffled") -> dict:
+    """{name: {median_ms, min_ms, runs}} after one warm-up call each. shuffled: each fn once per
+    round, in a shuffled order; loops: n calls of one fn in a row, then the next (warm caches)."""
     for f in fns.values():
         f()
     ts = {k: [] for k in fns}
-    order = list(fns)
-    rng = random.Random(0)
-    for i in range(n):
-        log(f"  round {i + 1}/{n}")
-        rng.shuffle(order)  # no operation always runs right after the same one
-        for k in order:
-            t = time.perf_counter()
-            fns[k]()
-            ts[k].append(time.perf_counter() - t)
+
+    def one(k):
+        t = time.perf_counter()
+        fns[k]()
+        ts[k].append(time.perf_counter() - t)
+
+    if mode == "loops":
+        for k in fns:
+            log(f"  {k} x {n}")
+            for _ in range(n):
+                one(k)
+    else:
+        order = list(fns)
+        rng = random.Random(0)
+        for i in range(n):
+            log(f"  round {i + 1}/{n}")
+            rng.shuffle(order)  # no operation always runs right after the same one
+            for k in order:
+                one(k)
     return {k: {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "runs": n} for k, v in ts.items()}
 
 
@@ -82,6 +94,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--mode", choices=["shuffled", "loops"], default="shuffled",
+                    help="shuffled: interleaved rounds (every operation meets a cache another has just "
+                         "used); loops: each operation --rounds times in a row (warm caches)")
     ap.add_argument("--ref-repeat", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -95,7 +110,7 @@ def main(argv=None):
 
     log("building input ...")
     x16 = make_input(torch)
-    res = {"shape": list(x16.shape), "threads": a.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "native_level": native.level(), "preset": "deepseek-v3.1", "roles": {}}
     with torch.inference_mode():
         # the bf16 tensor in both roles (naive and reference beside the 1x128 one), then as float32
@@ -115,7 +130,7 @@ def main(argv=None):
                 fns["quantize/naive_torch"] = lambda: naive_quant(torch, x)
                 fns["dequantize/naive_torch"] = lambda: naive_dequant(torch, qn, sn)
             log(f"{key}: {a.rounds} rounds of {', '.join(fns)} ...")
-            t = rounds(fns, a.rounds)
+            t = rounds(fns, a.rounds, a.mode)
             if naive:
                 log("reference quantize / dequantize (slow) ...")
                 t.update(rounds({"quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role,
@@ -138,7 +153,7 @@ def main(argv=None):
         print(json.dumps(res, indent=1))
         return
     print(f"4096x7168, {a.threads} threads, CPU capability {res['cpu_capability']}, native kernels level "
-          f"{res['native_level']}; median / min ms over {a.rounds} interleaved rounds")
+          f"{res['native_level']}; median / min ms of {a.rounds} calls ({a.mode})")
     for key, t in res["roles"].items():
         blocks = "128x128" if key == "weight" else "1x128"
         dtype = "float32" if key.endswith("float32") else "bf16"
