@@ -1,9 +1,10 @@
 """Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
 
-Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode shuffled|loops] [--json]
-shuffled (default): every round times each operation once, in a shuffled order (so a noisy minute
-hits all of them alike and none always follows the same neighbour; each meets a cache another
-operation has just used); loops: each operation --rounds times in a row (warm caches);
+Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--json]
+loops (default): each operation --rounds times in a row after a warm-up call (the input stays in
+cache, as in shared/NOTES.md section 4); shuffled: every round times each operation once, in a
+shuffled order, so each meets a cache another operation (often the naive path's half-gigabyte of
+temporaries) has just flushed, and a noisy minute hits all of them alike;
 figures are the median and minimum over the rounds. Our reference path is slow and timed
 --ref-repeat times apart. Results go to stdout, progress to stderr.
 """
@@ -24,9 +25,9 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def rounds(fns: dict, n: int, mode: str = "shuffled") -> dict:
-    """{name: {median_ms, min_ms, runs}} after one warm-up call each. shuffled: each fn once per
-    round, in a shuffled order; loops: n calls of one fn in a row, then the next (warm caches)."""
+def rounds(fns: dict, n: int, mode: str = "loops") -> dict:
+    """{name: {median_ms, min_ms, runs}} after one warm-up call each. loops: n calls of one fn in
+    a row, then the next (warm caches); shuffled: each fn once per round, in a shuffled order."""
     for f in fns.values():
         f()
     ts = {k: [] for k in fns}
@@ -94,9 +95,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--mode", choices=["shuffled", "loops"], default="shuffled",
-                    help="shuffled: interleaved rounds (every operation meets a cache another has just "
-                         "used); loops: each operation --rounds times in a row (warm caches)")
+    ap.add_argument("--mode", choices=["loops", "shuffled"], default="loops",
+                    help="loops: each operation --rounds times in a row (warm caches); shuffled: "
+                         "interleaved rounds (every operation meets a cache another has just used)")
     ap.add_argument("--ref-repeat", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
