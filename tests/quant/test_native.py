@@ -75,12 +75,17 @@ def assert_same_q(a, b):
 
 
 @needs_native
+@pytest.mark.parametrize("fp16", [True, False], ids=["fp16-subnormals", "shift-subnormals"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"{s.name}:{s.scale_rule.value}:{s.block}")
-def test_equals_numba_and_reference(scheme, threads, dtype, monkeypatch):
+def test_equals_numba_and_reference(scheme, threads, dtype, fp16, monkeypatch):
     """Uneven thread splits (3 threads on 200 row groups) and partial 128-row tiles included;
-    float32 input gets 16 random low mantissa bits on top (ties and sticky bits of its own)."""
+    float32 input gets 16 random low mantissa bits on top (ties and sticky bits of its own);
+    E4M3 subnormals both ways where the CPU has AVX512-FP16."""
+    if fp16 and not native.fp16():
+        pytest.skip("this CPU lacks AVX512-FP16")
+    monkeypatch.setattr(native, "fp16", lambda: fp16)
     monkeypatch.setattr(native, "threads", lambda: threads)
     rng = np.random.default_rng(threads)
     x = adversarial_bf16(rng, 200, 512, low=34)

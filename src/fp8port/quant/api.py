@@ -222,15 +222,15 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):
     if be is Backend.FAST and not use_fast:
         raise BackendError("backend='fast' dequantizes 8-bit element codes of non-empty tensors only")
     dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(_OUT[name]),))
-    native_out = dst is not None and name in ("bfloat16", "float32")
+    direct = dst is not None and name in ("bfloat16", "float32")  # the kernels write these
     if use_fast:
         res = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16",
-                              out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if native_out else None)
+                              out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if direct else None)
         res = res.view(ml_dtypes.bfloat16) if name == "bfloat16" else res.astype(_OUT[name], copy=False)
     else:
         res = reference.dequantize(codes, s, q.scheme).astype(_OUT[name])
     if dst is not None:
-        if not (use_fast and native_out):
+        if not (use_fast and direct):
             np.copyto(dst, res)
         return out
     if q.framework is Framework.TORCH:

@@ -33,7 +33,7 @@ def _lib():
         return None
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
     lib.fp8_quant.restype = i64
-    lib.fp8_quant.argtypes = [ptr, i32, i64, i64, i64, i64, i64, ptr, i32, i32, ptr, ptr, i32]
+    lib.fp8_quant.argtypes = [ptr, i32, i64, i64, i64, i64, i64, ptr, i32, i32, ptr, ptr, i32, i32]
     lib.fp8_dequant.restype = None
     lib.fp8_dequant.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr, ptr, i32, i32, i32, i32, ptr, i32]
     return lib
@@ -43,6 +43,13 @@ def level() -> int:
     """0: no native kernels; 1: quantize; 2: quantize and dequantize."""
     lib = _lib()
     return 0 if lib is None else lib.fp8_simd_level()
+
+
+def fp16() -> bool:
+    """Whether quantize rounds E4M3 subnormals with AVX512-FP16's fp16 -> int16 conversion (same
+    bytes as the integer shifts, fewer instructions: it matters where many values are tiny)."""
+    lib = _lib()
+    return lib is not None and bool(lib.fp8_simd_fp16())
 
 
 def threads() -> int:
@@ -66,7 +73,8 @@ def quantize_pow2(x, bm, bn, steps, cap, codes, sgrid) -> bool:
     B, M, N = x.shape
     groups = B * -(-M // bm)
     bad = _lib().fp8_quant(x.ctypes.data, int(x.dtype.itemsize == 4), B, M, N, bm, bn, steps.ctypes.data, cap,
-                           _stream(codes, N, bn), codes.ctypes.data, sgrid.ctypes.data, min(threads(), groups))
+                           _stream(codes, N, bn), codes.ctypes.data, sgrid.ctypes.data, int(fp16()),
+                           min(threads(), groups))
     return bad == 0
 
 
