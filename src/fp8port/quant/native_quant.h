@@ -1,9 +1,9 @@
 /* Included twice by native.c: the bf16 E4M3 encoder and the quantize driver, for the target
  * QTARGET, with names Q(name); SUBNORMAL_FP16 picks how E4M3 subnormal codes are rounded. */
 
-/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E. One saturating subtraction of k both divides by 2^E and rebiases to E4M3's
- * exponent: the result is code << 4 plus 4 rounding bits for normal E4M3 values, and 0 below
- * them. A bf16 subnormal input (no implicit 1) in a block with E >= -102 lands below ks
+/* E4M3 codes (in 16-bit lanes, sign included) of 32 bf16 patterns p divided by 2^E. One
+ * saturating subtraction of k both divides by 2^E and rebiases to E4M3's exponent: the result is
+ * code << 4 plus 4 rounding bits for normal E4M3 values, and 0 below them. A bf16 subnormal input (no implicit 1) in a block with E >= -102 lands below ks
  * (code 0), as its value does. */
 QTARGET static inline __m512i Q(encode32)(__m512i p, shift_t s, __m512i cap)
 {
@@ -41,7 +41,7 @@ QTARGET static inline __m512i Q(encode32)(__m512i p, shift_t s, __m512i cap)
 /* Codes of n (a multiple of 32) bf16 patterns q into c, prefetching the span at pf, which the
  * next amax pass reads, so that memory works while this span computes. */
 QTARGET static inline void Q(encode_span)(const uint16_t *q, uint8_t *c, int64_t n, shift_t sh, __m512i cap,
-                                      int stream, const uint16_t *pf)
+                                         int stream, const uint16_t *pf)
 {
     const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
     int64_t o = 0;
@@ -59,8 +59,9 @@ QTARGET static inline void Q(encode_span)(const uint16_t *q, uint8_t *c, int64_t
 }
 
 /* One block's codes: bf16 (e << 7 on 16-bit lanes) or float32 (e << 23 on 32-bit lanes). */
-QTARGET static inline void Q(encode_block_rows)(const void *x, int f32, uint8_t *c, int64_t nr, int64_t N, int64_t bn,
-                                            int e, __m512i cap16, __m512i cap32, int stream, const void *next)
+QTARGET static inline void Q(encode_block_rows)(const void *x, int f32, uint8_t *c, int64_t nr, int64_t N,
+                                               int64_t bn, int e, __m512i cap16, __m512i cap32, int stream,
+                                               const void *next)
 {
     if (f32) {
         const shift32_t sh = block_shift32(e);
@@ -80,9 +81,9 @@ QTARGET static inline void Q(encode_block_rows)(const void *x, int f32, uint8_t 
  * stream: codes are 64-byte aligned and N, bn multiples of 64, so full lines go around the cache.
  * Rows of 1 x bn blocks: the amax of the whole row, then its codes (the row stays in L1).
  * bm x bn tiles: one tile at a time, amax then codes (a 128 x 128 bf16 tile is 32 KiB). */
-QTARGET static int64_t Q(fp8_quant_pow2)(const void *x, int32_t f32, int64_t B, int64_t M, int64_t N, int64_t bm, int64_t bn,
-                              const steps_t *rule, int32_t cap_code, int32_t stream, uint8_t *codes, float *sgrid,
-                              int64_t t0, int64_t t1)
+QTARGET static int64_t Q(fp8_quant_pow2)(const void *x, int32_t f32, int64_t B, int64_t M, int64_t N,
+                                         int64_t bm, int64_t bn, const steps_t *rule, int32_t cap_code,
+                                         int32_t stream, uint8_t *codes, float *sgrid, int64_t t0, int64_t t1)
 {
     const int64_t gm = (M + bm - 1) / bm, gn = N / bn, es = f32 ? 4 : 2;
     int ex[4096];
@@ -104,7 +105,7 @@ QTARGET static int64_t Q(fp8_quant_pow2)(const void *x, int32_t f32, int64_t B, 
             }
             for (int64_t j = 0; j < gn && !isbad; j++)  /* prefetch the next row */
                 Q(encode_block_rows)(xg + j * bn * es, f32, cg + j * bn, 1, N, bn, ex[j], cap16, cap32, stream,
-                                  xg + (N + j * bn) * es);
+                                     xg + (N + j * bn) * es);
         } else {
             for (int64_t j = 0; j < gn && !isbad; j++) {
                 const uint32_t a = block_amax(xg + j * bn * es, f32, nr, N, bn), sb = rule_scale(rule, a);
