@@ -106,37 +106,22 @@ def test_equals_numba_and_reference(scheme, threads, dtype, fp16, monkeypatch):
 
 
 @needs_native
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), nblk=st.integers(1, 6),
-       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60))
-def test_property_random_bf16(seed, rows, nblk, which, spread):
-    """Any finite bf16 pattern, block magnitudes spread over 2^+-spread: native == reference."""
+       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60), f32=st.booleans())
+def test_property_random_bits(seed, rows, nblk, which, spread, f32):
+    """Gaussian blocks with magnitudes spread over 2^+-spread and 2 % random finite bit patterns,
+    as bf16 or float32: native == reference."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((rows, 128 * nblk)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1))))
-    bits = x.astype(np.float32).view(np.uint32) >> 16
+    bits = x.astype(np.float32).view(np.uint32) >> (0 if f32 else 16)
     wild = rng.random(bits.shape) < 0.02
-    bits[wild] = rng.integers(0, 1 << 16, int(wild.sum()))
-    bits[(bits & 0x7F80) == 0x7F80] &= 0x807F  # keep it finite: Inf / NaN blocks are the general kernel's
-    xb = bits.astype(np.uint16).view(ml_dtypes.bfloat16)
+    bits[wild] = rng.integers(0, 1 << (32 if f32 else 16), int(wild.sum()), dtype=np.uint64).astype(np.uint32)
+    expo = 0x7F800000 if f32 else 0x7F80
+    bits[(bits & expo) == expo] &= ~np.uint32(expo >> 1)  # keep it finite: Inf / NaN blocks are Numba's
+    xs = bits.view(np.float32) if f32 else bits.astype(np.uint16).view(ml_dtypes.bfloat16)
     scheme = SCHEMES[which]
-    assert_same_q(quantize(xb, scheme, backend="fast"), quantize(xb, scheme, backend="reference"))
-
-
-@needs_native
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 200), nblk=st.integers(1, 4),
-       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60))
-def test_property_random_float32(seed, rows, nblk, which, spread):
-    """float32 input: random finite bit patterns mixed into Gaussian blocks, native == reference."""
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((rows, 128 * nblk)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1))))
-    bits = x.astype(np.float32).view(np.uint32)
-    wild = rng.random(bits.shape) < 0.02
-    bits[wild] = rng.integers(0, 1 << 32, int(wild.sum()), dtype=np.uint64).astype(np.uint32)
-    bits[(bits & 0x7F800000) == 0x7F800000] &= 0x807FFFFF  # keep it finite
-    xf = bits.view(np.float32)
-    scheme = SCHEMES[which]
-    assert_same_q(quantize(xf, scheme, backend="fast"), quantize(xf, scheme, backend="reference"))
+    assert_same_q(quantize(xs, scheme, backend="fast"), quantize(xs, scheme, backend="reference"))
 
 
 RULE_ARGS = [(rule, np.float32(448.0), np.float32(clamp), clamp > 0, -127, 127, 8, 3, unit)
