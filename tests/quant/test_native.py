@@ -46,6 +46,30 @@ def test_env_switch_disables_it():
     assert out.stdout.strip() == "0"
 
 
+FORK_SCRIPT = """
+import faulthandler, os, sys
+import numpy as np
+from fp8port.quant import dequantize, quantize
+x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
+q = quantize(x, "deepseek-v3.1", role="activation")        # the parent starts its OpenMP threads
+pid = os.fork()
+if pid == 0:
+    faulthandler.dump_traceback_later(20, exit=True)         # a hang fails instead of blocking CI
+    q2 = quantize(x, "deepseek-v3.1", role="activation")
+    same = np.array_equal(q.codes, q2.codes) and np.array_equal(dequantize(q), dequantize(q2))
+    os._exit(0 if same else 3)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@needs_native
+def test_forked_child_runs_the_kernels():
+    """GNU OpenMP hangs in a child forked after its parent used it (torch's kernels do); a forked
+    child runs the native kernels on its one thread instead, with the same bytes."""
+    run = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 def adversarial_bf16(rng, rows, cols, low=1):
     """Blocks of 32 whose elements sit within 24 binades below the block's top exponent, the top
     swept over the bf16 range from `low` up: every E4M3 range after scaling (normal, subnormal,

@@ -261,6 +261,9 @@ int64_t fp8_quant(const void *x, int32_t f32, int64_t B, int64_t M, int64_t N, i
 {
     const int64_t groups = B * ((M + bm - 1) / bm);
     int64_t bad = 0;
+    if (threads <= 1)  /* no OpenMP at all: also safe in a forked child */
+        return fp16 ? fp8_quant_pow2_fp16(x, f32, B, M, N, bm, bn, rule, cap_code, stream, codes, sgrid, 0, groups)
+                    : fp8_quant_pow2(x, f32, B, M, N, bm, bn, rule, cap_code, stream, codes, sgrid, 0, groups);
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
     for (int i = 0; i < threads; i++) {
         const int64_t t0 = groups * i / threads, t1 = groups * (i + 1) / threads;
@@ -282,6 +285,10 @@ void fp8_dequant(const uint8_t *codes, int64_t B, int64_t M, int64_t N, int64_t 
                  int32_t to_bf16, int32_t stream, void *out, int32_t threads)
 {
     const int64_t groups = B * ((M + bm - 1) / bm);
+    if (threads <= 1) {
+        fp8_dequant_pow2(codes, B, M, N, bm, bn, sgrid, tab, lut32, e_lo, e_hi, to_bf16, stream, out, 0, groups);
+        return;
+    }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int i = 0; i < threads; i++)
         fp8_dequant_pow2(codes, B, M, N, bm, bn, sgrid, tab, lut32, e_lo, e_hi, to_bf16, stream, out,

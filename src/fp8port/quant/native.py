@@ -52,11 +52,24 @@ def fp16() -> bool:
     return lib is not None and bool(lib.fp8_simd_fp16())
 
 
+_forked = False
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+# GNU OpenMP cannot start threads in a child forked after its parent used them (the child hangs,
+# as torch's own kernels do); a forked child runs these kernels on its one thread instead.
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def threads() -> int:
-    """The thread count Numba uses (numba.set_num_threads sets both)."""
+    """The thread count Numba uses (numba.set_num_threads sets both); 1 in a forked child."""
     import numba
 
-    return numba.get_num_threads()
+    return 1 if _forked else numba.get_num_threads()
 
 
 def _stream(a: np.ndarray, n: int, bn: int) -> int:
