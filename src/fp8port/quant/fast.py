@@ -271,6 +271,16 @@ def _e4m3_from_bf16(v, cap):
     return c if v >= np.int32(0x80) else np.int32(0)
 
 
+@njit(cache=True, inline="always")
+def _scaled_bf16(bits, sub):
+    """(pattern p, |p| divided by 2^E as a bf16 pattern, or 0 below the normal range) for one
+    bf16 element and sub = E << 7."""
+    p = np.int32(bits)
+    m = p & np.int32(0x7FFF)
+    v = m - sub
+    return p, (v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0))
+
+
 @njit(parallel=True, cache=True)
 def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits, zero_unit,
                         lut, cap, codes, sgrid, bad):
@@ -309,22 +319,14 @@ def _quantize_bf16_pow2(x, bm, rule, maxv, clamp, use_clamp, lo, hi, emax, mbits
         if cap32 >= 0:  # two whole loop nests: a test inside the j loop stops vectorization
             for r in range(r0, r1):
                 for g in range(G):
-                    sub = subs[g]
                     for j in range(bn):
-                        p = np.int32(x[b, r, g, j])
-                        m = p & np.int32(0x7FFF)
-                        v = m - sub
-                        v = v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0)
+                        p, v = _scaled_bf16(x[b, r, g, j], subs[g])
                         codes[b, r, g, j] = np.uint8(_e4m3_from_bf16(v, cap32) | ((p >> np.int32(8)) & np.int32(0x80)))
         else:
             for r in range(r0, r1):
                 for g in range(G):
-                    sub = subs[g]
                     for j in range(bn):
-                        p = np.int32(x[b, r, g, j])
-                        m = p & np.int32(0x7FFF)
-                        v = m - sub
-                        v = v if (m >= np.int32(0x80)) & (v >= np.int32(0x80)) else np.int32(0)
+                        p, v = _scaled_bf16(x[b, r, g, j], subs[g])
                         codes[b, r, g, j] = lut[(p & np.int32(0x8000)) | v]
 
 
