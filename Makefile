@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test bench clean browser peers
 
 setup: $(STAMP)
 
@@ -28,7 +28,12 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "fp8port: chromium not installed; the browser test will skip"
 
-test: setup browser
+# Peer tools whose pins clash with ours (llm-compressor, msModelSlim, ...) get venvs of their own
+# (tests/peers/requirements/*.txt); one that cannot be installed makes its tests skip with the reason.
+peers: setup
+	$(PY) -m tests.peers.venvs
+
+test: setup browser peers
 	$(PY) -m pytest -q --durations=15
 
 bench: setup
@@ -36,4 +41,4 @@ bench: setup
 	$(PY) benchmarks/bench_quant.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-peers build src/*.egg-info .pytest_cache .hypothesis

@@ -18,3 +18,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 settings.register_profile("fp8port", database=None)
 settings.load_profile("fp8port")
+
+
+@__import__("pytest").fixture(scope="session")
+def peer():
+    """peer(name) -> the python of that peer tool's own venv (tests/peers/venvs.py); skips with the
+    reason where it cannot be installed."""
+    import pytest
+
+    from tests.peers import venvs
+
+    def get(name: str):
+        py, why = venvs.ensure(name)
+        if py is None:
+            pytest.skip(why)
+        return py
+
+    return get

@@ -1,0 +1,91 @@
+"""Virtual environments for peer tools whose pins clash with the project's (NOTES.md section 11).
+
+Each peer has `requirements/<name>.txt`; its venv lives in `<repo>/.venv-peers/<name>` and is made
+on first use (or by `make peers`, which CI runs). torch==2.13.0 is installed first from the local
+wheel, so that nothing a peer asks for can pull a CUDA build. A peer that cannot be installed makes
+the tests that need it skip, with the reason (the last lines pip printed).
+
+    python -m tests.peers.venvs NAME [NAME ...]     # create / refresh, print where
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+HOME = Path(os.environ.get("FP8PORT_PEERS", ROOT / ".venv-peers"))
+TORCH = "torch==2.13.0"
+
+
+def requirements(name: str) -> list[str]:
+    path = HERE / "requirements" / f"{name}.txt"
+    if not path.is_file():
+        raise KeyError(f"no peer named {name!r}; known: {sorted(p.stem for p in (HERE / 'requirements').glob('*.txt'))}")
+    return [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
+
+
+def _stamp(reqs: list[str]) -> str:
+    return hashlib.sha256(json.dumps([sys.version, reqs]).encode()).hexdigest()[:16]
+
+
+def ensure(name: str) -> tuple[Path | None, str]:
+    """The peer venv's python (made if missing or stale), or (None, why it could not be made)."""
+    reqs = requirements(name)
+    venv = HOME / name
+    py = venv / "bin" / "python"
+    stamp = venv / ".fp8port-stamp"
+    HOME.mkdir(parents=True, exist_ok=True)
+    with open(HOME / f".{name}.lock", "w") as lock:  # parallel test workers / make peers share it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == _stamp(reqs) and py.exists():
+            return py, ""
+        failed = HOME / f".{name}.failed"
+        if failed.is_file() and failed.read_text().startswith(_stamp(reqs)):
+            return None, failed.read_text().split("\n", 1)[1]  # one failed attempt per requirements set
+        print(f"fp8port tests: creating peer venv {venv} ({', '.join(reqs)})", file=sys.stderr)
+        steps = [[sys.executable, "-m", "venv", "--clear", str(venv)]]
+        pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        if TORCH in reqs:
+            steps.append(pip + [TORCH])
+        rest = [r for r in reqs if r != TORCH]
+        if rest:
+            steps.append(pip + rest)
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+                why = f"peer {name!r} could not be installed ({' '.join(cmd[3:6])}...): {tail}"
+                failed.write_text(_stamp(reqs) + "\n" + why)
+                return None, why
+        stamp.write_text(_stamp(reqs))
+        failed.unlink(missing_ok=True)
+        return py, ""
+
+
+def run(name: str, script: str, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `script` (Python source) with the peer's interpreter; raise with its output if it fails."""
+    py, why = ensure(name)
+    if py is None:
+        raise RuntimeError(why)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    full_env.pop("PYTHONPATH", None)  # the peer sees its own packages only
+    r = subprocess.run([str(py), "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+    if r.returncode:
+        raise AssertionError(f"peer {name} script failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+if __name__ == "__main__":
+    bad = 0
+    for n in sys.argv[1:] or sorted(p.stem for p in (HERE / "requirements").glob("*.txt")):
+        py, why = ensure(n)
+        print(f"{n}: {py}" if py else f"{n}: NOT INSTALLED: {why}")
+        bad += py is None
+    sys.exit(0)  # a peer that cannot be installed makes its tests skip with the reason; set-up goes on
