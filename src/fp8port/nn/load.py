@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +138,3 @@ def resident_bytes(model: nn.Module) -> dict:
             total += t.numel() * t.element_size()
     return {"total": total, "fp8_layers": fp8, "dense": total - fp8}
 
-
-def describe(model: nn.Module) -> str:
-    n = sum(isinstance(m, FP8Linear) for m in model.modules())
-    return json.dumps({"fp8_linear_layers": n, **resident_bytes(model)})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ..codec.profiles import Rules, resolve
 from ..errors import ShapeError, UnknownNameError
 from ..names import NamedEnum
-from ..formats import FormatSpec
+from ..formats import FormatSpec, get_format
 from .rules import ScaleRule
 
 
@@ -25,6 +25,31 @@ class ScaleStorage(NamedEnum):
     BFLOAT16 = "bfloat16"
     E8M0 = "e8m0"  # one float8_e8m0fnu byte: 2^(b-127), 0xFF NaN (OCP MX, DeepSeek V4)
     E4M3_TENSOR = "e4m3_tensor"  # NVFP4: float8_e4m3fn per block plus one fp32 per tensor
+
+    @property
+    def safetensors(self) -> str:
+        """The safetensors dtype of one stored block scale."""
+        return _STORED[self][0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one stored block scale."""
+        return _STORED[self][1]
+
+    @property
+    def tensor_scale_bytes(self) -> int:
+        """Bytes stored once per tensor beside the block scales (NVFP4's float32 tensor scale)."""
+        return 4 if self is ScaleStorage.E4M3_TENSOR else 0
+
+
+def _stored(fmt: str) -> tuple[str, int]:
+    spec = get_format(fmt)
+    return spec.safetensors, spec.bits // 8
+
+
+# The one table of scale storage: safetensors dtype and bytes per block scale.
+_STORED = {ScaleStorage.FLOAT32: ("F32", 4), ScaleStorage.BFLOAT16: ("BF16", 2),
+           ScaleStorage.E8M0: _stored("float8_e8m0fnu"), ScaleStorage.E4M3_TENSOR: _stored("float8_e4m3fn")}
 
 
 class Apply(NamedEnum):
@@ -105,6 +130,10 @@ class BlockShape:
         ext = [1] * nd
         ext[ax] = max(shape[ax], 1) if self.kind is BlockKind.ROW else self.size[0]
         return tuple(ext)
+
+    def grid(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The scale grid of a tensor of `shape`: ceil(dim / extent) per axis (partial blocks count)."""
+        return tuple(-(-d // e) for d, e in zip(shape, self.extents(tuple(shape))))
 
 
 @dataclass(frozen=True)
