@@ -21,6 +21,7 @@ class ScaleStorage(NamedEnum):
     """How the per-block scale is stored (`QuantizedTensor.scale`)."""
 
     __label__ = "scale storage"
+    __aliases__ = {"float32": ("f32", "fp32"), "bfloat16": ("bf16",), "e8m0": ("ue8m0", "float8_e8m0fnu")}
     FLOAT32 = "float32"  # DeepSeek V3/V3.1 checkpoints (`weight_scale_inv`, F32)
     BFLOAT16 = "bfloat16"
     E8M0 = "e8m0"  # one float8_e8m0fnu byte: 2^(b-127), 0xFF NaN (OCP MX, DeepSeek V4)
@@ -77,6 +78,7 @@ class BlockKind(enum.Enum):
 
 _VEC = re.compile(r"^1x(\d+)$")
 _TILE = re.compile(r"^(\d+)x(\d+)$")
+_AXIS = re.compile(r"^(.*)\(axis=(-?\d+)\)$")  # str(BlockShape) of a ROW / VECTOR block
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,13 @@ class BlockShape:
 
     @classmethod
     def parse(cls, value, axis: int = -1) -> "BlockShape":
-        """'tensor', 'row', '1x128' (along `axis`), '128x128' (last two axes)."""
+        """'tensor', 'row', '1x128' (along `axis`), '128x128' (last two axes); also what str() gives."""
         if isinstance(value, BlockShape):
             return value
         key = str(value).strip().lower().replace(" ", "").replace("*", "x")
+        m = _AXIS.match(key)
+        if m:
+            key, axis = m.group(1), int(m.group(2))
         if key in ("tensor", "per_tensor", "per-tensor"):
             return cls(BlockKind.TENSOR)
         if key in ("row", "per_row", "per-row", "channel", "per_channel", "per-channel"):
@@ -182,6 +187,14 @@ class Scheme:
         parsers = {"scale_rule": ScaleRule.parse, "storage": ScaleStorage.parse, "apply": Apply.parse,
                    "zero_block": ZeroBlock.parse, "block": BlockShape.parse}
         return replace(self, **{k: parsers[k](v) if k in parsers else v for k, v in changes.items()})
+
+    @classmethod
+    def from_description(cls, d: dict) -> "Scheme":
+        """The scheme `describe()` gave (what self-describing checkpoints store)."""
+        return cls.build(d["element"], d["scale_rule"], d["block"], storage=d["storage"], name=d["name"],
+                         rounding=d["rounding"], overflow=d["overflow"], amax_clamp=d["amax_clamp"],
+                         exp_range=tuple(d["exp_range"]), apply=d["apply"], zero_block=d["zero_block"],
+                         description=d.get("description", ""))
 
     def describe(self) -> dict:
         return {
