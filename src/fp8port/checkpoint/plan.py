@@ -153,24 +153,28 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
     return Job(Action.REQUANTIZE, name, outputs, stored, scheme)
 
 
-def plan(ckpt: Checkpoint, opts: Options, target: LayoutName | None = None, request: WriteRequest | None = None,
-         relayout: Relayout = Relayout.PREFER) -> Plan:
-    """Every tensor of `ckpt` through the target layout's writer: copy, quantize, dequantize,
-    re-lay out (codes kept) or requantize, in source order."""
+def read_source(ckpt: Checkpoint) -> Source:
+    """The checkpoint's layout and stored weights, validated from the headers (errors name file and tensor)."""
     handler, _ = layouts.detect(ckpt)
-    stored = handler.weights(ckpt)  # validated from the headers: errors name file and tensor
-    source = Source(ckpt, handler.name, stored)
+    return Source(ckpt, handler.name, handler.weights(ckpt))
+
+
+def plan(source: Source, opts: Options, target: LayoutName, request: WriteRequest | None = None,
+         relayout: Relayout = Relayout.PREFER) -> Plan:
+    """Every tensor of the source through the target layout's writer: copy, quantize, dequantize,
+    re-lay out (codes kept) or requantize, in source order."""
+    ckpt = source.ckpt
     request = request or WriteRequest(opts.preset, opts.block, opts.scale_dtype, None, opts.include, opts.exclude,
                                       opts.activation_scales)
-    writer = layouts.get(target or opts.layout or handler.name).writer(request, source)
+    writer = layouts.get(target).writer(request, source)
     jobs = [_job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
-            for name, w in layouts.in_order(ckpt, stored)]
-    jobs += [Job(Action.COPY, out, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),), None, None)
+            for name, w in layouts.in_order(ckpt, source.weights)]
+    jobs += [Job(Action.COPY, out, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
              for src, out in writer.extra_copies()]
     writer.review(jobs)
     config = writer.config(ckpt.config, jobs)
     shards = shard(jobs, opts.shard_size)
-    p = Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), config, writer, handler.name,
+    p = Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), config, writer, source.layout,
              list(writer.notes))
     if request.preset and not any(j.scheme is not None for j in jobs):
         p.notes.append("no tensor matched the quantization rules: the output is a copy")
@@ -178,34 +182,35 @@ def plan(ckpt: Checkpoint, opts: Options, target: LayoutName | None = None, requ
 
 
 def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
-    handler, _ = layouts.detect(ckpt)
-    if opts.preset is None and handler.name is LayoutName.DENSE:
-        raise ConversionError(f"{ckpt.root} is dense: convert needs --preset to quantize it")
+    source = read_source(ckpt)
+    if opts.preset is None and not source.weights:
+        raise ConversionError(f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it")
     if opts.preset is None and opts.layout is None and opts.block is None and opts.scale_dtype is None:
-        raise ConversionError(f"{ckpt.root} is already in the {handler.name.value} layout: name --preset, --layout, "
+        raise ConversionError(f"{ckpt.root} is already in the {source.layout.value} layout: name --preset, --layout, "
                               "--block or --scale-dtype (or `fp8port dequant` it)")
-    target = opts.layout or (layouts.default_layout(opts.preset) if opts.preset else handler.name)
-    return plan(ckpt, opts, target)
+    target = opts.layout or (layouts.default_layout(opts.preset) if opts.preset else source.layout)
+    return plan(source, opts, target)
 
 
 def plan_dequant(ckpt: Checkpoint, opts: Options) -> Plan:
-    handler, _ = layouts.detect(ckpt)
-    if handler.name is LayoutName.DENSE:
+    source = read_source(ckpt)
+    if not source.weights:
         raise ConversionError(f"{ckpt.root} holds no quantized weights; nothing to dequantize")
-    return plan(ckpt, opts, LayoutName.DENSE, WriteRequest(dense=opts.dtype))
+    return plan(source, opts, LayoutName.DENSE, WriteRequest(dense=opts.dtype))
 
 
 def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
-    handler, _ = layouts.detect(ckpt)
-    if handler.name is LayoutName.DENSE or opts.to is None:
-        if opts.to is None:
-            raise ConversionError("rescale needs --to ue8m0 or --to mxfp8")
-        raise ConversionError(f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} is dense")
+    if opts.to is None:
+        raise ConversionError("rescale needs --to ue8m0 or --to mxfp8")
+    source = read_source(ckpt)
+    if not source.weights:
+        raise ConversionError(f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} holds no quantized "
+                              "weights")
     if opts.to is RescaleTarget.UE8M0:
         req = WriteRequest("deepseek-v3.1", storage=opts.scale_dtype, exclude=opts.exclude, requantize_only=True)
-        return plan(ckpt, opts, LayoutName.DEEPSEEK, req, Relayout.NEVER)
+        return plan(source, opts, LayoutName.DEEPSEEK, req, Relayout.NEVER)
     req = WriteRequest("mxfp8", exclude=opts.exclude, requantize_only=True)
-    return plan(ckpt, opts, LayoutName.FP8PORT, req, Relayout.REQUIRE)
+    return plan(source, opts, LayoutName.FP8PORT, req, Relayout.REQUIRE)
 
 
 PLANNERS = {Operation.CONVERT: plan_convert, Operation.DEQUANT: plan_dequant, Operation.RESCALE: plan_rescale}
