@@ -121,7 +121,9 @@ def fp8_preset(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
         return {}
     pow2 = all(w.scheme.storage is ScaleStorage.E8M0
                or all_powers_of_two(ckpt.read(w.parts["scale"]).astype(np.float32)) for w in weights.values())
-    return {"preset": "deepseek-v3.1" if pow2 else "deepseek-v3", "scales_all_powers_of_two": pow2}
+    deepseek = all(str(w.scheme.block) == "128x128" for w in weights.values())
+    return {"preset": ("deepseek-v3.1" if pow2 else "deepseek-v3") if deepseek else None,
+            "scales_all_powers_of_two": pow2}
 
 
 def grid_weights(ckpt: Checkpoint, scale_suffix: str, make) -> dict[str, StoredWeight]:
