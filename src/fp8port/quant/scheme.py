@@ -191,10 +191,10 @@ class Scheme:
     @classmethod
     def from_description(cls, d: dict) -> "Scheme":
         """The scheme `describe()` gave (what self-describing checkpoints store)."""
-        return cls.build(d["element"], d["scale_rule"], d["block"], storage=d["storage"], name=d["name"],
+        return cls.build(d["element"], d["scale_rule"], d["block"], storage=d["storage"], name=str(d["name"]),
                          rounding=d["rounding"], overflow=d["overflow"], amax_clamp=d["amax_clamp"],
-                         exp_range=tuple(d["exp_range"]), apply=d["apply"], zero_block=d["zero_block"],
-                         description=d.get("description", ""))
+                         exp_range=tuple(int(e) for e in d["exp_range"]), apply=d["apply"],
+                         zero_block=d["zero_block"], description=str(d.get("description", "")))
 
     def describe(self) -> dict:
         return {

@@ -28,9 +28,10 @@ _STRATEGY = {"block": BlockKind.TILE, "channel": BlockKind.ROW, "tensor": BlockK
 
 def formats(qc: dict) -> list[str]:
     """Every format the config names (top level and per config group)."""
-    groups = qc.get("config_groups") or {}
-    names = [qc.get("format")] + [g.get("format") for g in groups.values() if isinstance(g, dict)]
-    return list(dict.fromkeys(f for f in names if f is not None))
+    groups = qc.get("config_groups")
+    groups = groups.values() if isinstance(groups, dict) else ()
+    names = [qc.get("format")] + [g.get("format") for g in groups if isinstance(g, dict)]
+    return list(dict.fromkeys(repr(f) if not isinstance(f, str) else f for f in names if f is not None))
 
 
 def _groups(ckpt) -> list[tuple[list, dict]]:
@@ -59,7 +60,7 @@ def _scheme(ckpt, args: dict, storage: ScaleStorage) -> Scheme:
     if args.get("symmetric") is False:
         raise CheckpointError(f"{where}: asymmetric FP8 weights (zero points) are not read")
     strategy = args.get("strategy")
-    kind = _STRATEGY.get(strategy)
+    kind = _STRATEGY.get(strategy) if isinstance(strategy, str) else None
     if kind is BlockKind.TILE:
         bs = args.get("block_structure")
         if not (isinstance(bs, list) and len(bs) == 2 and all(type(b) is int and b > 0 for b in bs)):

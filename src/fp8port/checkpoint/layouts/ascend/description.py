@@ -32,12 +32,18 @@ def quantized_types(ckpt: Checkpoint) -> dict[str, AscendType]:
     """Quantized weights (not FLOAT) -> their type; companions are the rest of their module."""
     out = {}
     for n, v in tensor_types(ckpt).items():
-        if n.endswith(".weight") and v != "FLOAT":
-            try:
-                out[n] = AscendType.parse(v)
-            except UnknownNameError:
-                raise CheckpointError(f"{ckpt.root / DESCRIPTION}: {n!r} has type {v!r}, which fp8port does not "
-                                      "read") from None
+        if not n.endswith(".weight"):
+            continue
+        try:
+            t = AscendType.parse(v)
+        except UnknownNameError:
+            raise CheckpointError(f"{ckpt.root / DESCRIPTION}: {n!r} has type {v!r}, which fp8port does not "
+                                  "read") from None
+        if t is not AscendType.FLOAT:
+            if len(ckpt.info(n).shape) != 2:
+                raise CheckpointError(f"{ckpt.root / DESCRIPTION}: {n!r} is {t.value}, but its tensor has shape "
+                                      f"{list(ckpt.info(n).shape)} (quantized weights are 2-D)")
+            out[n] = t
     return out
 
 
