@@ -169,7 +169,7 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
     writer = layouts.get(target).writer(request, source)
     jobs = [_job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
             for name, w in layouts.in_order(ckpt, source.weights)]
-    jobs += [Job(Action.COPY, out, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
+    jobs += [Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
              for src, out in writer.extra_copies()]
     writer.review(jobs)
     config = writer.config(ckpt.config, jobs)

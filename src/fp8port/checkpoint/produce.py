@@ -50,7 +50,7 @@ def _error(ref: np.ndarray, q: QuantizedTensor) -> dict:
 def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], dict]:
     """The arrays of a job's outputs, and its per-tensor report."""
     if job.action is Action.COPY:
-        return [ckpt.read(job.source if job.source in ckpt.tensors else _copied(plan, job))], {}
+        return [ckpt.read(job.source)], {}
     reader = layouts.get(plan.read_layout)
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
@@ -67,11 +67,6 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     if job.action is Action.REQUANTIZE or plan.writer.measures_error:
         rep.update(_error(np.asarray(x, np.float32), q))
     return plan.writer.arrays(job.source, q), rep
-
-
-def _copied(plan: Plan, job: Job) -> str:
-    """The source tensor of an extra copy (a writer's `extra_copies`)."""
-    return next(src for src, out in plan.writer.extra_copies() if out == job.source)
 
 
 def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -> tuple[dict, str]:

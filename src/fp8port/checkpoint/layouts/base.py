@@ -257,6 +257,11 @@ class Writer(ABC):
         """What the summary calls the target (a preset name, an AscendV1 type)."""
         return self.preset.name if self.preset else None
 
+    def __getstate__(self):
+        # A writer travels to worker processes (pool, Ray) to encode and lay out arrays; what it read
+        # of the source while planning (every header) stays in the planning process.
+        return {**self.__dict__, "source": None}
+
     # -- decisions
     def scheme_for(self, name: str, dtype: str, shape: tuple[int, ...], stored: StoredWeight | None) -> Scheme | None:
         """The scheme tensor `name` is written in, or None to write it dense.

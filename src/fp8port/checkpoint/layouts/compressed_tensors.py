@@ -52,7 +52,15 @@ def _groups(ckpt) -> list[tuple[list, dict]]:
     return out
 
 
-def _scheme(ckpt, args: dict, storage: ScaleStorage) -> Scheme:
+def _scheme(ckpt, args: dict, storage: ScaleStorage, cache: dict) -> Scheme:
+    """The scheme of a config group's weight args (one object per distinct args and storage)."""
+    key = (repr(args), storage)
+    if key not in cache:
+        cache[key] = _build(ckpt, args, storage)
+    return cache[key]
+
+
+def _build(ckpt, args: dict, storage: ScaleStorage) -> Scheme:
     where = ckpt.root / "config.json"
     if args.get("type") != "float" or args.get("num_bits") != 8:
         raise CheckpointError(f"{where}: weights of type {args.get('type')!r} with {args.get('num_bits')!r} bits "
@@ -81,10 +89,17 @@ def _scheme(ckpt, args: dict, storage: ScaleStorage) -> Scheme:
                         name=f"compressed-tensors/{strategy}/weight")
 
 
+def _matches(target, module: str) -> bool:
+    try:
+        return isinstance(target, str) and target.startswith("re:") and re.match(target[3:], module) is not None
+    except re.error as e:
+        raise CheckpointError(f"config_groups target {target!r} is not a regular expression ({e})") from None
+
+
 def _group_of(module: str, groups: list[tuple[list, dict]]) -> dict:
     """The weight args whose targets match a module: a "re:" pattern first, else a name or class name."""
     for targets, args in groups:
-        if any(isinstance(t, str) and t.startswith("re:") and re.match(t[3:], module) for t in targets):
+        if any(_matches(t, module) for t in targets):
             return args
     for targets, args in groups:
         if any(isinstance(t, str) and not t.startswith("re:") for t in targets):
@@ -98,7 +113,7 @@ class FloatQuantized(LayoutHandler):
     name = LayoutName.COMPRESSED_TENSORS
 
     def weights(self, ckpt):
-        groups = _groups(ckpt)
+        groups, cache = _groups(ckpt), {}
 
         def make(w, s):
             info = ckpt.info(w)
@@ -106,7 +121,7 @@ class FloatQuantized(LayoutHandler):
                 raise CheckpointError(f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}; {FLOAT_QUANTIZED} "
                                       "weights are F8_E4M3")
             storage = scale_storage(ckpt, s, ("F32", "BF16", "F16"), "compressed-tensors")
-            scheme = _scheme(ckpt, _group_of(base_name(w), groups), storage)
+            scheme = _scheme(ckpt, _group_of(base_name(w), groups), storage, cache)
             grid = scheme.block.grid(info.shape)
             tensor = scheme.block.kind is BlockKind.TENSOR
             check_grid(ckpt, w, s, info.shape, scheme, (1,) if tensor and ckpt.info(s).shape == (1,) else grid)

@@ -59,6 +59,7 @@ class DeepSeek(LayoutHandler):
     def weights(self, ckpt):
         bm, bn = block_size(ckpt)
         pow2 = ckpt.quantization_config.get("scale_fmt") == "ue8m0"
+        schemes = {}  # one Scheme object per storage: plans pickled to workers share it
 
         def make(w, s):
             info = ckpt.info(w)
@@ -67,7 +68,8 @@ class DeepSeek(LayoutHandler):
                                       "deepseek layout holds 2-D F8_E4M3 weights")
             storage = scale_storage(ckpt, s, SCALE_DTYPES, "deepseek")
             rule = "ue8m0" if pow2 or storage is ScaleStorage.E8M0 else "v3_float"
-            scheme = Scheme.build("float8_e4m3fn", rule, f"{bm}x{bn}", storage=storage, name="deepseek/weight")
+            scheme = schemes.get(storage) or schemes.setdefault(storage, Scheme.build(
+                "float8_e4m3fn", rule, f"{bm}x{bn}", storage=storage, name="deepseek/weight"))
             check_grid(ckpt, w, s, info.shape, scheme)
             return StoredWeight(w, tuple(info.shape), scheme, {"codes": w, "scale": s})
 
