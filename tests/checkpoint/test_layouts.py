@@ -125,6 +125,13 @@ def test_quantized_looking_folders_are_never_dense(tmp_path, capsys, case, match
     _cli_error(capsys, ["dequant", str(folder), str(tmp_path / "out")])
 
 
+def test_gguf_is_named_not_misread(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.Q4_1.gguf").write_bytes(b"GGUF")
+    for path in (tmp_path / "m", tmp_path / "m" / "model.Q4_1.gguf"):
+        assert "GGUF" in _cli_error(capsys, ["inspect", str(path)])
+
+
 def test_inspect_names_layout_reason_schemes_and_loaders(fp8, tmp_path):
     info = inspect(fp8)
     assert info["layout"] == "deepseek" and "quant_method is 'fp8'" in info["detected_by"]

@@ -91,7 +91,7 @@ def test_ascend_chips_list_the_ascendv1_types_they_run():
     assert ascend_types(get_chip("910c")) == ("W8A8_DYNAMIC", "W8A8", "W8A16")  # A2/A3: int8 paths
     assert ascend_types(get_chip("950pr"))[:3] == ("W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4")  # A5: MX
     assert ascend_types(get_chip("h800")) == ()
-    from fp8port.checkpoint.ascend import AscendType
+    from fp8port.checkpoint.layouts.ascend import AscendType
     for chip in ("910b", "910c", "950pr", "950dt"):
         for t in ascend_types(get_chip(chip)):
             AscendType.writable(t)  # every type listed is one `convert --layout ascend` writes

@@ -119,12 +119,12 @@ def shard(jobs: list[Job], shard_size: int) -> list[list[int]]:
     return shards
 
 
-def _holders(name: str, shape, scheme) -> list[str]:
-    """The writable layouts that would hold `scheme` (for error messages)."""
+def _holders(source: Source, name: str, shape, scheme) -> list[str]:
+    """The writable layouts whose writer holds `scheme` for this tensor (for error messages)."""
     out = []
     for n in layouts.writable():
         try:
-            layouts.get(n).writer(WriteRequest(), Source(None, LayoutName.DENSE, {})).hold(name, shape, scheme)
+            layouts.get(n).writer(WriteRequest(), source).hold(name, shape, scheme)
             out.append(n.value)
         except Fp8portError:
             pass
@@ -136,8 +136,9 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
     try:
         scheme = writer.scheme_for(name, info.dtype, shape, stored)
     except LayoutError as e:
-        holders = _holders(name, shape, e.scheme) if getattr(e, "scheme", None) is not None else []
-        raise LayoutError(f"{name}: {e}" + (f"; layouts that hold it: {', '.join(holders)}" if holders else "")) from None
+        holders = _holders(writer.source, name, shape, e.scheme) if getattr(e, "scheme", None) is not None else []
+        also = f"; layouts that hold it: {', '.join(holders)}" if holders else ""
+        raise LayoutError(f"{name}: {e}{also}") from None
     if scheme is None:
         if stored is None:
             return Job(Action.COPY, name, ((name, info.dtype, shape),))

@@ -48,7 +48,7 @@ def _common(p, out=True):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="quantize a checkpoint, or move one to another layout (streaming, on CPU)",
+    p = subparsers.add_parser("convert", help="quantize a checkpoint, or move one to another layout (streaming, CPU)",
                               description="Quantize every 2-D linear weight of a dense safetensors checkpoint, or "
                                           "re-lay out / requantize a quantized one into any layout fp8port writes.")
     _common(p)

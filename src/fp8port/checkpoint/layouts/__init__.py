@@ -117,9 +117,9 @@ def detect(ckpt: Checkpoint) -> tuple[LayoutHandler, str]:
     if qc:
         method = qc.get("quant_method")
         what = f"quant_method {method!r}" if method is not None else "no quant_method"
+        methods = [m for h in HANDLERS if not isinstance(h, Planned) for m in h.quant_methods]
         raise LayoutError(f"{ckpt.root / 'config.json'}: quantization_config has {what}, which fp8port does not "
-                          f"know; read: {', '.join(m for h in HANDLERS for m in h.quant_methods if not isinstance(h, Planned))} "
-                          f"(layouts {', '.join(n.value for n in readable())})")
+                          f"know; read: {', '.join(methods)} (layouts {', '.join(n.value for n in readable())})")
     claims = [(h, why) for h in HANDLERS if (why := h.signature(ckpt))]
     if len(claims) == 1:
         return claims[0]
@@ -134,4 +134,5 @@ def detect(ckpt: Checkpoint) -> tuple[LayoutHandler, str]:
 
 
 __all__ = ["HANDLERS", "Action", "DenseDtype", "Job", "LayoutHandler", "LayoutName", "NonFinitePolicy", "Relayout",
-           "Source", "StoredWeight", "WriteRequest", "Writer", "detect", "get", "readable", "writable"]
+           "Source", "StoredWeight", "WriteRequest", "Writer", "default_layout", "detect", "get", "in_order",
+           "readable", "writable"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...codec.packing import pack, unpack
 from ...errors import CheckpointError, LayoutError
-from ...formats import FormatSpec
+from ...formats import FORMATS, FormatSpec, Kind
 from ...quant import QuantizedTensor, Role, Scheme, ScaleStorage
 from ...quant import storage as scale_store
 from ...quant.tensor import Framework
@@ -19,11 +19,13 @@ from ..folder import Checkpoint
 from ..safetensors_io import TensorInfo
 from .base import Output, StoredWeight, Writer
 
-# safetensors dtypes that only quantized weights use (a folder holding them is not dense)
-QUANTIZED_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2")
-# how a stored scale grid's safetensors dtype is read
-SCALE_STORAGE = {"F32": ScaleStorage.FLOAT32, "F16": ScaleStorage.FLOAT32, "BF16": ScaleStorage.BFLOAT16,
-                 "F8_E8M0": ScaleStorage.E8M0, "U8": ScaleStorage.E8M0}
+# safetensors dtypes that only quantized weights use (a folder holding them is not dense): every
+# element format's own dtype but the integer one
+QUANTIZED_DTYPES = tuple(f.safetensors for f in FORMATS.values() if f.safetensors and f.kind is not Kind.INT)
+# how a stored scale grid's safetensors dtype is read: each storage's own dtype, F16 multipliers as
+# float32, E8M0 bytes also as plain U8 (AscendV1, compressed-tensors MX)
+SCALE_STORAGE = {s.safetensors: s for s in (ScaleStorage.FLOAT32, ScaleStorage.BFLOAT16, ScaleStorage.E8M0)} | {
+    "F16": ScaleStorage.FLOAT32, "U8": ScaleStorage.E8M0}
 
 
 def base_name(weight: str) -> str:

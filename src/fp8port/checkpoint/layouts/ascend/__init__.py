@@ -76,7 +76,8 @@ class Ascend(LayoutHandler):
 
     def writer(self, request: WriteRequest, source: Source) -> "AscendWriter":
         if request.preset is None:
-            raise ConversionError(f"--layout ascend needs --preset TYPE, one of: {', '.join(t.value for t in WRITABLE)}")
+            raise ConversionError("--layout ascend needs --preset TYPE, one of: "
+                                  + ", ".join(t.value for t in WRITABLE))
         atype = AscendType.writable(request.preset)
         if source.layout is LayoutName.ASCEND:
             raise ConversionError(f"{source.ckpt.root} is already AscendV1; `fp8port dequant` it first to change types")
