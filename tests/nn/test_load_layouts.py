@@ -5,19 +5,16 @@ import torch
 
 from fp8port.checkpoint import Options, run
 from fp8port.nn import FP8Linear, load_quantized
+from tests.checkpoint.conftest import llama_folder
 
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A random 2-layer Llama with 96-wide layers (partial 64-blocks), saved as BF16, then DeepSeek UE8M0 FP8."""
+    """A random tiny Llama as DeepSeek UE8M0 FP8 in 64x64 blocks (partial blocks on 96 and 160)."""
     root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=128, max_position_embeddings=64)
-    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(root / "bf16")
-    run(root / "bf16", root / "deepseek", Options(mode="convert", preset="deepseek-v3.1", block="64x64"), progress=None)
+    run(llama_folder(root / "bf16"), root / "deepseek", Options(mode="convert", preset="deepseek-v3.1", block="64x64"), progress=None)
     return root, torch.arange(20).reshape(1, 20)
 
 
