@@ -46,3 +46,12 @@ class ConversionError(Fp8portError):
 class ResourceError(ConversionError):
     """The machine refused (disk full, read-only or missing folder, permission): the work done so
     far is kept for --resume."""
+
+
+class LayoutError(CheckpointError):
+    """A checkpoint whose layout is unknown, ambiguous, or known but not read / written yet."""
+
+
+class RelayoutError(ConversionError):
+    """A re-layout (codes kept, scales moved) that would change a value: blocks that do not nest,
+    scales the target storage cannot hold."""

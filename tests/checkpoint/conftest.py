@@ -48,6 +48,18 @@ def write_dense(folder: Path, tensors: dict, shards: int = 1, config: dict | Non
     return folder
 
 
+def llama_folder(folder: Path, seed: int = 0) -> Path:
+    """A random 2-layer transformers Llama with 96-wide layers (partial 128-blocks), saved as BF16."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=128, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file below folder (relative names), to prove a folder unchanged."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -13,7 +13,7 @@ import pytest
 
 import fp8port
 from fp8port.checkpoint import Checkpoint, Options, run
-from fp8port.checkpoint import ascend
+from fp8port.checkpoint.layouts import ascend
 from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.staging import staging_dir

@@ -3,7 +3,8 @@
 The property: whatever the bytes, fp8port either reads the file correctly or raises one of
 its typed errors (Fp8portError); never another exception, never a hang. About 12,000 cases,
 deterministic (derandomize) so that CI is reproducible; `fuzz/fuzz_checkpoint.py` runs the
-same targets under atheris for overnight runs.
+same targets under atheris for overnight runs. The layout configs (every quantization_config form
+and the AscendV1 description) are mutated too: detection, listing, reading and inspect.
 """
 
 import json
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fp8port.checkpoint import Checkpoint, Options, run
+from fp8port.checkpoint import Checkpoint, Options, layouts, run
+from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.safetensors_io import read_header, read_tensor
 from fp8port.errors import Fp8portError
 
@@ -47,7 +49,7 @@ def _expect_typed(fn):
         pass
 
 
-@settings(FUZZ, max_examples=6000)
+@settings(FUZZ, max_examples=5000)
 @given(data=st.data())
 def test_header_byte_mutations(seed, tmp_path_factory, data):
     _, files = seed
@@ -76,7 +78,7 @@ _JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) |
                         max_leaves=6)
 
 
-@settings(FUZZ, max_examples=3000)
+@settings(FUZZ, max_examples=2500)
 @given(data=st.data())
 def test_header_field_mutations(seed, tmp_path_factory, data):
     _, files = seed
@@ -150,3 +152,73 @@ def test_converter_on_mutated_files(seed, tmp_path_factory, data):
     _expect_typed(lambda: run(folder, dst, Options(mode="convert", preset=preset, nonfinite="zero"),
                               progress=None, verify=True))
     assert not list(base.glob(".conv-out.fp8port-partial"))  # failures leave nothing behind
+
+
+# Each layout's config form, written by fp8port itself: what the mutations start from.
+LAYOUT_SEEDS = {
+    "deepseek": {"preset": "deepseek-v3.1"},
+    "compressed-tensors": {"preset": "deepseek-v3", "layout": "compressed-tensors"},
+    "fp8port-nvfp4": {"preset": "nvfp4"},
+    "fp8port-mxfp4": {"preset": "mxfp4"},
+    "ascend-int8": {"preset": "W8A8_DYNAMIC", "layout": "ascend"},
+    "ascend-mx": {"preset": "W4A4_MXFP4", "layout": "ascend"},
+}
+_PLAUSIBLE = st.sampled_from(["fp8", "compressed-tensors", "fp8port", "mxfp4", "modelopt", "float-quantized",
+                              "nvfp4-pack-quantized", "block", "group", "channel", "tensor", "ue8m0", "float",
+                              "re:.*", "re:[", "Linear", "W8A8_MXFP8", "W8A16", "FLOAT", "e8m0", "float32",
+                              "float8_e4m3fn", "1x32(axis=-1)", "128x128", "nvfp4", "hif8"])
+_VALUE = _JSONISH | _PLAUSIBLE | st.lists(st.integers(-3, 300), max_size=3)
+
+
+@pytest.fixture(scope="module")
+def layout_seeds(seed, tmp_path_factory):
+    src, _ = seed
+    root = tmp_path_factory.mktemp("layouts")
+    for name, kw in LAYOUT_SEEDS.items():
+        run(src, root / name, Options(mode="convert", **kw), progress=None)
+    return root
+
+
+def _paths(obj, prefix=()):
+    """Every key path into a JSON object (dicts only), the object itself first."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+
+
+def _read_all(folder):
+    ck = Checkpoint.open(folder)
+    handler, _ = layouts.detect(ck)
+    for w in handler.weights(ck).values():
+        handler.values(ck, w)
+    inspect(folder)
+
+
+@settings(FUZZ, max_examples=1500)
+@given(data=st.data())
+def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
+    """quantization_config (or the AscendV1 description) with one value replaced: read fully or typed error."""
+    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
+    folder = tmp_path_factory.getbasetemp() / f"mut-{name}"
+    if not folder.exists():
+        shutil.copytree(layout_seeds / name, folder)
+    fname = "quant_model_description.json" if name.startswith("ascend") else "config.json"
+    doc = json.loads((layout_seeds / name / fname).read_text())
+    root = doc if fname != "config.json" else doc["quantization_config"]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(list(_paths(root))))
+        if not path:
+            root = data.draw(_VALUE)
+            continue
+        parent = root
+        for k in path[:-1]:
+            parent = parent[k]
+        if isinstance(parent, dict):
+            parent[path[-1]] = data.draw(_VALUE)
+    if fname == "config.json":
+        doc["quantization_config"] = root
+    else:
+        doc = root
+    (folder / fname).write_text(json.dumps(doc))
+    _expect_typed(lambda: _read_all(folder))

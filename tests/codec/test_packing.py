@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fp8port.codec.api import decode, encode
-from fp8port.codec.packing import Layout, pack, unpack
+from fp8port.codec.packing import Packing, pack, unpack
 from fp8port.errors import ShapeError, UnknownNameError, UnsupportedInputError
 
 FP4 = ["float4_e2m1fn", "float4_e1m2"]
@@ -64,7 +64,7 @@ def test_eight_bit_is_a_copy(fmt):
 def test_round_trip_3d_and_non_contiguous():
     codes = np.random.default_rng(1).integers(0, 64, (3, 8, 12), dtype=np.uint8)
     view = codes.transpose(1, 0, 2)  # not contiguous
-    for layout in Layout:
+    for layout in Packing:
         packed = pack(view, "float6_e3m2fn", layout=layout)
         assert packed.shape == (8, 3, 9)
         np.testing.assert_array_equal(unpack(packed, "float6_e3m2fn", layout=layout), view)
@@ -121,7 +121,7 @@ def test_fp6_golden_bytes(layout, expected):
 def test_fp6_default_layout_is_bitstream():
     codes = np.array(FP6_CODES, np.uint8)
     assert pack(codes, "float6_e2m3fn").tolist() == FP6_BITSTREAM
-    assert pack(codes, "float6_e2m3fn", layout=Layout.BITSTREAM).tolist() == FP6_BITSTREAM
+    assert pack(codes, "float6_e2m3fn", layout=Packing.BITSTREAM).tolist() == FP6_BITSTREAM
 
 
 def test_fp6_bitstream_matches_a_24_bit_word():

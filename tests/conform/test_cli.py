@@ -32,3 +32,12 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert "unknown profile or preset" in capsys.readouterr().err
     assert cli.main(["conform", "identify", str(tmp_path / "x.npz")]) == 2
     assert read_bundle(tmp_path / "x.npz")["junk"].dtype == np.uint8
+
+
+def test_folder_whose_files_disagree_names_them(kit, capsys):
+    """The kit's own expected/ folder holds every target: the same case with different values."""
+    assert cli.main(["conform", "check", str(kit / "expected"), "--against", "mxfp8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "different values" in err
+    named = [w for w in err.split() if "/expected/" in w]
+    assert len(named) == 2 and named[0] != named[1]  # both files, by path

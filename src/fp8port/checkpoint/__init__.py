@@ -1,8 +1,8 @@
 """Checkpoints on disk: validated lazy reading, layouts, streaming conversion, inspect, diff."""
 
 from .convert import run
-from .plan import Options, make_plan
 from .folder import Checkpoint
-from .layouts import Layout, Target, detect
+from .layouts import LayoutName, detect
+from .plan import Options, make_plan
 
-__all__ = ["Checkpoint", "Layout", "Options", "Target", "detect", "make_plan", "run"]
+__all__ = ["Checkpoint", "LayoutName", "Options", "detect", "make_plan", "run"]

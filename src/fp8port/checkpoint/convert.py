@@ -18,14 +18,14 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
 from ..errors import ConversionError, Fp8portError, ResourceError
-from .folder import INDEX, Checkpoint
-from .layouts import Layout
-from .plan import PLANNERS, SUMMARY, Action, Job, Options, Plan, fingerprint, make_plan
+from .folder import Checkpoint
+from .layouts import Action, Job
+from .plan import PLANNERS, SUMMARY, Options, Plan, fingerprint, make_plan
 from .produce import write_shard
 from .staging import Staging, check_destination, write_json_atomic
 from .verify import verify_output
@@ -136,16 +136,15 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict:
-    """Index, config, the source's other files, and the summary; all into staging."""
-    if plan.target is not None and plan.target.layout is Layout.ASCEND:
-        from . import ascend
-
-        ascend.write_metadata(stage.dir, plan)  # description file, msModelSlim's index name
-    elif len(plan.shard_names) > 1:
+    """Index, config, side files, the source's other files, and the summary; all into staging."""
+    if len(plan.shard_names) > 1:
         weight_map = {n: plan.shard_names[si] for si, idx in enumerate(plan.shards)
                       for ji in idx for n, _, _ in plan.jobs[ji].outputs}
         total = sum(j.nbytes for j in plan.jobs)
-        write_json_atomic(stage.dir / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+        write_json_atomic(stage.dir / plan.writer.index_name, {"metadata": {"total_size": total},
+                                                               "weight_map": weight_map})
+    for name, obj in plan.writer.side_files(plan).items():
+        write_json_atomic(stage.dir / name, obj)
     if plan.config is not None:
         write_json_atomic(stage.dir / "config.json", plan.config)
     for f in ckpt.other_files():
@@ -154,12 +153,12 @@ def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict
         shutil.copyfile(f, stage.dir / rel)
     summary = {
         "tool": f"fp8port {__version__}",
-        "mode": plan.options.mode,
-        "options": asdict(plan.options),
+        "mode": plan.options.mode.value,
+        "options": plan.options.to_json(),
         "source": str(plan.src.resolve()),
         "layout_in": plan.read_layout.value,
-        "layout_out": plan.target.layout.value if plan.target else "dense",
-        "preset": plan.target.preset if plan.target else None,
+        "layout_out": plan.layout_out.value,
+        "preset": plan.writer.label,
         "tensors": {j.source: {"action": j.action.value, **reports.get(j.source, {})} for j in plan.jobs},
         "counts": {a.value: sum(j.action is a for j in plan.jobs) for a in Action},
         "bytes_written": sum(j.nbytes for j in plan.jobs),

@@ -1,13 +1,12 @@
-"""Per-tensor comparison of two checkpoints, dense or quantized, by value."""
+"""Per-tensor comparison of two checkpoints, dense or quantized (any layout), by value."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..quant import dequantize
-from . import ascend
+from ..quant.metrics import sqnr_db
+from . import layouts
 from .folder import Checkpoint
-from .layouts import Layout, detect, logical_shape, quantized_weights, read_quantized, reader_scheme
 
 
 class _Values:
@@ -15,37 +14,19 @@ class _Values:
 
     def __init__(self, path):
         self.ckpt = Checkpoint.open(path)
-        self.layout = detect(self.ckpt)
-        self.pairs = quantized_weights(self.ckpt, self.layout)
-        self.types = {}
-        if self.layout is Layout.ASCEND:  # a type per tensor, with companions beyond the scale
-            self.types = ascend.weights(self.ckpt)
-            extra = ascend.companions(self.ckpt, self.types)
-        else:
-            self.scheme = reader_scheme(self.ckpt, self.layout) if self.pairs else None
-            extra = {n for n in self.ckpt.tensors if n.endswith(".weight_tensor_scale")}
-        self.names = [n for n in self.ckpt.tensors if n not in set(self.pairs.values()) | extra]
+        self.handler, _ = layouts.detect(self.ckpt)
+        self.weights = self.handler.weights(self.ckpt)
+        self.names = [n for n, _ in layouts.in_order(self.ckpt, self.weights)]
 
     def dtype(self, n):
-        if n in self.types:
-            return self.types[n].value
-        return f"{self.scheme.element.name}" if n in self.pairs else self.ckpt.info(n).dtype
+        return self.weights[n].kind if n in self.weights else self.ckpt.info(n).dtype
 
     def shape(self, n):
-        if n in self.types:
-            return ascend.logical(self.ckpt, n, self.types[n])
-        info = self.ckpt.info(n)
-        return logical_shape(info, self.scheme) if n in self.pairs else info.shape
-
-    def raw(self, n):
-        return self.ckpt.read(n)
+        return self.weights[n].shape if n in self.weights else self.ckpt.info(n).shape
 
     def values(self, n) -> np.ndarray:
-        if n in self.types:
-            return ascend.dequantize_weight(self.ckpt, n, self.types[n]).astype(np.float64)
-        if n in self.pairs:
-            q = read_quantized(self.ckpt, n, self.pairs[n], self.layout, self.scheme)
-            return np.asarray(dequantize(q, "float32"), np.float64)
+        if n in self.weights:
+            return np.asarray(self.handler.values(self.ckpt, self.weights[n]), np.float64)
         return self.ckpt.read(n).astype(np.float64)
 
 
@@ -60,20 +41,19 @@ def diff(a, b) -> dict:
             row.update(status="shape differs", shape_b=list(B.shape(n)))
             rows.append(row)
             continue
-        same_bytes = (n not in A.pairs and n not in B.pairs and A.dtype(n) == B.dtype(n)
-                      and np.array_equal(A.raw(n).view(np.uint8), B.raw(n).view(np.uint8)))
+        same_bytes = (n not in A.weights and n not in B.weights and A.dtype(n) == B.dtype(n)
+                      and np.array_equal(A.ckpt.read(n).view(np.uint8), B.ckpt.read(n).view(np.uint8)))
         va, vb = A.values(n), B.values(n)
         err = np.abs(va - vb)
-        sig, noise = float(np.sum(va**2)), float(np.nansum((va - vb) ** 2))
         row.update(
             bytes_equal=bool(same_bytes),
             values_equal=bool(np.array_equal(va, vb, equal_nan=True)),
             max_abs_error=float(np.nanmax(err)) if err.size else 0.0,
             mean_abs_error=float(np.nanmean(err)) if err.size else 0.0,
-            sqnr_db=None if noise == 0 else round(10 * np.log10(sig / noise), 3) if sig > 0 else None,
+            sqnr_db=round(sqnr_db(np.nan_to_num(va), np.nan_to_num(vb)), 3),
         )
         row["status"] = "identical" if row["values_equal"] else "differs"
         rows.append(row)
-    return {"a": str(A.ckpt.root), "b": str(B.ckpt.root), "layout_a": A.layout.value, "layout_b": B.layout.value,
-            "tensors": rows, "only_in_a": only_a, "only_in_b": only_b,
+    return {"a": str(A.ckpt.root), "b": str(B.ckpt.root), "layout_a": A.handler.name.value,
+            "layout_b": B.handler.name.value, "tensors": rows, "only_in_a": only_a, "only_in_b": only_b,
             "identical": all(r["status"] == "identical" for r in rows) and not only_a and not only_b}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, LayoutError
 from .safetensors_io import TensorInfo, read_header, read_tensor
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
-# msModelSlim's AscendV1 names (checkpoint/ascend.py): same index format, other file names
+# msModelSlim's AscendV1 names (checkpoint/layouts/ascend/): same index format, other file names
 ASCEND_INDEX = "quant_model_weights.safetensors.index.json"
 ASCEND_SINGLE = "quant_model_weights.safetensors"
 DESCRIPTION = "quant_model_description.json"
@@ -42,6 +42,10 @@ class Checkpoint:
     @classmethod
     def open(cls, path) -> "Checkpoint":
         path = Path(path)
+        gguf = path.is_dir() and any(path.glob("*.gguf")) and not any(path.glob("*.safetensors"))
+        if path.suffix == ".gguf" or gguf:
+            raise LayoutError(f"{path}: a GGUF file (llama.cpp), which fp8port does not read or write yet "
+                              "(read: safetensors folders)")
         if path.is_file() and path.suffix == ".safetensors":
             root, files, weight_map, idx_meta = path.parent, [path], None, {}
         elif not path.is_dir():

@@ -1,76 +1,79 @@
 """Planning a conversion: every output tensor's name, dtype and shape, and its shard, known
-before any data is read; and the fingerprint that `--resume` checks."""
+before any data is read; and the fingerprint that `--resume` checks.
+
+The plan asks the source's layout handler what is stored and the target layout's writer what to
+write; it holds no layout-specific branch (checkpoint/layouts/ does).
+"""
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__
-from ..errors import CheckpointError, ConversionError, UnknownNameError
-from .folder import SINGLE, Checkpoint
-from .layouts import Layout, Target, check_grids, detect, logical_shape, quantized_weights, reader_scheme
-from .safetensors_io import nbytes
-from .selection import quantizable
+from ..errors import ConversionError, Fp8portError, LayoutError
+from ..names import NamedEnum
+from ..quant import BlockShape, ScaleStorage
+from ..quant.relayout import blocker
+from . import layouts
+from .folder import Checkpoint
+from .layouts import (Action, DenseDtype, Job, LayoutName, NonFinitePolicy, Relayout, Source, WriteRequest,
+                      Writer)
 
 SUMMARY = "fp8port-summary.json"
-DENSE = {"bf16": ("BF16", "bfloat16"), "fp16": ("F16", "float16"), "fp32": ("F32", "float32")}
 
 
-class Action(enum.Enum):
-    COPY = "copy"
-    QUANTIZE = "quantize"
-    DEQUANTIZE = "dequantize"
-    REQUANTIZE = "requantize"  # fp32 block scales -> UE8M0 (what vLLM/SGLang do at load time)
-    REPLICATE = "replicate-scales"  # UE8M0 128x128 -> MXFP8 1x32: codes kept, scale bytes copied
+class Operation(NamedEnum):
+    __label__ = "operation"
+    CONVERT = "convert"
+    DEQUANT = "dequant"
+    RESCALE = "rescale"
 
 
-class NonFinitePolicy(enum.Enum):
-    ERROR = "error"
-    KEEP = "keep"  # NaN/Inf blocks become NaN scales
-    ZERO = "zero"  # non-finite weights are set to 0 first
-
-    @classmethod
-    def parse(cls, v):
-        if isinstance(v, cls):
-            return v
-        try:
-            return cls(str(v).lower())
-        except ValueError:
-            raise UnknownNameError("non-finite policy", v, [m.value for m in cls]) from None
+class RescaleTarget(NamedEnum):
+    __label__ = "rescale target"
+    UE8M0 = "ue8m0"  # fp32 block scales -> UE8M0 (what vLLM/SGLang do at load time): requantized
+    MXFP8 = "mxfp8"  # UE8M0 128x128 -> MXFP8 1x32: codes kept, scale bytes copied
 
 
-@dataclass(frozen=True)
-class Job:
-    action: Action
-    source: str
-    scale: str | None
-    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, safetensors dtype, shape)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(nbytes(d, s) for _, d, s in self.outputs)
+_PARSE = {"mode": Operation.parse, "layout": LayoutName.parse, "scale_dtype": ScaleStorage.parse,
+          "block": BlockShape.parse, "dtype": DenseDtype.parse, "to": RescaleTarget.parse,
+          "nonfinite": NonFinitePolicy.parse}
 
 
 @dataclass(frozen=True)
 class Options:
-    """Everything that decides the output bytes (part of the resume fingerprint)."""
+    """Everything that decides the output bytes (part of the resume fingerprint). Names are parsed
+    into typed values here, once; `preset` stays a name (its meaning is the target layout's)."""
 
-    mode: str  # convert | dequant | rescale
+    mode: Operation
     preset: str | None = None
-    layout: str | None = None
-    scale_dtype: str | None = None
-    dtype: str = "bf16"  # dequant output
-    to: str | None = None  # rescale target
+    layout: LayoutName | None = None
+    scale_dtype: ScaleStorage | None = None
+    block: BlockShape | None = None  # --block MxN: re-block every quantized weight
+    dtype: DenseDtype = DenseDtype.BF16  # dequant output
+    to: RescaleTarget | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     shard_size: int = 5 * 1024**3
-    nonfinite: str = "error"
+    nonfinite: NonFinitePolicy = NonFinitePolicy.ERROR
     activation_scales: str | None = None  # JSON of calibrated input scales (AscendV1 W8A8 static)
+
+    def __post_init__(self):
+        for name, parse in _PARSE.items():
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, parse(v))
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    def to_json(self) -> dict:
+        def plain(v):
+            return v.value if hasattr(v, "value") else (str(v) if isinstance(v, BlockShape) else v)
+
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else plain(v)) for f in fields(self)}
 
 
 @dataclass
@@ -81,25 +84,29 @@ class Plan:
     shards: list[list[int]]  # job indices per shard
     shard_names: list[str]
     config: dict | None
-    target: Target | None = None
-    read_layout: Layout = Layout.DENSE
+    writer: Writer
+    read_layout: LayoutName = LayoutName.DENSE
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def layout_out(self) -> LayoutName:
+        return self.writer.layout
 
     def to_json(self) -> dict:
         return {
-            "mode": self.options.mode, "options": asdict(self.options),
-            "layout_in": self.read_layout.value,
-            "layout_out": self.target.layout.value if self.target else "dense",
+            "mode": self.options.mode.value, "options": self.options.to_json(),
+            "layout_in": self.read_layout.value, "layout_out": self.layout_out.value,
             "shards": {n: [self.jobs[i].source for i in idx] for n, idx in zip(self.shard_names, self.shards)},
             "tensors": [{"source": j.source, "action": j.action.value,
+                         "scheme": j.scheme.describe() if j.scheme else None,
                          "outputs": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in j.outputs]}
                         for j in self.jobs],
             "notes": self.notes,
         }
 
 
-
-def _shard(jobs: list[Job], shard_size: int) -> tuple[list[list[int]], list[str]]:
+def shard(jobs: list[Job], shard_size: int) -> list[list[int]]:
+    """Job indices per shard, in order, each shard at most shard_size bytes (or one job)."""
     shards, cur, size = [], [], 0
     for i, j in enumerate(jobs):
         if cur and size + j.nbytes > shard_size:
@@ -109,108 +116,105 @@ def _shard(jobs: list[Job], shard_size: int) -> tuple[list[list[int]], list[str]
         size += j.nbytes
     if cur or not shards:
         shards.append(cur)
-    n = len(shards)
-    names = [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    return shards, names
+    return shards
 
 
-def _check_packable(name, shape, target):
-    el = target.scheme.element
-    if el.bits < 8 and math.prod(shape) * el.bits % 8:
-        raise CheckpointError(f"tensor {name!r} {list(shape)}: {math.prod(shape)} {el.name} codes do not "
-                              "fill whole bytes; exclude it (--exclude) or choose an 8-bit preset")
+def _holders(source: Source, name: str, shape, scheme) -> list[str]:
+    """The writable layouts whose writer holds `scheme` for this tensor (for error messages)."""
+    out = []
+    for n in layouts.writable():
+        try:
+            layouts.get(n).writer(WriteRequest(), source).hold(name, shape, scheme)
+            out.append(n.value)
+        except Fp8portError:
+            pass
+    return out
+
+
+def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
+    shape = stored.shape if stored else tuple(info.shape)
+    try:
+        scheme = writer.scheme_for(name, info.dtype, shape, stored)
+    except LayoutError as e:
+        holders = _holders(writer.source, name, shape, e.scheme) if getattr(e, "scheme", None) is not None else []
+        also = f"; layouts that hold it: {', '.join(holders)}" if holders else ""
+        raise LayoutError(f"{name}: {e}{also}") from None
+    if scheme is None:
+        if stored is None:
+            return Job(Action.COPY, name, ((name, info.dtype, shape),))
+        return Job(Action.DEQUANTIZE, name, ((name, writer.dense_dtype(name, info.dtype), shape),), stored)
+    outputs = tuple(writer.outputs(name, shape, scheme))
+    if stored is None:
+        return Job(Action.QUANTIZE, name, outputs, None, scheme)
+    why = blocker(stored.scheme, scheme, shape) if relayout is not Relayout.NEVER else "requantize asked"
+    if why is None:
+        return Job(Action.REPLICATE, name, outputs, stored, scheme)
+    if relayout is Relayout.REQUIRE:
+        raise ConversionError(f"{name}: a re-layout into {scheme.name} would not be exact: {why}")
+    return Job(Action.REQUANTIZE, name, outputs, stored, scheme)
+
+
+def read_source(ckpt: Checkpoint) -> Source:
+    """The checkpoint's layout and stored weights, validated from the headers (errors name file and tensor)."""
+    handler, _ = layouts.detect(ckpt)
+    return Source(ckpt, handler.name, handler.weights(ckpt))
+
+
+def plan(source: Source, opts: Options, target: LayoutName, request: WriteRequest | None = None,
+         relayout: Relayout = Relayout.PREFER) -> Plan:
+    """Every tensor of the source through the target layout's writer: copy, quantize, dequantize,
+    re-lay out (codes kept) or requantize, in source order."""
+    ckpt = source.ckpt
+    request = request or WriteRequest(opts.preset, opts.block, opts.scale_dtype, None, opts.include, opts.exclude,
+                                      opts.activation_scales)
+    writer = layouts.get(target).writer(request, source)
+    jobs = [_job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
+            for name, w in layouts.in_order(ckpt, source.weights)]
+    jobs += [Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
+             for src, out in writer.extra_copies()]
+    writer.review(jobs)
+    config = writer.config(ckpt.config, jobs)
+    shards = shard(jobs, opts.shard_size)
+    p = Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), config, writer, source.layout,
+             list(writer.notes))
+    if request.preset and not any(j.scheme is not None for j in jobs):
+        p.notes.append("no tensor matched the quantization rules: the output is a copy")
+    return p
 
 
 def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
-    if opts.layout and Layout.parse(opts.layout) is Layout.ASCEND:  # reads dense and FP8 sources
-        from . import ascend
-
-        return ascend.plan_convert(ckpt, opts)
-    if detect(ckpt) is not Layout.DENSE:
-        raise ConversionError(f"{ckpt.root} is already quantized ({detect(ckpt).value} layout); "
-                              "use `fp8port dequant` or `fp8port rescale`")
-    target = Target.choose(opts.preset, opts.layout, opts.scale_dtype)
-    jobs, ignored = [], []
-    for name, (_, info) in ckpt.tensors.items():
-        if quantizable(name, info.dtype, info.shape, opts.include, opts.exclude):
-            _check_packable(name, info.shape, target)
-            target.scheme.block.extents(info.shape)
-            jobs.append(Job(Action.QUANTIZE, name, None, tuple(target.entries(name, info.shape))))
-        else:
-            if name.endswith(".weight") and len(info.shape) == 2 and "embed" not in name:
-                ignored.append(name[: -len(".weight")])
-            jobs.append(Job(Action.COPY, name, None, ((name, info.dtype, info.shape),)))
-    if "lm_head" not in ignored:  # a tied lm_head has no tensor but is a Linear all the same
-        ignored.append("lm_head")
-    config = dict(ckpt.config or {})
-    config["quantization_config"] = target.quantization_config(ignored)
-    shards, names = _shard(jobs, opts.shard_size)
-    plan = Plan(ckpt.root, opts, jobs, shards, names, config, target, Layout.DENSE)
-    if not any(j.action is Action.QUANTIZE for j in jobs):
-        plan.notes.append("no tensor matched the quantization rules: the output is a copy")
-    return plan
+    source = read_source(ckpt)
+    if opts.preset is None and not source.weights:
+        raise ConversionError(f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it")
+    if opts.preset is None and opts.layout is None and opts.block is None and opts.scale_dtype is None:
+        raise ConversionError(f"{ckpt.root} is already in the {source.layout.value} layout: name --preset, --layout, "
+                              "--block or --scale-dtype (or `fp8port dequant` it)")
+    target = opts.layout or (layouts.default_layout(opts.preset) if opts.preset else source.layout)
+    return plan(source, opts, target)
 
 
 def plan_dequant(ckpt: Checkpoint, opts: Options) -> Plan:
-    layout = detect(ckpt)
-    if layout is Layout.DENSE:
+    source = read_source(ckpt)
+    if not source.weights:
         raise ConversionError(f"{ckpt.root} holds no quantized weights; nothing to dequantize")
-    if opts.dtype not in DENSE:
-        raise UnknownNameError("dtype", opts.dtype, DENSE)
-    if layout is Layout.ASCEND:
-        from . import ascend
-
-        return ascend.plan_dequant(ckpt, opts)
-    scheme = reader_scheme(ckpt, layout)  # the config first: its errors explain the rest
-    pairs = quantized_weights(ckpt, layout)
-    scales = set(pairs.values()) | {n for n in ckpt.tensors if n.endswith(".weight_tensor_scale")}
-    out_dtype = DENSE[opts.dtype][0]
-    check_grids(ckpt, pairs, scheme)
-    jobs = []
-    for name, (_, info) in ckpt.tensors.items():
-        if name in pairs:
-            jobs.append(Job(Action.DEQUANTIZE, name, pairs[name], ((name, out_dtype, logical_shape(info, scheme)),)))
-        elif name not in scales:
-            jobs.append(Job(Action.COPY, name, None, ((name, info.dtype, info.shape),)))
-    config = dict(ckpt.config or {})
-    config.pop("quantization_config", None)
-    shards, names = _shard(jobs, opts.shard_size)
-    return Plan(ckpt.root, opts, jobs, shards, names, config, None, layout)
+    return plan(source, opts, LayoutName.DENSE, WriteRequest(dense=opts.dtype))
 
 
 def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
-    layout = detect(ckpt)
-    if layout not in (Layout.DEEPSEEK, Layout.COMPRESSED_TENSORS):
-        raise ConversionError(f"rescale reads FP8 block checkpoints (deepseek or compressed-tensors layout); "
-                              f"{ckpt.root} is {layout.value}")
-    to = (opts.to or "").lower()
-    if to == "ue8m0":
-        target, action = Target.choose("deepseek-v3.1", "deepseek", opts.scale_dtype), Action.REQUANTIZE
-    elif to == "mxfp8":
-        target, action = Target.choose("mxfp8"), Action.REPLICATE
-    else:
-        raise UnknownNameError("rescale target", opts.to, ["ue8m0", "mxfp8"])
-    src_scheme = reader_scheme(ckpt, layout)
-    pairs = quantized_weights(ckpt, layout)
-    check_grids(ckpt, pairs, src_scheme)
-    if action is Action.REPLICATE and src_scheme.block.size[1] % target.scheme.block.size[0]:
-        raise ConversionError(f"{src_scheme.block} blocks do not split into 1x{target.scheme.block.size[0]} blocks")
-    jobs = []
-    for name, (_, info) in ckpt.tensors.items():
-        if name in pairs:
-            jobs.append(Job(action, name, pairs[name], tuple(target.entries(name, info.shape))))
-        elif name not in set(pairs.values()):
-            jobs.append(Job(Action.COPY, name, None, ((name, info.dtype, info.shape),)))
-    config = dict(ckpt.config or {})
-    qc = target.quantization_config(list(ckpt.quantization_config.get("ignore", [])))
-    if action is Action.REPLICATE:
-        qc["derived_from"] = f"{layout.value} {src_scheme.block} power-of-two scales, replicated per 1x32 block"
-    config["quantization_config"] = qc
-    shards, names = _shard(jobs, opts.shard_size)
-    return Plan(ckpt.root, opts, jobs, shards, names, config, target, layout)
+    if opts.to is None:
+        raise ConversionError("rescale needs --to ue8m0 or --to mxfp8")
+    source = read_source(ckpt)
+    if not source.weights:
+        raise ConversionError(f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} holds no quantized "
+                              "weights")
+    if opts.to is RescaleTarget.UE8M0:
+        req = WriteRequest("deepseek-v3.1", storage=opts.scale_dtype, exclude=opts.exclude, requantize_only=True)
+        return plan(source, opts, LayoutName.DEEPSEEK, req, Relayout.NEVER)
+    req = WriteRequest("mxfp8", exclude=opts.exclude, requantize_only=True)
+    return plan(source, opts, LayoutName.FP8PORT, req, Relayout.REQUIRE)
 
 
-PLANNERS = {"convert": plan_convert, "dequant": plan_dequant, "rescale": plan_rescale}
+PLANNERS = {Operation.CONVERT: plan_convert, Operation.DEQUANT: plan_dequant, Operation.RESCALE: plan_rescale}
 
 
 def make_plan(src, opts: Options) -> Plan:

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConversionError, NonFiniteError
-from ..quant import dequantize, quantize
-from ..quant.tensor import QuantizedTensor
+from ..errors import NonFiniteError
+from ..quant import QuantizedTensor, dequantize
+from ..quant.metrics import max_abs_error, sqnr_db
+from ..quant.relayout import relayout
+from . import layouts
 from .folder import Checkpoint
-from .layouts import Layout, Target, all_powers_of_two, grid, read_quantized, reader_scheme
-from .plan import DENSE, Action, Job, NonFinitePolicy, Plan
+from .layouts import Action, Job, NonFinitePolicy
+from .plan import Plan
 from .safetensors_io import DTYPES, Entry, write_file
 from .staging import sha256_file
 
-def _dense_out(arr: np.ndarray, dtype: str) -> np.ndarray:
-    return np.asarray(arr).astype(DTYPES[dtype][0], copy=False)
 
-
-def _source_weight(ckpt, name, policy: NonFinitePolicy) -> np.ndarray:
+def dense_source(ckpt: Checkpoint, name: str, policy: NonFinitePolicy) -> np.ndarray:
+    """A dense source tensor, its non-finite values zeroed under --nonfinite zero."""
     x = ckpt.read(name)
     if policy is NonFinitePolicy.ZERO:
         x32 = x.astype(np.float32)
@@ -28,64 +28,45 @@ def _source_weight(ckpt, name, policy: NonFinitePolicy) -> np.ndarray:
     return x
 
 
-def _quantize_weight(x, scheme, policy: NonFinitePolicy, where: str) -> QuantizedTensor:
+def _encode(plan: Plan, job: Job, x, where: str) -> QuantizedTensor:
     try:
-        return quantize(x, scheme, role="weight", nonfinite="propagate" if policy is NonFinitePolicy.KEEP else "error")
+        return plan.writer.encode(job.source, x, job.scheme, plan.options.nonfinite)
     except NonFiniteError as e:
         bad = np.argwhere(~np.isfinite(np.asarray(x, np.float32)))
         block = ""
         if len(bad):
-            ext = scheme.block.extents(np.shape(x))
-            block = f" in block {tuple(int(i) // e for i, e in zip(bad[0], ext))} of {scheme.block}"
+            ext = job.scheme.block.extents(np.shape(x))
+            block = f" in block {tuple(int(i) // e for i, e in zip(bad[0], ext))} of {job.scheme.block}"
         raise NonFiniteError(f"{where}: {e}{block} (use --nonfinite keep or zero)") from None
 
 
-def _replicate(q: QuantizedTensor, target: Target) -> list[np.ndarray]:
-    """UE8M0 128x128 scales -> one E8M0 byte per 1x32 block: exact, codes unchanged."""
-    from ..quant import storage as st
-
-    s = np.asarray(q.scale_fp32, np.float32)
-    if not all_powers_of_two(s):
-        raise ConversionError("scales are not all powers of two: replicating them onto 1x32 blocks would "
-                              "not be exact; rescale --to ue8m0 first")
-    n, k = q.shape
-    bm, bn = q.scheme.block.size
-    g = grid(q.shape, target.scheme)
-    rows = np.arange(n) // bm
-    cols = (np.arange(g[1]) * target.scheme.block.size[0]) // bn
-    return [np.asarray(q.codes, np.uint8), st.store(s[rows][:, cols], target.scheme.storage)]
+def _error(ref: np.ndarray, q: QuantizedTensor) -> dict:
+    """SQNR and max |error| of a lossy step, over the finite values."""
+    got = np.asarray(dequantize(q, "float32"), np.float32)
+    fin = np.isfinite(got) & np.isfinite(ref)
+    return {"sqnr_db": round(sqnr_db(ref[fin], got[fin]), 3), "max_abs_error": max_abs_error(ref[fin], got[fin])}
 
 
 def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], dict]:
     """The arrays of a job's outputs, and its per-tensor report."""
-    opts = plan.options
-    where = f"{ckpt.tensors[job.source][0]}: tensor {job.source!r}"
-    if Layout.ASCEND in (plan.read_layout, plan.target and plan.target.layout):
-        from . import ascend
-
-        return ascend.produce(job, ckpt, plan)
     if job.action is Action.COPY:
         return [ckpt.read(job.source)], {}
-    if job.action is Action.QUANTIZE:
-        x = _source_weight(ckpt, job.source, NonFinitePolicy.parse(opts.nonfinite))
-        q = _quantize_weight(x, plan.target.scheme, NonFinitePolicy.parse(opts.nonfinite), where)
-        return plan.target.arrays(q), {}
-    q = read_quantized(ckpt, job.source, job.scale, plan.read_layout, reader_scheme(ckpt, plan.read_layout))
+    reader = layouts.get(plan.read_layout)
+    where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
-        return [_dense_out(dequantize(q, DENSE[opts.dtype][1]), job.outputs[0][1])], {}
+        return [reader.values(ckpt, job.weight, DTYPES[job.outputs[0][1]][0].name)], {}
     if job.action is Action.REPLICATE:
-        return _replicate(q, plan.target), {"exact": True}
-    w = dequantize(q, "float32")
-    q2 = _quantize_weight(w, plan.target.scheme, NonFinitePolicy.KEEP, where)
-    err = np.asarray(dequantize(q2, "float32"), np.float64) - w
-    rep = {"max_abs_error": float(np.abs(err).max()) if err.size else 0.0,
-           "sqnr_db": sqnr(w, err)}
-    return plan.target.arrays(q2), rep
-
-
-def sqnr(w, err) -> float | None:
-    e = float(np.sum(err**2))
-    return None if e == 0 else round(float(10 * np.log10(np.sum(np.asarray(w, np.float64) ** 2) / e)), 3)
+        q = relayout(reader.read(ckpt, job.weight), job.scheme)
+        return plan.writer.arrays(job.source, q), {"exact": True, **plan.writer.report(job.source, q)}
+    if job.action is Action.QUANTIZE:
+        x = dense_source(ckpt, job.source, plan.options.nonfinite)
+    else:  # REQUANTIZE: the source's exact values, quantized again
+        x = np.asarray(reader.values(ckpt, job.weight), np.float32)
+    q = _encode(plan, job, x, where)
+    rep = dict(plan.writer.report(job.source, q))
+    if job.action is Action.REQUANTIZE or plan.writer.measures_error:
+        rep.update(_error(np.asarray(x, np.float32), q))
+    return plan.writer.arrays(job.source, q), rep
 
 
 def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -> tuple[dict, str]:

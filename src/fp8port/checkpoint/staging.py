@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 from ..errors import ConversionError
+from ..jsonsafe import json_safe
 
 JOURNAL = "journal.json"
 LOCK = "lock"
@@ -36,7 +37,7 @@ def sha256_file(path: Path) -> str:
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

@@ -4,46 +4,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant import dequantize
+from ..quant.metrics import sqnr_db
+from . import layouts
 from .folder import Checkpoint
-from .layouts import SCALE_NAME, Layout, read_quantized, reader_scheme
-from .plan import Action, Plan
-from .produce import sqnr
+from .layouts import Action
+from .plan import Plan
+from .produce import dense_source
 from .safetensors_io import DTYPES
 
-def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
-    """Reload every written tensor and compare it with the source: bytes for copies, exact
-    values where the path is lossless, error statistics where it is not."""
-    failures, stats = [], {}
-    out_layout = plan.target.layout if plan.target else Layout.DENSE
-    if Layout.ASCEND in (out_layout, plan.read_layout):
-        from . import ascend
+EXACT = (Action.DEQUANTIZE, Action.REPLICATE)  # the lossless steps
 
-        return ascend.verify_output(src, out, plan)
+
+def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
+    """Reload every written tensor and compare it with the source: bytes for copies, exact values
+    where the step is lossless (dequantize, re-layout), SQNR and max error where it is not."""
+    reader, writer = layouts.get(plan.read_layout), layouts.get(plan.layout_out)
+    written = writer.weights(out)
+    failures, stats = [], {}
     for job in plan.jobs:
         n = job.source
         if job.action is Action.COPY:
-            if not np.array_equal(src.read(n).view(np.uint8), out.read(n).view(np.uint8)):
+            if not np.array_equal(src.read(n).view(np.uint8), out.read(job.outputs[0][0]).view(np.uint8)):
                 failures.append(f"{n}: copy differs")
             continue
-        if out_layout is Layout.DENSE:
-            got = out.read(n).astype(np.float32)
+        got = (np.asarray(writer.values(out, written[n]), np.float32) if n in written
+               else out.read(job.outputs[0][0]).astype(np.float32))
+        if job.weight is not None:
+            ref = np.asarray(reader.values(src, job.weight), np.float32)
         else:
-            sname = n[: -len(".weight")] + "." + SCALE_NAME[out_layout]
-            got = np.asarray(dequantize(read_quantized(out, n, sname, out_layout, reader_scheme(out, out_layout)),
-                                        "float32"))
-        if plan.read_layout is Layout.DENSE:
-            ref = src.read(n).astype(np.float32)
-        else:
-            ref = np.asarray(dequantize(read_quantized(src, n, job.scale, plan.read_layout,
-                                                       reader_scheme(src, plan.read_layout)), "float32"))
-        if out_layout is Layout.DENSE:  # dequant: compare in the output dtype
+            ref = dense_source(src, n, plan.options.nonfinite).astype(np.float32)
+        if job.action is Action.DEQUANTIZE:  # compare in the dense dtype written
             ref = ref.astype(DTYPES[job.outputs[0][1]][0]).astype(np.float32)
         exact = bool(np.array_equal(got, ref, equal_nan=True))
-        lossless = job.action in (Action.DEQUANTIZE, Action.REPLICATE)
-        err = got.astype(np.float64) - ref
-        stats[n] = {"exact": exact, "max_abs_error": float(np.nanmax(np.abs(err))) if err.size else 0.0,
-                    "sqnr_db": sqnr(ref, np.nan_to_num(err))}
-        if lossless and not exact:
+        err = np.nan_to_num(got.astype(np.float64) - ref)
+        stats[n] = {"exact": exact, "max_abs_error": float(np.max(np.abs(err), initial=0.0)),
+                    "sqnr_db": round(sqnr_db(np.nan_to_num(ref), np.nan_to_num(ref) + err), 3)}
+        if job.action in EXACT and not exact:
             failures.append(f"{n}: expected an exact round trip, max error {stats[n]['max_abs_error']:.3g}")
     return {"ok": not failures, "failures": failures, "tensors": stats}

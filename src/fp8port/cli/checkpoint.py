@@ -11,7 +11,7 @@ import sys
 import time
 
 from ..checkpoint import convert as cv
-from ..checkpoint.plan import SUMMARY, NonFinitePolicy, Options, make_plan
+from ..checkpoint.plan import SUMMARY, Options, make_plan
 from ..checkpoint.diff import diff
 from ..checkpoint.inspect import inspect
 from ..distributed import executor_from_option
@@ -48,15 +48,18 @@ def _common(p, out=True):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="quantize a dense checkpoint (streaming, on CPU)",
-                              description="Quantize every 2-D linear weight of a dense safetensors checkpoint.")
+    p = subparsers.add_parser("convert", help="quantize a checkpoint, or move one to another layout (streaming, CPU)",
+                              description="Quantize every 2-D linear weight of a dense safetensors checkpoint, or "
+                                          "re-lay out / requantize a quantized one into any layout fp8port writes.")
     _common(p)
-    p.add_argument("--preset", required=True, help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...; "
-                   "with --layout ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8")
-    p.add_argument("--layout", help="deepseek (FP8 default) | compressed-tensors | fp8port (others' default) | "
-                   "ascend (msModelSlim AscendV1; SRC may also be FP8)")
+    p.add_argument("--preset", help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...; with --layout "
+                   "ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8. Without it "
+                   "a quantized SRC keeps its scheme: codes kept, scales moved (lossless where the formats allow)")
+    p.add_argument("--layout", help="deepseek (FP8 presets' default) | compressed-tensors | fp8port (other presets' "
+                   "default) | ascend (msModelSlim AscendV1) | dense; without --preset: SRC's layout")
+    p.add_argument("--block", help="re-block every quantized weight, e.g. 64x64 (exact from 128x128), 1x32")
     p.add_argument("--activation-scales", help="ascend W8A8 static: JSON {module: {input_scale, input_offset}}")
-    p.add_argument("--scale-dtype", help="f32 (default) | e8m0 (one-byte scales, DeepSeek-V4 style)")
+    p.add_argument("--scale-dtype", help="f32 | bf16 | e8m0 (one-byte scales, DeepSeek-V4 style)")
     p.add_argument("--include", action="append", default=[], help="glob of tensors to quantize anyway")
     p.add_argument("--exclude", action="append", default=[], help="glob of tensors to keep dense")
     p.add_argument("--nonfinite", default="error", help="error | keep | zero: NaN/Inf weights")
@@ -90,7 +93,8 @@ def add_parser(subparsers) -> None:
 def _options(args) -> Options:
     return Options(
         mode=args.mode, preset=getattr(args, "preset", None), layout=getattr(args, "layout", None),
-        scale_dtype=getattr(args, "scale_dtype", None), dtype=getattr(args, "dtype", "bf16"),
+        scale_dtype=getattr(args, "scale_dtype", None), block=getattr(args, "block", None),
+        dtype=getattr(args, "dtype", "bf16"),
         to=getattr(args, "to", None), include=tuple(getattr(args, "include", ())),
         exclude=tuple(getattr(args, "exclude", ())), shard_size=parse_size(args.shard_size),
         nonfinite=getattr(args, "nonfinite", "error"), activation_scales=getattr(args, "activation_scales", None),
@@ -99,7 +103,6 @@ def _options(args) -> Options:
 
 def run(args) -> int:
     opts = _options(args)
-    NonFinitePolicy.parse(opts.nonfinite)
     if args.dry_run:
         plan = make_plan(args.src, opts)
         if args.json:
@@ -143,17 +146,20 @@ def run_inspect(args) -> int:
     if args.json:
         print_json(info)
         return 0
-    print(f"{info['path']}: {info['layout']} layout, {info['tensors']} tensors in {len(info['files'])} file(s), "
-          f"{info['parameters']:,} parameters, {info['bytes'] / 1e6:.1f} MB")
+    print(f"{info['path']}: {info['layout']} layout ({info['detected_by']}), {info['tensors']} tensors in "
+          f"{len(info['files'])} file(s), {info['parameters']:,} parameters, {info['bytes'] / 1e6:.1f} MB")
     print_table(["dtype", "tensors", "MB"], [[d, str(v["tensors"]), f"{v['bytes'] / 1e6:.1f}"]
                                                for d, v in info["dtypes"].items()], right={1, 2})
-    if info["layout"] != "dense":
+    if info["quantized"]:
         print(f"preset: {info['preset']}; element {info['element']}, {info['block']} blocks, scales "
               f"{'/'.join(info['scale_storage'])}, all powers of two: {info['scales_all_powers_of_two']}")
         print(f"quantized weights: {info['quantized']}; kept dense: {info['dense_tensors']} "
               f"(e.g. {', '.join(info['dense_examples'][:4])})")
-    for loader, v in info.get("ascend", {}).get("loaders", {}).items():
-        print(f"{loader}: {'accepts' if v['accepts'] else 'refuses: ' + '; '.join(v['reasons'])}")
+    for g in info.get("groups", []):
+        print(f"  {g['weights']} x {g['kind']}: {g['block']} blocks, {g['scale_storage']} scales ({g['scale_rule']} "
+              f"rule), e.g. {g['examples'][0]}")
+    for loader, note in info["loaders"].items():
+        print(f"loaded by {loader}: {note}")
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0

@@ -7,6 +7,8 @@ import math
 import sys
 from collections.abc import Container
 
+from ..jsonsafe import json_safe
+
 
 def number(v: float) -> str:
     """Exact, short text for a value: 448, -0, 0.001953125, nan, -inf, 1.7014118346046923e+38."""
@@ -43,7 +45,7 @@ def jsonable(v: float):
 
 
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, allow_nan=False)
+    json.dump(json_safe(obj), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import plan as planner
+from .. import deploy as planner
 from .output import print_json, print_table
 
 HELP = "plan a deployment: memory per preset, chips needed, native vs emulated, prefill/decode roofline"

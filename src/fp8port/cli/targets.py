@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..plan import Column, load_chips
+from ..deploy import Column, load_chips
 from .output import print_json, print_table
 
 HELP = "list the hardware targets: memory, bandwidth, dense throughput per format, native formats"

@@ -3,7 +3,7 @@
 * 4-bit formats: two codes per byte, element 0 in the low nibble (torchao `pack_uint4`,
   DeepGEMM, what fills torch `float4_e2m1fn_x2` tensors).
 * 6-bit formats: four codes in three bytes. OCP MX fixes no memory layout, so the
-  layout is named (`Layout`): a little-endian bit stream, or torchao's CPU uint6 one.
+  layout is named (`Packing`): a little-endian bit stream, or torchao's CPU uint6 one.
 * 8-bit formats: every code is already a byte; pack and unpack return a copy.
 
 All bit work is vectorized NumPy on uint8 views; torch tensors go through NumPy on the
@@ -20,7 +20,7 @@ from ..formats import FormatSpec, get_format
 from ..names import NamedEnum
 
 
-class Layout(NamedEnum):
+class Packing(NamedEnum):
     """How four 6-bit codes u0..u3 share three bytes p0..p2."""
 
     __label__ = "FP6 layout"
@@ -34,7 +34,7 @@ class Layout(NamedEnum):
     TORCHAO = "torchao"
 
 
-DEFAULT_LAYOUT = Layout.BITSTREAM
+DEFAULT_LAYOUT = Packing.BITSTREAM
 
 # codes per group and bytes per group, by element width
 _GROUP = {4: (2, 1), 6: (4, 3), 8: (1, 1)}
@@ -80,11 +80,11 @@ def _like(out: np.ndarray, x):
     return torch.from_numpy(out).to(x.device)
 
 
-def _layout_for(spec: FormatSpec, layout) -> Layout | None:
+def _layout_for(spec: FormatSpec, layout) -> Packing | None:
     if spec.bits == 6:
-        return DEFAULT_LAYOUT if layout is None else Layout.parse(layout)
+        return DEFAULT_LAYOUT if layout is None else Packing.parse(layout)
     if layout is not None:
-        parsed = Layout.parse(layout)  # a misspelt name still fails as a name first
+        parsed = Packing.parse(layout)  # a misspelt name still fails as a name first
         raise UnsupportedInputError(
             f"layout {parsed.value!r} applies to 6-bit formats only; {spec.name} has one fixed layout"
         )
@@ -144,20 +144,20 @@ def unpack(packed, fmt, *, layout=None):
     return _like(np.ascontiguousarray(out), packed)
 
 
-def _pack6(g: np.ndarray, layout: Layout) -> np.ndarray:
+def _pack6(g: np.ndarray, layout: Packing) -> np.ndarray:
     """(..., 4) codes -> (..., 3) bytes. uint8 shifts drop the bits that leave the byte."""
     u0, u1, u2, u3 = g[..., 0], g[..., 1], g[..., 2], g[..., 3]
-    if layout is Layout.BITSTREAM:
+    if layout is Packing.BITSTREAM:
         p = (u0 | (u1 << 6), (u1 >> 2) | (u2 << 4), (u2 >> 4) | (u3 << 2))
     else:
         p = (u0 | ((u3 & 0x03) << 6), u1 | ((u3 & 0x0C) << 4), u2 | ((u3 & 0x30) << 2))
     return np.stack(p, axis=-1)
 
 
-def _unpack6(g: np.ndarray, layout: Layout) -> np.ndarray:
+def _unpack6(g: np.ndarray, layout: Packing) -> np.ndarray:
     """(..., 3) bytes -> (..., 4) codes."""
     p0, p1, p2 = g[..., 0], g[..., 1], g[..., 2]
-    if layout is Layout.BITSTREAM:
+    if layout is Packing.BITSTREAM:
         u = (p0 & 0x3F, (p0 >> 6) | ((p1 & 0x0F) << 2), (p1 >> 4) | ((p2 & 0x03) << 4), p2 >> 2)
     else:
         u = (p0 & 0x3F, p1 & 0x3F, p2 & 0x3F, (p0 >> 6) | ((p1 >> 6) << 2) | ((p2 >> 6) << 4))

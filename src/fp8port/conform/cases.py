@@ -24,7 +24,7 @@ from ..quant.scheme import BlockKind, Scheme
 F32 = np.float32
 
 
-class Kind(enum.Enum):
+class CaseKind(enum.Enum):
     ELEMENT = "element"
     BLOCK = "block"
 
@@ -32,7 +32,7 @@ class Kind(enum.Enum):
 @dataclass(frozen=True, eq=False)
 class Case:
     name: str  # "element/float8_e4m3fn/ties", "block/mxfp8/activation/zero_blocks"
-    kind: Kind
+    kind: CaseKind
     group: str  # "float8_e4m3fn" or "mxfp8/activation": what identify scores together
     scenario: str  # the last name part, e.g. "zero_blocks"
     why: str
@@ -92,7 +92,7 @@ def _element_inputs(spec: FormatSpec) -> list[tuple[str, str, np.ndarray]]:
 
 def element_cases(fmt) -> list[Case]:
     spec = get_format(fmt)
-    return [Case(f"element/{spec.name}/{s}", Kind.ELEMENT, spec.name, s, why, x, fmt=spec)
+    return [Case(f"element/{spec.name}/{s}", CaseKind.ELEMENT, spec.name, s, why, x, fmt=spec)
             for s, why, x in _element_inputs(spec)]
 
 
@@ -219,10 +219,10 @@ def block_cases(preset, role=None) -> list[Case]:
             arrays = _layout(scheme, blocks, rng)
             for i, x in enumerate(arrays):
                 name = f"block/{group}/{s}" + (f"/{i}" if len(arrays) > 1 else "")
-                out.append(Case(name, Kind.BLOCK, group, s, why, _f32(x), preset=preset, role=r))
+                out.append(Case(name, CaseKind.BLOCK, group, s, why, _f32(x), preset=preset, role=r))
         s = "partial_blocks"
         x = _partial(scheme, width, _rng(f"block/{group}/{s}"))
-        out.append(Case(f"block/{group}/{s}", Kind.BLOCK, group, s, (_partial.__doc__ or "").split("\n")[0]
+        out.append(Case(f"block/{group}/{s}", CaseKind.BLOCK, group, s, (_partial.__doc__ or "").split("\n")[0]
                         + " ...; zero padding never raises amax", _f32(x), preset=preset, role=r))
     return out
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import Fp8portError
-from .cases import Case, Kind, catalogue
+from .cases import Case, CaseKind, catalogue
 from .compare import CaseResult, Status, compare
 from .io import read_bundle
 from .targets import BlockTarget, ElementTarget, expected, parse_target
@@ -88,7 +88,7 @@ def check(outputs_path, against) -> CheckReport:
             results.append(CaseResult(c.name, Status.MISSING))
             continue
         exp = expected(c, target)
-        spec = c.fmt if c.kind is Kind.ELEMENT else target.scheme(c.role).element
+        spec = c.fmt if c.kind is CaseKind.ELEMENT else target.scheme(c.role).element
         results.append(compare(c, exp, spec, outputs.codes[c.name], outputs.scales.get(c.name)))
     report = CheckReport(target.name, tuple(results), unknown)
     if not report.compared:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedInputError
 from ..formats import FormatSpec, get_format
 from ..quant.storage import e8m0_bytes, e8m0_values
-from .cases import Case, Kind
+from .cases import Case
 from .targets import Expected, ScaleKind
 
 
@@ -49,10 +49,6 @@ class CaseResult:
     @property
     def mismatches(self) -> int:
         return self.code_mismatches + self.scale_mismatches
-
-
-def element_spec(case: Case, scheme=None) -> FormatSpec:
-    return case.fmt if case.kind is Kind.ELEMENT else scheme.element
 
 
 def _values(codes: np.ndarray, spec: FormatSpec) -> np.ndarray:

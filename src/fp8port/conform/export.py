@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ConversionError
-from .cases import Case, Kind, catalogue
+from .cases import Case, CaseKind, catalogue
 from .io import write_npz, write_safetensors
 from .targets import BlockTarget, ElementTarget, block_targets, element_targets, expected
 
@@ -48,7 +48,7 @@ def _target_params(case: Case, t) -> dict:
 
 
 def _case_params(case: Case) -> dict:
-    if case.kind is Kind.ELEMENT:
+    if case.kind is CaseKind.ELEMENT:
         return {"format": case.fmt.name}
     s = case.preset.scheme(case.role)
     return {"preset": case.preset.name, "role": case.role.value, "element": s.element.name,
@@ -61,8 +61,8 @@ def export(directory, formats=None, presets=None) -> ExportResult:
     if d.exists() and not d.is_dir():
         raise ConversionError(f"{d} exists and is not a directory")
     cases = catalogue(formats, presets)
-    elem = sorted({c.fmt.name: c.fmt for c in cases if c.kind is Kind.ELEMENT}.values(), key=lambda s: s.name)
-    pres = list(dict.fromkeys(c.preset.name for c in cases if c.kind is Kind.BLOCK))
+    elem = sorted({c.fmt.name: c.fmt for c in cases if c.kind is CaseKind.ELEMENT}.values(), key=lambda s: s.name)
+    pres = list(dict.fromkeys(c.preset.name for c in cases if c.kind is CaseKind.BLOCK))
     targets: list[ElementTarget | BlockTarget] = [*element_targets(elem), *block_targets(pres)]
     (d / "expected").mkdir(parents=True, exist_ok=True)
     files = []

@@ -21,7 +21,7 @@ from ..codec.profiles import PROFILES, Rules
 from ..formats import FormatSpec
 from ..quant import Role, ScaleRule
 from ..quant.scheme import Apply, BlockKind, Scheme, ScaleStorage
-from .cases import Case, Kind, find_case
+from .cases import Case, CaseKind, find_case
 from .check import Outputs
 from .compare import Mismatch, as_codes, compare
 from .quirks import TORCHAO_018, TORCHAO_AS_RULE, TORCHAO_ELEMENTS, TORCHAO_RULES, torchao_018
@@ -67,7 +67,7 @@ class Deviation:
 @dataclass(frozen=True)
 class GroupResult:
     group: str
-    kind: Kind
+    kind: CaseKind
     best: str
     matched: int
     cases: int
@@ -282,7 +282,7 @@ def _score(cases, outputs, variants):
 
 def identify_group(cases: list[Case], outputs: Outputs) -> GroupResult:
     first = cases[0]
-    if first.kind is Kind.ELEMENT:
+    if first.kind is CaseKind.ELEMENT:
         base = None
         variants = element_variants(first.fmt)
     else:
@@ -309,7 +309,7 @@ def identify_group(cases: list[Case], outputs: Outputs) -> GroupResult:
         if fixes:
             k = min(fixes, key=lambda i: (_distance(variants[i], best), i))
             expl = _diff_words(best, variants[k], base, c)
-        devs.append(Deviation(c.name, c.name.split("/", 3)[-1] if c.kind is Kind.BLOCK else c.scenario,
+        devs.append(Deviation(c.name, c.name.split("/", 3)[-1] if c.kind is CaseKind.BLOCK else c.scenario,
                               r.mismatches, r.first, expl))
     vs = None
     if base is not None:
@@ -337,6 +337,6 @@ def identify(outputs_path) -> IdentifyReport:
     if not groups:
         raise NothingToCheckError("the outputs name no known case; keys must be '<case>/codes' with case names "
                                   "from an export's manifest.json (e.g. element/float8_e4m3fn/codes/codes)")
-    order = sorted(groups, key=lambda g: (groups[g][0].kind is Kind.BLOCK, g))
+    order = sorted(groups, key=lambda g: (groups[g][0].kind is CaseKind.BLOCK, g))
     return IdentifyReport(tuple(identify_group(groups[g], outputs) for g in order), unknown)
 

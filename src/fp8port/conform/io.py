@@ -21,6 +21,10 @@ class OutputsNotFoundError(Fp8portError, FileNotFoundError):
     """An outputs path that does not exist or holds no readable arrays."""
 
 
+class DisagreeingOutputsError(Fp8portError, ValueError):
+    """Two files of one outputs folder hold the same case with different values."""
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for key in sorted(arrays):
@@ -94,11 +98,21 @@ def read_bundle(path) -> dict[str, np.ndarray]:
     if path.is_file():
         return _read_file(path, path.parent)
     out: dict[str, np.ndarray] = {}
+    origin: dict[str, Path] = {}
     for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES):
-        out.update(_read_file(f, path))
+        for key, a in _read_file(f, path).items():
+            if key in out and not _same(out[key], a):
+                raise DisagreeingOutputsError(
+                    f"{origin[key]} and {f} both hold {key!r} with different values; a folder must hold one "
+                    "implementation's outputs (check one file, or a folder per implementation)")
+            out[key], origin[key] = a, f
     if not out:
         raise OutputsNotFoundError(f"no .npz, .safetensors or .npy files under {path}")
     return out
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f" and b.dtype.kind == "f")
 
 
 def _read_file(f: Path, root: Path) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from ..errors import UnknownNameError
 from ..formats import FormatSpec
 from ..quant import PRESETS, Preset, ScaleRule, get_preset, quantize
 from ..quant.scheme import Scheme, ScaleStorage
-from .cases import Case, Kind
+from .cases import Case, CaseKind
 
 # Stochastic rounding is left out: no other implementation can reproduce our random stream.
 ROUNDINGS = (Rounding.RNE, Rounding.AWAY, Rounding.ZERO)
@@ -50,7 +50,7 @@ class ElementTarget:
         return self.profile.name + (f"@{self.rounding.value}" if self.rounding else "")
 
     def covers(self, case: Case) -> bool:
-        return case.kind is Kind.ELEMENT and self.profile.covers(case.fmt)
+        return case.kind is CaseKind.ELEMENT and self.profile.covers(case.fmt)
 
     def rules(self, spec: FormatSpec) -> Rules:
         r = self.profile.rules(spec)
@@ -67,7 +67,7 @@ class BlockTarget:
         return self.preset.name + (f"@{self.rule.value}" if self.rule else "")
 
     def covers(self, case: Case) -> bool:
-        return case.kind is Kind.BLOCK and case.preset.name == self.preset.name
+        return case.kind is CaseKind.BLOCK and case.preset.name == self.preset.name
 
     def scheme(self, role) -> Scheme:
         s = self.preset.scheme(role)
@@ -159,6 +159,6 @@ def expected(case: Case, target) -> Expected:
     target = parse_target(target)
     if not target.covers(case):
         raise UnknownNameError(f"case of target {target.name}", case.name, [])
-    if case.kind is Kind.ELEMENT:
+    if case.kind is CaseKind.ELEMENT:
         return element_output(case.inputs, case.fmt, target.rules(case.fmt))
     return scheme_output(case.inputs, target.scheme(case.role), case.role)

@@ -14,22 +14,7 @@ import torch
 
 from ..formats.spec import Class
 from ..quant import QuantizedTensor
-
-
-# ---- signals ---------------------------------------------------------------------------------
-
-def sqnr_db(x, y) -> float:
-    """10 log10(sum x^2 / sum (x - y)^2); +inf when y equals x, -inf when x is all zero but y is not."""
-    x = np.asarray(x, np.float64)
-    err = float(np.sum((x - np.asarray(y, np.float64)) ** 2))
-    sig = float(np.sum(x * x))
-    if err == 0:
-        return math.inf
-    return -math.inf if sig == 0 else 10 * math.log10(sig / err)
-
-
-def max_abs_error(x, y) -> float:
-    return float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)), initial=0.0))
+from ..quant.metrics import max_abs_error, sqnr_db  # noqa: F401  (re-exported: eval's signal metrics)
 
 
 # ---- next-token distributions ----------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 
 from ..nn import FP8Linear, Mode
 from ..quant import get_preset, quantize
+from ..quant.metrics import ratio_db
 from . import metrics
 from ..nn.load import target_linears
 from .harness import capture_inputs, load_reference, log_probs, swapped
@@ -106,7 +107,7 @@ def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-onl
                 "top1": metrics.top1_agreement(ref_logp, logp),
                 "weight_mb": (dense_bytes + fp8_bytes) / MB,
                 "linear_mb": fp8_bytes / MB,
-                "weight_sqnr_db": 10 * np.log10(sig / err) if err > 0 else float("inf"),
+                "weight_sqnr_db": ratio_db(sig, err),
             })
             del logp
 

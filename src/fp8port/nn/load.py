@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import layouts
 from ..checkpoint.folder import Checkpoint
-from ..checkpoint.layouts import Layout, detect, quantized_weights, read_quantized, reader_scheme
 from ..checkpoint.selection import quantizable
 from ..errors import CheckpointError, Fp8portError
-from ..quant import get_preset
 from .linear import FP8Linear, Mode
 
 _TORCH = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
@@ -24,15 +22,6 @@ def _to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
     if dtype == "BF16":
         return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _activation_scheme(ckpt: Checkpoint, layout: Layout):
-    """The activation scheme that goes with a checkpoint's weights (for w8a8)."""
-    qc = ckpt.quantization_config
-    if layout is Layout.FP8PORT:
-        return get_preset(qc["preset"]).activation
-    preset = "deepseek-v3.1" if qc.get("scale_fmt") == "ue8m0" else "deepseek-v3"
-    return get_preset(preset).activation
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -55,40 +44,39 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
     mode = Mode.parse(mode)
     path = Path(path)
     ckpt = Checkpoint.open(path)
-    layout = detect(ckpt)
-    pairs = quantized_weights(ckpt, layout)
-    scheme = reader_scheme(ckpt, layout) if pairs else None
+    handler, _ = layouts.detect(ckpt)
+    weights = handler.weights(ckpt)
     cfg = dict(ckpt.config or {})
     if not cfg:
         raise CheckpointError(f"{path}: no config.json; load_quantized needs the model's config")
     cfg.pop("quantization_config", None)
     config = transformers.AutoConfig.for_model(**cfg)
-    dense_dtypes = {ckpt.info(n).dtype for n in ckpt.tensors if n not in pairs and ckpt.info(n).dtype in _TORCH}
+    dense = [n for n, w in layouts.in_order(ckpt, weights) if w is None]
+    dense_dtypes = {ckpt.info(n).dtype for n in dense if ckpt.info(n).dtype in _TORCH}
     dtype = dtype or next((_TORCH[d] for d in ("BF16", "F16", "F32") if d in dense_dtypes), torch.float32)
     cls = model_class or (transformers.AutoModelForCausalLM if any(
         a.endswith("ForCausalLM") for a in cfg.get("architectures", [])) else transformers.AutoModel)
     with init_empty_weights(include_buffers=False):  # parameters on meta: no dense copy is ever made
         model = cls.from_config(config, dtype=dtype)
-    act = _activation_scheme(ckpt, layout) if pairs and mode is Mode.W8A8 else None
-    scales = set(pairs.values()) | {n for n in ckpt.tensors if n.endswith(".weight_tensor_scale")}
     prefix = _prefix(model, ckpt)
-    for wname, sname in pairs.items():
-        mod_name = prefix + wname[: -len(".weight")]
+    biases = set()
+    for w in weights.values():
+        mod_name = prefix + w.name[: -len(".weight")]
         try:
             old = model.get_submodule(mod_name)
         except AttributeError:
-            raise CheckpointError(f"{path}: quantized weight {wname!r} has no module {mod_name!r} in "
+            raise CheckpointError(f"{path}: quantized weight {w.name!r} has no module {mod_name!r} in "
                                   f"{type(model).__name__}") from None
-        bias = None
-        if f"{wname[:-7]}.bias" in ckpt.tensors:
-            bias = _to_torch(ckpt.read(f"{wname[:-7]}.bias"), ckpt.info(f"{wname[:-7]}.bias").dtype).to(dtype)
-        q = read_quantized(ckpt, wname, sname, layout, scheme)
-        if tuple(q.shape) != (old.out_features, old.in_features):
-            raise CheckpointError(f"{path}: {wname!r} is {list(q.shape)} but the model's {mod_name} is "
+        bias, bname = None, f"{w.name[:-7]}.bias"
+        if bname in ckpt.tensors:
+            bias = _to_torch(ckpt.read(bname), ckpt.info(bname).dtype).to(dtype)
+            biases.add(bname)
+        if tuple(w.shape) != (old.out_features, old.in_features):
+            raise CheckpointError(f"{path}: {w.name!r} is {list(w.shape)} but the model's {mod_name} is "
                                   f"{[old.out_features, old.in_features]}")
-        set_module(model, mod_name, FP8Linear.from_quantized(q, bias, mode, act))
-    state = {prefix + n: _to_torch(ckpt.read(n), ckpt.info(n).dtype) for n in ckpt.tensors
-             if n not in pairs and n not in scales and not (n.endswith(".bias") and n[:-5] + ".weight" in pairs)}
+        act = handler.activation_scheme(ckpt, w) if mode is Mode.W8A8 else None
+        set_module(model, mod_name, FP8Linear.from_quantized(handler.read(ckpt, w), bias, mode, act))
+    state = {prefix + n: _to_torch(ckpt.read(n), ckpt.info(n).dtype) for n in dense if n not in biases}
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
     left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
@@ -139,7 +127,3 @@ def resident_bytes(model: nn.Module) -> dict:
             total += t.numel() * t.element_size()
     return {"total": total, "fp8_layers": fp8, "dense": total - fp8}
 
-
-def describe(model: nn.Module) -> str:
-    n = sum(isinstance(m, FP8Linear) for m in model.modules())
-    return json.dumps({"fp8_linear_layers": n, **resident_bytes(model)})

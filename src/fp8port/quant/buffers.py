@@ -60,11 +60,6 @@ def empty(shape, dtype) -> np.ndarray:
     return arr.view(dtype).reshape(shape)
 
 
-def pooled_bytes() -> int:
-    """Bytes held for reuse now."""
-    return _held
-
-
 def clear() -> None:
     """Drop every pooled buffer (their memory goes back to the system)."""
     global _held

@@ -95,3 +95,13 @@ def get_preset(name) -> Preset:
         if key == p.name.replace("_", "-"):
             return p
     raise UnknownNameError("preset", name, PRESETS)
+
+
+def scheme_from_description(d: dict) -> Scheme:
+    """The scheme `Scheme.describe()` gave: a preset's own (with its profile's element rules) when the
+    description is one of theirs, else rebuilt from the description (default-profile rules)."""
+    for p in PRESETS.values():
+        for s in (p.weight, p.activation):
+            if s.describe() == d:
+                return s
+    return Scheme.from_description(d)

@@ -22,11 +22,6 @@ from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
 F32 = np.float32
 
 
-def grid_shape(shape, scheme: Scheme) -> tuple[int, ...]:
-    ext = scheme.block.extents(tuple(shape))
-    return tuple(-(-d // b) for d, b in zip(shape, ext))
-
-
 def _blocked(x: np.ndarray, ext):
     """Zero-padded view of x as (g0, b0, g1, b1, ...)."""
     grid = [-(-d // b) for d, b in zip(x.shape, ext)]
@@ -116,7 +111,7 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         check_finite(x)
     ext = scheme.block.extents(x.shape)
     xb, axes = _blocked(x, ext)
-    amax = np.max(np.abs(xb), axis=axes) if xb.size else np.zeros(grid_shape(x.shape, scheme), F32)
+    amax = np.max(np.abs(xb), axis=axes) if xb.size else np.zeros(scheme.block.grid(x.shape), F32)
     tensor_scale = None
     rule = scheme.scale_rule
     if rule is ScaleRule.NVFP4:

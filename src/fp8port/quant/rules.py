@@ -9,11 +9,9 @@ through `block_scales` and `nvfp4_scales` below.
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 
-from ..errors import UnknownNameError
+from ..names import NamedEnum
 
 F32 = np.float32
 MANT = 0x7FFFFF
@@ -145,8 +143,17 @@ def rceil(amax, elem, scheme):
     return _finish_pow2(e, np.isnan(a), scheme)
 
 
-class ScaleRule(enum.Enum):
+class ScaleRule(NamedEnum):
     """How a block's scale is chosen. Each member's __doc__ is its rule function's docstring."""
+
+    __label__ = "scale rule"
+    __aliases__ = {
+        "ue8m0": ("deepseek", "deepgemm", "bitwise", "ceil_to_ue8m0"),
+        "log2_ceil": ("log2", "log2_f32", "float_log2"),
+        "v3_float": ("v3", "float", "amax_448"),
+        "floor": ("ocp",),
+        "mse_pow2": ("mse",),
+    }
 
     UE8M0 = "ue8m0"
     LOG2_CEIL = "log2_ceil"
@@ -166,16 +173,6 @@ class ScaleRule(enum.Enum):
     def fn(self):
         return _FUNCS.get(self)
 
-    @classmethod
-    def parse(cls, value) -> "ScaleRule":
-        if isinstance(value, cls):
-            return value
-        key = str(value).strip().lower().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        for m in cls:
-            if key == m.value:
-                return m
-        raise UnknownNameError("scale rule", value, [m.value for m in cls])
 
 
 def nvfp4_doc():
@@ -205,9 +202,3 @@ _FUNCS = {
 for _m in ScaleRule:
     _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc}[_m]).__doc__
 
-_ALIASES = {
-    "deepseek": "ue8m0", "deepgemm": "ue8m0", "bitwise": "ue8m0", "ceil_to_ue8m0": "ue8m0",
-    "log2": "log2_ceil", "log2_f32": "log2_ceil", "float_log2": "log2_ceil",
-    "v3": "v3_float", "float": "v3_float", "amax_448": "v3_float",
-    "ocp": "floor", "mse": "mse_pow2",
-}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ..codec.profiles import Rules, resolve
 from ..errors import ShapeError, UnknownNameError
 from ..names import NamedEnum
-from ..formats import FormatSpec
+from ..formats import FormatSpec, get_format
 from .rules import ScaleRule
 
 
@@ -21,10 +21,36 @@ class ScaleStorage(NamedEnum):
     """How the per-block scale is stored (`QuantizedTensor.scale`)."""
 
     __label__ = "scale storage"
+    __aliases__ = {"float32": ("f32", "fp32"), "bfloat16": ("bf16",), "e8m0": ("ue8m0", "float8_e8m0fnu")}
     FLOAT32 = "float32"  # DeepSeek V3/V3.1 checkpoints (`weight_scale_inv`, F32)
     BFLOAT16 = "bfloat16"
     E8M0 = "e8m0"  # one float8_e8m0fnu byte: 2^(b-127), 0xFF NaN (OCP MX, DeepSeek V4)
     E4M3_TENSOR = "e4m3_tensor"  # NVFP4: float8_e4m3fn per block plus one fp32 per tensor
+
+    @property
+    def safetensors(self) -> str:
+        """The safetensors dtype of one stored block scale."""
+        return _STORED[self][0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one stored block scale."""
+        return _STORED[self][1]
+
+    @property
+    def tensor_scale_bytes(self) -> int:
+        """Bytes stored once per tensor beside the block scales (NVFP4's float32 tensor scale)."""
+        return 4 if self is ScaleStorage.E4M3_TENSOR else 0
+
+
+def _stored(fmt: str) -> tuple[str, int]:
+    spec = get_format(fmt)
+    return spec.safetensors, spec.bits // 8
+
+
+# The one table of scale storage: safetensors dtype and bytes per block scale.
+_STORED = {ScaleStorage.FLOAT32: ("F32", 4), ScaleStorage.BFLOAT16: ("BF16", 2),
+           ScaleStorage.E8M0: _stored("float8_e8m0fnu"), ScaleStorage.E4M3_TENSOR: _stored("float8_e4m3fn")}
 
 
 class Apply(NamedEnum):
@@ -52,6 +78,7 @@ class BlockKind(enum.Enum):
 
 _VEC = re.compile(r"^1x(\d+)$")
 _TILE = re.compile(r"^(\d+)x(\d+)$")
+_AXIS = re.compile(r"^(.*)\(axis=(-?\d+)\)$")  # str(BlockShape) of a ROW / VECTOR block
 
 
 @dataclass(frozen=True)
@@ -62,10 +89,13 @@ class BlockShape:
 
     @classmethod
     def parse(cls, value, axis: int = -1) -> "BlockShape":
-        """'tensor', 'row', '1x128' (along `axis`), '128x128' (last two axes)."""
+        """'tensor', 'row', '1x128' (along `axis`), '128x128' (last two axes); also what str() gives."""
         if isinstance(value, BlockShape):
             return value
         key = str(value).strip().lower().replace(" ", "").replace("*", "x")
+        m = _AXIS.match(key)
+        if m:
+            key, axis = m.group(1), int(m.group(2))
         if key in ("tensor", "per_tensor", "per-tensor"):
             return cls(BlockKind.TENSOR)
         if key in ("row", "per_row", "per-row", "channel", "per_channel", "per-channel"):
@@ -105,6 +135,10 @@ class BlockShape:
         ext = [1] * nd
         ext[ax] = max(shape[ax], 1) if self.kind is BlockKind.ROW else self.size[0]
         return tuple(ext)
+
+    def grid(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The scale grid of a tensor of `shape`: ceil(dim / extent) per axis (partial blocks count)."""
+        return tuple(-(-d // e) for d, e in zip(shape, self.extents(tuple(shape))))
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,14 @@ class Scheme:
         parsers = {"scale_rule": ScaleRule.parse, "storage": ScaleStorage.parse, "apply": Apply.parse,
                    "zero_block": ZeroBlock.parse, "block": BlockShape.parse}
         return replace(self, **{k: parsers[k](v) if k in parsers else v for k, v in changes.items()})
+
+    @classmethod
+    def from_description(cls, d: dict) -> "Scheme":
+        """The scheme `describe()` gave (what self-describing checkpoints store)."""
+        return cls.build(d["element"], d["scale_rule"], d["block"], storage=d["storage"], name=str(d["name"]),
+                         rounding=d["rounding"], overflow=d["overflow"], amax_clamp=d["amax_clamp"],
+                         exp_range=tuple(int(e) for e in d["exp_range"]), apply=d["apply"],
+                         zero_block=d["zero_block"], description=str(d.get("description", "")))
 
     def describe(self) -> dict:
         return {

@@ -23,7 +23,7 @@ class ModelConfigError(Fp8portError, ValueError):
     """A model config that cannot be read or lacks what the planner needs."""
 
 
-class Role(enum.Enum):
+class TensorUse(enum.Enum):
     LINEAR = "linear"  # a matmul weight that block-scaled presets quantize, read for every token
     EXPERT = "expert"  # a routed-expert matmul weight: quantized, read only when the router picks it
     DENSE = "dense"  # kept high precision and read for every token: norms, router gate, biases
@@ -32,14 +32,14 @@ class Role(enum.Enum):
 
     @property
     def quantized(self) -> bool:
-        return self in (Role.LINEAR, Role.EXPERT)
+        return self in (TensorUse.LINEAR, TensorUse.EXPERT)
 
 
 @dataclass(frozen=True)
 class Tensor:
     name: str
     shape: tuple[int, ...]
-    role: Role
+    role: TensorUse
     dense_bytes: int = 2  # bytes per element when kept high precision: BF16, or F32 for the MoE bias
     mtp: bool = False  # belongs to a multi-token-prediction module
 
@@ -106,8 +106,8 @@ class Model:
 
     def activated_params(self) -> int:
         """Parameters one token multiplies through (no input embedding; k of the routed experts)."""
-        always = sum(t.numel for t in self._main if t.role not in (Role.EMBEDDING, Role.EXPERT))
-        routed = sum(t.numel for t in self._main if t.role is Role.EXPERT)
+        always = sum(t.numel for t in self._main if t.role not in (TensorUse.EMBEDDING, TensorUse.EXPERT))
+        routed = sum(t.numel for t in self._main if t.role is TensorUse.EXPERT)
         if not self.moe:
             return always
         return always + routed * self.moe.experts_per_token // self.moe.n_routed_experts
@@ -131,12 +131,12 @@ class Model:
     @cached_property
     def _main(self) -> tuple[Tensor, ...]:
         out = [Tensor("model.embed_tokens.weight", (self.vocab_size, self.hidden_size),
-                      Role.HEAD if self.tie_word_embeddings else Role.EMBEDDING)]
+                      TensorUse.HEAD if self.tie_word_embeddings else TensorUse.EMBEDDING)]
         for layer in range(self.num_layers):
             out += self._layer(f"model.layers.{layer}", layer)
-        out.append(Tensor("model.norm.weight", (self.hidden_size,), Role.DENSE))
+        out.append(Tensor("model.norm.weight", (self.hidden_size,), TensorUse.DENSE))
         if not self.tie_word_embeddings:
-            out.append(Tensor("lm_head.weight", (self.vocab_size, self.hidden_size), Role.HEAD))
+            out.append(Tensor("lm_head.weight", (self.vocab_size, self.hidden_size), TensorUse.HEAD))
         return tuple(out)
 
     @cached_property
@@ -147,24 +147,24 @@ class Model:
         for i in range(self.mtp_layers):
             layer = self.num_layers + i
             p = f"model.layers.{layer}"
-            out += [Tensor(f"{p}.embed_tokens.weight", (self.vocab_size, h), Role.EMBEDDING, mtp=True),
-                    Tensor(f"{p}.enorm.weight", (h,), Role.DENSE, mtp=True),
-                    Tensor(f"{p}.hnorm.weight", (h,), Role.DENSE, mtp=True),
-                    Tensor(f"{p}.eh_proj.weight", (h, 2 * h), Role.HEAD, mtp=True)]
+            out += [Tensor(f"{p}.embed_tokens.weight", (self.vocab_size, h), TensorUse.EMBEDDING, mtp=True),
+                    Tensor(f"{p}.enorm.weight", (h,), TensorUse.DENSE, mtp=True),
+                    Tensor(f"{p}.hnorm.weight", (h,), TensorUse.DENSE, mtp=True),
+                    Tensor(f"{p}.eh_proj.weight", (h, 2 * h), TensorUse.HEAD, mtp=True)]
             out += [Tensor(t.name, t.shape, t.role, t.dense_bytes, mtp=True) for t in self._layer(p, layer)]
-            out += [Tensor(f"{p}.shared_head.norm.weight", (h,), Role.DENSE, mtp=True),
-                    Tensor(f"{p}.shared_head.head.weight", (self.vocab_size, h), Role.HEAD, mtp=True)]
+            out += [Tensor(f"{p}.shared_head.norm.weight", (h,), TensorUse.DENSE, mtp=True),
+                    Tensor(f"{p}.shared_head.head.weight", (self.vocab_size, h), TensorUse.HEAD, mtp=True)]
         return tuple(out)
 
     def _layer(self, p: str, layer: int) -> list[Tensor]:
         h = self.hidden_size
-        out = [Tensor(f"{p}.input_layernorm.weight", (h,), Role.DENSE)]
+        out = [Tensor(f"{p}.input_layernorm.weight", (h,), TensorUse.DENSE)]
         out += self._mla(p) if self.mla else self._gqa(p)
-        out.append(Tensor(f"{p}.post_attention_layernorm.weight", (h,), Role.DENSE))
+        out.append(Tensor(f"{p}.post_attention_layernorm.weight", (h,), TensorUse.DENSE))
         if self.moe and self.moe.is_moe_layer(layer):
             out += self._moe(p)
         else:
-            out += _mlp(f"{p}.mlp", h, self.intermediate_size, Role.LINEAR, self.mlp_bias)
+            out += _mlp(f"{p}.mlp", h, self.intermediate_size, TensorUse.LINEAR, self.mlp_bias)
         return out
 
     def _gqa(self, p: str) -> list[Tensor]:
@@ -172,9 +172,9 @@ class Model:
         q, kv = self.num_heads * d, self.num_kv_heads * d
         out = []
         for name, shape in (("q_proj", (q, h)), ("k_proj", (kv, h)), ("v_proj", (kv, h)), ("o_proj", (h, q))):
-            out.append(Tensor(f"{p}.self_attn.{name}.weight", shape, Role.LINEAR))
+            out.append(Tensor(f"{p}.self_attn.{name}.weight", shape, TensorUse.LINEAR))
             if self.attention_bias:
-                out.append(Tensor(f"{p}.self_attn.{name}.bias", (shape[0],), Role.DENSE))
+                out.append(Tensor(f"{p}.self_attn.{name}.bias", (shape[0],), TensorUse.DENSE))
         return out
 
     def _mla(self, p: str) -> list[Tensor]:
@@ -182,36 +182,36 @@ class Model:
         a = f"{p}.self_attn"
         q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
         if m.q_lora_rank:
-            out = [Tensor(f"{a}.q_a_proj.weight", (m.q_lora_rank, h), Role.LINEAR),
-                   Tensor(f"{a}.q_a_layernorm.weight", (m.q_lora_rank,), Role.DENSE),
-                   Tensor(f"{a}.q_b_proj.weight", (n * q_head, m.q_lora_rank), Role.LINEAR)]
+            out = [Tensor(f"{a}.q_a_proj.weight", (m.q_lora_rank, h), TensorUse.LINEAR),
+                   Tensor(f"{a}.q_a_layernorm.weight", (m.q_lora_rank,), TensorUse.DENSE),
+                   Tensor(f"{a}.q_b_proj.weight", (n * q_head, m.q_lora_rank), TensorUse.LINEAR)]
         else:
-            out = [Tensor(f"{a}.q_proj.weight", (n * q_head, h), Role.LINEAR)]
+            out = [Tensor(f"{a}.q_proj.weight", (n * q_head, h), TensorUse.LINEAR)]
         return out + [
-            Tensor(f"{a}.kv_a_proj_with_mqa.weight", (m.kv_lora_rank + m.qk_rope_head_dim, h), Role.LINEAR),
-            Tensor(f"{a}.kv_a_layernorm.weight", (m.kv_lora_rank,), Role.DENSE),
-            Tensor(f"{a}.kv_b_proj.weight", (n * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), Role.LINEAR),
-            Tensor(f"{a}.o_proj.weight", (h, n * m.v_head_dim), Role.LINEAR),
+            Tensor(f"{a}.kv_a_proj_with_mqa.weight", (m.kv_lora_rank + m.qk_rope_head_dim, h), TensorUse.LINEAR),
+            Tensor(f"{a}.kv_a_layernorm.weight", (m.kv_lora_rank,), TensorUse.DENSE),
+            Tensor(f"{a}.kv_b_proj.weight", (n * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), TensorUse.LINEAR),
+            Tensor(f"{a}.o_proj.weight", (h, n * m.v_head_dim), TensorUse.LINEAR),
         ]
 
     def _moe(self, p: str) -> list[Tensor]:
         e, h = self.moe, self.hidden_size
-        out = [Tensor(f"{p}.mlp.gate.weight", (e.n_routed_experts, h), Role.DENSE)]
+        out = [Tensor(f"{p}.mlp.gate.weight", (e.n_routed_experts, h), TensorUse.DENSE)]
         if e.score_bias:
-            out.append(Tensor(f"{p}.mlp.gate.e_score_correction_bias", (e.n_routed_experts,), Role.DENSE, 4))
+            out.append(Tensor(f"{p}.mlp.gate.e_score_correction_bias", (e.n_routed_experts,), TensorUse.DENSE, 4))
         for i in range(e.n_routed_experts):
-            out += _mlp(f"{p}.mlp.experts.{i}", h, e.moe_intermediate_size, Role.EXPERT, False)
+            out += _mlp(f"{p}.mlp.experts.{i}", h, e.moe_intermediate_size, TensorUse.EXPERT, False)
         if e.n_shared_experts:
-            out += _mlp(f"{p}.mlp.shared_experts", h, e.moe_intermediate_size * e.n_shared_experts, Role.LINEAR, False)
+            out += _mlp(f"{p}.mlp.shared_experts", h, e.moe_intermediate_size * e.n_shared_experts, TensorUse.LINEAR, False)
         return out
 
 
-def _mlp(p: str, hidden: int, inter: int, role: Role, bias: bool) -> list[Tensor]:
+def _mlp(p: str, hidden: int, inter: int, role: TensorUse, bias: bool) -> list[Tensor]:
     out = []
     for name, shape in (("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter))):
         out.append(Tensor(f"{p}.{name}.weight", shape, role))
         if bias:
-            out.append(Tensor(f"{p}.{name}.bias", (shape[0],), Role.DENSE))
+            out.append(Tensor(f"{p}.{name}.bias", (shape[0],), TensorUse.DENSE))
     return out
 
 

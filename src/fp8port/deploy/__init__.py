@@ -7,11 +7,11 @@ and what prefill / decode throughput the roofline allows, for the chip and any c
 from __future__ import annotations
 
 from .ascend import ascend_types
-from .chips import Chip, ChipDataError, Column, Confidence, Figure, Path, Status, get_chip, load_chips
+from .chips import Chip, ChipDataError, Column, Confidence, Figure, MatmulPath, Status, get_chip, load_chips
 from .execution import Choice, Execution, choose
 from .memory import BF16, Encoding, WeightBytes, kv_bytes_per_token, kv_cache_bytes, min_chips, parse_encoding, \
     weight_bytes
-from .model import Model, ModelConfigError, Role, Tensor, builtin_models, load_model, model_from_config
+from .model import Model, ModelConfigError, TensorUse, Tensor, builtin_models, load_model, model_from_config
 from .roofline import Bound, Estimate, Phase, Work, decode_work, prefill_work, roofline
 
 DEFAULT_PRESETS = (BF16, "deepseek-v3.1", "mxfp8", "mxfp4")
@@ -90,7 +90,7 @@ def plan(model, chip, presets=DEFAULT_PRESETS, context: int = 4096, batch: int =
 
 
 __all__ = ["ASSUMPTIONS", "BF16", "Bound", "Chip", "ChipDataError", "Choice", "Column", "Confidence",
-           "DEFAULT_PRESETS", "Encoding", "Estimate", "Execution", "Figure", "Model", "ModelConfigError", "Path",
-           "Phase", "Role", "Status", "Tensor", "WeightBytes", "Work", "builtin_models", "choose", "decode_work",
+           "DEFAULT_PRESETS", "Encoding", "Estimate", "Execution", "Figure", "Model", "ModelConfigError", "MatmulPath",
+           "Phase", "TensorUse", "Status", "Tensor", "WeightBytes", "Work", "builtin_models", "choose", "decode_work",
            "get_chip", "kv_bytes_per_token", "kv_cache_bytes", "load_chips", "load_model", "min_chips",
            "model_from_config", "parse_encoding", "plan", "prefill_work", "roofline", "weight_bytes"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fp8port.plan import ModelConfigError, Role, load_model
+from fp8port.deploy import ModelConfigError, TensorUse, load_model
 
 
 def test_deepseek_v3_tensor_names():
@@ -15,12 +15,12 @@ def test_deepseek_v3_tensor_names():
     assert t["model.layers.2.mlp.down_proj.weight"].shape == (7168, 18432)
     assert "model.layers.3.mlp.gate_proj.weight" not in t  # layer 3 is the first MoE layer
     assert t["model.layers.3.mlp.experts.255.down_proj.weight"].shape == (7168, 2048)
-    assert t["model.layers.3.mlp.experts.255.down_proj.weight"].role is Role.EXPERT
-    assert t["model.layers.60.mlp.shared_experts.up_proj.weight"].role is Role.LINEAR
-    assert t["model.layers.3.mlp.gate.weight"].role is Role.DENSE
+    assert t["model.layers.3.mlp.experts.255.down_proj.weight"].role is TensorUse.EXPERT
+    assert t["model.layers.60.mlp.shared_experts.up_proj.weight"].role is TensorUse.LINEAR
+    assert t["model.layers.3.mlp.gate.weight"].role is TensorUse.DENSE
     assert t["model.layers.3.mlp.gate.e_score_correction_bias"].dense_bytes == 4
     assert t["model.layers.61.eh_proj.weight"].shape == (7168, 14336) and t["model.layers.61.eh_proj.weight"].mtp
-    assert t["lm_head.weight"].role is Role.HEAD
+    assert t["lm_head.weight"].role is TensorUse.HEAD
     assert "model.layers.61.self_attn.q_a_proj.weight" not in {x.name for x in ds.tensors()}
 
 
@@ -31,7 +31,7 @@ def test_folder_and_file(tmp_path):
     m = load_model(tmp_path)
     assert m.name == tmp_path.name and load_model(tmp_path / "config.json").params() == m.params()
     names = {t.name: t for t in m.tensors()}
-    assert "lm_head.weight" not in names and names["model.embed_tokens.weight"].role is Role.HEAD
+    assert "lm_head.weight" not in names and names["model.embed_tokens.weight"].role is TensorUse.HEAD
     assert names["model.layers.0.self_attn.q_proj.bias"].shape == (64,)
     # tied: the embedding doubles as the head, so it counts as activated
     assert m.activated_params() == m.params()

@@ -7,14 +7,14 @@ from importlib import resources
 import pytest
 
 from fp8port.errors import UnknownNameError
-from fp8port.plan import ChipDataError, Column, Confidence, get_chip, load_chips
-from fp8port.plan.chips import parse_chips
+from fp8port.deploy import ChipDataError, Column, Confidence, get_chip, load_chips
+from fp8port.deploy.chips import parse_chips
 
 MARKERS = {c.value for c in Confidence}
 
 
 def _raw():
-    return json.loads(resources.files("fp8port.plan").joinpath("chips.json").read_text("utf-8"))
+    return json.loads(resources.files("fp8port.deploy").joinpath("chips.json").read_text("utf-8"))
 
 
 def _numbers(node, where=""):
@@ -86,12 +86,12 @@ def test_bad_data_rejected(edit, message):
 
 
 def test_ascend_chips_list_the_ascendv1_types_they_run():
-    from fp8port.plan import ascend_types, get_chip, plan
+    from fp8port.deploy import ascend_types, get_chip, plan
 
     assert ascend_types(get_chip("910c")) == ("W8A8_DYNAMIC", "W8A8", "W8A16")  # A2/A3: int8 paths
     assert ascend_types(get_chip("950pr"))[:3] == ("W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4")  # A5: MX
     assert ascend_types(get_chip("h800")) == ()
-    from fp8port.checkpoint.ascend import AscendType
+    from fp8port.checkpoint.layouts.ascend import AscendType
     for chip in ("910b", "910c", "950pr", "950dt"):
         for t in ascend_types(get_chip(chip)):
             AscendType.writable(t)  # every type listed is one `convert --layout ascend` writes

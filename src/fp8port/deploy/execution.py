@@ -6,20 +6,20 @@ import enum
 from dataclasses import dataclass
 
 from ..quant import ScaleStorage
-from .chips import Chip, Column, Figure, Path
+from .chips import Chip, Column, Figure, MatmulPath
 from .memory import Encoding
 
 # (element format, scale storage) -> native paths to try, best first. MX FP8 falls back to FP8 MMA with
 # the E8M0 scales widened to fp32 in software (Hopper), which chips.md §6 counts as native FP8.
 _PATHS = {
-    ("float8_e4m3fn", ScaleStorage.FLOAT32): (Path.FP8_BLOCK,),
-    ("float8_e4m3fn", ScaleStorage.BFLOAT16): (Path.FP8_BLOCK,),
-    ("float8_e4m3fn", ScaleStorage.E8M0): (Path.MXFP8, Path.FP8_BLOCK),
-    ("float6_e2m3fn", ScaleStorage.E8M0): (Path.MXFP6,),
-    ("float6_e3m2fn", ScaleStorage.E8M0): (Path.MXFP6,),
-    ("float4_e2m1fn", ScaleStorage.E8M0): (Path.MXFP4,),
-    ("float4_e2m1fn", ScaleStorage.E4M3_TENSOR): (Path.NVFP4,),
-    ("hifloat8", ScaleStorage.FLOAT32): (Path.HIF8,),
+    ("float8_e4m3fn", ScaleStorage.FLOAT32): (MatmulPath.FP8_BLOCK,),
+    ("float8_e4m3fn", ScaleStorage.BFLOAT16): (MatmulPath.FP8_BLOCK,),
+    ("float8_e4m3fn", ScaleStorage.E8M0): (MatmulPath.MXFP8, MatmulPath.FP8_BLOCK),
+    ("float6_e2m3fn", ScaleStorage.E8M0): (MatmulPath.MXFP6,),
+    ("float6_e3m2fn", ScaleStorage.E8M0): (MatmulPath.MXFP6,),
+    ("float4_e2m1fn", ScaleStorage.E8M0): (MatmulPath.MXFP4,),
+    ("float4_e2m1fn", ScaleStorage.E4M3_TENSOR): (MatmulPath.NVFP4,),
+    ("hifloat8", ScaleStorage.FLOAT32): (MatmulPath.HIF8,),
 }
 
 
@@ -31,7 +31,7 @@ class Execution(enum.Enum):
 @dataclass(frozen=True)
 class Choice:
     execution: Execution
-    path: Path  # the path the matmuls run on (BF16 when emulated)
+    path: MatmulPath  # the path the matmuls run on (BF16 when emulated)
     peak: Figure  # the chip's throughput column for that path
 
     @property
@@ -39,9 +39,9 @@ class Choice:
         return self.path.column
 
 
-def native_paths(enc: Encoding) -> tuple[Path, ...]:
+def native_paths(enc: Encoding) -> tuple[MatmulPath, ...]:
     if enc.weight is None:
-        return (Path.BF16,)
+        return (MatmulPath.BF16,)
     return _PATHS.get((enc.weight.element.name, enc.weight.storage), ())
 
 
@@ -49,4 +49,4 @@ def choose(chip: Chip, enc: Encoding) -> Choice:
     for path in native_paths(enc):
         if chip.runs(path):
             return Choice(Execution.NATIVE, path, chip.throughput[path.column])
-    return Choice(Execution.EMULATED, Path.BF16, chip.throughput[Column.BF16])
+    return Choice(Execution.EMULATED, MatmulPath.BF16, chip.throughput[Column.BF16])

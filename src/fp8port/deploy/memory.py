@@ -6,13 +6,11 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UnknownNameError
-from ..quant import PRESETS, Scheme, ScaleStorage, get_preset
-from .model import Model, Role, Tensor
+from ..quant import PRESETS, Scheme, get_preset
+from .model import Model, TensorUse, Tensor
 
 BF16 = "bf16"
 _BF16_ALIASES = ("bf16", "bfloat16", "none")
-_SCALE_BYTES = {ScaleStorage.FLOAT32: 4, ScaleStorage.BFLOAT16: 2, ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 1}
-_TENSOR_SCALE_BYTES = {ScaleStorage.E4M3_TENSOR: 4}  # NVFP4's fp32 per-tensor scale
 
 
 @dataclass(frozen=True)
@@ -38,9 +36,8 @@ def parse_encoding(name) -> Encoding:
 def quantized_tensor_bytes(shape: tuple[int, ...], scheme: Scheme) -> tuple[int, int]:
     """(code bytes, scale bytes) of one tensor: codes packed densely, one scale per block, partial blocks count."""
     codes = math.ceil(math.prod(shape) * scheme.element.bits / 8)
-    extents = scheme.block.extents(shape)
-    blocks = math.prod(math.ceil(d / e) for d, e in zip(shape, extents))
-    scales = blocks * _SCALE_BYTES[scheme.storage] + _TENSOR_SCALE_BYTES.get(scheme.storage, 0)
+    blocks = math.prod(scheme.block.grid(shape))
+    scales = blocks * scheme.storage.nbytes + scheme.storage.tensor_scale_bytes
     return codes, scales
 
 
@@ -80,9 +77,9 @@ def weight_bytes(model: Model, encoding, include_mtp: bool = False) -> WeightByt
     for t in model.tensors(include_mtp):
         c, s, d = tensor_bytes(t, enc)
         codes, scales, dense = codes + c, scales + s, dense + d
-        if t.role is Role.EXPERT:
+        if t.role is TensorUse.EXPERT:
             routed += c + s + d
-        elif t.role is Role.EMBEDDING:
+        elif t.role is TensorUse.EMBEDDING:
             embedding += c + s + d
     return WeightBytes(codes, scales, dense, routed, embedding)
 

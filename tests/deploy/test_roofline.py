@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from fp8port.plan import Bound, Work, decode_work, get_chip, load_model, prefill_work, roofline, weight_bytes
-from fp8port.plan.chips import Path
-from fp8port.plan.execution import Execution, choose
-from fp8port.plan.memory import parse_encoding
-from fp8port.plan.roofline import Phase, attention_flops_per_token, expected_distinct_experts
+from fp8port.deploy import Bound, Work, decode_work, get_chip, load_model, prefill_work, roofline, weight_bytes
+from fp8port.deploy.chips import MatmulPath
+from fp8port.deploy.execution import Execution, choose
+from fp8port.deploy.memory import parse_encoding
+from fp8port.deploy.roofline import Phase, attention_flops_per_token, expected_distinct_experts
 
 
 def test_roofline_bounds():
@@ -68,18 +68,18 @@ def test_moe_decode_reads_only_hit_experts():
 
 
 @pytest.mark.parametrize("chip,preset,execution,path", [
-    ("H800", "deepseek-v3.1", Execution.NATIVE, Path.FP8_BLOCK),
-    ("H800", "mxfp8", Execution.NATIVE, Path.FP8_BLOCK),  # E8M0 scales widened in software
-    ("H800", "mxfp4", Execution.EMULATED, Path.BF16),
-    ("B200", "mxfp8", Execution.NATIVE, Path.MXFP8),
-    ("B200", "nvfp4", Execution.NATIVE, Path.NVFP4),
-    ("Ascend 910C", "deepseek-v3.1", Execution.EMULATED, Path.BF16),
-    ("Ascend 950PR", "mxfp4", Execution.NATIVE, Path.MXFP4),
-    ("Ascend 950PR", "hif8", Execution.NATIVE, Path.HIF8),
-    ("Ascend 950PR", "nvfp4", Execution.EMULATED, Path.BF16),
-    ("A100", "deepseek-v3", Execution.EMULATED, Path.BF16),
-    ("MI355X", "mxfp4", Execution.NATIVE, Path.MXFP4),
-    ("B200", "mxint8", Execution.EMULATED, Path.BF16),
+    ("H800", "deepseek-v3.1", Execution.NATIVE, MatmulPath.FP8_BLOCK),
+    ("H800", "mxfp8", Execution.NATIVE, MatmulPath.FP8_BLOCK),  # E8M0 scales widened in software
+    ("H800", "mxfp4", Execution.EMULATED, MatmulPath.BF16),
+    ("B200", "mxfp8", Execution.NATIVE, MatmulPath.MXFP8),
+    ("B200", "nvfp4", Execution.NATIVE, MatmulPath.NVFP4),
+    ("Ascend 910C", "deepseek-v3.1", Execution.EMULATED, MatmulPath.BF16),
+    ("Ascend 950PR", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
+    ("Ascend 950PR", "hif8", Execution.NATIVE, MatmulPath.HIF8),
+    ("Ascend 950PR", "nvfp4", Execution.EMULATED, MatmulPath.BF16),
+    ("A100", "deepseek-v3", Execution.EMULATED, MatmulPath.BF16),
+    ("MI355X", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
+    ("B200", "mxint8", Execution.EMULATED, MatmulPath.BF16),
 ])
 def test_native_or_emulated(chip, preset, execution, path):
     c = choose(get_chip(chip), parse_encoding(preset))
@@ -87,7 +87,7 @@ def test_native_or_emulated(chip, preset, execution, path):
 
 
 def test_emulated_runs_at_bf16_rate_with_small_bytes():
-    from fp8port.plan import plan
+    from fp8port.deploy import plan
     r = plan("deepseek-v3", "h800", presets=["bf16", "mxfp4"], context=1024, batch=1)
     bf16, fp4 = r["results"]
     assert fp4["execution"] == "emulated" and fp4["peak"]["value"] == bf16["peak"]["value"] == 989.5

@@ -7,13 +7,13 @@ A2/A3 path), and W8A16 only a bf16 GEMM after dequantizing int8 weights.
 
 from __future__ import annotations
 
-from .chips import Chip, Path
+from .chips import Chip, MatmulPath
 
 TYPES_BY_PATH = {
-    Path.MXFP8: ("W8A8_MXFP8",),
-    Path.MXFP4: ("W4A8_MXFP", "W4A4_MXFP4"),
-    Path.INT8: ("W8A8_DYNAMIC", "W8A8"),
-    Path.BF16: ("W8A16",),
+    MatmulPath.MXFP8: ("W8A8_MXFP8",),
+    MatmulPath.MXFP4: ("W4A8_MXFP", "W4A4_MXFP4"),
+    MatmulPath.INT8: ("W8A8_DYNAMIC", "W8A8"),
+    MatmulPath.BF16: ("W8A16",),
 }
 
 

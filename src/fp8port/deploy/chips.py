@@ -42,7 +42,7 @@ class Column(enum.Enum):
     INT8 = "int8"
 
 
-class Path(enum.Enum):
+class MatmulPath(enum.Enum):
     """A way the matrix units consume weights natively; each runs at one throughput column."""
 
     BF16 = "bf16"
@@ -59,8 +59,9 @@ class Path(enum.Enum):
         return _PATH_COLUMN[self]
 
 
-_PATH_COLUMN = {Path.BF16: Column.BF16, Path.FP8_BLOCK: Column.FP8, Path.MXFP8: Column.MXFP8, Path.MXFP6: Column.FP6,
-                Path.MXFP4: Column.FP4, Path.NVFP4: Column.FP4, Path.HIF8: Column.HIF8, Path.INT8: Column.INT8}
+_PATH_COLUMN = {MatmulPath.BF16: Column.BF16, MatmulPath.FP8_BLOCK: Column.FP8, MatmulPath.MXFP8: Column.MXFP8,
+                MatmulPath.MXFP6: Column.FP6, MatmulPath.MXFP4: Column.FP4, MatmulPath.NVFP4: Column.FP4,
+                MatmulPath.HIF8: Column.HIF8, MatmulPath.INT8: Column.INT8}
 
 # Unit -> factor to SI (bytes, bytes/s, operations/s), per field, so a mistyped unit fails loudly.
 _UNITS = {
@@ -106,7 +107,7 @@ class Figure:
 
 @dataclass(frozen=True)
 class Native:
-    paths: frozenset[Path]
+    paths: frozenset[MatmulPath]
     confidence: Confidence
     source: str
 
@@ -125,7 +126,7 @@ class Chip:
     native: Native
     note: str
 
-    def runs(self, path: Path) -> bool:
+    def runs(self, path: MatmulPath) -> bool:
         return path in self.native.paths
 
     def figures(self) -> dict[str, Figure]:
@@ -194,7 +195,7 @@ def _chip(raw: dict) -> Chip:
             memory_bandwidth=_figure(raw["memory_bandwidth"], "memory_bandwidth", f"{name} memory_bandwidth"),
             throughput={c: _figure(thr[c.value], "throughput", f"{name} throughput.{c.value}") for c in Column},
             interconnect=_figure(raw["interconnect"], "interconnect", f"{name} interconnect"),
-            native=Native(frozenset(_parse_enum(Path, p, f"{name} native path") for p in native["paths"]),
+            native=Native(frozenset(_parse_enum(MatmulPath, p, f"{name} native path") for p in native["paths"]),
                           _parse_enum(Confidence, native["confidence"], f"{name} native confidence"),
                           native["source"]),
             note=raw.get("note", ""),

@@ -1,0 +1,96 @@
+"""What must stay FLOAT, what a loader fuses, and the per-tensor checks of an AscendV1 plan."""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+
+from ....errors import ConversionError
+from .types import AscendType
+
+# What stays FLOAT in a DeepSeek-style model (§2.8, §4.6), with the reason a loader needs it.
+FLOAT_RULES = (
+    ("*.kv_b_proj.*", "vLLM-Ascend MLA splits kv_b_proj into W_UK/W_UV and asserts it is unquantized (§2.8)"),
+    ("*.mlp.gate.*", "router gate kept float by msModelSlim's DeepSeek recipes (§2.8)"),
+    ("*e_score_correction_bias*", "router bias kept float (§2.8)"),
+    ("*norm*", "norms are FLOAT (§2.8)"),
+    ("*embed*", "embeddings are FLOAT (§2.8)"),
+    ("lm_head.*", "lm_head is FLOAT (§2.8)"),
+    ("*.shared_head.*", "the MTP head is FLOAT (§2.8)"),
+    ("*.indexer.*", "DeepSeek-V3.2 indexer projections are excluded (§4.6)"),
+)
+MTP_MARKERS = ("enorm", "hnorm", "eh_proj", "shared_head")
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_EXPERT = re.compile(r"\.mlp\.experts\.\d+\.")
+
+
+def float_reason(name: str, mtp: set[int]) -> str | None:
+    """Why a tensor must stay FLOAT, or None if a loader accepts it quantized."""
+    m = _LAYER.match(name)
+    if m and int(m.group(1)) in mtp:
+        return "the MTP layer is FLOAT: vLLM-Ascend's deepseek_mtp expects it so (§2.8)"
+    return next((why for pat, why in FLOAT_RULES if fnmatchcase(name, pat)), None)
+
+
+def mtp_layers(names, config: dict | None) -> set[int]:
+    """DeepSeek's multi-token-prediction layers: the ones after num_hidden_layers, or any layer
+    holding MTP-only modules (enorm, hnorm, eh_proj, shared_head)."""
+    out = set()
+    cfg = config or {}
+    n, k = cfg.get("num_hidden_layers"), cfg.get("num_nextn_predict_layers") or 0
+    if isinstance(n, int) and isinstance(k, int):
+        out.update(range(n, n + k))
+    for name in names:
+        m = _LAYER.match(name)
+        if m and any(f".{mark}." in name for mark in MTP_MARKERS):
+            out.add(int(m.group(1)))
+    return out
+
+
+def layer_kind(name: str) -> str:
+    return "moe" if _EXPERT.search(name) else "linear"
+
+
+def fused_group(name: str) -> str | None:
+    """Modules a loader fuses, which must share one type (§2 conventions, §7.4)."""
+    base = name.rsplit(".", 1)[0]
+    for members, tag in ((("q_proj", "k_proj", "v_proj"), "qkv"), (("gate_proj", "up_proj"), "gate_up"),
+                         (("q_a_proj", "kv_a_proj_with_mqa"), "fused_qkv_a")):
+        for m in members:
+            if base.endswith("." + m):
+                prefix = base[: -len(m) - 1]
+                if _EXPERT.search(name):  # all experts of one MoE layer: one type
+                    return _EXPERT.split(name)[0] + ".mlp.experts"
+                return f"{prefix}:{tag}"
+    if _EXPERT.search(name):
+        return _EXPERT.split(name)[0] + ".mlp.experts"
+    return None
+
+
+def check_fits(t: AscendType, name: str, shape, has_bias: bool, activations: dict) -> None:
+    k = shape[1]
+    if t.fp4 and k % 2:
+        raise ConversionError(f"{name} {list(shape)}: K = {k} is odd, so its E2M1 codes do not fill whole bytes "
+                              "along K (two per byte, §2.7); keep it FLOAT with --exclude or choose W8A8_MXFP8")
+    base = name[: -len(".weight")]
+    if t is AscendType.W8A8:
+        if base not in activations:
+            raise ConversionError(f"{name}: no activation scales for {base!r} in --activation-scales; W8A8 "
+                                  "(static) needs input_scale and input_offset for every quantized Linear")
+        if has_bias:
+            raise ConversionError(f"{name}: has a bias; how the loaders combine it with W8A8's quant_bias is "
+                                  "unverified (§2.1), so fp8port does not write it; use W8A8_DYNAMIC")
+
+
+def check_groups(types: dict[str, AscendType]) -> None:
+    seen: dict[str, tuple[str, AscendType]] = {}
+    for name, t in types.items():
+        if not name.endswith(".weight"):
+            continue
+        g = fused_group(name)
+        if g is None:
+            continue
+        if g in seen and seen[g][1] is not t:
+            raise ConversionError(f"{name} would be {t.value} but {seen[g][0]} is {seen[g][1].value}: the loaders "
+                                  "fuse these modules and need one type (§2); adjust --include/--exclude")
+        seen.setdefault(g, (name, t))

@@ -1,0 +1,186 @@
+"""Pieces shared by the layouts that store a weight as one code tensor plus one scale grid
+(deepseek, compressed-tensors, fp8port): naming, header checks, reading, and the writer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from ...codec.packing import pack, unpack
+from ...errors import CheckpointError, LayoutError
+from ...formats import FORMATS, FormatSpec, Kind
+from ...quant import QuantizedTensor, Role, Scheme, ScaleStorage
+from ...quant import storage as scale_store
+from ...quant.tensor import Framework
+from ..folder import Checkpoint
+from ..safetensors_io import TensorInfo
+from .base import Output, StoredWeight, Writer
+
+# safetensors dtypes that only quantized weights use (a folder holding them is not dense): every
+# element format's own dtype but the integer one
+QUANTIZED_DTYPES = tuple(f.safetensors for f in FORMATS.values() if f.safetensors and f.kind is not Kind.INT)
+# how a stored scale grid's safetensors dtype is read: each storage's own dtype, F16 multipliers as
+# float32, E8M0 bytes also as plain U8 (AscendV1, compressed-tensors MX)
+SCALE_STORAGE = {s.safetensors: s for s in (ScaleStorage.FLOAT32, ScaleStorage.BFLOAT16, ScaleStorage.E8M0)} | {
+    "F16": ScaleStorage.FLOAT32, "U8": ScaleStorage.E8M0}
+
+
+def base_name(weight: str) -> str:
+    """'x.weight' -> 'x' (the module a weight and its companions belong to)."""
+    return weight[: -len(".weight")] if weight.endswith(".weight") else weight
+
+
+def code_output(name: str, shape: tuple[int, ...], element: FormatSpec) -> Output:
+    """The code tensor of a weight: the element's safetensors dtype (F4 / F6 count elements), else
+    U8 bytes, packed along the last axis for sub-byte elements that have no safetensors dtype (E1M2)."""
+    dtype = element.safetensors or "U8"
+    if element.bits < 8 and dtype == "U8":
+        shape = tuple(shape[:-1]) + (shape[-1] * element.bits // 8,)
+    return name, dtype, tuple(shape)
+
+
+def logical_shape(info: TensorInfo, element: FormatSpec) -> tuple[int, ...]:
+    """A code tensor's element shape (the inverse of `code_output`)."""
+    if element.bits < 8 and info.dtype == "U8":
+        return tuple(info.shape[:-1]) + (info.shape[-1] * 8 // element.bits,)
+    return tuple(info.shape)
+
+
+def check_packable(name: str, shape: tuple[int, ...], element: FormatSpec) -> None:
+    if element.bits < 8 and math.prod(shape) * element.bits % 8:
+        raise CheckpointError(f"tensor {name!r} {list(shape)}: {math.prod(shape)} {element.name} codes do not "
+                              "fill whole bytes; exclude it (--exclude) or choose an 8-bit preset")
+
+
+def pack_codes(q: QuantizedTensor) -> np.ndarray:
+    codes = np.asarray(q.codes, np.uint8)
+    return pack(codes.reshape(-1), q.scheme.element) if q.scheme.element.bits < 8 else codes
+
+
+def read_codes(ckpt: Checkpoint, name: str, shape: tuple[int, ...], element: FormatSpec) -> np.ndarray:
+    raw = ckpt.read(name)
+    if element.bits < 8:
+        return unpack(raw.reshape(-1), element)[: math.prod(shape)].reshape(shape)
+    return np.ascontiguousarray(raw).view(np.uint8).reshape(shape)
+
+
+def check_grid(ckpt: Checkpoint, weight: str, scale: str, shape, scheme: Scheme, stored_shape=None) -> None:
+    """The scale tensor's shape fits the weight's grid (headers only). stored_shape: how the layout
+    stores that grid, where not as the grid itself (compressed-tensors' per-tensor [1])."""
+    want = scheme.block.grid(shape)
+    got = tuple(ckpt.info(scale).shape)
+    if got != tuple(stored_shape or want):
+        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} has grid {list(got)}, but weight "
+                              f"{weight!r} {list(shape)} in {scheme.block} blocks needs {list(stored_shape or want)}")
+
+
+def scale_storage(ckpt: Checkpoint, scale: str, allowed: tuple[str, ...], what: str) -> ScaleStorage:
+    """How a scale tensor is stored, from its dtype (one of `allowed`)."""
+    dtype = ckpt.info(scale).dtype
+    if dtype not in allowed:
+        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} is {dtype}; {what} scales are "
+                              f"{' or '.join(allowed)}")
+    return SCALE_STORAGE[dtype]
+
+
+def read_scales(ckpt: Checkpoint, scale: str, w: StoredWeight) -> tuple[np.ndarray, np.ndarray]:
+    """(stored grid, float32 multipliers) of a weight, every multiplier finite and positive."""
+    raw = ckpt.read(scale).reshape(w.scheme.block.grid(w.shape))
+    if w.scheme.storage is ScaleStorage.E8M0:
+        stored = np.ascontiguousarray(raw).view(np.uint8).view(ml_dtypes.float8_e8m0fnu)
+    else:
+        stored = raw
+    return stored, checked(ckpt, scale, scale_store.load(stored, w.scheme.storage))
+
+
+def checked(ckpt: Checkpoint, scale: str, s: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(s) & (s > 0)
+    if not ok.all():
+        bad = tuple(int(b) for b in np.argwhere(~ok)[0])
+        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} has {s[bad]!r} at block {bad}; "
+                              "stored scales must be finite and positive")
+    return s
+
+
+def block_tensor(codes, stored, s, w: StoredWeight, tensor_scale: float | None = None) -> QuantizedTensor:
+    return QuantizedTensor(codes=codes, scale=stored, scale_fp32=np.asarray(s, np.float32), shape=tuple(w.shape),
+                           scheme=w.scheme, role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY,
+                           tensor_scale=tensor_scale)
+
+
+def all_powers_of_two(s: np.ndarray) -> bool:
+    m, _ = np.frexp(np.asarray(s, np.float64))
+    return bool(np.all((m == 0.5) & np.isfinite(s)))
+
+
+def fp8_preset(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
+    """inspect's guess for FP8 block layouts: deepseek-v3.1 when every scale is a power of two (the
+    scale tensors are read: they are small), else deepseek-v3."""
+    if not weights:
+        return {}
+    pow2 = all(w.scheme.storage is ScaleStorage.E8M0
+               or all_powers_of_two(ckpt.read(w.parts["scale"]).astype(np.float32)) for w in weights.values())
+    deepseek = all(str(w.scheme.block) == "128x128" for w in weights.values())
+    return {"preset": ("deepseek-v3.1" if pow2 else "deepseek-v3") if deepseek else None,
+            "scales_all_powers_of_two": pow2}
+
+
+def grid_weights(ckpt: Checkpoint, scale_suffix: str, make) -> dict[str, StoredWeight]:
+    """Weights stored as `X.weight` codes beside an `X.<scale_suffix>` scale tensor.
+
+    make(weight name, scale name) -> StoredWeight (checks dtypes and grid). A quantized-looking
+    `*.weight` without its scale, or a scale without its weight, is an error naming both."""
+    out = {}
+    suffix = "." + scale_suffix
+    for n in ckpt.tensors:
+        if n.endswith(suffix):
+            w = n[: -len(suffix)] + ".weight"
+            if w not in ckpt.tensors:
+                raise CheckpointError(f"{ckpt.tensors[n][0]}: scale {n!r} has no weight {w!r}")
+            out[w] = make(w, n)
+    for n, (f, info) in ckpt.tensors.items():
+        if n not in out and n.endswith(".weight") and info.dtype in QUANTIZED_DTYPES:
+            raise CheckpointError(f"{f}: quantized weight {n!r} ({info.dtype}) has no scale tensor "
+                                  f"{base_name(n) + suffix!r}")
+    return out
+
+
+@dataclass
+class GridWriter(Writer):
+    """Writes `X.weight` codes and one `X.<scale_suffix>` scale grid (plus NVFP4's tensor scale)."""
+
+    scale_suffix: str = "weight_scale"
+    tensor_scale_suffix: str = "weight_tensor_scale"
+
+    def hold(self, name, shape, scheme):
+        check_packable(name, shape, scheme.element)
+        return scheme
+
+    def scale_shape(self, shape: tuple[int, ...], scheme: Scheme) -> tuple[int, ...]:
+        return scheme.block.grid(shape)
+
+    def outputs(self, name, shape, scheme):
+        base = base_name(name)
+        out = [code_output(name, shape, scheme.element),
+               (f"{base}.{self.scale_suffix}", scheme.storage.safetensors, self.scale_shape(shape, scheme))]
+        if scheme.storage.tensor_scale_bytes:
+            out.append((f"{base}.{self.tensor_scale_suffix}", "F32", ()))
+        return out
+
+    def arrays(self, name, q):
+        out = [pack_codes(q), np.asarray(q.scale).reshape(self.scale_shape(q.shape, q.scheme))]
+        if q.scheme.storage.tensor_scale_bytes:
+            out.append(np.asarray([q.tensor_scale], np.float32).reshape(()))
+        return out
+
+
+def cannot_hold(layout: str, scheme: Scheme, why: str) -> LayoutError:
+    """The typed error of a writer's `hold`; it carries the scheme so that the planner can name the
+    layouts that hold it."""
+    e = LayoutError(f"the {layout} layout cannot hold {scheme.name} ({scheme.element.name}, {scheme.block} "
+                    f"blocks, {scheme.storage.value} scales): {why}")
+    e.scheme = scheme
+    return e
