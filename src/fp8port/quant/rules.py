@@ -17,6 +17,7 @@ from ..errors import UnknownNameError
 
 F32 = np.float32
 MANT = 0x7FFFFF
+_E2M1_MBITS = 1  # compressed-tensors rounds MX amax at FP4 E2M1 mantissa width
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -145,6 +146,23 @@ def rceil(amax, elem, scheme):
     return _finish_pow2(e, np.isnan(a), scheme)
 
 
+def ct_mx(amax, elem, scheme):
+    """compressed-tensors MX: round amax at m mantissa bits (ties up), keep its exponent E, s = 2^(E - emax).
+
+    On the float32 bits b of amax: f = exponent_field((b + 2^(22 - m)) & 0xFF800000); the E8M0 byte is
+    clamp(f - emax_elem, 0, 255), so 0 (a zero or tiny block) gives 2^-127 and Inf / NaN give 0xFF (NaN).
+    m is E2M1's mantissa width (1) for 4- and 8-bit elements, even E4M3: compressed-tensors 0.19 and 0.20
+    pass FP4's width for both (MXFP8 then takes amax in [1.75, 2) * 2^k a binade up and never clips);
+    0.20 uses E2M3's 3 bits for 6-bit elements. Equals its `generate_mx_scales` byte for byte on bf16 and
+    float32 weights (tests/peers/test_ct_rules.py runs its code); fp16 weights round in fp16 there.
+    Users: compressed-tensors `quantization/utils/mxfp_utils.py`, hence llm-compressor MXFP4 / MXFP8.
+    """
+    m = elem.mbits if elem.bits == 6 else _E2M1_MBITS
+    b = _bits(_clamped(amax, scheme))
+    f = (((b + (1 << (22 - m))) & 0xFF800000) >> 23) & 0xFF
+    return _finish_pow2(f - elem.emax - 127, f == 255, scheme)
+
+
 class ScaleRule(enum.Enum):
     """How a block's scale is chosen. Each member's __doc__ is its rule function's docstring."""
 
@@ -157,10 +175,12 @@ class ScaleRule(enum.Enum):
     EVEN = "even"
     NVFP4 = "nvfp4"
     MSE_POW2 = "mse_pow2"
+    CT_MX = "ct_mx"
+    CT_NVFP4 = "ct_nvfp4"
 
     @property
     def power_of_two(self) -> bool:
-        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4)
+        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
 
     @property
     def fn(self):
@@ -186,6 +206,13 @@ def nvfp4_doc():
     tensor (p = 0) uses p = 1 instead of dividing by zero (torchao would give NaN)."""
 
 
+def ct_nvfp4_doc():
+    """compressed-tensors NVFP4 (llm-compressor NVFP4A16): global scale g = bf16(bf16(1/amax_t) * 2688)
+    (a divisor, stored as `weight_global_scale`), block scale s = e4m3(fp32(g * bf16(amax16 / 6))), an
+    all-zero block gets 0.125; elements e2m1(clamp(x / fp32(s / g), -6, 6)); dequant code * fp32(s / g).
+    Formulas and what differs from torchao / ModelOpt: quant/nvfp4.py."""
+
+
 def mse_doc():
     """MSE-optimal power of two: per block, try E in {e_c - 2, e_c - 1, e_c} where e_c is the
     RCEIL exponent, encode the block under each (elements saturate), keep the one with the least
@@ -201,13 +228,17 @@ _FUNCS = {
     ScaleRule.RCEIL: rceil,
     ScaleRule.CEIL: ocp_ceil,
     ScaleRule.EVEN: ocp_even,
+    ScaleRule.CT_MX: ct_mx,
 }
 for _m in ScaleRule:
-    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc}[_m]).__doc__
+    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc,
+                                     ScaleRule.CT_NVFP4: ct_nvfp4_doc}[_m]).__doc__
 
 _ALIASES = {
     "deepseek": "ue8m0", "deepgemm": "ue8m0", "bitwise": "ue8m0", "ceil_to_ue8m0": "ue8m0",
     "log2": "log2_ceil", "log2_f32": "log2_ceil", "float_log2": "log2_ceil",
     "v3": "v3_float", "float": "v3_float", "amax_448": "v3_float",
     "ocp": "floor", "mse": "mse_pow2",
+    "compressed_tensors_mx": "ct_mx", "llmcompressor_mx": "ct_mx",
+    "compressed_tensors_nvfp4": "ct_nvfp4", "llmcompressor_nvfp4": "ct_nvfp4",
 }
