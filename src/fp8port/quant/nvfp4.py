@@ -89,6 +89,13 @@ def ct_multiplier(scale_codes, g) -> np.ndarray:
         return (decode(np.asarray(scale_codes, np.uint8), E4M3) / F32(g)).astype(F32)
 
 
+def ct_multiplier_0d(scale_codes, g) -> np.ndarray:
+    """bf16(fp32(s / g)): compressed-tensors' multiplier when `weight_global_scale` is 0-d, as its
+    ModelOptNvfp4Converter writes it (torch keeps a bf16 tensor divided by a 0-d float32 tensor in
+    bf16); llm-compressor writes shape [1], which promotes to float32 (`ct_multiplier`)."""
+    return _round(ct_multiplier(scale_codes, g), BF16)
+
+
 def modelopt_multiplier(scale_codes, scale_2) -> np.ndarray:
     """fp32(s * p): ModelOpt's per-block multiplier (`weight_scale` times `weight_scale_2`)."""
     return (decode(np.asarray(scale_codes, np.uint8), E4M3) * F32(scale_2)).astype(F32)
@@ -111,11 +118,15 @@ def ct_quantize(x, amax_t=None, dtype: str = "bfloat16"):
     return codes, s, F32(g)
 
 
-def dequantize(codes, multiplier) -> np.ndarray:
-    """float32 code * multiplier, the multiplier given per 16-element block."""
+def dequantize(codes, multiplier, signed_zero: bool = True) -> np.ndarray:
+    """float32 code * multiplier, the multiplier given per 16-element block.
+
+    signed_zero: code 8 decodes to -0 (compressed-tensors, transformers' gpt-oss table) or, False,
+    to +0 (ModelOpt's and DeepSeek's E2M1 tables, ggml's int8 table)."""
     codes = np.asarray(codes, np.uint8)
     m = np.repeat(np.asarray(multiplier, F32), BLOCK, axis=-1)
-    return (decode(codes, E2M1) * m).astype(F32)
+    v = decode(codes, E2M1) * m
+    return (v if signed_zero else v + F32(0)).astype(F32)
 
 
 def ct_global_from_modelopt(scale_2) -> np.ndarray:
