@@ -24,6 +24,9 @@ import os
 import shutil
 from pathlib import Path
 
+import ml_dtypes
+import numpy as np
+
 from tests.peers import venvs
 
 DEQUANT = "dequant.safetensors"
@@ -212,3 +215,23 @@ def gpt_oss_mxfp4(seed: int = 0, experts: int = 4, hidden: int = 64, intermediat
                    for p in ("gate_up_proj", "down_proj")}, tmp / DEQUANT)
 
     return _made(folder, make)
+
+
+def load_numpy(path, names=None) -> dict[str, np.ndarray]:
+    """safetensors -> NumPy with raw dtypes kept (bf16 as ml_dtypes, fp8 as uint8)."""
+    import torch
+    from safetensors import safe_open
+
+    raw = {torch.bfloat16: (torch.int16, ml_dtypes.bfloat16), torch.float8_e4m3fn: (torch.uint8, np.uint8)}
+    out = {}
+    with safe_open(path, "pt") as f:
+        for k in names or f.keys():
+            t = f.get_tensor(k)
+            out[k] = t.view(raw[t.dtype][0]).numpy().view(raw[t.dtype][1]) if t.dtype in raw else t.numpy()
+    return out
+
+
+def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape, dtype and bytes (NaN- and signed-zero-exact)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))

@@ -25,29 +25,12 @@ from fp8port.formats import get_format
 from fp8port.quant import nvfp4
 from fp8port.quant.storage import e8m0_values
 from tests.peers import oracles, venvs
+from tests.peers.oracles import bits_equal, load_numpy
 
 pytestmark = pytest.mark.slow  # builds the llm-compressor venv and runs the tool (tens of seconds)
 
 BF16 = ml_dtypes.bfloat16
 E2M1, E4M3 = get_format("float4_e2m1fn"), get_format("float8_e4m3fn")
-
-
-def _load(path, names=None) -> dict[str, np.ndarray]:
-    """safetensors -> NumPy with raw dtypes kept (bf16 as ml_dtypes, fp8 as uint8)."""
-    import torch
-    from safetensors import safe_open
-
-    raw = {torch.bfloat16: (torch.int16, BF16), torch.float8_e4m3fn: (torch.uint8, np.uint8)}
-    out = {}
-    with safe_open(path, "pt") as f:
-        for k in names or f.keys():
-            t = f.get_tensor(k)
-            out[k] = t.view(raw[t.dtype][0]).numpy().view(raw[t.dtype][1]) if t.dtype in raw else t.numpy()
-    return out
-
-
-def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +42,7 @@ def llmc(peer):
 
 @pytest.fixture(scope="session")
 def source():
-    return _load(oracles.smollm2_layers(2) / "model.safetensors")
+    return load_numpy(oracles.smollm2_layers(2) / "model.safetensors")
 
 
 def _modules(ckpt) -> list[str]:
@@ -72,7 +55,7 @@ def _modules(ckpt) -> list[str]:
 @pytest.mark.parametrize("scheme, preset", [("MXFP4A16", "ct-mxfp4"), ("MXFP8A16", "ct-mxfp8")])
 def test_mx_bytes_equal_llmcompressor(llmc, source, scheme, preset):
     ckpt = llmc(scheme)
-    disk = _load(ckpt / "model.safetensors")
+    disk = load_numpy(ckpt / "model.safetensors")
     mods = _modules(ckpt)
     assert len(mods) == 14  # 2 layers x 7 projections
     for m in mods:
@@ -99,7 +82,7 @@ def _fused_amax(source, module: str) -> np.float32:
 
 def test_nvfp4a16_bytes_equal_llmcompressor(llmc, source):
     ckpt = llmc("NVFP4A16")
-    disk = _load(ckpt / "model.safetensors")
+    disk = load_numpy(ckpt / "model.safetensors")
     for m in _modules(ckpt):
         codes, s, g = nvfp4.ct_quantize(source[m + ".weight"].astype(np.float32), _fused_amax(source, m))
         assert np.array_equal(pack(codes, "float4_e2m1fn"), disk[m + ".weight_packed"]), m
@@ -111,7 +94,7 @@ def test_nvfp4a16_bytes_equal_llmcompressor(llmc, source):
 
 def test_nvfp4_preset_equals_llmcompressor_on_unfused_weights(llmc, source):
     """down_proj has no fusion partner: the plain `ct-nvfp4` preset gives the tool's bytes."""
-    disk = _load(llmc("NVFP4A16") / "model.safetensors")
+    disk = load_numpy(llmc("NVFP4A16") / "model.safetensors")
     for layer in (0, 1):
         m = f"model.layers.{layer}.mlp.down_proj"
         q = quantize(source[m + ".weight"], "ct-nvfp4")
@@ -141,13 +124,13 @@ def _ours(scheme: str, t: dict, m: str) -> np.ndarray:
 @pytest.mark.parametrize("scheme", ["NVFP4A16", "MXFP4A16", "MXFP8A16", "FP8_DYNAMIC"])
 def test_dequant_equals_compressed_tensors(llmc, scheme):
     ckpt = llmc(scheme)
-    t = _load(ckpt / "model.safetensors")
-    theirs = _load(ckpt / oracles.DEQUANT)
+    t = load_numpy(ckpt / "model.safetensors")
+    theirs = load_numpy(ckpt / oracles.DEQUANT)
     assert len(theirs) == 14
     for m in _modules(ckpt):
         want = theirs[m + ".weight"]
         assert want.dtype == BF16
-        assert _bits_equal(_ours(scheme, t, m).astype(BF16), want), (scheme, m)
+        assert bits_equal(_ours(scheme, t, m).astype(BF16), want), (scheme, m)
 
 
 def test_fp8_block_on_aligned_minilm(peer):
@@ -160,14 +143,14 @@ def test_fp8_block_on_aligned_minilm(peer):
     config = json.loads((ckpt / "config.json").read_text())["quantization_config"]
     assert config["format"] == "float-quantized"
     assert config["config_groups"]["FP8_BLOCK"]["weights"]["block_structure"] == [128, 128]
-    t = _load(ckpt / "model.safetensors")
-    theirs = _load(ckpt / oracles.DEQUANT)
+    t = load_numpy(ckpt / "model.safetensors")
+    theirs = load_numpy(ckpt / oracles.DEQUANT)
     assert len(theirs) == 36  # 6 layers x 6 linears
     for name, want in theirs.items():
         m = name[: -len(".weight")]
         assert t[m + ".weight_scale"].dtype == np.float32  # a float32 model gets float32 scales
         assert t[m + ".weight_scale"].shape == tuple(-(-d // 128) for d in t[m + ".weight"].shape)
-        assert _bits_equal(_ours("FP8_BLOCK", t, m), want), m
+        assert bits_equal(_ours("FP8_BLOCK", t, m), want), m
 
 
 def test_fp8_block_on_ragged_smollm2_fails_in_the_tool(llmc):
@@ -245,7 +228,7 @@ def test_rules_equal_compressed_tensors_functions(peer, tmp_path):
     o = np.load(tmp_path / "out.npz")
     for dt, x in (("bfloat16", xbf), ("float32", x32)):
         g = nvfp4.ct_global_scale(amax.astype(BF16).astype(np.float32) if dt == "bfloat16" else amax, dt)
-        assert _bits_equal(g, o["g_" + dt]), dt
+        assert bits_equal(g, o["g_" + dt]), dt
         for name, preset, fmt in (("MXFP4A16", "ct-mxfp4", "float4_e2m1fn"), ("MXFP8A16", "ct-mxfp8", None)):
             q = quantize(x, preset)
             codes = pack(q.codes, fmt) if fmt else q.codes

@@ -19,7 +19,7 @@ import pytest
 from fp8port.codec.packing import unpack
 from fp8port.quant import nvfp4
 from tests.peers import oracles
-from tests.peers.test_compressed_tensors import _bits_equal, _load
+from tests.peers.oracles import bits_equal, load_numpy
 
 pytestmark = pytest.mark.slow  # builds the ModelOpt venv and quantizes (about a minute)
 
@@ -38,7 +38,7 @@ def test_modelopt_files_and_config(modelopt):
     assert hf["quantization"]["quant_algo"] == "NVFP4" and hf["quantization"]["group_size"] == 16
     qc = json.loads((modelopt / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "modelopt" and qc["quant_algo"] == "NVFP4"
-    t = _load(modelopt / "model.safetensors")
+    t = load_numpy(modelopt / "model.safetensors")
     m = "model.layers.0.mlp.down_proj"
     assert t[m + ".weight"].dtype == np.uint8 and t[m + ".weight"].shape == (576, 768)
     assert t[m + ".weight_scale"].shape == (576, 96)  # E4M3 bytes
@@ -51,14 +51,14 @@ def test_modelopt_files_and_config(modelopt):
 
 
 def test_our_dequant_equals_modelopt_dequant(modelopt):
-    t = _load(modelopt / "model.safetensors")
-    theirs = _load(modelopt / oracles.DEQUANT)
+    t = load_numpy(modelopt / "model.safetensors")
+    theirs = load_numpy(modelopt / oracles.DEQUANT)
     assert len(theirs) == 14
     for name, want in theirs.items():
         m = name[: -len(".weight")]
         codes = unpack(t[m + ".weight"], "float4_e2m1fn")
         mult = nvfp4.modelopt_multiplier(t[m + ".weight_scale"], t[m + ".weight_scale_2"])
-        assert _bits_equal(nvfp4.dequantize(codes, mult, signed_zero=False).astype(BF16), want), m
+        assert bits_equal(nvfp4.dequantize(codes, mult, signed_zero=False).astype(BF16), want), m
         # ModelOpt's table decodes code 8 as +0 where compressed-tensors' gives -0: only zeros differ
         signed = nvfp4.dequantize(codes, mult).astype(BF16)
         assert np.array_equal(signed.astype(np.float32), want.astype(np.float32))
@@ -79,7 +79,7 @@ def test_compressed_tensors_reads_modelopt_through_its_converter(modelopt):
     tensors = load_file(modelopt / "model.safetensors")
     conv = ModelOptNvfp4Converter(ignore=["lm_head", "re:.*embed_tokens"], targets=["Linear"])
     ct = conv.validate(dict(tensors))
-    theirs = _load(modelopt / oracles.DEQUANT)
+    theirs = load_numpy(modelopt / oracles.DEQUANT)
     scheme = QuantizationScheme(targets=["Linear"], **NVFP4)
     differ = total = 0
     for name, want in theirs.items():
@@ -92,7 +92,7 @@ def test_compressed_tensors_reads_modelopt_through_its_converter(modelopt):
         got = got.view(torch.int16).numpy().view(BF16)
         codes = unpack(sd["weight_packed"].numpy(), "float4_e2m1fn")
         mult = nvfp4.ct_multiplier_0d(sd["weight_scale"].view(torch.uint8).numpy(), g.item())
-        assert _bits_equal(nvfp4.dequantize(codes, mult).astype(BF16), got), m
+        assert bits_equal(nvfp4.dequantize(codes, mult).astype(BF16), got), m
         differ += int((got.astype(np.float32) != want.astype(np.float32)).sum())
         total += got.size
     # read through the converter, the weights are not ModelOpt's own: the bf16 multiplier moves
