@@ -23,6 +23,7 @@ from fp8port.codec.packing import pack, unpack
 from fp8port.codec.reference import decode
 from fp8port.formats import get_format
 from fp8port.quant import nvfp4
+from fp8port.quant.scheme import Scheme
 from fp8port.quant.storage import e8m0_values
 from tests.peers import oracles, venvs
 from tests.peers.oracles import bits_equal, load_numpy
@@ -146,11 +147,15 @@ def test_fp8_block_on_aligned_minilm(peer):
     t = load_numpy(ckpt / "model.safetensors")
     theirs = load_numpy(ckpt / oracles.DEQUANT)
     assert len(theirs) == 36  # 6 layers x 6 linears
+    source = load_numpy(models.minilm() / "model.safetensors")
+    rule = Scheme.build("float8_e4m3fn", "v3_float", "128x128")  # amax / 448 in float32, no amax clamp
     for name, want in theirs.items():
         m = name[: -len(".weight")]
         assert t[m + ".weight_scale"].dtype == np.float32  # a float32 model gets float32 scales
         assert t[m + ".weight_scale"].shape == tuple(-(-d // 128) for d in t[m + ".weight"].shape)
         assert bits_equal(_ours("FP8_BLOCK", t, m), want), m
+        q = quantize(source[name], rule)  # and the tool's bytes are that rule's
+        assert np.array_equal(q.codes, t[m + ".weight"]) and bits_equal(np.asarray(q.scale), t[m + ".weight_scale"])
 
 
 def test_fp8_block_on_ragged_smollm2_fails_in_the_tool(llmc):

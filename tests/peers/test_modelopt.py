@@ -62,6 +62,12 @@ def test_our_dequant_equals_modelopt_dequant(modelopt):
         # ModelOpt's table decodes code 8 as +0 where compressed-tensors' gives -0: only zeros differ
         signed = nvfp4.dequantize(codes, mult).astype(BF16)
         assert np.array_equal(signed.astype(np.float32), want.astype(np.float32))
+        # in compressed-tensors' convention (g = fp32(1/p) of shape [1]: float32 s / g) the float32
+        # multipliers may move by one ulp, the bf16 weights do not (on these weights)
+        g = nvfp4.ct_global_from_modelopt(t[m + ".weight_scale_2"])
+        assert nvfp4.conversion_report(t[m + ".weight_scale"], g)["roundtrip_exact"]
+        ct = nvfp4.dequantize(codes, nvfp4.ct_multiplier(t[m + ".weight_scale"], g), signed_zero=False)
+        assert bits_equal(ct.astype(BF16), want), m
 
 
 def test_compressed_tensors_reads_modelopt_through_its_converter(modelopt):

@@ -116,7 +116,11 @@ def _ct_nvfp4(x, scheme):
     BF16 model); the tensor scale returned is its divisor g (`weight_global_scale`)."""
     if scheme.block.extents(x.shape)[-1] != nvfp4.BLOCK or scheme.block.axis not in (-1, x.ndim - 1):
         raise ShapeError(f"scale rule ct_nvfp4 takes 1x{nvfp4.BLOCK} blocks along the last axis, not {scheme.block}")
-    codes, s, g = nvfp4.ct_quantize(x)
+    k = x.shape[-1] if x.ndim else 1
+    pad = -k % nvfp4.BLOCK  # zero padding: no effect on amax; a padded block holds zeros only
+    xp = np.pad(x.reshape(*x.shape[:-1], k) if x.ndim else x.reshape(1), [(0, 0)] * (max(x.ndim, 1) - 1) + [(0, pad)])
+    codes, s, g = nvfp4.ct_quantize(xp)
+    codes = codes[..., :k].reshape(x.shape)
     return codes, s.view(ml_dtypes.float8_e4m3fn), nvfp4.ct_multiplier(s, g), g
 
 
