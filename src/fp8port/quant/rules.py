@@ -210,7 +210,8 @@ def ct_nvfp4_doc():
     """compressed-tensors NVFP4 (llm-compressor NVFP4A16): global scale g = bf16(bf16(1/amax_t) * 2688)
     (a divisor, stored as `weight_global_scale`), block scale s = e4m3(fp32(g * bf16(amax16 / 6))), an
     all-zero block gets 0.125; elements e2m1(clamp(x / fp32(s / g), -6, 6)); dequant code * fp32(s / g).
-    Formulas and what differs from torchao / ModelOpt: quant/nvfp4.py."""
+    Users: compressed-tensors `generate_gparam` / `calculate_qparams`, hence llm-compressor NVFP4 and
+    NVFP4A16. What differs from torchao / ModelOpt: quant/nvfp4.py."""
 
 
 def mse_doc():
