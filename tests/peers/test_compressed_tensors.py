@@ -94,11 +94,11 @@ def test_nvfp4a16_bytes_equal_llmcompressor(llmc, source):
 
 
 def test_nvfp4_preset_equals_llmcompressor_on_unfused_weights(llmc, source):
-    """down_proj has no fusion partner: the plain `ct-nvfp4` preset gives the tool's bytes."""
+    """down_proj has no fusion partner: the plain scheme (quantize with nvfp4.ct_scheme()) gives the tool's bytes."""
     disk = load_numpy(llmc("NVFP4A16") / "model.safetensors")
     for layer in (0, 1):
         m = f"model.layers.{layer}.mlp.down_proj"
-        q = quantize(source[m + ".weight"], "ct-nvfp4")
+        q = quantize(source[m + ".weight"], nvfp4.ct_scheme())
         assert np.array_equal(pack(q.codes, "float4_e2m1fn"), disk[m + ".weight_packed"])
         assert np.array_equal(np.asarray(q.scale).view(np.uint8), disk[m + ".weight_scale"])
         assert np.float32(q.tensor_scale) == disk[m + ".weight_global_scale"][0]

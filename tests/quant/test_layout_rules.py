@@ -61,7 +61,7 @@ def test_ct_zero_block_scale_and_unsigned_zero():
 def test_ct_nvfp4_preset_is_the_module():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((32, 64)) * 0.02).astype(ml_dtypes.bfloat16)
-    q = quantize(x, "ct-nvfp4")
+    q = quantize(x, nvfp4.ct_scheme())
     codes, s, g = nvfp4.ct_quantize(x.astype(np.float32))
     assert np.array_equal(q.codes, codes) and np.array_equal(np.asarray(q.scale).view(np.uint8), s)
     assert q.tensor_scale == g

@@ -36,6 +36,16 @@ BLOCK = 16
 _DTYPES = {"bfloat16": BF16, "float32": F32}
 
 
+def ct_scheme():
+    """The Scheme of compressed-tensors NVFP4 for `fp8port.quantize` (one tensor, its own amax, bf16
+    arithmetic); its QuantizedTensor.tensor_scale is the DIVISOR g. Not a preset yet: the checkpoint
+    readers take tensor_scale as a multiplier, so the layout modules must read it per rule first."""
+    from .scheme import Scheme
+
+    return Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
+                        name="ct-nvfp4", description="compressed-tensors NVFP4 (llm-compressor NVFP4A16)")
+
+
 def _in(dtype: str):
     if dtype not in _DTYPES:
         raise UnsupportedInputError(f"compressed-tensors NVFP4 arithmetic dtype {dtype!r}; valid: {', '.join(_DTYPES)}")

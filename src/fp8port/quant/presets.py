@@ -76,13 +76,6 @@ def _build() -> dict[str, Preset]:
                             name="nvfp4/activation", description="NVFP4"),
                "NVIDIA NVFP4: E2M1 elements, E4M3 scale per 16 along the last axis, fp32 per-tensor scale "
                "amax/(448*6) (torchao 0.18 formulas); elements clamped to +-6."),
-        Preset("ct-nvfp4",
-               Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
-                            name="ct-nvfp4/weight", description="compressed-tensors NVFP4"),
-               Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
-                            name="ct-nvfp4/activation", description="compressed-tensors NVFP4"),
-               "compressed-tensors / llm-compressor NVFP4A16: E2M1, E4M3 scale per 16, per-tensor DIVISOR "
-               "g = bf16(bf16(1/amax) * 2688) (tensor_scale holds g, `weight_global_scale`); quant/nvfp4.py."),
         Preset("hif8",
                Scheme.build("hifloat8", "rceil", "row", storage="float32", name="hif8/weight",
                             description=hif8_desc),
