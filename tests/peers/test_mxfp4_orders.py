@@ -102,7 +102,8 @@ def test_gguf_quantizer_uses_ocp_floor_scales(rng=np.random.default_rng(3)):
     its elements are the nearest E2M1 value with ties to the lower table index, not to even."""
     # the tie row: amax 7.75 -> scale 2^0, elements 0, 0.25, 0.5, 0.75, ... exactly
     gguf = pytest.importorskip("gguf")
-    from gguf.quants import dequantize, quantize as gguf_quantize
+    from gguf.quants import dequantize
+    from gguf.quants import quantize as gguf_quantize
 
     x = (rng.standard_normal((64, 64)) * np.exp(rng.uniform(-8, 8, (64, 1)))).astype(np.float32)
     x[0, :32] = np.arange(32) * 0.25  # exact ties once scaled
