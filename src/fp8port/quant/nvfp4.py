@@ -12,8 +12,9 @@ E2M1 codes in blocks of 16 along the last axis, one E4M3 block scale s per block
 * compressed-tensors' own converter (`ModelOptNvfp4Converter`, 0.20) maps p -> fp32(1 / p) and
   `input_scale` -> fp32(1 / input_scale).
 
-fp32(s / g) and fp32(s * fp32(1 / g)) are the same number exactly when 1/g is exact in float32 (g a
-power of two); otherwise they can differ by one float32 rounding. `conversion_report` measures it.
+fp32(s / g) and fp32(s * fp32(1 / g)) are the same number for every s when 1/g is exact in float32 (g
+a power of two); otherwise they can differ by one float32 ulp in some blocks. `conversion_report`
+measures it for given scales.
 All arithmetic below is float32 NumPy (bf16 steps rounded with ml_dtypes, round to nearest even).
 """
 
