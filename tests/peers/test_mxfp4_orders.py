@@ -13,10 +13,13 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fp8port import quantize
 from fp8port.codec.packing import from_gguf_mxfp4_blocks, gguf_mxfp4_blocks, pack, unpack
 from fp8port.codec.reference import decode
+from fp8port.errors import ShapeError, UnknownNameError, UnsupportedInputError
 from fp8port.formats import get_format
 from fp8port.quant.storage import e8m0_values
 from tests.peers import oracles
@@ -130,3 +133,26 @@ def test_pack_orders_golden():
     gg = pack(codes, "float4_e2m1fn", order="gguf")
     assert gg[:4].tolist() == [0x00, 0x11, 0x22, 0x33]  # byte j = code j | code j+16 << 4
     assert np.array_equal(unpack(gg, "float4_e2m1fn", order="gguf"), codes)
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.randoms(use_true_random=False))
+def test_pack_orders_round_trip(rows, blocks, rnd):
+    codes = np.array([[rnd.randrange(16) for _ in range(32 * blocks)] for _ in range(rows)], np.uint8)
+    for order in ("low-first", "gguf", "gpt-oss", "compressed-tensors"):
+        assert np.array_equal(unpack(pack(codes, "float4_e2m1fn", order=order), "float4_e2m1fn", order=order), codes)
+    scales = np.array([[rnd.randrange(256) for _ in range(blocks)] for _ in range(rows)], np.uint8)
+    c2, s2 = from_gguf_mxfp4_blocks(gguf_mxfp4_blocks(codes, scales))
+    assert np.array_equal(c2, codes) and np.array_equal(s2, scales)
+
+
+def test_pack_order_errors():
+    with pytest.raises(UnsupportedInputError, match="4-bit formats only"):
+        pack(np.zeros(32, np.uint8), "float8_e4m3fn", order="gguf")
+    with pytest.raises(ShapeError, match="multiple of 32"):
+        pack(np.zeros(16, np.uint8), "float4_e2m1fn", order="gguf")
+    with pytest.raises(ShapeError, match="17 bytes"):
+        from_gguf_mxfp4_blocks(np.zeros((2, 16), np.uint8))
+    with pytest.raises(ShapeError, match="does not match"):
+        gguf_mxfp4_blocks(np.zeros((2, 32), np.uint8), np.zeros(2, np.uint8))
+    with pytest.raises(UnknownNameError):
+        pack(np.zeros(32, np.uint8), "float4_e2m1fn", order="high-first")
