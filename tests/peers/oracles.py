@@ -99,7 +99,7 @@ save_file({n: sd[n].contiguous() for n in json.loads(sys.argv[3])}, sys.argv[4])
 """
 
 
-def _quantized_weights(folder: Path) -> list[str]:
+def quantized_weights(folder: Path) -> list[str]:
     """Names `<module>.weight` of every module the checkpoint stores quantized."""
     from safetensors import safe_open
 
@@ -121,7 +121,7 @@ def llmcompressor(src: Path, scheme: str, ignore=("lm_head", "model.embed_tokens
         for p in out.iterdir():
             p.rename(tmp / p.name)
         out.rmdir()
-        names = _quantized_weights(tmp)
+        names = quantized_weights(tmp)
         venvs.run("llmcompressor", _CT_DEQUANT, str(tmp), dequant_dtype, json.dumps(names), str(tmp / DEQUANT))
 
     return _made(folder, make)
