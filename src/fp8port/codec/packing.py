@@ -1,7 +1,9 @@
 """`pack` / `unpack`: sub-byte codes to bytes and back, along the last axis.
 
-* 4-bit formats: two codes per byte, element 0 in the low nibble (torchao `pack_uint4`,
-  DeepGEMM, what fills torch `float4_e2m1fn_x2` tensors).
+* 4-bit formats: two codes per byte, in a named `PackOrder`: LOW_FIRST (element 2i in the low
+  nibble: torchao `pack_uint4`, DeepGEMM, torch `float4_e2m1fn_x2`, compressed-tensors
+  `weight_packed`, ModelOpt NVFP4 `weight`, gpt-oss `*_blocks`, DeepSeek-V4 I8 experts) or GGUF
+  (ggml's block_mxfp4: within each 32 elements, element j low and j + 16 high).
 * 6-bit formats: four codes in three bytes. OCP MX fixes no memory layout, so the
   layout is named (`Packing`): a little-endian bit stream, or torchao's CPU uint6 one.
 * 8-bit formats: every code is already a byte; pack and unpack return a copy.
@@ -35,6 +37,19 @@ class Packing(NamedEnum):
 
 
 DEFAULT_LAYOUT = Packing.BITSTREAM
+
+
+class PackOrder(NamedEnum):
+    """Which two 4-bit codes share a byte (the low nibble is listed first)."""
+
+    __label__ = "FP4 pack order"
+    __aliases__ = {"low-first": ("torch", "compressed-tensors", "gpt-oss", "modelopt", "deepseek")}
+
+    LOW_FIRST = "low-first"  # byte i = code[2i] | code[2i + 1] << 4
+    GGUF = "gguf"  # per 32 codes: byte j = code[j] | code[j + 16] << 4 (ggml block_mxfp4 / block_nvfp4 qs)
+
+
+GGUF_GROUP = 32  # codes per ggml MXFP4 block
 
 # codes per group and bytes per group, by element width
 _GROUP = {4: (2, 1), 6: (4, 3), 8: (1, 1)}
@@ -80,6 +95,15 @@ def _like(out: np.ndarray, x):
     return torch.from_numpy(out).to(x.device)
 
 
+def _order_for(spec: FormatSpec, order) -> PackOrder:
+    if order is None:
+        return PackOrder.LOW_FIRST
+    parsed = PackOrder.parse(order)
+    if spec.bits != 4 and parsed is not PackOrder.LOW_FIRST:
+        raise UnsupportedInputError(f"pack order {parsed.value!r} applies to 4-bit formats only, not {spec.name}")
+    return parsed
+
+
 def _layout_for(spec: FormatSpec, layout) -> Packing | None:
     if spec.bits == 6:
         return DEFAULT_LAYOUT if layout is None else Packing.parse(layout)
@@ -104,19 +128,25 @@ def _groups(arr: np.ndarray, per_group: int, what: str, spec: FormatSpec) -> np.
     return arr.reshape(*arr.shape[:-1], n // per_group, per_group)
 
 
-def pack(codes, fmt, *, layout=None):
+def pack(codes, fmt, *, layout=None, order=None):
     """Pack one-code-per-byte `codes` of `fmt` along the last axis (see the module doc).
 
-    FP4: last dimension even, result half as long. FP6: last dimension a multiple of 4,
-    result 3/4 as long; layout "bitstream" (default) or "torchao". 8-bit: a copy.
+    FP4: last dimension even (a multiple of 32 for order "gguf"), result half as long; order
+    "low-first" (default) or "gguf". FP6: last dimension a multiple of 4, result 3/4 as long;
+    layout "bitstream" (default) or "torchao". 8-bit: a copy.
     """
     spec = get_format(fmt)
     lay = _layout_for(spec, layout)
+    order = _order_for(spec, order)
     arr = _as_bytes(codes, "codes")
     if spec.bits < 8 and arr.size and int(arr.max()) >= spec.ncodes:
         raise UnsupportedInputError(
             f"codes: {spec.name} has {spec.ncodes} codes, found {_first(arr, arr >= spec.ncodes)}"
         )
+    if order is PackOrder.GGUF:
+        g = _groups(arr, GGUF_GROUP, "codes", spec)
+        half = GGUF_GROUP // 2
+        return _like(np.ascontiguousarray((g[..., :half] | (g[..., half:] << 4)).reshape(*arr.shape[:-1], -1)), codes)
     per_code, _ = _GROUP[spec.bits]
     g = _groups(arr, per_code, "codes", spec)
     if spec.bits == 8:
@@ -128,11 +158,16 @@ def pack(codes, fmt, *, layout=None):
     return _like(np.ascontiguousarray(out), codes)
 
 
-def unpack(packed, fmt, *, layout=None):
+def unpack(packed, fmt, *, layout=None, order=None):
     """Inverse of `pack`: one code per byte (uint8), along the last axis."""
     spec = get_format(fmt)
     lay = _layout_for(spec, layout)
+    order = _order_for(spec, order)
     arr = _as_bytes(packed, "packed")
+    if order is PackOrder.GGUF:
+        g = _groups(arr, GGUF_GROUP // 2, "packed", spec)
+        return _like(np.ascontiguousarray(np.concatenate([g & 0x0F, g >> 4], axis=-1).reshape(*arr.shape[:-1], -1)),
+                     packed)
     _, per_bytes = _GROUP[spec.bits]
     g = _groups(arr, per_bytes, "packed", spec)
     if spec.bits == 8:
@@ -162,3 +197,24 @@ def _unpack6(g: np.ndarray, layout: Packing) -> np.ndarray:
     else:
         u = (p0 & 0x3F, p1 & 0x3F, p2 & 0x3F, (p0 >> 6) | ((p1 >> 6) << 2) | ((p2 >> 6) << 4))
     return np.stack(u, axis=-1)
+
+
+def gguf_mxfp4_blocks(codes, scale_bytes) -> np.ndarray:
+    """ggml MXFP4 blocks (uint8 [..., K/32, 17]: the E8M0 byte, then 16 bytes in GGUF order) from
+    E2M1 codes [..., K] (one per byte) and E8M0 scale bytes [..., K/32]."""
+    e = _as_bytes(scale_bytes, "scale_bytes")
+    qs = np.asarray(pack(codes, "float4_e2m1fn", order=PackOrder.GGUF))
+    qs = qs.reshape(*qs.shape[:-1], -1, GGUF_GROUP // 2)
+    if e.shape != qs.shape[:-1]:
+        raise ShapeError(f"scale_bytes: shape {e.shape} does not match the {qs.shape[:-1]} blocks of the codes")
+    return np.concatenate([e[..., None], qs], axis=-1)
+
+
+def from_gguf_mxfp4_blocks(blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `gguf_mxfp4_blocks`: (E2M1 codes [..., K], E8M0 scale bytes [..., K/32]).
+    ggml decodes scale byte 0xFF as 2^128 where OCP reads NaN; the byte is passed through as is."""
+    b = _as_bytes(blocks, "blocks")
+    if b.ndim == 0 or b.shape[-1] != 1 + GGUF_GROUP // 2:
+        raise ShapeError(f"blocks: ggml MXFP4 blocks are {1 + GGUF_GROUP // 2} bytes, got shape {b.shape}")
+    codes = unpack(np.ascontiguousarray(b[..., 1:]).reshape(*b.shape[:-2], -1), "float4_e2m1fn", order=PackOrder.GGUF)
+    return codes, np.ascontiguousarray(b[..., 0])

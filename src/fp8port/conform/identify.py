@@ -37,6 +37,8 @@ RULE_WORDS = {
     ScaleRule.EVEN: "amax rounded to the element's precision, then FLOOR",
     ScaleRule.MSE_POW2: "least-squares power of two",
     ScaleRule.NVFP4: "NVFP4 two-level scale",
+    ScaleRule.CT_MX: "amax rounded at E2M1's mantissa width (ties up), then FLOOR, compressed-tensors",
+    ScaleRule.CT_NVFP4: "NVFP4 two-level scale with a bf16 global divisor, compressed-tensors",
 }
 _RULE_FIELDS = ("rounding", "overflow", "inf", "nan_code", "nan_signed", "zero", "underflow", "negative",
                 "f32_subnormal_ceil")
@@ -151,7 +153,7 @@ def block_variants(base: Scheme, role: Role) -> list[Variant]:
     out = []
     for rule in rules:
         applies = [base.apply] + ([a for a in Apply if a is not base.apply] if not rule.power_of_two else [])
-        for clamp in (clamps if rule is not ScaleRule.NVFP4 else [base.amax_clamp]):
+        for clamp in (clamps if rule not in (ScaleRule.NVFP4, ScaleRule.CT_NVFP4) else [base.amax_clamp]):
             for rng in ranges:
                 for apply in applies:
                     for elab, er in elems:

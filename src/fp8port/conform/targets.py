@@ -77,10 +77,10 @@ class BlockTarget:
 def rules_for(scheme: Scheme) -> list[ScaleRule]:
     """Scale rules a preset's scheme can take: NVFP4 only with its own storage; E8M0 storage
     needs power-of-two rules."""
+    two_level = (ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
-        return [ScaleRule.NVFP4]
-    return [r for r in ScaleRule if r is not ScaleRule.NVFP4
-            and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)]
+        return list(two_level)
+    return [r for r in ScaleRule if r not in two_level and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)]
 
 
 def scale_kind(storage: ScaleStorage) -> ScaleKind:

@@ -63,6 +63,11 @@ def _build() -> dict[str, Preset]:
         _mx("mxfp6_e2m3", "float6_e2m3fn", "OCP MXFP6 E2M3 (max 7.5), 1x32, E8M0, FLOOR, clamped."),
         _mx("mxfp6_e3m2", "float6_e3m2fn", "OCP MXFP6 E3M2 (max 28), 1x32, E8M0, FLOOR, clamped."),
         _mx("mxfp4", "float4_e2m1fn", "OCP MXFP4 E2M1 (max 6), 1x32, E8M0, FLOOR, clamped."),
+        _mx("ct-mxfp4", "float4_e2m1fn", "compressed-tensors / llm-compressor MXFP4: E2M1, 1x32, E8M0 from its "
+            "own rule (amax rounded at 1 mantissa bit, ties up, then floor; rules.ct_mx), elements x / s, "
+            "clamped, RNE.", rule="ct_mx"),
+        _mx("ct-mxfp8", "float8_e4m3fn", "compressed-tensors / llm-compressor MXFP8: E4M3, 1x32, E8M0 from its "
+            "own rule (amax rounded at E2M1's 1 mantissa bit, so it never clips; rules.ct_mx).", rule="ct_mx"),
         _mx("mxint8", "int8", "OCP MXINT8: int8 code/64, 1x32, E8M0, FLOOR (emax 0), clamped to +-127/64."),
         Preset("nvfp4",
                Scheme.build("float4_e2m1fn", "nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",

@@ -10,11 +10,13 @@ The input is a float32 array (api.py converts); all arithmetic is float32 as in 
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..codec.profiles import resolve
 from ..codec.reference import decode, encode
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, ShapeError
+from . import nvfp4
 from . import storage as st
 from .rules import ScaleRule, pow2, rceil
 from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
@@ -104,6 +106,19 @@ def _mse(xb, axes, amax, scheme):
     return np.where(np.isfinite(s_c), best_s, s_c).astype(F32)
 
 
+def _ct_nvfp4(x, scheme):
+    """compressed-tensors NVFP4 on one tensor (its own amax, bf16 arithmetic as llm-compressor on a
+    BF16 model); the tensor scale returned is its divisor g (`weight_global_scale`)."""
+    if scheme.block.extents(x.shape)[-1] != nvfp4.BLOCK or scheme.block.axis not in (-1, x.ndim - 1):
+        raise ShapeError(f"scale rule ct_nvfp4 takes 1x{nvfp4.BLOCK} blocks along the last axis, not {scheme.block}")
+    k = x.shape[-1] if x.ndim else 1
+    pad = -k % nvfp4.BLOCK  # zero padding: no effect on amax; a padded block holds zeros only
+    xp = np.pad(x.reshape(*x.shape[:-1], k) if x.ndim else x.reshape(1), [(0, 0)] * (max(x.ndim, 1) - 1) + [(0, pad)])
+    codes, s, g = nvfp4.ct_quantize(xp)
+    codes = codes[..., :k].reshape(x.shape)
+    return codes, s.view(ml_dtypes.float8_e4m3fn), nvfp4.ct_multiplier(s, g), g
+
+
 def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
     """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None)."""
     x = np.asarray(x, dtype=F32)
@@ -114,6 +129,8 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
     amax = np.max(np.abs(xb), axis=axes) if xb.size else np.zeros(scheme.block.grid(x.shape), F32)
     tensor_scale = None
     rule = scheme.scale_rule
+    if rule is ScaleRule.CT_NVFP4:
+        return _ct_nvfp4(x, scheme)
     if rule is ScaleRule.NVFP4:
         s, codes4, tensor_scale, mult = _nvfp4(xb, amax, scheme)
         stored = codes4
@@ -128,9 +145,9 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
     codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
+    if rule is ScaleRule.CT_MX and scheme.element.bits == 4:
+        codes = nvfp4.ct_unsigned_zero(codes, y)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
-        import ml_dtypes
-
         stored = np.asarray(stored, np.uint8).view(ml_dtypes.float8_e4m3fn)
     return codes, stored, np.asarray(s, F32), tensor_scale
 

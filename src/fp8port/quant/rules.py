@@ -15,6 +15,7 @@ from ..names import NamedEnum
 
 F32 = np.float32
 MANT = 0x7FFFFF
+_E2M1_MBITS = 1  # compressed-tensors rounds MX amax at FP4 E2M1 mantissa width
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -143,6 +144,23 @@ def rceil(amax, elem, scheme):
     return _finish_pow2(e, np.isnan(a), scheme)
 
 
+def ct_mx(amax, elem, scheme):
+    """compressed-tensors MX: round amax at m mantissa bits (ties up), keep its exponent E, s = 2^(E - emax).
+
+    On the float32 bits b of amax: f = exponent_field((b + 2^(22 - m)) & 0xFF800000); the E8M0 byte is
+    clamp(f - emax_elem, 0, 255), so 0 (a zero or tiny block) gives 2^-127 and Inf / NaN give 0xFF (NaN).
+    m is E2M1's mantissa width (1) for 4- and 8-bit elements, even E4M3: compressed-tensors 0.19 and 0.20
+    pass FP4's width for both (MXFP8 then takes amax in [1.75, 2) * 2^k a binade up and never clips);
+    0.20 uses E2M3's 3 bits for 6-bit elements. Equals its `generate_mx_scales` byte for byte on bf16 and
+    float32 weights (tests/peers/test_ct_rules.py runs its code); fp16 weights round in fp16 there.
+    Users: compressed-tensors `quantization/utils/mxfp_utils.py`, hence llm-compressor MXFP4 / MXFP8.
+    """
+    m = elem.mbits if elem.bits == 6 else _E2M1_MBITS
+    b = _bits(_clamped(amax, scheme))
+    f = (((b + (1 << (22 - m))) & 0xFF800000) >> 23) & 0xFF
+    return _finish_pow2(f - elem.emax - 127, f == 255, scheme)
+
+
 class ScaleRule(NamedEnum):
     """How a block's scale is chosen. Each member's __doc__ is its rule function's docstring."""
 
@@ -153,6 +171,8 @@ class ScaleRule(NamedEnum):
         "v3_float": ("v3", "float", "amax_448"),
         "floor": ("ocp",),
         "mse_pow2": ("mse",),
+        "ct_mx": ("compressed_tensors_mx", "llmcompressor_mx"),
+        "ct_nvfp4": ("compressed_tensors_nvfp4", "llmcompressor_nvfp4"),
     }
 
     UE8M0 = "ue8m0"
@@ -164,10 +184,12 @@ class ScaleRule(NamedEnum):
     EVEN = "even"
     NVFP4 = "nvfp4"
     MSE_POW2 = "mse_pow2"
+    CT_MX = "ct_mx"
+    CT_NVFP4 = "ct_nvfp4"
 
     @property
     def power_of_two(self) -> bool:
-        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4)
+        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
 
     @property
     def fn(self):
@@ -181,6 +203,14 @@ def nvfp4_doc():
     e2m1(clamp(x * fp32(fp32(1/p) / s_blk), -6, 6)); dequant code * fp32(p * s_blk).
     Users: NVIDIA NVFP4 (Blackwell), torchao `nvfp4_quantize` (formulas from 0.18.0). An all-zero
     tensor (p = 0) uses p = 1 instead of dividing by zero (torchao would give NaN)."""
+
+
+def ct_nvfp4_doc():
+    """compressed-tensors NVFP4 (llm-compressor NVFP4A16): global scale g = bf16(bf16(1/amax_t) * 2688)
+    (a divisor, stored as `weight_global_scale`), block scale s = e4m3(fp32(g * bf16(amax16 / 6))), an
+    all-zero block gets 0.125; elements e2m1(clamp(x / fp32(s / g), -6, 6)); dequant code * fp32(s / g).
+    Users: compressed-tensors `generate_gparam` / `calculate_qparams`, hence llm-compressor NVFP4 and
+    NVFP4A16 (Scheme: quant.nvfp4.ct_scheme()). What differs from torchao / ModelOpt: quant/nvfp4.py."""
 
 
 def mse_doc():
@@ -198,7 +228,9 @@ _FUNCS = {
     ScaleRule.RCEIL: rceil,
     ScaleRule.CEIL: ocp_ceil,
     ScaleRule.EVEN: ocp_even,
+    ScaleRule.CT_MX: ct_mx,
 }
 for _m in ScaleRule:
-    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc}[_m]).__doc__
+    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc,
+                                     ScaleRule.CT_NVFP4: ct_nvfp4_doc}[_m]).__doc__
 

@@ -164,8 +164,8 @@ class Scheme:
             raise ProfileError(f"scale rule {self.scale_rule.value} gives non-power-of-two scales; "
                                "E8M0 storage needs one of: "
                                + ", ".join(r.value for r in ScaleRule if r.power_of_two))
-        if (self.storage is ScaleStorage.E4M3_TENSOR) != (self.scale_rule is ScaleRule.NVFP4):
-            raise ProfileError("the nvfp4 scale rule and e4m3_tensor storage go together")
+        if (self.storage is ScaleStorage.E4M3_TENSOR) != (self.scale_rule in (ScaleRule.NVFP4, ScaleRule.CT_NVFP4)):
+            raise ProfileError("the nvfp4 / ct_nvfp4 scale rules and e4m3_tensor storage go together")
         lo, hi = self.exp_range
         if not -127 <= lo <= hi <= 127:
             raise ProfileError(f"exp_range {self.exp_range} must lie within [-127, 127]")
