@@ -47,6 +47,10 @@ def test_decode_matches_libraries(fmt):
     if fmt == "int8":  # no library dtype: two's complement over 64
         assert np.array_equal(ours, codes.view(np.int8) / 64.0)
         checked += 1
+    if fmt == "int4":  # ml_dtypes' int4 holds the integer; ours is it over 4
+        assert np.array_equal(ours, np.where(codes > 7, codes.astype(np.int64) - 16, codes) / 4.0)
+        assert np.array_equal(ours[:8] * 4, np.arange(8).astype(ml_dtypes.int4).astype(np.float64))
+        checked += 1
     assert checked
 
 

@@ -123,3 +123,20 @@ def test_broken_float_log2_instead_of_bitwise_is_named(kit):
     assert "ue8m0" in g.runner_up or "log2_ceil" in g.runner_up
     rep = check(Outputs.from_arrays(broken), "deepseek-v3.1")
     assert "block/deepseek-v3.1/activation/log2_near_ties" in {r.case for r in rep.mismatched}
+
+
+def test_cases_of_your_own_are_scored_when_their_inputs_come_along():
+    # blocks whose amax sits just under 2^8 (255, 254) and a tie (1.0625 at scale 1): msModelSlim's MXFP8
+    # (bf16 log2, ties away) and OCP's (FLOOR, RNE) part on them; identify names whichever made the bytes
+    x = np.zeros((4, 32), np.float32)
+    x[0, :2], x[1, :2], x[2, :2], x[3, :2] = (255, 3), (254, -7), (448, 1.0625), (-448, -1.0625)
+    for made_by, best in (("msmodelslim-mxfp8", "msmodelslim_mx"), ("mxfp8", "floor")):
+        q = quantize(x, made_by)
+        key = "block/msmodelslim-mxfp8/weight/mine"
+        arrays = {f"{key}/inputs": x, f"{key}/codes": q.codes, f"{key}/scales": q.scale.view(np.uint8),
+                  "block/msmodelslim-mxfp8/weight/no-inputs/codes": q.codes}
+        rep = identify(Outputs.from_arrays(arrays))
+        (g,) = rep.groups
+        assert g.best.split(" ")[0] == best and not g.deviations, g.summary
+        assert rep.unknown == ("block/msmodelslim-mxfp8/weight/no-inputs",)
+    assert "elements: ties round to nearest even" in g.best  # the OCP bytes, in words

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                    help="a profile (ml_dtypes, torch@away) or preset (mxfp8, deepseek-v3.1@log2_ceil)")
     c.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     c.set_defaults(run=run_check)
-    i = sub.add_parser("identify", help="name the known behaviour OUTPUTS implement, and the deviations")
+    i = sub.add_parser("identify", help="name the known behaviour OUTPUTS implement, and the deviations "
+                       "(cases of your own: add '<case>/inputs' beside '<case>/codes')")
     i.add_argument("outputs", metavar="OUTPUTS")
     i.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     i.set_defaults(run=run_identify)

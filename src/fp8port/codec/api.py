@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import UnknownNameError, UnsupportedInputError
-from ..formats import get_format
+from ..formats import Kind, get_format
 from . import fast, reference
 from .policy import Rounding
 from .profiles import resolve
@@ -86,7 +86,8 @@ def encode(x, fmt, *, rounding=None, overflow=None, profile=None, seed=None, bac
     u = None
     if rules.rounding is Rounding.STOCHASTIC:
         u = np.random.default_rng(seed).random(arr.shape)
-    if Backend.parse(backend) is Backend.REFERENCE:
+    # the fused encoder forms INT codes in 8 bits; a narrower INT element (int4) takes the reference
+    if Backend.parse(backend) is Backend.REFERENCE or (spec.kind is Kind.INT and spec.bits < 8):
         codes = reference.encode(arr.astype(np.float64), spec, rules, u)
     else:
         codes, bad = fast.encode(arr, spec, rules, u)

@@ -106,6 +106,7 @@ PROFILES: dict[str, Profile] = {
                 "float8_e5m2fnuz": {"nan_signed": False},
                 "float8_e8m0fnu": {"nan_signed": False},
                 "int8": {"overflow": _SAT, "inf": _SAT, "nan_signed": False},
+                "int4": {"overflow": _SAT, "inf": _SAT, "nan_signed": False},
             },
         ),
         Profile(
@@ -181,6 +182,18 @@ PROFILES: dict[str, Profile] = {
             base={"overflow": _SAT, "inf": _SAT, "nan_code": 0x7F},
             formats=frozenset({"float8_e4m3fn", "float8_e5m2"}),
             verified="PTX ISA description; bytes checked on a GPU only where the README says so",
+        ),
+        Profile(
+            "msmodelslim",
+            "msModelSlim 26.1.0 (AscendV1 writer): MX elements (E4M3, E2M1) round half away from zero "
+            "(sign * floor(|a| + 0.5)) and clamp to +-max, +-Inf saturating (torch's E4M3 cast); int "
+            "elements round half to even (torch.round) and clamp to the int range.",
+            base={"rounding": _AWAY, "overflow": _SAT, "inf": _SAT},
+            per_format={"int8": {"rounding": _RNE, "nan_signed": False},
+                        "int4": {"rounding": _RNE, "nan_signed": False}},
+            formats=frozenset({"float8_e4m3fn", "float4_e2m1fn", "int8", "int4"}),
+            verified="read from msmodelslim ir/api/impl/mx_quantization.py and int_quantization.py; bit-exact "
+            "on every bf16 input (tests/peers/test_msmodelslim.py)",
         ),
         Profile(
             "ascend-sat",

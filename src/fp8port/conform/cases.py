@@ -239,6 +239,24 @@ def catalogue(formats=None, presets=None) -> list[Case]:
     return out
 
 
+def given_case(name: str, inputs: np.ndarray) -> Case:
+    """A case outside the catalogue whose inputs come with the outputs (e.g. a real model's weights
+    and what another tool made of them): 'block/<preset>/<role>/<label>' or 'element/<format>/<label>'."""
+    from ..errors import UnknownNameError
+
+    parts = name.split("/")
+    x = _f32(np.asarray(inputs, dtype=np.float64))
+    why = "inputs given with the outputs"
+    if parts[0] == "element" and len(parts) >= 3:
+        spec = get_format(parts[1])
+        return Case(name, CaseKind.ELEMENT, spec.name, "/".join(parts[2:]), why, x, fmt=spec)
+    if parts[0] == "block" and len(parts) >= 4:
+        preset, role = get_preset(parts[1]), Role.parse(parts[2])
+        return Case(name, CaseKind.BLOCK, f"{preset.name}/{role.value}", "/".join(parts[3:]), why, x, preset=preset,
+                    role=role)
+    raise UnknownNameError("case", name, ["element/<format>/<label>", "block/<preset>/<role>/<label>"])
+
+
 def find_case(name: str) -> Case:
     """The case called `name`, regenerated from the catalogue (only its own group is built)."""
     from ..errors import UnknownNameError

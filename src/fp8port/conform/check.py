@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,7 +23,8 @@ class Outputs:
 
     codes: dict[str, np.ndarray]
     scales: dict[str, np.ndarray]
-    other: tuple[str, ...]  # keys that are neither '<case>/codes' nor '<case>/scales'
+    other: tuple[str, ...]  # keys that are neither '<case>/codes', '<case>/scales' nor '<case>/inputs'
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # identify: cases outside the catalogue
 
     @classmethod
     def read(cls, path) -> "Outputs":
@@ -31,16 +32,18 @@ class Outputs:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Outputs":
-        codes, scales, other = {}, {}, []
+        codes, scales, inputs, other = {}, {}, {}, []
         for key, a in arrays.items():
             base, _, leaf = key.rpartition("/")
             if leaf == "codes":
                 codes[base] = a
             elif leaf == "scales":
                 scales[base] = a
+            elif leaf == "inputs":
+                inputs[base] = a
             else:
                 other.append(key)
-        return cls(codes, scales, tuple(sorted(other)))
+        return cls(codes, scales, tuple(sorted(other)), inputs)
 
 
 @dataclass(frozen=True)

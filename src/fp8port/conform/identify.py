@@ -9,6 +9,8 @@ The best variant is a rule, never a quirk: it matches the most cases exactly (th
 mismatching values, then fewest changes from the preset). Each case it misses is explained by
 the closest variant, quirks included, that does match it, in words ("amax: no 1e-4 clamp";
 "Inf block: scale from Inf's exponent bits (0xf7), ... (torchao 0.18, D3)").
+Cases outside the catalogue are scored too when their inputs come along ('<case>/inputs'): e.g.
+a real model's weights with what msModelSlim made of them, against the msmodelslim-* presets.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..codec.profiles import PROFILES, Rules
 from ..formats import FormatSpec
 from ..quant import Role, ScaleRule
 from ..quant.scheme import Apply, BlockKind, Scheme, ScaleStorage
-from .cases import Case, CaseKind, find_case
+from .cases import Case, CaseKind, find_case, given_case
 from .check import Outputs
 from .compare import Mismatch, as_codes, compare
 from .quirks import TORCHAO_018, TORCHAO_AS_RULE, TORCHAO_ELEMENTS, TORCHAO_RULES, torchao_018
@@ -39,6 +41,21 @@ RULE_WORDS = {
     ScaleRule.NVFP4: "NVFP4 two-level scale",
     ScaleRule.CT_MX: "amax rounded at E2M1's mantissa width (ties up), then FLOOR, compressed-tensors",
     ScaleRule.CT_NVFP4: "NVFP4 two-level scale with a bf16 global divisor, compressed-tensors",
+    ScaleRule.MSMODELSLIM_INT: "bf16(amax/max) floored at float32 eps, msModelSlim int on a bf16 model",
+    ScaleRule.MSMODELSLIM_INT_F32: "float32 amax/max floored at float32 eps, msModelSlim int on a float32 model",
+    ScaleRule.MSMODELSLIM_MX: "2^(floor(bf16(log2 amax)) - emax), msModelSlim MXFP8 on a bf16 model",
+    ScaleRule.MSMODELSLIM_MX_F32: "2^(floor(float32 log2 amax) - emax), msModelSlim MXFP8 on a float32 model",
+    ScaleRule.MSMODELSLIM_MXFP4: "2^(floor(bf16 log2(amax/0.875 + 9.6e-7)) - emax), msModelSlim MXFP4 (bf16)",
+    ScaleRule.MSMODELSLIM_MXFP4_F32: "2^(floor(log2(amax/0.875 + 9.6e-7)) - emax), msModelSlim MXFP4 (float32)",
+    ScaleRule.MSMODELSLIM_FP8: "bf16(max(amax, 1e-12)/max), msModelSlim FP8 per channel (bf16)",
+    ScaleRule.BF16_CEIL: "amax/max rounded up to bf16, fp8port's exact-bf16 int scale",
+}
+APPLY_WORDS = {
+    Apply.DIVIDE: "x / s",
+    Apply.RECIPROCAL: "x * fp32(1/s)",
+    Apply.BF16_DIVIDE: "bf16(x / s) + 0 (msModelSlim on a bf16 model)",
+    Apply.MSMODELSLIM_MXFP8: "x / s with zero quotients +0 (msModelSlim MXFP8)",
+    Apply.MSMODELSLIM_MXFP4: "x / s with zero inputs +0 (msModelSlim MXFP4)",
 }
 _RULE_FIELDS = ("rounding", "overflow", "inf", "nan_code", "nan_signed", "zero", "underflow", "negative",
                 "f32_subnormal_ceil")
@@ -229,8 +246,7 @@ def _block_diff(b: Scheme, a: Scheme, br: Rules, ar: Rules, spec: FormatSpec) ->
         out.append(f"scale exponents in [{b.exp_range[0]}, {b.exp_range[1]}] instead of "
                    f"[{a.exp_range[0]}, {a.exp_range[1]}]")
     if b.apply is not a.apply:
-        out.append("multiplies by fp32(1/s) instead of dividing by s" if b.apply is Apply.RECIPROCAL
-                   else "divides by s instead of multiplying by fp32(1/s)")
+        out.append(f"elements scaled as {APPLY_WORDS[b.apply]} instead of {APPLY_WORDS[a.apply].split(' (')[0]}")
     out += [f"elements: {w}" for w in _rules_diff(ar, br, spec)]
     return out
 
@@ -265,8 +281,11 @@ def _group_cases(outputs: Outputs) -> dict[str, list[Case]]:
     for name in outputs.codes:
         try:
             c = find_case(name)
-        except Exception:  # not a case of ours: left out (check lists such keys)
-            continue
+        except Exception:  # not a case of ours: scored only if its inputs came along, else left out
+            try:
+                c = given_case(name, outputs.inputs[name])
+            except Exception:
+                continue
         groups.setdefault(c.group, []).append(c)
     return groups
 
@@ -338,7 +357,8 @@ def identify(outputs_path) -> IdentifyReport:
     unknown = tuple(sorted(k for k in outputs.codes if k not in known)) + outputs.other
     if not groups:
         raise NothingToCheckError("the outputs name no known case; keys must be '<case>/codes' with case names "
-                                  "from an export's manifest.json (e.g. element/float8_e4m3fn/codes/codes)")
+                                  "from an export's manifest.json (e.g. element/float8_e4m3fn/codes/codes), "
+                                  "or carry '<case>/inputs' for cases of your own (block/<preset>/<role>/<label>)")
     order = sorted(groups, key=lambda g: (groups[g][0].kind is CaseKind.BLOCK, g))
     return IdentifyReport(tuple(identify_group(groups[g], outputs) for g in order), unknown)
 

@@ -76,11 +76,12 @@ class BlockTarget:
 
 def rules_for(scheme: Scheme) -> list[ScaleRule]:
     """Scale rules a preset's scheme can take: NVFP4 only with its own storage; E8M0 storage
-    needs power-of-two rules."""
+    needs power-of-two rules; the Ascend family (msModelSlim's rules) only with presets of that family."""
     two_level = (ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
         return list(two_level)
-    return [r for r in ScaleRule if r not in two_level and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)]
+    return [r for r in ScaleRule if r not in two_level and (not r.ascend or scheme.scale_rule.ascend)
+            and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)]
 
 
 def scale_kind(storage: ScaleStorage) -> ScaleKind:

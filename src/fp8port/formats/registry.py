@@ -41,6 +41,8 @@ FORMATS: dict[str, FormatSpec] = {
                    summary="Ascend HiF8: tapered precision, 38 binades, +-Inf, NaN = 0x80"),
         FormatSpec("int8", Kind.INT, 8, mbits=6, torch="int8", safetensors="I8",
                    summary="MXINT8 element: two's complement, value = code / 64"),
+        FormatSpec("int4", Kind.INT, 4, mbits=2,
+                   summary="4-bit int element, MXINT8's convention: two's complement, value = code / 4"),
     )
 }
 
@@ -56,7 +58,7 @@ ALIASES = {
     "e2m1": "float4_e2m1fn", "fp4": "float4_e2m1fn", "fp4_e2m1": "float4_e2m1fn",
     "float4_e2m1": "float4_e2m1fn", "float4_e2m1fn_x2": "float4_e2m1fn",
     "e1m2": "float4_e1m2", "fp4_e1m2": "float4_e1m2",
-    "hif8": "hifloat8", "mxint8": "int8",
+    "hif8": "hifloat8", "mxint8": "int8", "mxint4": "int4",
 }
 
 

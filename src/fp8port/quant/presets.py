@@ -86,7 +86,43 @@ def _build() -> dict[str, Preset]:
             "FLOOR, saturating (block size and rule UNVERIFIED against CANN).", profile="default",
             overflow="saturate"),
     ]
-    return {p.name: p for p in presets}
+    return {p.name: p for p in presets + _ascend()}
+
+
+def _ascend() -> list[Preset]:
+    """msModelSlim's rules per element (shared/research/ascend-layout.md, issue 24), and fp8port's
+    exact-bf16 int8 variant. Int scales are in INT-element units: msModelSlim's weight_scale is
+    scale * 2^-mbits (int8: / 64, int4: / 4)."""
+
+    def both(name, element, rule, block, desc, profile="msmodelslim", **kw):
+        def one(role):
+            return Scheme.build(element, rule, block, name=f"{name}/{role}", profile=profile, description=desc, **kw)
+
+        return Preset(name, one("weight"), one("activation"), desc)
+
+    return [
+        both("msmodelslim-int8", "int8", "msmodelslim_int", "row",
+             "msModelSlim int8 per output channel (W8A16, W8A8_DYNAMIC weights; per-token activations): scale "
+             "bf16(amax/127) floored at fp32 eps, elements bf16(x/s) rounded half to even, clamped to "
+             "[-128, 127].", apply="bf16_divide"),
+        both("msmodelslim-int4", "int4", "msmodelslim_int", "row",
+             "msModelSlim int4 per output channel (W4A8_DYNAMIC weights): scale bf16(amax/7) floored at fp32 "
+             "eps, elements bf16(x/s) rounded half to even, clamped to [-8, 7].", apply="bf16_divide"),
+        both("msmodelslim-mxfp8", "float8_e4m3fn", "msmodelslim_mx", "1x32",
+             "msModelSlim MXFP8 (W8A8_MXFP8): E4M3 in 1x32 blocks, E8M0 scale 2^(floor(bf16 log2 amax) - 8), "
+             "elements rounded half away from zero, clamped to +-448.", storage="e8m0", apply="msmodelslim_mxfp8"),
+        both("msmodelslim-mxfp4", "float4_e2m1fn", "msmodelslim_mxfp4", "1x32",
+             "msModelSlim MXFP4 (W4A4_MXFP4, W4A8_MXFP weights): E2M1 in 1x32 blocks, E8M0 scale "
+             "2^(floor(bf16 log2(amax/0.875 + 9.6e-7)) - 2), elements rounded half away from zero, clamped "
+             "to +-6.", storage="e8m0", apply="msmodelslim_mxfp4"),
+        both("msmodelslim-fp8", "float8_e4m3fn", "msmodelslim_fp8", "row",
+             "msModelSlim FP8 per output channel (WFP8AFP8_DYNAMIC, read only): scale bf16(amax/448), "
+             "elements bf16(x/s) cast to E4M3 by torch (round to nearest even, saturating).", profile="torch",
+             apply="bf16_divide"),
+        both("ascend-int8-bf16ceil", "int8", "bf16_ceil", "row",
+             "fp8port's exact-bf16 int8 per output channel: scale amax/127 rounded up to bf16 (the loaders "
+             "hold it in bf16; nothing clips), elements x/s in float32 rounded half to even.", profile=None),
+    ]
 
 
 PRESETS: dict[str, Preset] = _build()

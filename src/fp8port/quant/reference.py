@@ -59,6 +59,12 @@ def _apply(xb, s_b, apply: Apply):
             y = (xb * (F32(1) / s_b).astype(F32)).astype(F32)
         else:
             y = (xb / s_b).astype(F32)
+        if apply is Apply.BF16_DIVIDE:
+            y = y.astype(ml_dtypes.bfloat16).astype(F32) + F32(0)
+        elif apply is Apply.MSMODELSLIM_MXFP8:
+            y = np.where(y == 0, F32(0), y)  # torch.sign(-0.0) is +0: -0 and underflows lose the sign
+        elif apply is Apply.MSMODELSLIM_MXFP4:
+            y = np.where(xb == 0, F32(0), y)  # the sign comes from x: only +-0 inputs lose it
     # NaN times NaN returns either operand depending on operand order; fix it: a NaN input keeps
     # its own sign and payload
     return np.where(np.isnan(xb), xb, y)

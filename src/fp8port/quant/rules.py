@@ -1,7 +1,8 @@
 """Scale rules: from a block's amax (float32) to its scale s, the dequantization multiplier.
 
 One function per rule; its docstring gives the formula and who uses it. All arithmetic is
-float32 (every anchor computes scales in float32). Power-of-two rules return exactly 2^E with
+float32 (every anchor computes scales in float32), except msModelSlim's, which rounds each step
+to bf16 as torch does on a bf16 model. Power-of-two rules return exactly 2^E with
 E inside the scheme's `exp_range`; NaN stands for "this block is NaN" (E8M0 byte 0xFF).
 The two rules that need more than the amax (NVFP4, MSE) live in reference.py / fast.py callers
 through `block_scales` and `nvfp4_scales` below.
@@ -9,6 +10,7 @@ through `block_scales` and `nvfp4_scales` below.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..names import NamedEnum
@@ -161,6 +163,149 @@ def ct_mx(amax, elem, scheme):
     return _finish_pow2(f - elem.emax - 127, f == 255, scheme)
 
 
+# ---- msModelSlim 26.1.0 (Huawei's AscendV1 writer; issue 24) ------------------------------------
+# Its quantizers run in the weight's own dtype: on a bf16 model every torch op rounds to bf16,
+# python scalars included. The msmodelslim_* rules reproduce that (what it does to bf16 checkpoints,
+# checked on every positive bf16 amax); the `_f32` twins are the same code on a float32 model.
+# Paths are inside the msmodelslim package (site-packages/msmodelslim/).
+
+MSMODELSLIM_EPS = F32(np.finfo(np.float32).eps)  # calculate_int_qparam's scale floor
+
+
+def _bf16(x) -> np.ndarray:
+    """float32 -> bf16 (round to nearest even) -> float32: one torch op on bf16 tensors."""
+    return np.asarray(x, F32).astype(ml_dtypes.bfloat16).astype(F32)
+
+
+def _arith(bf16: bool):
+    return _bf16 if bf16 else (lambda x: np.asarray(x, F32))
+
+
+def _eps_floor(elem) -> np.float32:
+    """float32 eps per integer step (min_subnormal is one step of an INT element: 2^-mbits)."""
+    return F32(MSMODELSLIM_EPS / F32(elem.min_subnormal))
+
+
+def _log2(a) -> np.ndarray:
+    """float32 log2, correctly rounded (through float64); torch's gives the same on every bf16 input."""
+    with np.errstate(all="ignore"):
+        return np.log2(np.asarray(a, np.float64)).astype(F32)
+
+
+def _msmodelslim_int(amax, elem, scheme, bf16=True):
+    r = _arith(bf16)
+    with np.errstate(all="ignore"):
+        s = r(r(amax) / F32(elem.max))
+    return np.maximum(s, _eps_floor(elem)).astype(F32)
+
+
+def msmodelslim_int(amax, elem, scheme):
+    """msModelSlim symmetric int (minmax, per channel): s = max(bf16(amax / qmax), eps), in bf16.
+
+    ir/api/impl/int_quantization.py `calculate_int_qparam` (symmetric branch): scale =
+    max(-min, max) / (2^(bits-1) - 1), then torch.max(scale, float32 eps), all in the weight's dtype
+    (bf16: the quotient rounds to nearest even, not up). Elements: `int_quantize` divides in bf16 too
+    (Apply.BF16_DIVIDE), rounds half to even and clamps to [-2^(bits-1), 2^(bits-1) - 1].
+    With an INT element (value code * 2^-mbits) the scale here is 2^mbits times msModelSlim's
+    `weight_scale`. Users: W8A16, W8A8_DYNAMIC (int8) and W4A8_DYNAMIC (int4) weights.
+    """
+    return _msmodelslim_int(amax, elem, scheme, True)
+
+
+def msmodelslim_int_f32(amax, elem, scheme):
+    """msmodelslim_int on a float32 model: s = max(fp32(amax / qmax), eps). Users: msModelSlim on
+    float32 weights (elements then divide in float32: Apply.DIVIDE)."""
+    return _msmodelslim_int(amax, elem, scheme, False)
+
+
+def _msmodelslim_mx(amax, elem, scheme, bf16=True):
+    r = _arith(bf16)
+    a = r(amax)
+    a = np.where(a == 0, F32(2.0 ** -126), a)  # FP32_MIN_NORMAL * (max_val == 0)
+    e = np.floor(r(_log2(a))) - elem.emax
+    big = ~(e <= 127)  # NaN, or above the E8M0 range: NaN (0xFF)
+    return _finish_pow2(np.where(big, 0, e).astype(np.int64), big, scheme)
+
+
+def msmodelslim_mx(amax, elem, scheme):
+    """msModelSlim MXFP8: s = 2^(floor(bf16(log2 amax)) - emax_elem); zero blocks 2^-127.
+
+    ir/api/impl/mx_quantization.py `calculate_mx_qparam`: shared_exp = floor(log2(max_val +
+    2^-126 * (max_val == 0))) - emax, NaN above 127, clamped to >= -127. On a bf16 model log2 is
+    rounded to bf16, so an amax just below 2^k (within 2^-8 relative for |log2| in [4, 8)) takes
+    exponent k: OCP FLOOR's scale times two (33 of 27,648 SmolLM2 down_proj blocks).
+    Elements (`mxfp_per_block_quantize`): x / s in float32, zero quotients +0 (Apply.MSMODELSLIM_MXFP8),
+    rounded to the element's mantissa half away from zero (`sign * floor(|a| + 0.5)`), clamped to
+    +-448: codec profile `msmodelslim`.
+    Users: W8A8_MXFP8 weights, and MXFP8 activations of W4A8_MXFP.
+    """
+    return _msmodelslim_mx(amax, elem, scheme, True)
+
+
+def msmodelslim_mx_f32(amax, elem, scheme):
+    """msmodelslim_mx on a float32 model: log2 in float32 (OCP FLOOR except within ~1e-7 below 2^k).
+    Users: msModelSlim on float32 weights."""
+    return _msmodelslim_mx(amax, elem, scheme, False)
+
+
+def _msmodelslim_mxfp4(amax, elem, scheme, bf16=True):
+    r = _arith(bf16)
+    with np.errstate(all="ignore"):
+        t = r(r(amax) / F32(1 - 0.5 ** (elem.mbits + 2)))
+        t = r(t + r(F32(9.6e-7)))
+    e = np.floor(r(_log2(t))) - elem.emax
+    e = np.clip(e, -127 - elem.emax, 127 - elem.emax)  # as written; the +9.6e-7 keeps e >= -22 anyway
+    nan = np.isnan(e)
+    return _finish_pow2(np.where(nan, 0, e).astype(np.int64), nan, scheme)
+
+
+def msmodelslim_mxfp4(amax, elem, scheme):
+    """msModelSlim MXFP4: s = 2^(floor(bf16(log2(bf16(amax / 0.875) + 9.6e-7))) - emax_elem).
+
+    ir/api/impl/mx_quantization.py `calculate_mxfp4_qparam`: 0.875 = 1 - 2^-(mbits + 2), so an
+    amax whose mantissa rounds up past 1.75 (the E2M1 tie above 6) takes the next binade: EVEN's
+    threshold, in bf16 arithmetic (the +9.6e-7 is itself a bf16 scalar). Zero blocks give 2^-22.
+    Clipped to [-127 - emax, 127 - emax]. Elements (`mxfp4_quantize`, Apply.MSMODELSLIM_MXFP4):
+    sign(x) times |x| / s in float32 (so only +-0 inputs give +0), in steps of 2^(p - 1) for
+    p = clip(floor(log2(|x| / s + 9.6e-7)), 0, emax), rounded half away from zero, clipped to +-6;
+    `pack_fp4_to_uint8` puts element 2i in the low nibble. Users: W4A4_MXFP4 and W4A8_MXFP.
+    """
+    return _msmodelslim_mxfp4(amax, elem, scheme, True)
+
+
+def msmodelslim_mxfp4_f32(amax, elem, scheme):
+    """msmodelslim_mxfp4 on a float32 model (the same steps in float32). Users: msModelSlim on float32
+    weights."""
+    return _msmodelslim_mxfp4(amax, elem, scheme, False)
+
+
+def msmodelslim_fp8(amax, elem, scheme):
+    """msModelSlim FP8 per channel: s = bf16(max(amax, bf16(1e-12)) / 448), in bf16.
+
+    ir/api/impl/fp_quantization.py `calculate_fp8_qparam`: amax.clamp(min=1e-12) / FP8_E4M3_MAX in
+    the weight's dtype (on a float32 model it is v3_float with a 1e-12 amax clamp). Elements
+    (`fp8_quantize`): bf16(x / s) + 0, clamped to +-448, then torch's E4M3 cast (round to nearest
+    even) when the saver writes them. Users: WFP8AFP8_DYNAMIC (which fp8port reads, never writes).
+    """
+    with np.errstate(all="ignore"):
+        return _bf16(_bf16(np.maximum(_bf16(amax), _bf16(F32(1e-12)))) / F32(elem.max))
+
+
+def bf16_ceil(amax, elem, scheme):
+    """fp8port's exact-bf16 scale: s = the smallest bf16 value >= max(amax / max, eps per step).
+
+    The Ascend loaders hold weight_scale in bf16 (vLLM-Ascend `params_dtype`); a bf16 scale loads
+    unchanged, and rounding up keeps every |x / s| <= max, so nothing clips. Used with plain float32
+    division (Apply.DIVIDE). Users: fp8port's W8A16 / W8A8_DYNAMIC before issue 24.
+    """
+    with np.errstate(all="ignore"):
+        s = np.maximum((amax.astype(F32) / F32(elem.max)).astype(F32), _eps_floor(elem))
+    b = s.astype(ml_dtypes.bfloat16)
+    low = b.astype(F32) < s
+    b = np.where(low, np.nextafter(b, np.array(np.inf, ml_dtypes.bfloat16)), b)
+    return b.astype(F32)
+
+
 class ScaleRule(NamedEnum):
     """How a block's scale is chosen. Each member's __doc__ is its rule function's docstring."""
 
@@ -173,6 +318,10 @@ class ScaleRule(NamedEnum):
         "mse_pow2": ("mse",),
         "ct_mx": ("compressed_tensors_mx", "llmcompressor_mx"),
         "ct_nvfp4": ("compressed_tensors_nvfp4", "llmcompressor_nvfp4"),
+        "msmodelslim_int": ("modelslim_int",),
+        "msmodelslim_mx": ("modelslim_mx",),
+        "msmodelslim_mxfp4": ("modelslim_mxfp4",),
+        "bf16_ceil": ("bf16_up",),
     }
 
     UE8M0 = "ue8m0"
@@ -186,10 +335,26 @@ class ScaleRule(NamedEnum):
     MSE_POW2 = "mse_pow2"
     CT_MX = "ct_mx"
     CT_NVFP4 = "ct_nvfp4"
+    # msModelSlim (Ascend): bf16 arithmetic as on a bf16 model, and its float32 twins
+    MSMODELSLIM_INT = "msmodelslim_int"
+    MSMODELSLIM_INT_F32 = "msmodelslim_int_f32"
+    MSMODELSLIM_MX = "msmodelslim_mx"
+    MSMODELSLIM_MX_F32 = "msmodelslim_mx_f32"
+    MSMODELSLIM_MXFP4 = "msmodelslim_mxfp4"
+    MSMODELSLIM_MXFP4_F32 = "msmodelslim_mxfp4_f32"
+    MSMODELSLIM_FP8 = "msmodelslim_fp8"
+    BF16_CEIL = "bf16_ceil"
 
     @property
     def power_of_two(self) -> bool:
-        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
+        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4, ScaleRule.CT_NVFP4, ScaleRule.MSMODELSLIM_INT,
+                            ScaleRule.MSMODELSLIM_INT_F32, ScaleRule.MSMODELSLIM_FP8, ScaleRule.BF16_CEIL)
+
+    @property
+    def ascend(self) -> bool:
+        """msModelSlim's rules and fp8port's exact-bf16 variant: tried by identify only against presets of
+        that family, where they belong (elsewhere a float32-log2 twin explains unrelated edge cases)."""
+        return self.value.startswith("msmodelslim") or self is ScaleRule.BF16_CEIL
 
     @property
     def fn(self):
@@ -229,6 +394,14 @@ _FUNCS = {
     ScaleRule.CEIL: ocp_ceil,
     ScaleRule.EVEN: ocp_even,
     ScaleRule.CT_MX: ct_mx,
+    ScaleRule.MSMODELSLIM_INT: msmodelslim_int,
+    ScaleRule.MSMODELSLIM_INT_F32: msmodelslim_int_f32,
+    ScaleRule.MSMODELSLIM_MX: msmodelslim_mx,
+    ScaleRule.MSMODELSLIM_MX_F32: msmodelslim_mx_f32,
+    ScaleRule.MSMODELSLIM_MXFP4: msmodelslim_mxfp4,
+    ScaleRule.MSMODELSLIM_MXFP4_F32: msmodelslim_mxfp4_f32,
+    ScaleRule.MSMODELSLIM_FP8: msmodelslim_fp8,
+    ScaleRule.BF16_CEIL: bf16_ceil,
 }
 for _m in ScaleRule:
     _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc,

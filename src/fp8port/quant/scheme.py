@@ -59,6 +59,10 @@ class Apply(NamedEnum):
     __label__ = "apply mode"
     DIVIDE = "divide"  # y = x / s (DeepSeek-V3 kernel.py, torchao FLOOR)
     RECIPROCAL = "reciprocal"  # y = x * fp32(1/s) (DeepGEMM per_token_cast_to_fp8)
+    # msModelSlim's (reference path only)
+    BF16_DIVIDE = "bf16_divide"  # y = bf16(x / s) + 0: int_quantize / fp8_quantize on a bf16 model
+    MSMODELSLIM_MXFP8 = "msmodelslim_mxfp8"  # y = x / s, a zero quotient +0: mxfp_per_block_quantize
+    MSMODELSLIM_MXFP4 = "msmodelslim_mxfp4"  # y = x / s, a zero input +0 (sign(x) * |y|): mxfp4_quantize
 
 
 class ZeroBlock(NamedEnum):
