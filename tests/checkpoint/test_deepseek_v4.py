@@ -36,18 +36,27 @@ CONFIG = {"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4
                                                              "weight_block_size": [128, 128]}}
 
 
-def v4_folder(path, seed=0, experts=2, spread=(118, 131), config=CONFIG):
-    """A tiny DeepSeek-V4-shaped checkpoint: native names, FP8 + E8M0 128x128, FP4 experts I8 + E8M0 1x32."""
+def v4_folder(path, seed=0, experts=2, spread=(118, 131), config=CONFIG, base=False):
+    """A tiny DeepSeek-V4-shaped checkpoint: native names, FP8 + E8M0 128x128, FP4 experts I8 + E8M0 1x32;
+    base: as the -Base models, every weight FP8 with F32 scales (experts too)."""
     rng = np.random.default_rng(seed)
     t = {"embed.weight": ("BF16", rng.standard_normal((16, 256)).astype(BF16))}
-    for name, (n, k) in FP8.items():
+
+    def fp8(name, n, k):
         codes = rng.integers(0, 256, (n, k), dtype=np.uint8)
         codes[(codes & 0x7F) == 0x7F] = 0  # no NaN codes
         t[name + ".weight"] = ("F8_E4M3", codes.view(ml_dtypes.float8_e4m3fn))
-        t[name + ".scale"] = ("F8_E8M0", rng.integers(110, 135, (-(-n // 128), -(-k // 128)), dtype=np.uint8).view(E8M0))
+        b = rng.integers(110, 135, (-(-n // 128), -(-k // 128)), dtype=np.uint8)
+        t[name + ".scale"] = ("F32", e8m0_values(b)) if base else ("F8_E8M0", b.view(E8M0))
+
+    for name, (n, k) in FP8.items():
+        fp8(name, n, k)
     for e in range(experts):
         for w, (n, k) in FP4.items():
             name = f"layers.0.ffn.experts.{e}.{w}"
+            if base:
+                fp8(name, n, k)
+                continue
             t[name + ".weight"] = ("I8", pack(rng.integers(0, 16, (n, k), dtype=np.uint8), "float4_e2m1fn").view(np.int8))
             t[name + ".scale"] = ("F8_E8M0", rng.integers(*spread, (n, k // 32), dtype=np.uint8).view(E8M0))
     t["layers.0.ffn.gate.weight"] = ("BF16", rng.standard_normal((experts, 256)).astype(BF16))
@@ -61,6 +70,8 @@ def v4_folder(path, seed=0, experts=2, spread=(118, 131), config=CONFIG):
 
 def _torch(ck, name):
     a = ck.read(name)
+    if ck.info(name).dtype == "F32":
+        return torch.from_numpy(a)
     return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).view(
         {"I8": torch.int8, "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3": torch.float8_e4m3fn}[ck.info(name).dtype])
 
@@ -69,19 +80,25 @@ def _bits(a):
     return np.ascontiguousarray(a, np.float32).view(np.uint32)
 
 
-def test_reading_equals_deepseeks_own_dequantization(tmp_path):
-    ck = Checkpoint.open(v4_folder(tmp_path / "v4"))
+@pytest.mark.parametrize("base", [False, True])
+def test_reading_equals_deepseeks_own_dequantization(tmp_path, base):
+    """V4-Flash / -Pro (FP4 experts, E8M0 scales) and -Base (all FP8, F32 scales, no expert_dtype)."""
+    config = {k: v for k, v in CONFIG.items() if k != "expert_dtype"} if base else CONFIG
+    ck = Checkpoint.open(v4_folder(tmp_path / "v4", config=config, base=base))
     h, why = layouts.detect(ck)
-    assert h.name.value == "deepseek-v4" and "expert_dtype 'fp4'" in why
+    assert h.name.value == "deepseek-v4" and ("X.scale" if base else "expert_dtype 'fp4'") in why
     weights = h.weights(ck)
     assert len(weights) == 3 + 2 * 3
     for name, w in weights.items():
         scale = name[: -len("weight")] + "scale"
-        if ".experts." in name:
+        if ".experts." in name and not base:
             theirs = ds.dequantize_fp4(_torch(ck, name), _torch(ck, scale))  # model.py: fp4 table, code 8 is +0
         else:
             theirs = ds.dequantize_fp8(_torch(ck, name), _torch(ck, scale))
         assert np.array_equal(_bits(h.values(ck, w)), _bits(theirs.numpy())), name
+    info = inspect(ck.root)
+    assert info["preset"] == ("deepseek-v3.1" if base else "deepseek-v4")
+    assert any("expert_dtype None" in w for w in info["warnings"]) is base  # vLLM would take FP8 experts for FP4
 
 
 @pytest.mark.parametrize("form", ["expert_dtype", "scale-names", "no-config"])
@@ -165,9 +182,10 @@ def _moe_v31(root):
 def test_v31_to_v4_keeps_fp8_and_asks_fp4_by_preset(tmp_path):
     v31 = _moe_v31(tmp_path)
     res = run(v31, tmp_path / "v4", Options(mode="convert", layout="deepseek-v4"), progress=None, verify=True)
-    assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 6  # F32 2^k -> E8M0
+    assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 6
     cfg = json.loads((tmp_path / "v4" / "config.json").read_text())
-    assert "expert_dtype" not in cfg and inspect(tmp_path / "v4")["layout"] == "deepseek-v4"
+    assert cfg["expert_dtype"] == "fp8" and inspect(tmp_path / "v4")["layout"] == "deepseek-v4"
+    assert Checkpoint.open(tmp_path / "v4").info("model.layers.0.mlp.experts.0.gate_proj.scale").dtype == "F32"  # -Base
     back = run(tmp_path / "v4", tmp_path / "v31b", Options(mode="convert", layout="deepseek", scale_dtype="f32"),
                progress=None, verify=True)
     assert back.summary["verify"]["ok"]
