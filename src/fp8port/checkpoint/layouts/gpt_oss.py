@@ -84,7 +84,7 @@ class GptOss(LayoutHandler):
 
     def describe(self, ckpt, weights):
         out = super().describe(ckpt, weights)
-        out["preset"] = "mxfp4" if weights else None
+        out["preset"] = None  # OpenAI's rule is not published: no preset claims its bytes
         out["scales_all_powers_of_two"] = True if weights else None
         out["loaders"] = {self.loaders[0]: "loads it (its experts [E, in, out] transposed from the blocks)",
                           self.loaders[1]: "loads it on GPUs (gpt-oss MXFP4 MoE kernels; not run here)",
