@@ -203,14 +203,20 @@ def _read_all(folder):
     inspect(folder)
 
 
+def _scratch(layout_seeds, tmp_path_factory, data, prefix):
+    """(a drawn layout seed's name, a scratch copy of it to mutate)."""
+    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
+    folder = tmp_path_factory.getbasetemp() / f"{prefix}-{name}"
+    if not folder.exists():
+        shutil.copytree(layout_seeds / name, folder)
+    return name, folder
+
+
 @settings(FUZZ, max_examples=1500)
 @given(data=st.data())
 def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
     """quantization_config (or the AscendV1 description) with one value replaced: read fully or typed error."""
-    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
-    folder = tmp_path_factory.getbasetemp() / f"mut-{name}"
-    if not folder.exists():
-        shutil.copytree(layout_seeds / name, folder)
+    name, folder = _scratch(layout_seeds, tmp_path_factory, data, "mut")
     fname = "quant_model_description.json" if name.startswith("ascend") else "config.json"
     doc = json.loads((layout_seeds / name / fname).read_text())
     root = doc if fname != "config.json" or name in WHOLE_CONFIG else doc["quantization_config"]
@@ -236,11 +242,8 @@ def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
 @given(data=st.data())
 def test_layout_header_mutations(layout_seeds, tmp_path_factory, data):
     """Each layout's own weight file with header bytes changed: read fully or typed error."""
-    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
-    folder = tmp_path_factory.getbasetemp() / f"hdr-{name}"
-    if not folder.exists():
-        shutil.copytree(layout_seeds / name, folder)
-    shard = next(p for p in sorted((layout_seeds / name).glob("*.safetensors")))
+    name, folder = _scratch(layout_seeds, tmp_path_factory, data, "hdr")
+    shard = sorted((layout_seeds / name).glob("*.safetensors"))[0]
     raw = bytearray(shard.read_bytes())
     hlen = int.from_bytes(raw[:8], "little")
     for pos, val in data.draw(st.lists(st.tuples(st.integers(8, 8 + hlen - 1), st.integers(0, 255)), min_size=1,
