@@ -5,6 +5,7 @@ eager forward, index it per expert (`self.gate_up_proj[expert_idx]`). QuantizedE
 that parameter: indexing it dequantizes one expert into the model's dtype, so resident memory is the
 codes (FP4 packed) and float32 scales plus one expert's dense weight while it is used. For
 power-of-two scales the bf16 weights are exact: the forward equals that of the dequantized model.
+Experts run weight-only in both load modes (gpt-oss's own kernels keep BF16 activations too).
 """
 
 from __future__ import annotations
