@@ -162,12 +162,12 @@ LAYOUT_SEEDS = {
     "fp8port-mxfp4": {"preset": "mxfp4"},
     "ascend-int8": {"preset": "W8A8_DYNAMIC", "layout": "ascend"},
     "ascend-mx": {"preset": "W4A4_MXFP4", "layout": "ascend"},
-    "deepseek-v4": {"preset": "deepseek-v4"},  # no experts: FP8 only, told by its `.scale` names
+    "deepseek-v4": {"preset": "deepseek-v4"},  # no experts: every weight FP8, expert_dtype "fp8"
     "deepseek-v4-fp4": {"preset": "deepseek-v4", "moe": True},  # expert_dtype fp4, I8 experts
     "gpt-oss": {"preset": "mxfp4", "layout": "gpt-oss", "moe": True},
 }
 # config.json forms whose layout marks live beside quantization_config (DeepSeek-V4's expert_dtype)
-WHOLE_CONFIG = ("deepseek-v4-fp4",)
+WHOLE_CONFIG = ("deepseek-v4", "deepseek-v4-fp4")
 _PLAUSIBLE = st.sampled_from(["fp8", "compressed-tensors", "fp8port", "mxfp4", "modelopt", "float-quantized",
                               "nvfp4-pack-quantized", "block", "group", "channel", "tensor", "ue8m0", "float",
                               "re:.*", "re:[", "Linear", "W8A8_MXFP8", "W8A16", "FLOAT", "e8m0", "float32",
