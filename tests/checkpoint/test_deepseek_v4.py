@@ -198,7 +198,13 @@ def test_v31_to_v4_keeps_fp8_and_asks_fp4_by_preset(tmp_path):
     assert len(experts) == 2 and all(t[n]["action"] == "requantize" and 5 < t[n]["sqnr_db"] < 30 for n in experts)
     assert res.summary["counts"]["replicate-scales"] == 4 and res.summary["preset"] == "deepseek-v4"
     cfg = json.loads((tmp_path / "v4fp4" / "config.json").read_text())
-    assert cfg["expert_dtype"] == "fp4" and Checkpoint.open(tmp_path / "v4fp4").info(experts[0]).dtype == "I8"
+    out = Checkpoint.open(tmp_path / "v4fp4")
+    assert cfg["expert_dtype"] == "fp4" and out.info(experts[0]).dtype == "I8"
+    h = layouts.detect(out)[0]
+    for name, w in h.weights(out).items():  # DeepSeek's own reading of what we wrote gives our values
+        read = ds.dequantize_fp4 if name in experts else ds.dequantize_fp8
+        theirs = read(_torch(out, name), _torch(out, name[: -len("weight")] + "scale")).numpy()
+        assert np.array_equal(_bits(h.values(out, w)), _bits(theirs)), name
     info = inspect(tmp_path / "v4fp4")
     assert info["preset"] == "deepseek-v4" and {g["kind"] for g in info["groups"]} == {"float8_e4m3fn", "FP4 (E2M1)"}
     assert any("DeepSeek-V4 inference" in k for k in info["loaders"])
