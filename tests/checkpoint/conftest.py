@@ -75,3 +75,31 @@ def rng():
 def dense(tmp_path, rng):
     tensors = tiny_llama(rng)
     return write_dense(tmp_path / "src", tensors, shards=2), tensors
+
+
+def gpt_oss_folder(folder: Path, seed: int = 0, layers: int = 2, experts: int = 4) -> Path:
+    """A random tiny transformers GptOss (MoE: experts [E, H, 2I] / [E, I, H], 64 wide), saved as BF16."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GptOssConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
+                                    num_local_experts=experts, num_experts_per_tok=2, num_attention_heads=4,
+                                    num_key_value_heads=2, head_dim=16, vocab_size=128, max_position_embeddings=256,
+                                    layer_types=["full_attention"] * layers)
+    transformers.GptOssForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+def tiny_moe(rng, experts: int = 2, hidden: int = 64, inter: int = 128) -> dict[str, np.ndarray]:
+    """tiny_llama plus MoE experts in both forms: gpt-oss's stacked 3-D `mlp.experts.gate_up_proj`
+    [E, H, 2I] / `down_proj` [E, I, H] with biases, and per-expert 2-D `mlp.experts.E.gate_proj.weight`."""
+    t = tiny_llama(rng, hidden=hidden, inter=inter, layers=1, vocab=16)
+    p = "model.layers.0.mlp.experts."
+    t[p + "gate_up_proj"] = rng.standard_normal((experts, hidden, 2 * inter))
+    t[p + "gate_up_proj_bias"] = rng.standard_normal((experts, 2 * inter))
+    t[p + "down_proj"] = rng.standard_normal((experts, inter, hidden))
+    for e in range(experts):
+        t[f"{p}{e}.gate_proj.weight"] = rng.standard_normal((inter, hidden))
+        t[f"{p}{e}.down_proj.weight"] = rng.standard_normal((hidden, inter))
+    return {k: v.astype(BF16) for k, v in t.items()}

@@ -20,7 +20,7 @@ from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.safetensors_io import read_header, read_tensor
 from fp8port.errors import Fp8portError
 
-from .conftest import tiny_llama, write_dense
+from .conftest import tiny_llama, tiny_moe, write_dense
 
 FUZZ = settings(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -162,11 +162,17 @@ LAYOUT_SEEDS = {
     "fp8port-mxfp4": {"preset": "mxfp4"},
     "ascend-int8": {"preset": "W8A8_DYNAMIC", "layout": "ascend"},
     "ascend-mx": {"preset": "W4A4_MXFP4", "layout": "ascend"},
+    "deepseek-v4": {"preset": "deepseek-v4"},  # no experts: every weight FP8, expert_dtype "fp8"
+    "deepseek-v4-fp4": {"preset": "deepseek-v4", "moe": True},  # expert_dtype fp4, I8 experts
+    "gpt-oss": {"preset": "mxfp4", "layout": "gpt-oss", "moe": True},
 }
+# config.json forms whose layout marks live beside quantization_config (DeepSeek-V4's expert_dtype)
+WHOLE_CONFIG = ("deepseek-v4", "deepseek-v4-fp4")
 _PLAUSIBLE = st.sampled_from(["fp8", "compressed-tensors", "fp8port", "mxfp4", "modelopt", "float-quantized",
                               "nvfp4-pack-quantized", "block", "group", "channel", "tensor", "ue8m0", "float",
                               "re:.*", "re:[", "Linear", "W8A8_MXFP8", "W8A16", "FLOAT", "e8m0", "float32",
-                              "float8_e4m3fn", "1x32(axis=-1)", "128x128", "nvfp4", "hif8"])
+                              "float8_e4m3fn", "1x32(axis=-1)", "128x128", "nvfp4", "hif8", "fp4", "fp6",
+                              "deepseek-v4"])
 _VALUE = _JSONISH | _PLAUSIBLE | st.lists(st.integers(-3, 300), max_size=3)
 
 
@@ -174,8 +180,10 @@ _VALUE = _JSONISH | _PLAUSIBLE | st.lists(st.integers(-3, 300), max_size=3)
 def layout_seeds(seed, tmp_path_factory):
     src, _ = seed
     root = tmp_path_factory.mktemp("layouts")
+    moe = write_dense(root / "moe-src", tiny_moe(np.random.default_rng(8)))
     for name, kw in LAYOUT_SEEDS.items():
-        run(src, root / name, Options(mode="convert", **kw), progress=None)
+        kw = dict(kw)
+        run(moe if kw.pop("moe", False) else src, root / name, Options(mode="convert", **kw), progress=None)
     return root
 
 
@@ -195,17 +203,23 @@ def _read_all(folder):
     inspect(folder)
 
 
+def _scratch(layout_seeds, tmp_path_factory, data, prefix):
+    """(a drawn layout seed's name, a scratch copy of it to mutate)."""
+    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
+    folder = tmp_path_factory.getbasetemp() / f"{prefix}-{name}"
+    if not folder.exists():
+        shutil.copytree(layout_seeds / name, folder)
+    return name, folder
+
+
 @settings(FUZZ, max_examples=1500)
 @given(data=st.data())
 def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
     """quantization_config (or the AscendV1 description) with one value replaced: read fully or typed error."""
-    name = data.draw(st.sampled_from(sorted(LAYOUT_SEEDS)))
-    folder = tmp_path_factory.getbasetemp() / f"mut-{name}"
-    if not folder.exists():
-        shutil.copytree(layout_seeds / name, folder)
+    name, folder = _scratch(layout_seeds, tmp_path_factory, data, "mut")
     fname = "quant_model_description.json" if name.startswith("ascend") else "config.json"
     doc = json.loads((layout_seeds / name / fname).read_text())
-    root = doc if fname != "config.json" else doc["quantization_config"]
+    root = doc if fname != "config.json" or name in WHOLE_CONFIG else doc["quantization_config"]
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(list(_paths(root))))
         if not path:
@@ -216,9 +230,24 @@ def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
             parent = parent[k]
         if isinstance(parent, dict):
             parent[path[-1]] = data.draw(_VALUE)
-    if fname == "config.json":
+    if fname == "config.json" and name not in WHOLE_CONFIG:
         doc["quantization_config"] = root
     else:
         doc = root
     (folder / fname).write_text(json.dumps(doc))
+    _expect_typed(lambda: _read_all(folder))
+
+
+@settings(FUZZ, max_examples=600)
+@given(data=st.data())
+def test_layout_header_mutations(layout_seeds, tmp_path_factory, data):
+    """Each layout's own weight file with header bytes changed: read fully or typed error."""
+    name, folder = _scratch(layout_seeds, tmp_path_factory, data, "hdr")
+    shard = sorted((layout_seeds / name).glob("*.safetensors"))[0]
+    raw = bytearray(shard.read_bytes())
+    hlen = int.from_bytes(raw[:8], "little")
+    for pos, val in data.draw(st.lists(st.tuples(st.integers(8, 8 + hlen - 1), st.integers(0, 255)), min_size=1,
+                                       max_size=4)):
+        raw[pos] = val
+    (folder / shard.name).write_bytes(bytes(raw))
     _expect_typed(lambda: _read_all(folder))

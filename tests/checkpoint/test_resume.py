@@ -13,7 +13,7 @@ from fp8port.checkpoint import Options, run
 from fp8port.checkpoint.staging import LOCK, staging_dir
 from fp8port.errors import ConversionError
 
-from .conftest import tiny_llama, tree_digest, write_dense
+from .conftest import tiny_llama, tiny_moe, tree_digest, write_dense
 
 
 class Interrupt(KeyboardInterrupt):
@@ -131,3 +131,21 @@ def test_worker_processes_give_the_same_bytes(source, reference, tmp_path):
     dst = tmp_path / "out"
     run(source, dst, _opts(), progress=None, workers=2)
     assert tree_digest(dst) == reference
+
+
+@pytest.mark.parametrize("kw", [{"preset": "deepseek-v4"}, {"preset": "mxfp4", "layout": "gpt-oss"}])
+def test_moe_layouts_resume_byte_identical(tmp_path, kw):
+    """DeepSeek-V4 (FP4 experts, I8 + E8M0) and gpt-oss (blocks / scales) resume like every layout."""
+    src = write_dense(tmp_path / "src", tiny_moe(np.random.default_rng(6)), shards=2)
+    opts = Options(mode="convert", shard_size=40_000, **kw)
+    run(src, tmp_path / "ref", opts, progress=None)
+
+    def stop(i):
+        if i == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(src, tmp_path / "out", opts, progress=None, after_shard=stop)
+    res = run(src, tmp_path / "out", opts, progress=None, resume=True)
+    assert res.resumed_shards == 2 and len(res.plan.shards) > 2
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "ref")

@@ -1,5 +1,6 @@
 """load_quantized on SmolLM2 (deepseek-v3.1 and others): logits, generation, memory."""
 
+import json
 import os
 
 import pytest
@@ -65,3 +66,20 @@ def test_mx_checkpoints_transformers_cannot_load(smol):
     assert any(isinstance(x, FP8Linear) and x.scheme.element.name == "float4_e2m1fn" for x in m.modules())
     with torch.inference_mode():
         assert torch.isfinite(m(ids).logits).all()
+
+
+def test_deepseek_v4_layout_runs_smollm2(smol, capsys):
+    """SmolLM2 written in DeepSeek-V4's layout (its own names, E8M0 `.scale` tensors; no experts, so every
+    weight FP8): the same codes as deepseek-v3.1, the same logits, and `fp8port run` generates from it."""
+    from fp8port.cli.main import main
+    from fp8port.models import smollm2
+
+    out, _, ids = smol
+    res = run(smollm2(), out / "v4", Options(mode="convert", preset="deepseek-v4"), progress=None, verify=True)
+    assert res.summary["layout_out"] == "deepseek-v4" and res.summary["counts"]["quantize"] == 210
+    with torch.inference_mode():
+        assert torch.equal(load_quantized(out / "v4", dtype=torch.float32)(ids).logits,
+                           load_quantized(out / "fp8", dtype=torch.float32)(ids).logits)
+    assert main(["run", str(out / "v4"), "--prompt", "What is the capital of France? Answer in one sentence.",
+                 "--max-new-tokens", "12", "--json"]) == 0
+    assert "Paris" in json.loads(capsys.readouterr().out)["text"]

@@ -25,7 +25,7 @@ def _logits(folder, ids, **kw):
         return model(ids).logits
 
 
-@pytest.mark.parametrize("layout", ["compressed-tensors", "fp8port", "ascend"])
+@pytest.mark.parametrize("layout", ["compressed-tensors", "fp8port", "ascend", "deepseek-v4"])
 def test_relaid_out_checkpoints_run_like_the_source(tiny, layout):
     root, ids = tiny
     kw = {"preset": "W8A8_MXFP8", "block": None} if layout == "ascend" else {}

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import NonFiniteError
 from ..quant import QuantizedTensor, dequantize
 from ..quant.metrics import max_abs_error, sqnr_db
-from ..quant.relayout import relayout
+from ..quant.relayout import relayout, widen
 from . import layouts
 from .folder import Checkpoint
 from .layouts import Action, Job, NonFinitePolicy
@@ -58,6 +58,12 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     if job.action is Action.REPLICATE:
         q = relayout(reader.read(ckpt, job.weight), job.scheme)
         return plan.writer.arrays(job.source, q), {"exact": True, **plan.writer.report(job.source, q)}
+    if job.action is Action.WIDEN:  # exact unless a tile spans 15+ binades: the report says which
+        q, lossless = widen(reader.read(ckpt, job.weight), job.scheme)
+        rep = {"exact": lossless, "lossless": lossless, **plan.writer.report(job.source, q)}
+        if not lossless:
+            rep.update(_error(np.asarray(reader.values(ckpt, job.weight), np.float32), q))
+        return plan.writer.arrays(job.source, q), rep
     if job.action is Action.QUANTIZE:
         x = dense_source(ckpt, job.source, plan.options.nonfinite)
     else:  # REQUANTIZE: the source's exact values, quantized again

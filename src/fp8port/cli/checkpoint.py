@@ -53,10 +53,12 @@ def add_parser(subparsers) -> None:
                                           "re-lay out / requantize a quantized one into any layout fp8port writes.")
     _common(p)
     p.add_argument("--preset", help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...; with --layout "
-                   "ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8. Without it "
+                   "ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8; deepseek-v4: routed "
+                   "experts MXFP4, the rest FP8 (DeepSeek-V4 layout). Without it "
                    "a quantized SRC keeps its scheme: codes kept, scales moved (lossless where the formats allow)")
     p.add_argument("--layout", help="deepseek (FP8 presets' default) | compressed-tensors | fp8port (other presets' "
-                   "default) | ascend (msModelSlim AscendV1) | dense; without --preset: SRC's layout")
+                   "default) | deepseek-v4 | gpt-oss (MoE experts in MXFP4) | ascend (msModelSlim AscendV1) | dense; "
+                   "without --preset: SRC's layout")
     p.add_argument("--block", help="re-block every quantized weight, e.g. 64x64 (exact from 128x128), 1x32")
     p.add_argument("--activation-scales", help="ascend W8A8 static: JSON {module: {input_scale, input_offset}}")
     p.add_argument("--scale-dtype", help="f32 | bf16 | e8m0 (one-byte scales, DeepSeek-V4 style)")

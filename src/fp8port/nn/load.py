@@ -12,6 +12,7 @@ from ..checkpoint import layouts
 from ..checkpoint.folder import Checkpoint
 from ..checkpoint.selection import quantizable
 from ..errors import CheckpointError, Fp8portError
+from .experts import QuantizedExperts
 from .linear import FP8Linear, Mode
 
 _TORCH = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
@@ -61,6 +62,9 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
     prefix = _prefix(model, ckpt)
     biases = set()
     for w in weights.values():
+        if not w.name.endswith(".weight"):  # a stacked-experts parameter (gpt-oss gate_up_proj [E, H, 2I])
+            _set_experts(model, prefix + w.name, handler.read(ckpt, w), dtype, path)
+            continue
         mod_name = prefix + w.name[: -len(".weight")]
         try:
             old = model.get_submodule(mod_name)
@@ -88,6 +92,24 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
         if p.is_floating_point() and p.dtype != dtype:
             p.data = p.data.to(dtype)
     return model.eval()
+
+
+def _set_experts(model: nn.Module, name: str, q, dtype, path) -> None:
+    """Replace a model's 3-D experts parameter by QuantizedExperts, and run the experts' eager forward
+    (which indexes one expert at a time; the grouped kernels want the whole dense tensor)."""
+    parent, _, attr = name.rpartition(".")
+    try:
+        owner = model.get_submodule(parent)
+    except AttributeError:
+        owner = None
+    param = owner._parameters.get(attr) if owner is not None else None
+    if param is None or tuple(param.shape) != tuple(q.shape):
+        got = "no such parameter" if param is None else f"the model's is {list(param.shape)}"
+        raise CheckpointError(f"{path}: quantized experts {name!r} {list(q.shape)}: {got} in {type(model).__name__}")
+    del owner._parameters[attr]
+    owner.add_module(attr, QuantizedExperts(q, dtype))
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
 
 
 def _prefix(model: nn.Module, ckpt: Checkpoint) -> str:
@@ -118,8 +140,8 @@ def quantize_model(model: nn.Module, preset, *, mode="weight-only", include=(), 
 
 
 def resident_bytes(model: nn.Module) -> dict:
-    """Bytes held by parameters and buffers, split into FP8Linear layers and the rest."""
-    fp8 = sum(m.resident_bytes() for m in model.modules() if isinstance(m, FP8Linear))
+    """Bytes held by parameters and buffers, split into FP8Linear layers (and quantized experts) and the rest."""
+    fp8 = sum(m.resident_bytes() for m in model.modules() if isinstance(m, (FP8Linear, QuantizedExperts)))
     seen, total = set(), 0
     for t in list(model.parameters()) + list(model.buffers()):
         if t.data_ptr() not in seen:

@@ -68,6 +68,10 @@ def _build() -> dict[str, Preset]:
             "clamped, RNE.", rule="ct_mx"),
         _mx("ct-mxfp8", "float8_e4m3fn", "compressed-tensors / llm-compressor MXFP8: E4M3, 1x32, E8M0 from its "
             "own rule (amax rounded at E2M1's 1 mantissa bit, so it never clips; rules.ct_mx).", rule="ct_mx"),
+        _mx("triton-mxfp4", "float4_e2m1fn", "triton_kernels' MXFP4 (downcast_to_mxfp, ROUND_UP), what transformers' "
+            "gpt-oss integration and vLLM quantize BF16 experts with: E2M1, 1x32, E8M0 2^ceil(log2(amax / 6)) on the "
+            "float32 bits (rules.ue8m0_bitwise, no clamp), elements x * (1 / s) rounded to nearest, ties away.",
+            rule="ue8m0", rounding="away", apply="reciprocal"),
         _mx("mxint8", "int8", "OCP MXINT8: int8 code/64, 1x32, E8M0, FLOOR (emax 0), clamped to +-127/64."),
         Preset("nvfp4",
                Scheme.build("float4_e2m1fn", "nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",

@@ -19,8 +19,10 @@ from .base import (Action, DenseDtype, Job, LayoutHandler, LayoutName, NonFinite
 from .common import QUANTIZED_DTYPES
 from .compressed_tensors import CompressedTensors
 from .deepseek import DeepSeek
+from .deepseek_v4 import DeepSeekV4
 from .dense import Dense
 from .fp8port import Fp8port
+from .gpt_oss import GptOss
 
 
 class Planned(LayoutHandler):
@@ -69,12 +71,10 @@ def _named(*suffixes, dtypes=QUANTIZED_DTYPES + ("U8", "I8")):
 # Order matters: the AscendV1 description file first, DeepSeek-V4 before the V3 "fp8" it extends.
 HANDLERS: list[LayoutHandler] = [
     Ascend(),
-    Planned(LayoutName.DEEPSEEK_V4, "DeepSeek-V4's layout (native names, FP4 experts, .scale tensors)",
-            config_keys=(("expert_dtype", "fp4"),), looks=_named(".scale", dtypes=("F8_E4M3", "F8_E8M0"))),
+    DeepSeekV4(),
     DeepSeek(),
     CompressedTensors(),
-    Planned(LayoutName.GPT_OSS, "gpt-oss's MXFP4 layout (*_blocks / *_scales experts)", quant_methods=("mxfp4",),
-            looks=_named("_blocks", "_scales")),
+    GptOss(),
     Planned(LayoutName.MODELOPT, "NVIDIA ModelOpt's layout (weight_scale_2, hf_quant_config.json)",
             quant_methods=("modelopt",), files=("hf_quant_config.json",), looks=_named(".weight_scale_2")),
     Fp8port(),
@@ -102,9 +102,10 @@ def get(name) -> LayoutHandler:
 
 def default_layout(preset: str) -> LayoutName:
     """Where `convert --preset P` writes without --layout: the layout that names P as its own
-    (DeepSeek's presets: deepseek), else fp8port's."""
-    name = get_preset(preset).name
-    return next((h.name for h in HANDLERS if name in h.presets), LayoutName.FP8PORT)
+    (DeepSeek's presets: deepseek; deepseek-v4: deepseek-v4), else fp8port's."""
+    own = next((h.name for h in HANDLERS if preset in h.presets), None)  # a layout's own name (deepseek-v4)
+    name = own or get_preset(preset).name
+    return own or next((h.name for h in HANDLERS if name in h.presets), LayoutName.FP8PORT)
 
 
 def detect(ckpt: Checkpoint) -> tuple[LayoutHandler, str]:

@@ -110,6 +110,7 @@ class Action(enum.Enum):
     DEQUANTIZE = "dequantize"  # a quantized source into a dense dtype (exact in float32)
     REQUANTIZE = "requantize"  # a quantized source's values into another scheme (lossy: SQNR reported)
     REPLICATE = "replicate-scales"  # codes kept, each scale copied onto the target blocks it covers (exact)
+    WIDEN = "fp4-to-fp8"  # E2M1 codes widened to E4M3 by DeepSeek's rule (exact unless `lossless` says not)
 
 
 @dataclass(frozen=True)
@@ -271,21 +272,31 @@ class Writer(ABC):
         own) unless --exclude names them. --block and --scale-dtype then apply; `hold` has the last word.
         """
         req = self.request
+        target = self.preset_scheme(name, shape)
         if stored is None:
-            if self.preset is None or req.requantize_only or not quantizable(name, dtype, shape, req.include,
-                                                                                req.exclude):
+            if target is None or req.requantize_only or not quantizable(name, dtype, shape, req.include,
+                                                                          req.exclude):
                 return None
-            scheme = self.preset.weight
+            scheme = target
         else:
             if any(fnmatchcase(name, p) for p in req.exclude):
                 return None
-            scheme = self.preset.weight if self.preset else stored.scheme
-        if req.block is not None:
+            scheme = target or stored.scheme
+        if req.block is not None and self.reblocks(scheme):
             scheme = scheme.with_(block=req.block)
         if req.storage is not None:
             scheme = scheme.with_(storage=req.storage)
         scheme.block.extents(shape)  # a block that does not fit the rank fails here, before any data
         return self.hold(name, shape, scheme)
+
+    def preset_scheme(self, name: str, shape: tuple[int, ...]) -> Scheme | None:
+        """The scheme the requested preset gives tensor `name` (None: no preset). Layouts that mix
+        schemes by tensor (DeepSeek-V4's FP4 experts) override it."""
+        return self.preset.weight if self.preset else None
+
+    def reblocks(self, scheme: Scheme) -> bool:
+        """Whether --block applies to a weight in `scheme` (every one, unless a layout says otherwise)."""
+        return True
 
     def hold(self, name: str, shape: tuple[int, ...], scheme: Scheme) -> Scheme:
         """`scheme` as this layout stores it (e.g. another scale storage holding the same values), or

@@ -138,6 +138,8 @@ def grid_weights(ckpt: Checkpoint, scale_suffix: str, make) -> dict[str, StoredW
     for n in ckpt.tensors:
         if n.endswith(suffix):
             w = n[: -len(suffix)] + ".weight"
+            if w not in ckpt.tensors and n[: -len(suffix)] in ckpt.tensors:  # a parameter without .weight (experts)
+                w = n[: -len(suffix)]
             if w not in ckpt.tensors:
                 raise CheckpointError(f"{ckpt.tensors[n][0]}: scale {n!r} has no weight {w!r}")
             out[w] = make(w, n)

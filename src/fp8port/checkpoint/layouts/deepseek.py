@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ...errors import CheckpointError
 from ...quant import Scheme, ScaleStorage, get_preset
+from ...quant.relayout import widened
 from ...quant.scheme import BlockKind
 from .base import LayoutHandler, LayoutName, StoredWeight, with_config
 from .common import (GridWriter, block_tensor, cannot_hold, check_grid, fp8_preset, grid_weights, read_codes,
@@ -105,6 +106,8 @@ class DeepSeek(LayoutHandler):
 @dataclass
 class DeepSeekWriter(GridWriter):
     def hold(self, name, shape, scheme):
+        if self.preset is None and scheme.element.name == "float4_e2m1fn":
+            scheme = widened(scheme, shape) or scheme  # DeepSeek-V4's FP4 experts: its own converter's FP8
         if scheme.element.name != "float8_e4m3fn":
             raise cannot_hold("deepseek", scheme, "its weights are F8_E4M3")
         if scheme.block.kind is not BlockKind.TILE or len(shape) != 2:
@@ -124,4 +127,5 @@ class DeepSeekWriter(GridWriter):
               "weight_block_size": list(blocks.pop())}
         if all(s.scale_rule.power_of_two for s in schemes):
             qc["scale_fmt"] = "ue8m0"
-        return with_config(config, qc)
+        out = with_config(config, qc)  # expert_dtype is DeepSeek-V4's mark; here every weight is FP8
+        return None if out is None else {k: v for k, v in out.items() if k != "expert_dtype"}
