@@ -125,6 +125,23 @@ def _ct_nvfp4(x, scheme):
     return codes, s.view(ml_dtypes.float8_e4m3fn), nvfp4.ct_multiplier(s, g), g
 
 
+def _finish_scales(s, amax, scheme: Scheme):
+    """(s_fp32, stored) from a rule's scales: one NaN pattern (0x7FC00000) for NaN blocks, the
+    zero-block choice, and the trip through the scale storage."""
+    s = np.where(np.isnan(s), F32(np.nan), s).astype(F32)
+    if scheme.zero_block is ZeroBlock.UNIT:
+        s = np.where(amax == 0, F32(1), s).astype(F32)
+    stored = st.store(s, scheme.storage)
+    return st.load(stored, scheme.storage), stored
+
+
+def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """float32 scales of blocks whose amax (float32) is given, exactly as `quantize` computes them,
+    for rules that depend on the amax alone (`ScaleRule.fn`; the kernels' step forms read this)."""
+    amax = np.asarray(amax, F32)
+    return _finish_scales(scheme.scale_rule.fn(amax, scheme.element, scheme), amax, scheme)[0]
+
+
 def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
     """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None)."""
     x = np.asarray(x, dtype=F32)
@@ -143,11 +160,7 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = (xb * _expand(mult, ext)).astype(F32)
     else:
         s = _mse(xb, axes, amax, scheme) if rule is ScaleRule.MSE_POW2 else rule.fn(amax, scheme.element, scheme)
-        s = np.where(np.isnan(s), F32(np.nan), s).astype(F32)  # one NaN pattern (0x7FC00000) for NaN blocks
-        if scheme.zero_block is ZeroBlock.UNIT:
-            s = np.where(amax == 0, F32(1), s).astype(F32)
-        stored = st.store(s, scheme.storage)
-        s = st.load(stored, scheme.storage)
+        s, stored = _finish_scales(s, amax, scheme)
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
     codes = encode(y.astype(np.float64), scheme.element, scheme.rules)

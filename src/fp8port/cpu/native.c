@@ -1,0 +1,259 @@
+/* fp8port's CPU kernels: element encode / decode, block quantize / dequantize, tensor amax.
+ *
+ * kernels.h holds every kernel once, in plain C; this file compiles it for each ISA tier of the
+ * machine's architecture (x86-64: the baseline, AVX2+FMA+F16C, AVX-512 F/BW/VL/DQ; aarch64:
+ * NEON, which every aarch64 CPU has) and picks one per call: `tier` is chosen in Python
+ * (fp8port/cpu/__init__.py) from fp8_cpu_tiers() and the FP8PORT_ISA cap. Loaded through ctypes.
+ *
+ * Bit-exact with the NumPy references (codec/reference.py, quant/reference.py):
+ *   - an element's code is computed from the float32 bits of the value the reference encodes
+ *     (x * 2^-E, x / s or x * fp32(1/s), in float32): rebias and round for the normal range,
+ *     a rounded shift of the significand below it, then overflow, Inf, NaN and sign rules, all
+ *     read off the format's spec and profile in Python (codec/cpu_params.py);
+ *   - a block's amax is an integer max of the bits with the sign cleared (|x| orders so);
+ *   - a power-of-two rule is a step function of the amax bits (quant/steps.py builds it from
+ *     the reference rule itself), so no rule is written here.
+ * Build: -O3 -ffp-contract=off (no FMA may fuse the products the reference rounds twice).
+ */
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* float32 bits -> bf16 bits, round to nearest even; NaN stays NaN (quiet bit set) */
+static inline uint16_t bf16_rne(uint32_t u)
+{
+    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : r);
+}
+
+/* One element format under one profile, as encode_one reads it (built by codec/cpu_params.py). */
+typedef struct {
+    int32_t nrm_fexp;           /* float32 biased exponent of the smallest normal (256: fixed point) */
+    int32_t nrm_off;            /* (127 - bias) << 23: float32 bits -> the format's exponent field */
+    int32_t S;                  /* 23 - mantissa bits */
+    uint32_t half_n;            /* 1 << (S - 1) */
+    int32_t sub_base;           /* below the normal range the significand shifts by sub_base - fexp */
+    int32_t rne, away;          /* rounding: nearest-even, nearest-away, or (neither) toward zero */
+    int32_t maxq_pos, maxq_neg; /* largest finite magnitudes (code without sign) */
+    int32_t ovf_pos, ovf_neg;   /* codes of finite overflow */
+    int32_t inf_pos, inf_neg, nan_pos, nan_neg;
+    int32_t twos;               /* negative codes are two's complement (INT); else the sign bit is or-ed in */
+    int32_t zneg;               /* a negative zero keeps its sign bit (formats with -0) */
+    int32_t sign_bit;
+} enc_t;
+
+/* Block quantization of x (B, M, N) in bm x bn blocks (partial blocks at the ends allowed). */
+typedef struct {
+    const void *x;
+    int32_t bf16;               /* x holds bf16 bits (else float32) */
+    int32_t mode;               /* 0: power-of-two rule from steps; 1: s = max(amax, clamp) / maxv; 2: NVFP4 */
+    int64_t B, M, N, bm, bn;
+    const uint32_t *steps;      /* mode 0: thr[256][3], sb[256][4], zero (quant/steps.py) */
+    float clamp, maxv, p;       /* mode 1: amax clamp (0: none) and element max; mode 2: tensor scale */
+    int32_t use_clamp, zero_unit, reciprocal;
+    int32_t stored_kind;        /* 0: none; 1: E8M0 byte of s; 2: NVFP4's E4M3 block scale */
+    enc_t enc;                  /* the element */
+    enc_t e4m3;                 /* mode 2: the block scale's encoder */
+    uint8_t *codes;
+    float *sgrid;               /* (B, ceil(M / bm), ceil(N / bn)) */
+    uint8_t *stored;            /* same grid, stored_kind != 0 */
+} quant_t;
+
+typedef struct {
+    const uint8_t *codes;
+    int64_t B, M, N, bm, bn;
+    const float *sgrid;
+    const float *lut;           /* 256 decoded values */
+    int32_t bf16;               /* out holds bf16 bits (else float32) */
+    void *out;
+} dequant_t;
+
+static uint32_t encode_scalar(uint32_t u, enc_t e);  /* the baseline tier's encode_one */
+
+static inline uint32_t step_scale(const uint32_t *st, uint32_t a)
+{
+    if (a == 0) return st[1792];
+    const uint32_t f = a >> 23, m = a & 0x7FFFFFu, *thr = st + 3 * f;
+    return st[768 + 4 * f + (m >= thr[0]) + (m >= thr[1]) + (m >= thr[2])];
+}
+
+/* The multiplier (or divisor, *div) of a block with amax bits a; 1 where the block is left to the
+ * general kernel (a non-finite amax, or a scale that is not finite and positive). */
+static int block_scale(const quant_t *Q, uint32_t a, int64_t idx, float *mul, int32_t *div)
+{
+    if (a >= 0x7F800000u) return 1;
+    float s;
+    if (Q->mode == 0) {
+        s = u2f(step_scale(Q->steps, a));
+    } else if (Q->mode == 1) {
+        float af = u2f(a);
+        if (Q->use_clamp && af < Q->clamp) af = Q->clamp;
+        s = af / Q->maxv;
+        if (Q->zero_unit && a == 0) s = 1.0f;
+    } else {  /* NVFP4: the E4M3 block scale of fp32(amax / max) / p, clamped to [2^-6, 448] */
+        float bs = (u2f(a) / Q->maxv) / Q->p;
+        bs = bs < 0.015625f ? 0.015625f : (bs > 448.0f ? 448.0f : bs);
+        const uint32_t c = encode_scalar(f2u(bs), Q->e4m3);
+        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20));  /* normal E4M3 */
+        Q->stored[idx] = (uint8_t)c;
+        Q->sgrid[idx] = Q->p * sblk;
+        *mul = (1.0f / Q->p) / sblk;
+        *div = 0;
+        return 0;
+    }
+    const uint32_t sb = f2u(s);
+    if (!(s > 0.0f) || sb >= 0x7F800000u) return 1;
+    Q->sgrid[idx] = s;
+    if (Q->stored_kind == 1) Q->stored[idx] = (uint8_t)(sb >> 23);  /* 2^-127 (subnormal) is byte 0 */
+    const int pow2 = sb >= 0x00800000u ? (sb & 0x7FFFFFu) == 0 : (sb & (sb - 1)) == 0;
+    if (pow2 || Q->reciprocal) {  /* x * fp32(1/s); for 2^E that is x * 2^-E, exactly x / s */
+        *mul = 1.0f / s;
+        *div = 0;
+    } else {
+        *mul = s;
+        *div = 1;
+    }
+    return 0;
+}
+
+#define TIER_SCALAR 0
+#define TIER_AVX2 1
+#define TIER_AVX512 2
+#define TIER_NEON 3
+
+/* the per-tier kernels */
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+#define T(name) name##_avx512
+#include "kernels.h"
+#undef T
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi2")
+#define T(name) name##_avx2
+#include "kernels.h"
+#undef T
+#pragma GCC pop_options
+#endif
+#define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
+#include "kernels.h"
+#undef T
+
+static uint32_t encode_scalar(uint32_t u, enc_t e) { return encode_one_base(u, e); }
+
+typedef struct {
+    void (*encode)(const void *, int32_t, const enc_t, const uint8_t *, uint8_t *, int64_t, int64_t);
+    void (*decode)(const uint8_t *, const float *, float *, int64_t, int64_t);
+    uint32_t (*amax)(const void *, int32_t, int64_t, int64_t, int64_t);
+    int64_t (*quant)(const quant_t *, int64_t, int64_t);
+    void (*dequant)(const dequant_t *, int64_t, int64_t);
+} tier_t;
+
+#define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx}
+static const tier_t TIERS[4] = {
+    TIER(base),
+#if defined(__x86_64__)
+    TIER(avx2), TIER(avx512),
+#else
+    TIER(base), TIER(base),
+#endif
+    TIER(base),
+};
+
+/* Bit i set: tier i runs here. The baseline tier is "scalar" on x86-64 and "neon" on aarch64. */
+int fp8_cpu_tiers(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    int m = 1 << TIER_SCALAR;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+        m |= 1 << TIER_AVX2;
+    if ((m & (1 << TIER_AVX2)) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        m |= 1 << TIER_AVX512;
+    return m;
+#elif defined(__aarch64__)
+    return 1 << TIER_NEON;
+#else
+    return 1 << TIER_SCALAR;
+#endif
+}
+
+static inline const tier_t *tier_of(int32_t tier) { return &TIERS[tier >= 0 && tier < 4 ? tier : 0]; }
+
+/* Split [0, n) into `threads` contiguous ranges on OpenMP threads; threads <= 1 runs without
+ * OpenMP at all (safe in a child forked after its parent used OpenMP). */
+#ifdef _OPENMP
+#define SPLIT(n, threads, body)                                                     \
+    if ((threads) <= 1) {                                                           \
+        const int64_t i0 = 0, i1 = (n);                                             \
+        body;                                                                       \
+    } else {                                                                        \
+        _Pragma("omp parallel for num_threads(threads) schedule(static)")           \
+        for (int w = 0; w < (threads); w++) {                                       \
+            const int64_t i0 = (n) * w / (threads), i1 = (n) * (w + 1) / (threads); \
+            body;                                                                   \
+        }                                                                           \
+    }
+#else
+#define SPLIT(n, threads, body) { const int64_t i0 = 0, i1 = (n); body; }
+#endif
+
+void fp8_encode(const void *x, int32_t bf16, int64_t n, const enc_t *e, const uint8_t *lut, uint8_t *out,
+                int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const enc_t ev = *e;
+    SPLIT(n, threads, k->encode(x, bf16, ev, lut, out, i0, i1))
+}
+
+void fp8_decode(const uint8_t *codes, int64_t n, const float *lut, float *out, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    SPLIT(n, threads, k->decode(codes, lut, out, i0, i1))
+}
+
+/* max |x| bits over n elements (bf16 bits are returned shifted to float32 position) */
+uint32_t fp8_amax(const void *x, int32_t bf16, int64_t n, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const int64_t es = bf16 ? 2 : 4;
+    uint32_t m = 0;
+    if (threads <= 1) return k->amax(x, bf16, 1, 0, n);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : m)
+#endif
+    for (int w = 0; w < threads; w++) {
+        const int64_t i0 = n * w / threads, i1 = n * (w + 1) / threads;
+        const uint32_t v = k->amax((const char *)x + i0 * es, bf16, 1, 0, i1 - i0);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+int64_t fp8_quant(const quant_t *Q, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const int64_t groups = Q->B * ((Q->M + Q->bm - 1) / Q->bm);
+    int64_t bad = 0;
+    if (threads <= 1) return k->quant(Q, 0, groups);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
+#endif
+    for (int w = 0; w < threads; w++) bad += k->quant(Q, groups * w / threads, groups * (w + 1) / threads);
+    return bad;
+}
+
+void fp8_dequant(const dequant_t *D, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const int64_t groups = D->B * ((D->M + D->bm - 1) / D->bm);
+    SPLIT(groups, threads, k->dequant(D, i0, i1))
+}
