@@ -10,7 +10,7 @@ from ..names import NamedEnum
 from . import fast, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
-from .scheme import Scheme
+from .scheme import Scheme, ScaleStorage
 from .tensor import Framework, QuantizedTensor
 
 
@@ -183,11 +183,17 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     if out is not None:
         out = _check_out(out, arr, scheme, framework)
         codes_out = _writable(out.codes, "out.codes", arr.shape, (np.dtype(np.uint8),))
-    if be is not Backend.REFERENCE and why is None:
-        codes, s, bad = fast.quantize(arr, scheme, codes_out)
+    done = fast.quantize(arr, scheme, codes_out) if be is not Backend.REFERENCE and why is None else None
+    if done is not None:
+        codes, s, stored, tensor_scale, bad = done
         if bad and policy is NonFinite.ERROR:
             reference.check_finite(_as_f32(arr))
-        stored = st.store(s, scheme.storage)
+        if stored is None:
+            stored = st.store(s, scheme.storage)
+        elif scheme.storage is ScaleStorage.E4M3_TENSOR:
+            stored = stored.view(ml_dtypes.float8_e4m3fn)
+        else:
+            stored = stored.view(ml_dtypes.float8_e8m0fnu)
     else:
         codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme,
                                                             check=policy is NonFinite.ERROR)
@@ -218,9 +224,9 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):
     if kd.on_device(q.codes) and be is not Backend.REFERENCE:
         return kd.dequantize(q, dtype)
     codes, s = _to_numpy(q.codes), _to_numpy(q.scale_fp32)
-    use_fast = be is not Backend.REFERENCE and codes.size > 0 and q.scheme.element.bits == 8
+    use_fast = be is not Backend.REFERENCE and codes.size > 0
     if be is Backend.FAST and not use_fast:
-        raise BackendError("backend='fast' dequantizes 8-bit element codes of non-empty tensors only")
+        raise BackendError("backend='fast' dequantizes non-empty tensors only")
     dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(_OUT[name]),))
     direct = dst is not None and name in ("bfloat16", "float32")  # the kernels write these
     if use_fast:
