@@ -58,6 +58,22 @@ def encoder(spec: FormatSpec, rules: Rules) -> cpu.Enc | None:
                    sign_bit=spec.sign_bit)
 
 
+@lru_cache(maxsize=64)
+def lean_encoder(spec: FormatSpec, rules: Rules) -> tuple[cpu.Fast, cpu.Pow2] | None:
+    """Parameters of the lean encoder of finite values and of the power-of-two block path, or None
+    where they do not apply: they round to nearest even and or the sign bit in (float formats with -0)."""
+    e = encoder(spec, rules)
+    if e is None or not e.rne or e.twos or not e.zneg or e.ovf_neg != e.ovf_pos | spec.sign_bit:
+        return None
+    emin = 1 - spec.bias
+    magic = np.float32(2.0 ** (23 + emin - spec.mbits))
+    fast = cpu.Fast(rnd_off=(e.half_n - 1 - e.nrm_off) % (1 << 32), S=e.S, magic=magic,
+                    magic_bits=int(magic.view(np.uint32)), min_normal=e.nrm_fexp << 23, maxq=e.maxq_pos,
+                    ovf=e.ovf_pos, sign_shift=spec.bits - 1)
+    return fast, cpu.Pow2(M=spec.mbits, bias=spec.bias, emin=emin, maxq=e.maxq_pos, ovf=e.ovf_pos,
+                          sign_shift=spec.bits - 1)
+
+
 def covers(spec: FormatSpec, rules: Rules) -> bool:
     """Whether encode() takes this format and profile (float32 / bf16 input; the rest is Numba's)."""
     if not cpu.available() or Overflow.ERROR in (rules.overflow, rules.inf):

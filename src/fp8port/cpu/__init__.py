@@ -44,12 +44,28 @@ class Enc(ctypes.Structure):
 _i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
 
 
+class Fast(ctypes.Structure):
+    """fast_t: the lean encoder of finite values (codec/native.py fills it)."""
+
+    _fields_ = [("rnd_off", ctypes.c_uint32), ("S", ctypes.c_uint32), ("magic", _f32), ("magic_bits", ctypes.c_uint32),
+                ("min_normal", ctypes.c_uint32), ("maxq", ctypes.c_uint32), ("ovf", ctypes.c_uint32),
+                ("sign_shift", ctypes.c_uint32)]
+
+
+class Pow2(ctypes.Structure):
+    """pow2_t: the power-of-two path's view of a sign-bit float format (codec/native.py fills it)."""
+
+    _fields_ = [("M", _i32), ("bias", _i32), ("emin", _i32), ("maxq", ctypes.c_uint32), ("ovf", ctypes.c_uint32),
+                ("sign_shift", ctypes.c_uint32)]
+
+
 class Quant(ctypes.Structure):
     """quant_t: one block quantization call."""
 
     _fields_ = [("x", _ptr), ("bf16", _i32), ("mode", _i32), ("B", _i64), ("M", _i64), ("N", _i64), ("bm", _i64),
                 ("bn", _i64), ("steps", _ptr), ("clamp", _f32), ("maxv", _f32), ("p", _f32), ("use_clamp", _i32),
-                ("zero_unit", _i32), ("reciprocal", _i32), ("stored_kind", _i32), ("enc", Enc), ("e4m3", Enc),
+                ("zero_unit", _i32), ("reciprocal", _i32), ("stored_kind", _i32), ("enc", Enc), ("fast", Fast), ("lean", _i32), ("pow2", Pow2),
+                ("e4m3", Enc),
                 ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr)]
 
 

@@ -21,6 +21,19 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+static inline int any_bytes(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    unsigned char acc = 0;
+    for (size_t i = 0; i < n; i++) acc |= b[i];
+    return acc != 0;
+}
 
 static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -48,6 +61,24 @@ typedef struct {
     int32_t sign_bit;
 } enc_t;
 
+/* The lean encoder (kernels.h encode_fast): finite values, RNE, the sign bit or-ed in. */
+typedef struct {
+    uint32_t rnd_off;           /* half - 1 - nrm_off: rebias and round in one addition */
+    uint32_t S;
+    float magic;                /* 2^(23 + emin - M) */
+    uint32_t magic_bits;
+    uint32_t min_normal;        /* float32 bits of the smallest normal */
+    uint32_t maxq, ovf;         /* largest finite magnitude code; code of overflow */
+    uint32_t sign_shift;        /* bits - 1 */
+} fast_t;
+
+/* The power-of-two path (kernels.h POW2_BLOCK): sign-bit float formats, RNE, finite blocks. */
+typedef struct {
+    int32_t M, bias, emin;      /* mantissa bits, exponent bias, exponent of the smallest normal */
+    uint32_t maxq, ovf;         /* largest finite magnitude code; code of overflow (without sign) */
+    uint32_t sign_shift;        /* bits - 1 */
+} pow2_t;
+
 /* Block quantization of x (B, M, N) in bm x bn blocks (partial blocks at the ends allowed). */
 typedef struct {
     const void *x;
@@ -59,6 +90,9 @@ typedef struct {
     int32_t use_clamp, zero_unit, reciprocal;
     int32_t stored_kind;        /* 0: none; 1: E8M0 byte of s; 2: NVFP4's E4M3 block scale */
     enc_t enc;                  /* the element */
+    fast_t fast;                /* and its lean encoder, used where lean != 0 */
+    int32_t lean;
+    pow2_t pow2;                /* and its power-of-two path, where lean != 0 */
     enc_t e4m3;                 /* mode 2: the block scale's encoder */
     uint8_t *codes;
     float *sgrid;               /* (B, ceil(M / bm), ceil(N / bn)) */
@@ -122,6 +156,17 @@ static int block_scale(const quant_t *Q, uint32_t a, int64_t idx, float *mul, in
     return 0;
 }
 
+#define NO_POW2 (-1000)
+
+/* E where the block's multiplier is 2^-E and the power-of-two path applies, else NO_POW2 */
+static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
+{
+    const uint32_t b = f2u(mul);
+    if (!Q->lean || div || b < 0x00800000u || (b & 0x7FFFFFu)) return NO_POW2;
+    const int32_t E = 127 - (int32_t)(b >> 23);
+    return E >= Q->pow2.bias + Q->pow2.M - 126 ? E : NO_POW2;
+}
+
 #define TIER_SCALAR 0
 #define TIER_AVX2 1
 #define TIER_AVX512 2
@@ -132,19 +177,37 @@ static int block_scale(const quant_t *Q, uint32_t a, int64_t idx, float *mul, in
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
 #define T(name) name##_avx512
+#define VBYTES 64
+#define ANY(v) (_mm512_test_epi64_mask((__m512i)(v), (__m512i)(v)) != 0)
 #include "kernels.h"
 #undef T
+#undef VBYTES
+#undef ANY
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
 #define T(name) name##_avx2
+#define VBYTES 32
+#define ANY(v) (!_mm256_testz_si256((__m256i)(v), (__m256i)(v)))
 #include "kernels.h"
 #undef T
+#undef VBYTES
+#undef ANY
 #pragma GCC pop_options
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
+#define VBYTES 16
+#if defined(__x86_64__)
+#define ANY(v) (_mm_movemask_epi8((__m128i)(v)) != 0)
+#elif defined(__aarch64__)
+#define ANY(v) (vmaxvq_u32((uint32x4_t)(v)) != 0)
+#else
+#define ANY(v) any_bytes(&(v), sizeof(v))
+#endif
 #include "kernels.h"
 #undef T
+#undef VBYTES
+#undef ANY
 
 static uint32_t encode_scalar(uint32_t u, enc_t e) { return encode_one_base(u, e); }
 

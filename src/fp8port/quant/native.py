@@ -45,6 +45,9 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
                   enc=codec_native.encoder(el, scheme.rules), codes=codes.ctypes.data, sgrid=sgrid.ctypes.data,
                   maxv=np.float32(el.max), reciprocal=scheme.apply is Apply.RECIPROCAL,
                   zero_unit=scheme.zero_block is ZeroBlock.UNIT, stored_kind=_STORED.get(scheme.storage, 0))
+    lean = codec_native.lean_encoder(el, scheme.rules)
+    if lean is not None:
+        (q.fast, q.pow2), q.lean = lean, 1
     p = None
     if rule is ScaleRule.NVFP4:
         tmax = cpu.amax_bits(x3)
