@@ -93,34 +93,108 @@ static inline uint32_t T(encode_fast)(uint32_t u, const fast_t f)
     return q | ((u >> 31) << f.sign_shift);
 }
 
-/* One loop per input type, operation and encoder, each its own function: inlined into the block
- * loop, GCC gave up on if-converting (and so vectorizing) some of them. */
-#define SPAN_FN(NAME, XT, LOAD, OP, P, ENC)                                                             \
-    static __attribute__((noinline)) void T(NAME)(const XT *restrict x, int64_t n, float mul, const P p,  \
-                                                  uint8_t *restrict out)                                  \
-    {                                                                                                     \
-        for (int64_t k = 0; k < n; k++) out[k] = (uint8_t)T(ENC)(f2u(u2f(LOAD) OP mul), p);               \
+/* Codes of the blocks of a row strip (nr rows, stride xs / os) whose sel[j] is set: y = x * mul[j] (or
+ * x / mul[j]) in float32, as the reference, then one of the two float32 encoders. One function per
+ * input type, operation and encoder, so that each inner loop is plain and vectorizes. */
+#define SPAN_FN(NAME, XT, LOAD, OP, P, ENC)                                                                 \
+    static __attribute__((noinline)) void T(NAME)(const XT *restrict x, int64_t xs, int64_t nr, int64_t nb, \
+                                                  int64_t bn, int64_t N, const float *mul, const uint8_t *sel, \
+                                                  const P p, uint8_t *restrict out, int64_t os, const XT *pf) \
+    {                                                                                                       \
+        for (int64_t j = 0; j < nb; j++) {                                                                  \
+            if (!sel[j]) continue;                                                                          \
+            const float m = mul[j];                                                                         \
+            const int64_t n = (j + 1) * bn < N ? bn : N - j * bn;                                          \
+            for (int64_t r = 0; r < nr; r++) {                                                              \
+                const XT *xr = x + r * xs + j * bn;                                                         \
+                uint8_t *o = out + r * os + j * bn;                                                         \
+                __builtin_prefetch(pf + r * xs + j * bn);                                                   \
+                for (int64_t k = 0; k < n; k++) o[k] = (uint8_t)T(ENC)(f2u(u2f(LOAD) OP m), p);             \
+            }                                                                                               \
+        }                                                                                                   \
     }
-SPAN_FN(lean_mul16, uint16_t, (uint32_t)x[k] << 16, *, fast_t, encode_fast)
-SPAN_FN(lean_div16, uint16_t, (uint32_t)x[k] << 16, /, fast_t, encode_fast)
-SPAN_FN(lean_mul32, uint32_t, x[k], *, fast_t, encode_fast)
-SPAN_FN(lean_div32, uint32_t, x[k], /, fast_t, encode_fast)
-SPAN_FN(gen_mul16, uint16_t, (uint32_t)x[k] << 16, *, enc_t, encode_one)
-SPAN_FN(gen_div16, uint16_t, (uint32_t)x[k] << 16, /, enc_t, encode_one)
-SPAN_FN(gen_mul32, uint32_t, x[k], *, enc_t, encode_one)
-SPAN_FN(gen_div32, uint32_t, x[k], /, enc_t, encode_one)
+SPAN_FN(gen_mul16, uint16_t, (uint32_t)xr[k] << 16, *, enc_t, encode_one)
+SPAN_FN(gen_div16, uint16_t, (uint32_t)xr[k] << 16, /, enc_t, encode_one)
+SPAN_FN(gen_mul32, uint32_t, xr[k], *, enc_t, encode_one)
+SPAN_FN(gen_div32, uint32_t, xr[k], /, enc_t, encode_one)
 #undef SPAN_FN
 
-/* codes of one row span: y = x * mul, or x / mul when div (float32, as the reference) */
-static inline void T(quant_span)(const void *x, int32_t bf16, int64_t n, float mul, int32_t div, int32_t lean,
-                                 const enc_t e, const fast_t f, uint8_t *restrict out)
+/* The lean encoder on explicit vectors of float32 lanes (one vector per 16-wide NVFP4 block on
+ * AVX-512; GCC's own vectorization of SPAN_FN takes 64 elements a step there). */
+typedef uint32_t T(lv32) __attribute__((vector_size(VBYTES)));
+typedef int32_t T(ls32) __attribute__((vector_size(VBYTES)));
+typedef float T(lvf) __attribute__((vector_size(VBYTES)));
+typedef uint16_t T(lv16) __attribute__((vector_size(VBYTES / 2)));
+typedef uint8_t T(lv8) __attribute__((vector_size(VBYTES / 4)));
+static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
 {
-    if (lean) {
-        if (bf16) (div ? T(lean_div16) : T(lean_mul16))(x, n, mul, f, out);
-        else (div ? T(lean_div32) : T(lean_mul32))(x, n, mul, f, out);
-    } else {
-        if (bf16) (div ? T(gen_div16) : T(gen_mul16))(x, n, mul, e, out);
-        else (div ? T(gen_div32) : T(gen_mul32))(x, n, mul, e, out);
+    typedef T(lv32) V;
+    const V a = u & 0x7FFFFFFFu;
+    const V qn = (a + f.rnd_off + ((a >> f.S) & 1u)) >> f.S;
+    const V qs = (V)((T(lvf))a + f.magic) - f.magic_bits;
+    const V sub = (V)(a < f.min_normal);
+    V q = (sub & qs) | (~sub & qn);
+    const V over = (V)(q > f.maxq);
+    q = (over & f.ovf) | (~over & q);
+    return q | ((u >> 31) << f.sign_shift);
+}
+#define LEAN_FN(NAME, XT, WIDEN, OP)                                                                        \
+    static __attribute__((noinline)) void T(NAME)(const XT *restrict x, int64_t xs, int64_t nr, int64_t nb, \
+                                                  int64_t bn, int64_t N, const float *mul, const uint8_t *sel, \
+                                                  const fast_t f, uint8_t *restrict out, int64_t os, const XT *pf) \
+    {                                                                                                       \
+        const int64_t lanes = VBYTES / 4;                                                                   \
+        for (int64_t j = 0; j < nb; j++) {                                                                  \
+            if (!sel[j]) continue;                                                                          \
+            const float m = mul[j];                                                                         \
+            const int64_t n = (j + 1) * bn < N ? bn : N - j * bn;                                          \
+            for (int64_t r = 0; r < nr; r++) {                                                              \
+                const XT *xr = x + r * xs + j * bn;                                                         \
+                uint8_t *o = out + r * os + j * bn;                                                         \
+                __builtin_prefetch(pf + r * xs + j * bn);                                                   \
+                int64_t k = 0;                                                                              \
+                for (; k + lanes <= n; k += lanes) {                                                        \
+                    T(lv32) u;                                                                              \
+                    WIDEN(u, xr + k);                                                                       \
+                    const T(lvf) y = (T(lvf))u OP m;                                                        \
+                    const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, f), T(lv8));     \
+                    memcpy(o + k, &c, sizeof c);                                                            \
+                }                                                                                           \
+                for (; k < n; k++) {                                                                        \
+                    T(lv32) u;                                                                              \
+                    u[0] = sizeof(XT) == 2 ? (uint32_t)xr[k] << 16 : (uint32_t)xr[k];                       \
+                    o[k] = (uint8_t)T(encode_fast)(f2u(u2f(u[0]) OP m), f);                                 \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+#define WIDEN16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
+#define WIDEN32(u, p) memcpy(&(u), (p), sizeof(u))
+LEAN_FN(lean_mul16, uint16_t, WIDEN16, *)
+LEAN_FN(lean_div16, uint16_t, WIDEN16, /)
+LEAN_FN(lean_mul32, uint32_t, WIDEN32, *)
+LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
+#undef LEAN_FN
+#undef WIDEN16
+#undef WIDEN32
+
+/* NVFP4's block scales of one row of blocks, vectorized over the blocks: the E4M3 code of
+ * clamp(fp32(amax / max) / p, 2^-6, 448), s = p * s_blk, and the element multiplier
+ * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). */
+static __attribute__((noinline)) void T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
+                                                      uint8_t *restrict code, float *restrict sg, float *restrict mul)
+{
+    const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p;
+    const enc_t e4 = Q->e4m3;
+    for (int64_t j = 0; j < nb; j++) {
+        float bs = (u2f(a[j]) / maxv) / p;
+        bs = bs < 0.015625f ? 0.015625f : bs;
+        bs = bs > 448.0f ? 448.0f : bs;
+        const uint32_t c = T(encode_one)(f2u(bs), e4);
+        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20));  /* a normal E4M3 value */
+        code[j] = (uint8_t)c;
+        sg[j] = p * sblk;
+        mul[j] = inv_p / sblk;
     }
 }
 
@@ -149,7 +223,7 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
     typedef uint8_t T(NAME##_b) __attribute__((vector_size(VBYTES / sizeof(ELT))));                     \
     static __attribute__((noinline)) void T(NAME)(const ELT *restrict x, int64_t xs, int64_t nr, int64_t nb,  \
                                                   int64_t bn, const int32_t *E, const pow2_t P,          \
-                                                  uint8_t *restrict out, int64_t os)                     \
+                                                  uint8_t *restrict out, int64_t os, const ELT *pf)      \
     {                                                                                                    \
         typedef T(NAME##_v) V;                                                                           \
         typedef T(NAME##_s) SV;                                                                          \
@@ -163,10 +237,11 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
             const ELT ks = (ELT)((ELT)(E[j] + 127 - P.bias - P.M) << MB);                                \
             const ELT shc = (ELT)(127 + MB + P.emin - P.M + E[j]);                                       \
             for (int64_t r = 0; r < nr; r++) {                                                           \
-                const ELT *xr = x + r * xs + j * bn;                                                     \
+                const ELT *xr = x + r * xs + j * bn, *pr = pf + r * xs + j * bn;                         \
                 uint8_t *o = out + r * os + j * bn;                                                      \
                 for (int64_t i = 0; i < bn; i += lanes) {                                                \
                     V p, m, v, q, c;                                                                     \
+                    __builtin_prefetch(pr + i); /* the next row group, read while this one computes */   \
                     memcpy(&p, xr + i, sizeof p);                                                        \
                     m = p & absm;                                                                        \
                     v = m - k; /* negative (as signed) below k: masked by the signed test below */       \
@@ -200,57 +275,84 @@ POW2_BLOCK(pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT)
 /* Row groups [t0, t1) of block quantization (see quant_t); returns how many groups hold a block
  * the kernel leaves to the general one (their outputs are partly written). A row group's blocks
  * first get their scales (amax, rule), then their codes: the power-of-two path takes the blocks it
- * can in one call, the float32 encoders the rest. */
+ * can, the lean float32 encoder the other finite ones, the full encoder the rest; each in one call
+ * per row of blocks (1 x bn blocks) or per tile (bm x bn). */
 static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
 {
     const int64_t M = Q->M, N = Q->N, bm = Q->bm, bn = Q->bn;
     const int64_t gm = (M + bm - 1) / bm, gn = (N + bn - 1) / bn, es = Q->bf16 ? 2 : 4;
-    const enc_t e = Q->enc;
-    const fast_t f = Q->fast;
-    const int32_t whole = N % bn == 0 && bn % T(pow2_lanes)(Q->bf16) == 0;
-    int32_t *E = malloc(gn * sizeof(int32_t) + gn * sizeof(float) + gn * sizeof(int32_t));
-    float *mul = (float *)(E + gn);
-    int32_t *how = (int32_t *)(mul + gn);  /* bit 0: divide; bit 1: the lean encoder may run */
+    const int32_t whole = N % bn == 0 && bn % T(pow2_lanes)(Q->bf16) == 0, bf = Q->bf16;
+    const int64_t chunk = bm == 1 ? gn : 1;
+    char *scratch = malloc(chunk * (3 * sizeof(int32_t) + sizeof(float) + 3));
+    uint32_t *a = (uint32_t *)scratch;
+    int32_t *E = (int32_t *)(a + chunk), *dv = E + chunk;
+    float *mul = (float *)(dv + chunk);
+    uint8_t *lean = (uint8_t *)(mul + chunk), *full = lean + chunk, *nvc = full + chunk;
     int64_t bad = 0;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const char *xg = (const char *)Q->x + (b * M + r0) * N * es;
         uint8_t *cg = Q->codes + (b * M + r0) * N;
-        /* 1 x bn blocks: a row's scales, then its codes (the row stays in cache); tiles: one at a time */
-        const int64_t chunk = bm == 1 ? gn : 1;
         int isbad = 0;
         for (int64_t j0 = 0; j0 < gn && !isbad; j0 += chunk) {
-            const int64_t j1 = j0 + chunk < gn ? j0 + chunk : gn;
-            int any_pow2 = 0;
-            for (int64_t j = j0; j < j1 && !isbad; j++) {
-                const int64_t c0 = j * bn, n = (c0 + bn < N ? c0 + bn : N) - c0;
-                const uint32_t a = T(amax_rows)(xg + c0 * es, Q->bf16, nr, N, n);
-                int32_t div = 0;
-                mul[j] = 1.0f;
-                isbad = block_scale(Q, a, t * gn + j, &mul[j], &div);
+            const int64_t nb = j0 + chunk < gn ? chunk : gn - j0;
+            uint32_t amax_all = 0;
+            for (int64_t j = 0; j < nb; j++) {
+                const int64_t c0 = (j0 + j) * bn, n = (c0 + bn < N ? c0 + bn : N) - c0;
+                a[j] = T(amax_rows)(xg + c0 * es, bf, nr, N, n);
+                amax_all = a[j] > amax_all ? a[j] : amax_all;
+            }
+            if (amax_all >= 0x7F800000u) {
+                isbad = 1;
+                break;
+            }
+            int any_pow2 = 0, any_lean = 0, any_full = 0;
+            if (Q->mode == 2) {
+                T(nvfp4_scales)(a, nb, Q, Q->stored + t * gn + j0, Q->sgrid + t * gn + j0, mul);
+                for (int64_t j = 0; j < nb; j++) dv[j] = 0;
+            } else {
+                for (int64_t j = 0; j < nb && !isbad; j++) {
+                    mul[j] = 1.0f;
+                    dv[j] = 0;
+                    isbad = block_scale(Q, a[j], t * gn + j0 + j, &mul[j], &dv[j]);
+                }
+                if (isbad) break;
+            }
+            for (int64_t j = 0; j < nb; j++) {
                 /* the lean encoders need every scaled value finite */
-                const float ymax = div ? u2f(a) / mul[j] : u2f(a) * mul[j];
-                how[j] = div | (Q->lean && (f2u(ymax) & 0x7FFFFFFFu) < 0x7F800000u) << 1;
-                E[j] = whole ? pow2_exponent(Q, mul[j], div) : NO_POW2;
+                const float ymax = dv[j] ? u2f(a[j]) / mul[j] : u2f(a[j]) * mul[j];
+                const int ok = Q->lean && (f2u(ymax) & 0x7FFFFFFFu) < 0x7F800000u;
+                E[j] = whole && ok ? pow2_exponent(Q, mul[j], dv[j]) : NO_POW2;
+                lean[j] = E[j] == NO_POW2 && ok;
+                full[j] = E[j] == NO_POW2 && !ok;
                 any_pow2 |= E[j] != NO_POW2;
+                any_lean |= lean[j];
+                any_full |= full[j];
             }
-            if (isbad) break;
+            const char *xj = xg + j0 * bn * es;
+            uint8_t *cj = cg + j0 * bn;
+            /* prefetch what the next amax pass reads: the next row group, or the next tile */
+            const char *pf = bm == 1 ? xj + nr * N * es : (j0 + 1 < gn ? xj + bn * es : xg + nr * N * es);
+            const int64_t Nj = N - j0 * bn;
             if (any_pow2) {
-                const char *xj = xg + j0 * bn * es;
-                if (Q->bf16) T(pow2_16)((const uint16_t *)xj, N, nr, j1 - j0, bn, E + j0, Q->pow2, cg + j0 * bn, N);
-                else T(pow2_32)((const uint32_t *)xj, N, nr, j1 - j0, bn, E + j0, Q->pow2, cg + j0 * bn, N);
+                if (bf) T(pow2_16)((const uint16_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint16_t *)pf);
+                else T(pow2_32)((const uint32_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint32_t *)pf);
             }
-            for (int64_t j = j0; j < j1; j++) {
-                if (E[j] != NO_POW2) continue;
-                const int64_t c0 = j * bn, n = (c0 + bn < N ? c0 + bn : N) - c0;
-                for (int64_t r = 0; r < nr; r++)
-                    T(quant_span)(xg + (r * N + c0) * es, Q->bf16, n, mul[j], how[j] & 1, how[j] >> 1, e, f,
-                                  cg + r * N + c0);
+            for (int pass = 0; pass < 2; pass++) {  /* lean, then full; multiply, then divide */
+                if (!(pass ? any_full : any_lean)) continue;
+                const uint8_t *sel0 = pass ? full : lean;
+                for (int d = 0; d < 2; d++) {
+                    for (int64_t j = 0; j < nb; j++) nvc[j] = sel0[j] && dv[j] == d;
+                    if (pass == 0 && bf) (d ? T(lean_div16) : T(lean_mul16))((const uint16_t *)xj, N, nr, nb, bn, Nj, mul, nvc, Q->fast, cj, N, (const void *)pf);
+                    if (pass == 0 && !bf) (d ? T(lean_div32) : T(lean_mul32))((const uint32_t *)xj, N, nr, nb, bn, Nj, mul, nvc, Q->fast, cj, N, (const void *)pf);
+                    if (pass == 1 && bf) (d ? T(gen_div16) : T(gen_mul16))((const uint16_t *)xj, N, nr, nb, bn, Nj, mul, nvc, Q->enc, cj, N, (const void *)pf);
+                    if (pass == 1 && !bf) (d ? T(gen_div32) : T(gen_mul32))((const uint32_t *)xj, N, nr, nb, bn, Nj, mul, nvc, Q->enc, cj, N, (const void *)pf);
+                }
             }
         }
         bad += isbad;
     }
-    free(E);
+    free(scratch);
     return bad;
 }
 

@@ -108,8 +108,6 @@ typedef struct {
     void *out;
 } dequant_t;
 
-static uint32_t encode_scalar(uint32_t u, enc_t e);  /* the baseline tier's encode_one */
-
 static inline uint32_t step_scale(const uint32_t *st, uint32_t a)
 {
     if (a == 0) return st[1792];
@@ -117,29 +115,20 @@ static inline uint32_t step_scale(const uint32_t *st, uint32_t a)
     return st[768 + 4 * f + (m >= thr[0]) + (m >= thr[1]) + (m >= thr[2])];
 }
 
-/* The multiplier (or divisor, *div) of a block with amax bits a; 1 where the block is left to the
- * general kernel (a non-finite amax, or a scale that is not finite and positive). */
-static int block_scale(const quant_t *Q, uint32_t a, int64_t idx, float *mul, int32_t *div)
+/* The multiplier (or divisor, *div) of a block with amax bits a under modes 0 and 1; 1 where the
+ * block is left to the general kernel (a non-finite amax, or a scale not finite and positive). */
+static inline __attribute__((always_inline)) int block_scale(const quant_t *Q, uint32_t a, int64_t idx, float *mul,
+                                                             int32_t *div)
 {
     if (a >= 0x7F800000u) return 1;
     float s;
     if (Q->mode == 0) {
         s = u2f(step_scale(Q->steps, a));
-    } else if (Q->mode == 1) {
+    } else {
         float af = u2f(a);
         if (Q->use_clamp && af < Q->clamp) af = Q->clamp;
         s = af / Q->maxv;
         if (Q->zero_unit && a == 0) s = 1.0f;
-    } else {  /* NVFP4: the E4M3 block scale of fp32(amax / max) / p, clamped to [2^-6, 448] */
-        float bs = (u2f(a) / Q->maxv) / Q->p;
-        bs = bs < 0.015625f ? 0.015625f : (bs > 448.0f ? 448.0f : bs);
-        const uint32_t c = encode_scalar(f2u(bs), Q->e4m3);
-        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20));  /* normal E4M3 */
-        Q->stored[idx] = (uint8_t)c;
-        Q->sgrid[idx] = Q->p * sblk;
-        *mul = (1.0f / Q->p) / sblk;
-        *div = 0;
-        return 0;
     }
     const uint32_t sb = f2u(s);
     if (!(s > 0.0f) || sb >= 0x7F800000u) return 1;
@@ -209,7 +198,6 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #undef VBYTES
 #undef ANY
 
-static uint32_t encode_scalar(uint32_t u, enc_t e) { return encode_one_base(u, e); }
 
 typedef struct {
     void (*encode)(const void *, int32_t, const enc_t, const uint8_t *, uint8_t *, int64_t, int64_t);
