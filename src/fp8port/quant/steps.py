@@ -11,16 +11,30 @@ lookup per block and no rule written twice. Layout: one uint32 array, thr[256][3
 
 from __future__ import annotations
 
+import enum
 from functools import lru_cache
 
 import numpy as np
 
 from . import reference
+from .rules import ScaleRule
 from .scheme import Scheme
 
 MANT = 0x7FFFFF
 STEPS = 3  # steps per exponent field the kernels look at
 SIZE = 256 * STEPS + 256 * (STEPS + 1) + 1
+
+
+class BitsRule(enum.IntEnum):
+    """Rules that a kernel computes from the amax's float bits itself, by number (the Triton kernels'
+    RULE argument). The CPU kernels need no numbers: they take every rule as a step table."""
+
+    UE8M0 = 0
+    FLOOR = 1
+
+    @classmethod
+    def of(cls, rule: ScaleRule) -> "BitsRule | None":
+        return cls.__members__.get(rule.name)
 
 
 def covers(scheme: Scheme) -> bool:
