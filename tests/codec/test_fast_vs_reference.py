@@ -10,14 +10,21 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fp8port
+from fp8port import cpu
 from fp8port.codec.profiles import PROFILES
 from fp8port.errors import NonFiniteError
 from fp8port.formats import FORMATS
 
-from ..tiers import kernel  # noqa: F401  (fixture: each kernel family and ISA tier in turn)
 from .vectors import adversarial_f32
 
 COMBOS = [(f, p) for p in PROFILES for f, s in FORMATS.items() if PROFILES[p].covers(s)]
+KERNELS = ("numba", *(t.value for t in cpu.tiers()))  # Numba, then each ISA tier of the C kernels here
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    with cpu.forced(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("fmt,profile", COMBOS, ids=[f"{p}-{f}" for f, p in COMBOS])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -99,6 +100,7 @@ def _lib():
     return lib
 
 
+@lru_cache(maxsize=1)
 def tiers() -> tuple[Isa, ...]:
     """Every tier this CPU and this build can run, lowest first (empty: no library)."""
     lib = _lib()
@@ -108,8 +110,30 @@ def tiers() -> tuple[Isa, ...]:
     return tuple(t for t in (*_ORDER, Isa.NEON) if mask >> _BIT[t] & 1)
 
 
+_UNSET = object()
+_forced = _UNSET
+
+
+@contextmanager
+def forced(name):
+    """Run the kernels on tier `name` (an Isa or its name) inside the block; None or "numba": none,
+    so callers take their Numba kernels. For tests and benchmarks (process-wide, not thread-local)."""
+    global _forced
+    before = _forced
+    _forced = None if name in (None, "numba") else Isa.parse(name)
+    if _forced is not None and _forced not in tiers():
+        _forced = before
+        raise UnknownNameError("ISA tier for this CPU", name, [t.value for t in tiers()])
+    try:
+        yield
+    finally:
+        _forced = before
+
+
 def tier() -> Isa | None:
     """The tier the kernels run on: the best one here, or FP8PORT_ISA's if lower; None: no kernels."""
+    if _forced is not _UNSET:
+        return _forced
     have = tiers()
     if not have:
         return None
