@@ -108,3 +108,18 @@ def lut256(spec: FormatSpec) -> np.ndarray:
     lut = decode_lut(spec)
     out[: lut.size] = lut
     return out
+
+
+@lru_cache(maxsize=64)
+def pow2_decoder(spec: FormatSpec) -> dict | None:
+    """Fields of cpu.Dequant for decoding by arithmetic (sign-bit float formats of at most 3 mantissa
+    bits), or None: the sign and exponent fields move into bf16 place, subnormal codes read a table."""
+    if spec.kind is not Kind.FLOAT or not spec.has_negative_zero or not spec.subnormals or spec.mbits > 3:
+        return None
+    mag = np.arange(spec.sign_bit)
+    special = mag[~np.isfinite(spec.values[: spec.sign_bit])]
+    emin = 1 - spec.bias
+    sub = (np.arange(8) * np.float32(2.0 ** (emin - spec.mbits))).astype(np.float32).view(np.uint32) >> 16
+    return dict(arith=1, M_=spec.mbits, bias=spec.bias, sign_shift=spec.bits - 1, e_lo=-126 - emin + spec.mbits,
+                e_hi=127 - spec.emax, special_min=int(special.min()) if special.size else 256,
+                subtab=sub.astype(np.uint16).tolist())

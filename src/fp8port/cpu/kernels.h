@@ -356,11 +356,60 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     return bad;
 }
 
+/* Power-of-two dequantization of a sign-bit float format without a table lookup per element: the
+ * product code * 2^E is exact, and its bf16 bits are the code's exponent and mantissa fields moved
+ * into place with E added to the exponent (subnormal codes: a table of eight, plus E). Lanes of
+ * Inf / NaN codes are redone from the float table afterwards. */
+typedef uint16_t T(dq16) __attribute__((vector_size(VBYTES)));
+typedef int16_t T(dqs16) __attribute__((vector_size(VBYTES)));
+typedef uint8_t T(dq8) __attribute__((vector_size(VBYTES / 2)));
+typedef uint32_t T(dq32) __attribute__((vector_size(2 * VBYTES)));
+static __attribute__((noinline)) void T(dequant_pow2)(const uint8_t *restrict c, int64_t n, int32_t E,
+                                                      const dequant_t *D, float s, void *restrict out)
+{
+    typedef T(dq16) V;
+    const int lanes = VBYTES / 2;
+    const uint16_t sign = (uint16_t)(1u << D->sign_shift), kexp = (uint16_t)((127 - D->bias + E) << 7);
+    const uint16_t mmask = (uint16_t)((1u << D->M_) - 1), sh = (uint16_t)(7 - D->M_), e7 = (uint16_t)(E << 7);
+    const uint16_t special = (uint16_t)D->special_min, ssh = (uint16_t)(15 - D->sign_shift), M = (uint16_t)D->M_;
+    V tab = {0};
+    for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];
+    int64_t k = 0;
+    for (; k + lanes <= n; k += lanes) {
+        T(dq8) cb;
+        memcpy(&cb, c + k, sizeof cb);
+        const V code = __builtin_convertvector(cb, V);
+        const V sg = code & sign, mag = code ^ sg, m = mag & mmask;
+        const V sub = (V)((mag >> M) == 0);
+        const V nrm = (mag << sh) + kexp;
+        const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);
+        const V pat = (sub & sbn) | (~sub & nrm) | (sg << ssh);
+        if (D->bf16) {
+            memcpy((uint16_t *)out + k, &pat, sizeof pat);
+        } else {
+            const T(dq32) w = __builtin_convertvector(pat, T(dq32)) << 16;
+            memcpy((uint32_t *)out + k, &w, sizeof w);
+        }
+        if (ANY((V)(mag >= special)))
+            for (int64_t i = k; i < k + lanes; i++)
+                if ((c[i] & (sign - 1)) >= special) {
+                    const float v = D->lut[c[i]] * s;
+                    if (D->bf16) ((uint16_t *)out)[i] = bf16_rne(f2u(v));
+                    else ((float *)out)[i] = v;
+                }
+    }
+    for (; k < n; k++) {
+        const float v = D->lut[c[k]] * s;
+        if (D->bf16) ((uint16_t *)out)[k] = bf16_rne(f2u(v));
+        else ((float *)out)[k] = v;
+    }
+}
+
 /* Row groups [t0, t1) of dequantization: out = decode(code) * s in float32, or that rounded to bf16 */
 static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 {
     const int64_t M = D->M, N = D->N, bm = D->bm, bn = D->bn;
-    const int64_t gm = (M + bm - 1) / bm, gn = (N + bn - 1) / bn;
+    const int64_t gm = (M + bm - 1) / bm, gn = (N + bn - 1) / bn, es = D->bf16 ? 2 : 4;
     const float *lut = D->lut;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, r1 = r0 + bm < M ? r0 + bm : M;
@@ -369,7 +418,11 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
             for (int64_t j = 0; j < gn; j++) {
                 const int64_t k0 = j * bn, k1 = k0 + bn < N ? k0 + bn : N;
                 const float s = D->sgrid[t * gn + j];
-                if (D->bf16) {
+                const uint32_t sb = f2u(s);
+                const int32_t E = (int32_t)(sb >> 23) - 127;
+                if (D->arith && sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo && E <= D->e_hi) {
+                    T(dequant_pow2)(c + k0, k1 - k0, E, D, s, (char *)D->out + ((b * M + r) * N + k0) * es);
+                } else if (D->bf16) {
                     uint16_t *o = (uint16_t *)D->out + (b * M + r) * N;
                     for (int64_t k = k0; k < k1; k++) o[k] = bf16_rne(f2u(lut[c[k]] * s));
                 } else {

@@ -106,6 +106,11 @@ typedef struct {
     const float *lut;           /* 256 decoded values */
     int32_t bf16;               /* out holds bf16 bits (else float32) */
     void *out;
+    /* power-of-two blocks of a sign-bit float format, decoded by arithmetic (arith != 0): */
+    int32_t arith, M_, bias, sign_shift;
+    int32_t e_lo, e_hi;         /* scale exponents for which every finite product is a normal bf16 */
+    uint32_t special_min;       /* magnitude codes from here on are Inf / NaN (256: none) */
+    uint16_t subtab[8];         /* bf16 bits of subnormal code m (m < 8) times 2^0 */
 } dequant_t;
 
 static inline uint32_t step_scale(const uint32_t *st, uint32_t a)

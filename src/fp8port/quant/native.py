@@ -78,5 +78,9 @@ def dequantize(codes3: np.ndarray, bm: int, bn: int, sgrid: np.ndarray, scheme: 
     lut = codec_native.lut256(scheme.element)
     d = cpu.Dequant(codes=codes3.ctypes.data, B=B, M=M, N=N, bm=bm, bn=bn, sgrid=sgrid.ctypes.data,
                     lut=lut.ctypes.data, bf16=int(to_bf16), out=out.ctypes.data)
+    arith = codec_native.pow2_decoder(scheme.element)
+    if arith is not None:
+        for k, v in arith.items():
+            setattr(d, k, (type(d.subtab))(*v) if k == "subtab" else v)
     cpu.dequantize(d, B * -(-M // bm))
 
