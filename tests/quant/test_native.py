@@ -207,9 +207,12 @@ def test_blocks_it_cannot_do_fall_back(tier):
 
 
 @needs_native
-def test_large_tensor_both_threads(monkeypatch):
-    """A tensor large enough that each thread takes many row groups; same bytes as Numba."""
+@pytest.mark.parametrize("stream", [True, False], ids=["non-temporal", "cached"])
+def test_large_tensor_both_threads(monkeypatch, stream):
+    """A tensor large enough that each thread takes many row groups, its codes written around the
+    cache (and, forced, through it); same bytes as Numba."""
     monkeypatch.setattr(cpu, "threads", lambda: 2)
+    monkeypatch.setattr(native, "STREAM_BYTES", 0 if stream else 1 << 62)
     rng = np.random.default_rng(9)
     x = torch.from_numpy(adversarial_bf16(rng, 2048, 4096).view(np.int16)).view(torch.bfloat16)
     for scheme in (V31.activation, V31.weight):

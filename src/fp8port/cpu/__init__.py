@@ -67,7 +67,7 @@ class Quant(ctypes.Structure):
                 ("bn", _i64), ("steps", _ptr), ("clamp", _f32), ("maxv", _f32), ("p", _f32), ("use_clamp", _i32),
                 ("zero_unit", _i32), ("reciprocal", _i32), ("stored_kind", _i32), ("enc", Enc), ("fast", Fast), ("lean", _i32), ("pow2", Pow2),
                 ("e4m3", Enc),
-                ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr)]
+                ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr), ("stream", _i32)]
 
 
 class Dequant(ctypes.Structure):

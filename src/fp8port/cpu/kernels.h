@@ -223,7 +223,8 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
     typedef uint8_t T(NAME##_b) __attribute__((vector_size(VBYTES / sizeof(ELT))));                     \
     static __attribute__((noinline)) void T(NAME)(const ELT *restrict x, int64_t xs, int64_t nr, int64_t nb,  \
                                                   int64_t bn, const int32_t *E, const pow2_t P,          \
-                                                  uint8_t *restrict out, int64_t os, const ELT *pf)      \
+                                                  uint8_t *restrict out, int64_t os, const ELT *pf,      \
+                                                  int32_t stream)                                        \
     {                                                                                                    \
         typedef T(NAME##_v) V;                                                                           \
         typedef T(NAME##_s) SV;                                                                          \
@@ -259,7 +260,7 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                     }                                                                                    \
                     c |= (p >> (sizeof(ELT) * 8 - 1)) << P.sign_shift;                                   \
                     const T(NAME##_b) bytes = __builtin_convertvector(c, T(NAME##_b));                   \
-                    memcpy(o + i, &bytes, sizeof bytes);                                                 \
+                    STORE_CODES(o + i, bytes, stream);                                                   \
                 }                                                                                        \
             }                                                                                            \
         }                                                                                                \
@@ -335,8 +336,8 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
             const char *pf = bm == 1 ? xj + nr * N * es : (j0 + 1 < gn ? xj + bn * es : xg + nr * N * es);
             const int64_t Nj = N - j0 * bn;
             if (any_pow2) {
-                if (bf) T(pow2_16)((const uint16_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint16_t *)pf);
-                else T(pow2_32)((const uint32_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint32_t *)pf);
+                if (bf) T(pow2_16)((const uint16_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint16_t *)pf, Q->stream);
+                else T(pow2_32)((const uint32_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint32_t *)pf, Q->stream);
             }
             for (int pass = 0; pass < 2; pass++) {  /* lean, then full; multiply, then divide */
                 if (!(pass ? any_full : any_lean)) continue;
@@ -356,52 +357,75 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     return bad;
 }
 
-/* Power-of-two dequantization of a sign-bit float format without a table lookup per element: the
- * product code * 2^E is exact, and its bf16 bits are the code's exponent and mantissa fields moved
- * into place with E added to the exponent (subnormal codes: a table of eight, plus E). Lanes of
- * Inf / NaN codes are redone from the float table afterwards. */
+/* Dequantization of a row of blocks of a sign-bit float format without a table lookup per element:
+ * a code's bf16 bits are its exponent and mantissa fields moved into place (subnormal codes: a table
+ * of eight). With a power-of-two scale 2^E the product is exact: E joins the exponent field. Other
+ * scales multiply in float32 and round, as the reference. Lanes of Inf / NaN codes, and blocks whose
+ * products could leave the normal range, are redone from the float table. */
 typedef uint16_t T(dq16) __attribute__((vector_size(VBYTES)));
-typedef int16_t T(dqs16) __attribute__((vector_size(VBYTES)));
 typedef uint8_t T(dq8) __attribute__((vector_size(VBYTES / 2)));
 typedef uint32_t T(dq32) __attribute__((vector_size(2 * VBYTES)));
-static __attribute__((noinline)) void T(dequant_pow2)(const uint8_t *restrict c, int64_t n, int32_t E,
-                                                      const dequant_t *D, float s, void *restrict out)
+typedef float T(dqf) __attribute__((vector_size(2 * VBYTES)));
+typedef uint16_t T(dq16w) __attribute__((vector_size(VBYTES)));
+
+static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, const dequant_t *D, float s, void *out)
 {
-    typedef T(dq16) V;
-    const int lanes = VBYTES / 2;
-    const uint16_t sign = (uint16_t)(1u << D->sign_shift), kexp = (uint16_t)((127 - D->bias + E) << 7);
-    const uint16_t mmask = (uint16_t)((1u << D->M_) - 1), sh = (uint16_t)(7 - D->M_), e7 = (uint16_t)(E << 7);
-    const uint16_t special = (uint16_t)D->special_min, ssh = (uint16_t)(15 - D->sign_shift), M = (uint16_t)D->M_;
-    V tab = {0};
-    for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];
-    int64_t k = 0;
-    for (; k + lanes <= n; k += lanes) {
-        T(dq8) cb;
-        memcpy(&cb, c + k, sizeof cb);
-        const V code = __builtin_convertvector(cb, V);
-        const V sg = code & sign, mag = code ^ sg, m = mag & mmask;
-        const V sub = (V)((mag >> M) == 0);
-        const V nrm = (mag << sh) + kexp;
-        const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);
-        const V pat = (sub & sbn) | (~sub & nrm) | (sg << ssh);
-        if (D->bf16) {
-            memcpy((uint16_t *)out + k, &pat, sizeof pat);
-        } else {
-            const T(dq32) w = __builtin_convertvector(pat, T(dq32)) << 16;
-            memcpy((uint32_t *)out + k, &w, sizeof w);
-        }
-        if (ANY((V)(mag >= special)))
-            for (int64_t i = k; i < k + lanes; i++)
-                if ((c[i] & (sign - 1)) >= special) {
-                    const float v = D->lut[c[i]] * s;
-                    if (D->bf16) ((uint16_t *)out)[i] = bf16_rne(f2u(v));
-                    else ((float *)out)[i] = v;
-                }
-    }
-    for (; k < n; k++) {
+    for (int64_t k = k0; k < k1; k++) {
         const float v = D->lut[c[k]] * s;
         if (D->bf16) ((uint16_t *)out)[k] = bf16_rne(f2u(v));
         else ((float *)out)[k] = v;
+    }
+}
+
+static __attribute__((noinline)) void T(dequant_row)(const uint8_t *restrict c, int64_t N, int64_t bn,
+                                                     const float *sg, const dequant_t *D, void *restrict out)
+{
+    typedef T(dq16) V;
+    typedef T(dq32) W;
+    const int lanes = VBYTES / 2;
+    const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);
+    const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min, M = (uint16_t)D->M_;
+    const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);
+    V tab = {0};
+    for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];
+    for (int64_t j0 = 0; j0 < N; j0 += bn) {
+        const int64_t n = j0 + bn < N ? bn : N - j0;
+        const float s = sg[j0 / bn];
+        const uint32_t sb = f2u(s);
+        const int32_t E = (int32_t)(sb >> 23) - 127;
+        const int pow2 = sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo && E <= D->e_hi;
+        const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0);
+        int64_t k = j0;
+        for (; k + lanes <= j0 + n; k += lanes) {
+            T(dq8) cb;
+            memcpy(&cb, c + k, sizeof cb);
+            const V code = __builtin_convertvector(cb, V);
+            const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;
+            const V sub = (V)((mag >> M) == 0);
+            const V nrm = (mag << sh) + kexp;
+            const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);
+            const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);
+            if (pow2 && D->bf16) {
+                memcpy((uint16_t *)out + k, &pat, sizeof pat);
+            } else if (pow2) {
+                const W w = __builtin_convertvector(pat, W) << 16;
+                memcpy((uint32_t *)out + k, &w, sizeof w);
+            } else {  /* the decoded value times s in float32, rounded like the reference */
+                const T(dqf) v = (T(dqf))(__builtin_convertvector(pat, W) << 16) * s;
+                if (D->bf16) {
+                    const W u = (W)v, r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+                    const W nan = (W)((u & 0x7FFFFFFFu) > 0x7F800000u);
+                    const V h = __builtin_convertvector((nan & ((u >> 16) | 0x40u)) | (~nan & r), V);
+                    memcpy((uint16_t *)out + k, &h, sizeof h);
+                } else {
+                    memcpy((float *)out + k, &v, sizeof v);
+                }
+            }
+            if (ANY((V)(mag >= special)))
+                for (int64_t i = k; i < k + lanes; i++)
+                    if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);
+        }
+        T(dequant_tail)(c, k, j0 + n, D, s, out);
     }
 }
 
@@ -415,14 +439,14 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, r1 = r0 + bm < M ? r0 + bm : M;
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *c = D->codes + (b * M + r) * N;
+            if (D->arith) {
+                T(dequant_row)(c, N, bn, D->sgrid + t * gn, D, (char *)D->out + (b * M + r) * N * es);
+                continue;
+            }
             for (int64_t j = 0; j < gn; j++) {
                 const int64_t k0 = j * bn, k1 = k0 + bn < N ? k0 + bn : N;
                 const float s = D->sgrid[t * gn + j];
-                const uint32_t sb = f2u(s);
-                const int32_t E = (int32_t)(sb >> 23) - 127;
-                if (D->arith && sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo && E <= D->e_hi) {
-                    T(dequant_pow2)(c + k0, k1 - k0, E, D, s, (char *)D->out + ((b * M + r) * N + k0) * es);
-                } else if (D->bf16) {
+                if (D->bf16) {
                     uint16_t *o = (uint16_t *)D->out + (b * M + r) * N;
                     for (int64_t k = k0; k < k1; k++) o[k] = bf16_rne(f2u(lut[c[k]] * s));
                 } else {

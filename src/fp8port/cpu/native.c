@@ -97,6 +97,7 @@ typedef struct {
     uint8_t *codes;
     float *sgrid;               /* (B, ceil(M / bm), ceil(N / bn)) */
     uint8_t *stored;            /* same grid, stored_kind != 0 */
+    int32_t stream;             /* codes are large: aligned vectors of them bypass the cache */
 } quant_t;
 
 typedef struct {
@@ -150,6 +151,26 @@ static inline __attribute__((always_inline)) int block_scale(const quant_t *Q, u
     return 0;
 }
 
+/* Store a vector of codes: non-temporal (around the cache) when asked and the address is aligned to
+ * its size (32 or 16 bytes), else a plain store. */
+#define STORE_NT(dst, v, stream, size, NT32, NT16)                                     \
+    do {                                                                              \
+        if ((stream) && sizeof(v) == (size) && !((uintptr_t)(dst) & ((size) - 1))) {  \
+            __m256i t32 = _mm256_setzero_si256();                                     \
+            __m128i t16 = _mm_setzero_si128();                                        \
+            memcpy(&t32, &(v), sizeof(v) < 32 ? sizeof(v) : 32);                      \
+            memcpy(&t16, &(v), sizeof(v) < 16 ? sizeof(v) : 16);                      \
+            (void)t16, (void)t32;                                                     \
+            NT32;                                                                     \
+        } else if ((stream) && sizeof(v) == 16 && !((uintptr_t)(dst) & 15)) {         \
+            __m128i t16;                                                              \
+            memcpy(&t16, &(v), 16);                                                   \
+            NT16;                                                                     \
+        } else {                                                                      \
+            memcpy(dst, &(v), sizeof(v));                                             \
+        }                                                                             \
+    } while (0)
+
 #define NO_POW2 (-1000)
 
 /* E where the block's multiplier is 2^-E and the power-of-two path applies, else NO_POW2 */
@@ -173,24 +194,31 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #define T(name) name##_avx512
 #define VBYTES 64
 #define ANY(v) (_mm512_test_epi64_mask((__m512i)(v), (__m512i)(v)) != 0)
+#define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
+                                             _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
 #undef T
 #undef VBYTES
 #undef ANY
+#undef STORE_CODES
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
 #define T(name) name##_avx2
 #define VBYTES 32
 #define ANY(v) (!_mm256_testz_si256((__m256i)(v), (__m256i)(v)))
+#define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
+                                             _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
 #undef T
 #undef VBYTES
 #undef ANY
+#undef STORE_CODES
 #pragma GCC pop_options
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
 #define VBYTES 16
+#define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__x86_64__)
 #define ANY(v) (_mm_movemask_epi8((__m128i)(v)) != 0)
 #elif defined(__aarch64__)
@@ -202,6 +230,7 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #undef T
 #undef VBYTES
 #undef ANY
+#undef STORE_CODES
 
 
 typedef struct {
@@ -299,11 +328,17 @@ int64_t fp8_quant(const quant_t *Q, int32_t threads, int32_t tier)
     const tier_t *k = tier_of(tier);
     const int64_t groups = Q->B * ((Q->M + Q->bm - 1) / Q->bm);
     int64_t bad = 0;
-    if (threads <= 1) return k->quant(Q, 0, groups);
+    if (threads <= 1) {
+        bad = k->quant(Q, 0, groups);
+    } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
 #endif
-    for (int w = 0; w < threads; w++) bad += k->quant(Q, groups * w / threads, groups * (w + 1) / threads);
+        for (int w = 0; w < threads; w++) bad += k->quant(Q, groups * w / threads, groups * (w + 1) / threads);
+    }
+#if defined(__x86_64__)
+    if (Q->stream) _mm_sfence();  /* non-temporal stores are ordered before the caller reads the codes */
+#endif
     return bad;
 }
 

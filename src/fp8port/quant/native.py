@@ -18,6 +18,7 @@ from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
 from .steps import step_table
 
 _STORED = {ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 2}
+STREAM_BYTES = 8 << 20  # codes this large are written around the cache (non-temporal stores)
 
 
 def unsupported_reason(scheme: Scheme) -> str | None:
@@ -44,7 +45,8 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
     q = cpu.Quant(x=x3.ctypes.data, bf16=int(x3.dtype == np.uint16), B=B, M=M, N=N, bm=bm, bn=bn,
                   enc=codec_native.encoder(el, scheme.rules), codes=codes.ctypes.data, sgrid=sgrid.ctypes.data,
                   maxv=np.float32(el.max), reciprocal=scheme.apply is Apply.RECIPROCAL,
-                  zero_unit=scheme.zero_block is ZeroBlock.UNIT, stored_kind=_STORED.get(scheme.storage, 0))
+                  zero_unit=scheme.zero_block is ZeroBlock.UNIT, stored_kind=_STORED.get(scheme.storage, 0),
+                  stream=codes.nbytes >= STREAM_BYTES)
     lean = codec_native.lean_encoder(el, scheme.rules)
     if lean is not None:
         (q.fast, q.pow2), q.lean = lean, 1
