@@ -217,6 +217,22 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 
+#define POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL)                                                    \
+    m = p & absm;                                                                                        \
+    v = m - k; /* negative (as signed) below k: masked by the signed test below */                       \
+    const V normal = (V)((SV)v >= (STYPE)nrm);                                                           \
+    q = (v + h1 + ((v >> S) & one)) >> S;                                                                \
+    c = (V)(q > maxq);                                                                                   \
+    c = ((c & ovf) | (~c & q)) & normal;                                                                 \
+    const V sub = ~normal & (V)(m >= ks);                                                                \
+    if (ANY(sub)) {                                                                                      \
+        V mant = (m & mmask) | nrm, sh = shc - (m >> MB), sn;                                            \
+        const V big = (V)(sh > shmax);                                                                   \
+        sh = (big & shmax) | (~big & sh);                                                                \
+        sn = SUBNORMAL(V, mant, sh);                                                                     \
+        c = (sub & sn) | (~sub & c);                                                                     \
+    }
+
 #define POW2_BLOCK(NAME, ELT, STYPE, MB, SUBNORMAL)                                                                 \
     typedef ELT T(NAME##_v) __attribute__((vector_size(VBYTES)));                                       \
     typedef STYPE T(NAME##_s) __attribute__((vector_size(VBYTES)));                                     \
@@ -244,20 +260,7 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                     V p, m, v, q, c;                                                                     \
                     __builtin_prefetch(pr + i); /* the next row group, read while this one computes */   \
                     memcpy(&p, xr + i, sizeof p);                                                        \
-                    m = p & absm;                                                                        \
-                    v = m - k; /* negative (as signed) below k: masked by the signed test below */       \
-                    const V normal = (V)((SV)v >= (STYPE)nrm);                                           \
-                    q = (v + h1 + ((v >> S) & one)) >> S;                                                \
-                    c = (V)(q > maxq);                                                                   \
-                    c = ((c & ovf) | (~c & q)) & normal;                                                 \
-                    const V sub = ~normal & (V)(m >= ks);                                                \
-                    if (ANY(sub)) {                                                                      \
-                        V mant = (m & mmask) | nrm, sh = shc - (m >> MB), sn;                            \
-                        const V big = (V)(sh > shmax);                                                   \
-                        sh = (big & shmax) | (~big & sh);                                                \
-                        sn = SUBNORMAL(V, mant, sh);                                                     \
-                        c = (sub & sn) | (~sub & c);                                                     \
-                    }                                                                                    \
+                    POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL);                                       \
                     c |= (p >> (sizeof(ELT) * 8 - 1)) << P.sign_shift;                                   \
                     const T(NAME##_b) bytes = __builtin_convertvector(c, T(NAME##_b));                   \
                     STORE_CODES(o + i, bytes, stream);                                                   \
@@ -269,6 +272,68 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
 static inline int64_t T(pow2_lanes)(int32_t bf16) { return bf16 ? VBYTES / 2 : VBYTES / 4; }
 POW2_BLOCK(pow2_16, uint16_t, int16_t, 7, SUBNORMAL_16)
 POW2_BLOCK(pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT)
+/* One row of 1 x bn blocks under a power-of-two rule, one pass per block: amax (vector max, then a
+ * halving ladder of lane shuffles), the scale from the step table, the codes from the same cached
+ * bytes. done[j] = 0 leaves block j to the caller (a scale outside the power-of-two path's range);
+ * returns 1 where a block is non-finite or its scale unusable (the row goes to the general kernel). */
+#define ROW_POW2(NAME, ELT, STYPE, MB, SUBNORMAL, VN)                                                    \
+    static __attribute__((noinline)) int T(NAME)(const ELT *restrict x, int64_t nb, int64_t bn, const quant_t *Q, \
+                                                 int64_t g0, uint8_t *restrict out, const ELT *pf, uint8_t *done) \
+    {                                                                                                    \
+        typedef T(VN##_v) V;                                                                             \
+        typedef T(VN##_s) SV;                                                                            \
+        const pow2_t P = Q->pow2;                                                                        \
+        const int lanes = VBYTES / sizeof(ELT);                                                          \
+        const ELT one = 1, absm = (ELT)(((ELT)1 << (sizeof(ELT) * 8 - 1)) - 1), nrm = (ELT)((ELT)1 << MB); \
+        const ELT S = (ELT)(MB - P.M), h1 = (ELT)(((ELT)1 << (S - 1)) - 1), mmask = (ELT)(nrm - 1);     \
+        const ELT shmax = (ELT)(MB + 1), maxq = (ELT)P.maxq, ovf = (ELT)P.ovf;                          \
+        const int32_t e_min = P.bias + P.M - 126;                                                        \
+        SV hm[8];                                                                                        \
+        int nh = 0;                                                                                      \
+        for (int w = lanes / 2; w >= 1; w /= 2, nh++)                                                    \
+            for (int l = 0; l < lanes; l++) hm[nh][l] = (STYPE)((l + w) % lanes);                        \
+        for (int64_t j = 0; j < nb; j++) {                                                               \
+            const ELT *xb = x + j * bn;                                                                  \
+            SV acc = {0};                                                                                \
+            for (int64_t i = 0; i < bn; i += lanes) {                                                    \
+                V p;                                                                                     \
+                memcpy(&p, xb + i, sizeof p);                                                            \
+                const SV m = (SV)(p & absm), gt = (SV)(m > acc);                                         \
+                acc = (gt & m) | (~gt & acc);                                                            \
+            }                                                                                            \
+            for (int h = 0; h < nh; h++) {                                                               \
+                const SV o = __builtin_shuffle(acc, hm[h]), gt = (SV)(o > acc);                          \
+                acc = (gt & o) | (~gt & acc);                                                            \
+            }                                                                                            \
+            const uint32_t a = (uint32_t)(ELT)acc[0] << (32 - 8 * sizeof(ELT));                          \
+            if (a >= 0x7F800000u) return 1;                                                              \
+            const uint32_t sb = step_scale(Q->steps, a);                                                 \
+            const float s = u2f(sb);                                                                     \
+            if (!(s > 0.0f) || sb >= 0x7F800000u) return 1;                                              \
+            Q->sgrid[g0 + j] = s;                                                                        \
+            if (Q->stored_kind == 1) Q->stored[g0 + j] = (uint8_t)(sb >> 23);                            \
+            const int32_t E = (int32_t)(sb >> 23) - 127;                                                 \
+            done[j] = sb >= 0x00800000u && !(sb & 0x7FFFFFu) && E >= e_min && (int32_t)(a >> 23) - E <= 254; \
+            if (!done[j]) continue;                                                                      \
+            const ELT k = (ELT)((ELT)(E + 127 - P.bias) << MB);                                          \
+            const ELT ks = (ELT)((ELT)(E + 127 - P.bias - P.M) << MB);                                   \
+            const ELT shc = (ELT)(127 + MB + P.emin - P.M + E);                                          \
+            for (int64_t i = 0; i < bn; i += lanes) {                                                    \
+                V p, m, v, q, c;                                                                         \
+                __builtin_prefetch(pf + j * bn + i);                                                     \
+                memcpy(&p, xb + i, sizeof p);                                                            \
+                POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL);                                           \
+                c |= (p >> (sizeof(ELT) * 8 - 1)) << P.sign_shift;                                       \
+                const T(VN##_b) bytes = __builtin_convertvector(c, T(VN##_b));                           \
+                STORE_CODES(out + j * bn + i, bytes, Q->stream);                                         \
+            }                                                                                            \
+        }                                                                                                \
+        return 0;                                                                                        \
+    }
+ROW_POW2(row_pow2_16, uint16_t, int16_t, 7, SUBNORMAL_16, pow2_16)
+ROW_POW2(row_pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT, pow2_32)
+#undef ROW_POW2
+#undef POW2_ENCODE
 #undef POW2_BLOCK
 #undef SUBNORMAL_16
 #undef SUBNORMAL_EXACT
@@ -284,16 +349,25 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     const int64_t gm = (M + bm - 1) / bm, gn = (N + bn - 1) / bn, es = Q->bf16 ? 2 : 4;
     const int32_t whole = N % bn == 0 && bn % T(pow2_lanes)(Q->bf16) == 0, bf = Q->bf16;
     const int64_t chunk = bm == 1 ? gn : 1;
-    char *scratch = malloc(chunk * (3 * sizeof(int32_t) + sizeof(float) + 3));
+    char *scratch = malloc(chunk * (3 * sizeof(int32_t) + sizeof(float) + 4));
     uint32_t *a = (uint32_t *)scratch;
     int32_t *E = (int32_t *)(a + chunk), *dv = E + chunk;
     float *mul = (float *)(dv + chunk);
-    uint8_t *lean = (uint8_t *)(mul + chunk), *full = lean + chunk, *nvc = full + chunk;
+    uint8_t *lean = (uint8_t *)(mul + chunk), *full = lean + chunk, *nvc = full + chunk, *done = nvc + chunk;
+    const int32_t fused = bm == 1 && whole && Q->mode == 0 && Q->lean;
     int64_t bad = 0;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const char *xg = (const char *)Q->x + (b * M + r0) * N * es;
         uint8_t *cg = Q->codes + (b * M + r0) * N;
+        if (fused) {  /* the common case: every block of the row in one pass */
+            const char *pf = xg + N * es;
+            const int r = bf ? T(row_pow2_16)((const uint16_t *)xg, gn, bn, Q, t * gn, cg, (const uint16_t *)pf, done)
+                             : T(row_pow2_32)((const uint32_t *)xg, gn, bn, Q, t * gn, cg, (const uint32_t *)pf, done);
+            int all = !r;
+            for (int64_t j = 0; j < gn && all; j++) all &= done[j];
+            if (all) continue;  /* else the row again, by the general path below */
+        }
         int isbad = 0;
         for (int64_t j0 = 0; j0 < gn && !isbad; j0 += chunk) {
             const int64_t nb = j0 + chunk < gn ? chunk : gn - j0;
