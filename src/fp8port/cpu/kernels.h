@@ -301,11 +301,15 @@ POW2_BLOCK(pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT)
                 const SV m = (SV)(p & absm), gt = (SV)(m > acc);                                         \
                 acc = (gt & m) | (~gt & acc);                                                            \
             }                                                                                            \
-            for (int h = 0; h < nh; h++) {                                                               \
-                const SV o = __builtin_shuffle(acc, hm[h]), gt = (SV)(o > acc);                          \
-                acc = (gt & o) | (~gt & acc);                                                            \
+            uint32_t a;                                                                                  \
+            if (HMAX(ELT, acc, a)) { /* this tier's horizontal max; else a halving ladder of shuffles */ \
+                for (int h = 0; h < nh; h++) {                                                           \
+                    const SV o = __builtin_shuffle(acc, hm[h]), gt = (SV)(o > acc);                      \
+                    acc = (gt & o) | (~gt & acc);                                                        \
+                }                                                                                        \
+                a = (uint32_t)(ELT)acc[0];                                                               \
             }                                                                                            \
-            const uint32_t a = (uint32_t)(ELT)acc[0] << (32 - 8 * sizeof(ELT));                          \
+            a <<= 32 - 8 * sizeof(ELT);                                                                  \
             if (a >= 0x7F800000u) return 1;                                                              \
             const uint32_t sb = step_scale(Q->steps, a);                                                 \
             const float s = u2f(sb);                                                                     \

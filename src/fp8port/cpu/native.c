@@ -189,11 +189,27 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 
 /* the per-tier kernels */
 #if defined(__x86_64__)
+/* max of 16-bit lanes holding values <= 0x7FFF: fold to 128 bits, then minpos of the complement */
+__attribute__((target("avx2"))) static inline uint32_t hmax16_avx2(__m256i v)
+{
+    const __m128i h = _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return (uint16_t)~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(h, _mm_set1_epi16(-1))));
+}
+__attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_avx512(__m512i v)
+{
+    return hmax16_avx2(_mm256_max_epu16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));
+}
+#endif
+#if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
 #define T(name) name##_avx512
 #define VBYTES 64
 #define ANY(v) (_mm512_test_epi64_mask((__m512i)(v), (__m512i)(v)) != 0)
+/* max of the lanes into a (0: done; 1: the caller's generic ladder): 16-bit lanes by halving to 128
+ * bits and one minpos of the complement, 32-bit lanes by the reduce intrinsic */
+#define HMAX(ELT, v, a) (sizeof(ELT) == 2 ? ((a) = hmax16_avx512((__m512i)(v)), 0) \
+                                          : ((a) = (uint32_t)_mm512_reduce_max_epi32((__m512i)(v)), 0))
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -201,12 +217,14 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #undef VBYTES
 #undef ANY
 #undef STORE_CODES
+#undef HMAX
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
 #define T(name) name##_avx2
 #define VBYTES 32
 #define ANY(v) (!_mm256_testz_si256((__m256i)(v), (__m256i)(v)))
+#define HMAX(ELT, v, a) (sizeof(ELT) == 2 ? ((a) = hmax16_avx2((__m256i)(v)), 0) : 1)
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -214,11 +232,17 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #undef VBYTES
 #undef ANY
 #undef STORE_CODES
+#undef HMAX
 #pragma GCC pop_options
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
 #define VBYTES 16
 #define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
+#if defined(__aarch64__)
+#define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
+#else
+#define HMAX(ELT, v, a) 1
+#endif
 #if defined(__x86_64__)
 #define ANY(v) (_mm_movemask_epi8((__m128i)(v)) != 0)
 #elif defined(__aarch64__)
@@ -231,6 +255,7 @@ static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
 #undef VBYTES
 #undef ANY
 #undef STORE_CODES
+#undef HMAX
 
 
 typedef struct {
@@ -242,10 +267,40 @@ typedef struct {
 } tier_t;
 
 #define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx}
+#if defined(__x86_64__)
+#include "avx512_e4m3.h"
+
+/* Whether the hand-written AVX-512 E4M3 quantizer takes this call (else the generic kernels do). */
+static int e4m3_applies(const quant_t *Q)
+{
+    const pow2_t P = Q->pow2;
+    return Q->mode == 0 && Q->lean && P.M == 3 && P.bias == 7 && P.maxq == 0x7E && (P.ovf == 0x7E || P.ovf == 0x7F)
+           && P.sign_shift == 7 && Q->bn % 32 == 0 && Q->N % Q->bn == 0 && Q->N / Q->bn <= 4096;
+}
+
+/* The avx512 tier's quantize: the E4M3 specialization where it applies, the generic kernel for the
+ * rest and for the row groups it hands back. */
+static int64_t quant_range_avx512_tier(const quant_t *Q, int64_t t0, int64_t t1)
+{
+    if (!e4m3_applies(Q) || t1 <= t0) return quant_range_avx512(Q, t0, t1);
+    quant_t q = *Q;  /* its non-temporal stores need whole aligned lines */
+    q.stream = Q->stream && !((uintptr_t)Q->codes & 63) && Q->N % 64 == 0 && Q->bn % 64 == 0;
+    uint8_t *handed = malloc(t1 - t0);
+    e4m3_quant_avx512(&q, t0, t1, handed);
+    if (q.stream) _mm_sfence();
+    int64_t bad = 0;
+    for (int64_t t = t0; t < t1; t++)
+        if (handed[t - t0]) bad += quant_range_avx512(Q, t, t + 1);
+    free(handed);
+    return bad;
+}
+#endif
+
 static const tier_t TIERS[4] = {
     TIER(base),
 #if defined(__x86_64__)
-    TIER(avx2), TIER(avx512),
+    TIER(avx2),
+    {encode_range_avx512, decode_range_avx512, amax_rows_avx512, quant_range_avx512_tier, dequant_range_avx512},
 #else
     TIER(base), TIER(base),
 #endif
