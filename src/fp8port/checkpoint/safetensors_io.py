@@ -133,9 +133,12 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 def read_tensor(path: Path, info: TensorInfo) -> np.ndarray:
-    """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types)."""
+    """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types). Large ones come from the
+    pool of recycled buffers: a fresh one would be zeroed page by page by the kernel first."""
+    from ..quant import buffers
+
     dt, bits = DTYPES[info.dtype]
-    buf = np.empty(info.nbytes, np.uint8)
+    buf = buffers.empty(info.nbytes, np.uint8)
     try:
         with open(path, "rb") as f:
             f.seek(info.begin)

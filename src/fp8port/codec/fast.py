@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import FormatSpec
-from . import native, numba_kernel
+from . import native
 from .profiles import Rules
 
 
@@ -18,6 +18,8 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
         if x.dtype == np.float32 or (x.dtype == np.float64 and rules.via_float32):
             bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
             return native.encode(bits, spec, rules), None
+    from . import numba_kernel  # imports Numba (half a second): only where the C kernels do not cover
+
     return numba_kernel.encode(x, spec, rules, u)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -166,10 +167,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def threads() -> int:
-    """The thread count Numba uses (numba.set_num_threads sets both); 1 in a forked child."""
-    import numba
-
-    return 1 if _forked else numba.get_num_threads()
+    """The thread count Numba uses (numba.set_num_threads sets both; Numba's default, every CPU, where
+    it is not loaded); 1 in a forked child."""
+    if _forked:
+        return 1
+    if "numba" in sys.modules:
+        return sys.modules["numba"].get_num_threads()
+    return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
 
 
 def _t(n_items: int) -> int:

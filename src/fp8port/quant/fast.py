@@ -14,7 +14,6 @@ from ..codec.native import lut256
 from ..codec.tables import encode_lut
 from ..formats import Kind
 from . import buffers, native
-from .numba_kernels import _dequantize_kernel, _quantize_bf16_pow2, _quantize_kernel
 from .rules import ScaleRule
 from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
 from .steps import step_table
@@ -99,6 +98,8 @@ def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None)
             return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out, stored, tensor_scale)
     if numba_unsupported_reason(scheme) is not None:
         return None
+    from .numba_kernels import _quantize_bf16_pow2, _quantize_kernel  # Numba loads only when needed
+
     bad = np.zeros(B * gm, np.uint8)
     table = step_table(scheme)
     steps = _NO_STEPS if table is None else table
@@ -159,6 +160,8 @@ def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: b
     if native.cpu.available():
         native.dequantize(cs, bm, bn, sg3, scheme, to_bf16, out)
     else:
+        from .numba_kernels import _dequantize_kernel
+
         _dequantize_kernel(cs, bm, bn, sg3, lut256(scheme.element), to_bf16, out)
     out = out.reshape(codes.shape)
     if moved is not None:
