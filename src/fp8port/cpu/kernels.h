@@ -96,22 +96,27 @@ static inline uint32_t T(encode_fast)(uint32_t u, const fast_t f)
 /* Codes of the blocks of a row strip (nr rows, stride xs / os) whose sel[j] is set: y = x * mul[j] (or
  * x / mul[j]) in float32, as the reference, then one of the two float32 encoders. One function per
  * input type, operation and encoder, so that each inner loop is plain and vectorizes. */
-#define SPAN_FN(NAME, XT, LOAD, OP, P, ENC)                                                                 \
-    static __attribute__((noinline)) void T(NAME)(const XT *restrict x, int64_t xs, int64_t nr, int64_t nb, \
-                                                  int64_t bn, int64_t N, const float *mul, const uint8_t *sel, \
-                                                  const P p, uint8_t *restrict out, int64_t os, const XT *pf) \
-    {                                                                                                       \
-        for (int64_t j = 0; j < nb; j++) {                                                                  \
-            if (!sel[j]) continue;                                                                          \
-            const float m = mul[j];                                                                         \
-            const int64_t n = (j + 1) * bn < N ? bn : N - j * bn;                                          \
-            for (int64_t r = 0; r < nr; r++) {                                                              \
-                const XT *xr = x + r * xs + j * bn;                                                         \
-                uint8_t *o = out + r * os + j * bn;                                                         \
-                __builtin_prefetch(pf + r * xs + j * bn);                                                   \
-                for (int64_t k = 0; k < n; k++) o[k] = (uint8_t)T(ENC)(f2u(u2f(LOAD) OP m), p);             \
-            }                                                                                               \
+/* For each selected block j of a row strip and each of its nr rows: xr (input), o (codes), n (width),
+ * m (the block's multiplier) for BODY. */
+#define FOR_SPANS(XT, BODY)                                                                                 \
+    for (int64_t j = 0; j < nb; j++) {                                                                      \
+        if (!sel[j]) continue;                                                                              \
+        const float m = mul[j];                                                                             \
+        const int64_t n = (j + 1) * bn < N ? bn : N - j * bn;                                              \
+        for (int64_t r = 0; r < nr; r++) {                                                                  \
+            const XT *xr = x + r * xs + j * bn;                                                             \
+            uint8_t *o = out + r * os + j * bn;                                                             \
+            __builtin_prefetch(pf + r * xs + j * bn);                                                       \
+            BODY                                                                                            \
         }                                                                                                   \
+    }
+#define SPAN_ARGS(XT, P)                                                                                    \
+    (const XT *restrict x, int64_t xs, int64_t nr, int64_t nb, int64_t bn, int64_t N, const float *mul,     \
+     const uint8_t *sel, const P p, uint8_t *restrict out, int64_t os, const XT *pf)
+#define SPAN_FN(NAME, XT, LOAD, OP, P, ENC)                                                                 \
+    static __attribute__((noinline)) void T(NAME) SPAN_ARGS(XT, P)                                          \
+    {                                                                                                       \
+        FOR_SPANS(XT, for (int64_t k = 0; k < n; k++) o[k] = (uint8_t)T(ENC)(f2u(u2f(LOAD) OP m), p);)     \
     }
 SPAN_FN(gen_mul16, uint16_t, (uint32_t)xr[k] << 16, *, enc_t, encode_one)
 SPAN_FN(gen_div16, uint16_t, (uint32_t)xr[k] << 16, /, enc_t, encode_one)
@@ -139,34 +144,21 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
     return q | ((u >> 31) << f.sign_shift);
 }
 #define LEAN_FN(NAME, XT, WIDEN, OP)                                                                        \
-    static __attribute__((noinline)) void T(NAME)(const XT *restrict x, int64_t xs, int64_t nr, int64_t nb, \
-                                                  int64_t bn, int64_t N, const float *mul, const uint8_t *sel, \
-                                                  const fast_t f, uint8_t *restrict out, int64_t os, const XT *pf) \
+    static __attribute__((noinline)) void T(NAME) SPAN_ARGS(XT, fast_t)                                     \
     {                                                                                                       \
         const int64_t lanes = VBYTES / 4;                                                                   \
-        for (int64_t j = 0; j < nb; j++) {                                                                  \
-            if (!sel[j]) continue;                                                                          \
-            const float m = mul[j];                                                                         \
-            const int64_t n = (j + 1) * bn < N ? bn : N - j * bn;                                          \
-            for (int64_t r = 0; r < nr; r++) {                                                              \
-                const XT *xr = x + r * xs + j * bn;                                                         \
-                uint8_t *o = out + r * os + j * bn;                                                         \
-                __builtin_prefetch(pf + r * xs + j * bn);                                                   \
-                int64_t k = 0;                                                                              \
-                for (; k + lanes <= n; k += lanes) {                                                        \
-                    T(lv32) u;                                                                              \
-                    WIDEN(u, xr + k);                                                                       \
-                    const T(lvf) y = (T(lvf))u OP m;                                                        \
-                    const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, f), T(lv8));     \
-                    memcpy(o + k, &c, sizeof c);                                                            \
-                }                                                                                           \
-                for (; k < n; k++) {                                                                        \
-                    T(lv32) u;                                                                              \
-                    u[0] = sizeof(XT) == 2 ? (uint32_t)xr[k] << 16 : (uint32_t)xr[k];                       \
-                    o[k] = (uint8_t)T(encode_fast)(f2u(u2f(u[0]) OP m), f);                                 \
-                }                                                                                           \
-            }                                                                                               \
-        }                                                                                                   \
+        FOR_SPANS(XT, int64_t k = 0;                                                                        \
+                  for (; k + lanes <= n; k += lanes) {                                                      \
+                      T(lv32) u;                                                                            \
+                      WIDEN(u, xr + k);                                                                     \
+                      const T(lvf) y = (T(lvf))u OP m;                                                      \
+                      const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, p), T(lv8));   \
+                      memcpy(o + k, &c, sizeof c);                                                          \
+                  }                                                                                         \
+                  for (; k < n; k++) {                                                                      \
+                      const uint32_t u = sizeof(XT) == 2 ? (uint32_t)xr[k] << 16 : (uint32_t)xr[k];         \
+                      o[k] = (uint8_t)T(encode_fast)(f2u(u2f(u) OP m), p);                                  \
+                  })                                                                                        \
     }
 #define WIDEN16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define WIDEN32(u, p) memcpy(&(u), (p), sizeof(u))
@@ -175,6 +167,8 @@ LEAN_FN(lean_div16, uint16_t, WIDEN16, /)
 LEAN_FN(lean_mul32, uint32_t, WIDEN32, *)
 LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
 #undef LEAN_FN
+#undef FOR_SPANS
+#undef SPAN_ARGS
 #undef WIDEN16
 #undef WIDEN32
 
@@ -440,12 +434,6 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
  * of eight). With a power-of-two scale 2^E the product is exact: E joins the exponent field. Other
  * scales multiply in float32 and round, as the reference. Lanes of Inf / NaN codes, and blocks whose
  * products could leave the normal range, are redone from the float table. */
-typedef uint16_t T(dq16) __attribute__((vector_size(VBYTES)));
-typedef uint8_t T(dq8) __attribute__((vector_size(VBYTES / 2)));
-typedef uint32_t T(dq32) __attribute__((vector_size(2 * VBYTES)));
-typedef float T(dqf) __attribute__((vector_size(2 * VBYTES)));
-typedef uint16_t T(dq16w) __attribute__((vector_size(VBYTES)));
-
 static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, const dequant_t *D, float s, void *out)
 {
     for (int64_t k = k0; k < k1; k++) {
@@ -455,57 +443,75 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
     }
 }
 
-static __attribute__((noinline)) void T(dequant_row)(const uint8_t *restrict c, int64_t N, int64_t bn,
-                                                     const float *sg, const dequant_t *D, void *restrict out)
-{
-    typedef T(dq16) V;
-    typedef T(dq32) W;
-    const int lanes = VBYTES / 2;
-    const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);
-    const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min, M = (uint16_t)D->M_;
-    const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);
-    V tab = {0};
-    for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];
-    for (int64_t j0 = 0; j0 < N; j0 += bn) {
-        const int64_t n = j0 + bn < N ? bn : N - j0;
-        const float s = sg[j0 / bn];
-        const uint32_t sb = f2u(s);
-        const int32_t E = (int32_t)(sb >> 23) - 127;
-        const int pow2 = sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo && E <= D->e_hi;
-        const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0);
-        int64_t k = j0;
-        for (; k + lanes <= j0 + n; k += lanes) {
-            T(dq8) cb;
-            memcpy(&cb, c + k, sizeof cb);
-            const V code = __builtin_convertvector(cb, V);
-            const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;
-            const V sub = (V)((mag >> M) == 0);
-            const V nrm = (mag << sh) + kexp;
-            const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);
-            const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);
-            if (pow2 && D->bf16) {
-                memcpy((uint16_t *)out + k, &pat, sizeof pat);
-            } else if (pow2) {
-                const W w = __builtin_convertvector(pat, W) << 16;
-                memcpy((uint32_t *)out + k, &w, sizeof w);
-            } else {  /* the decoded value times s in float32, rounded like the reference */
-                const T(dqf) v = (T(dqf))(__builtin_convertvector(pat, W) << 16) * s;
-                if (D->bf16) {
-                    const W u = (W)v, r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-                    const W nan = (W)((u & 0x7FFFFFFFu) > 0x7F800000u);
-                    const V h = __builtin_convertvector((nan & ((u >> 16) | 0x40u)) | (~nan & r), V);
-                    memcpy((uint16_t *)out + k, &h, sizeof h);
-                } else {
-                    memcpy((float *)out + k, &v, sizeof v);
-                }
-            }
-            if (ANY((V)(mag >= special)))
-                for (int64_t i = k; i < k + lanes; i++)
-                    if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);
-        }
-        T(dequant_tail)(c, k, j0 + n, D, s, out);
+/* One instance per vector width VB (bytes of 16-bit lanes): the tier's, and half of it for blocks
+ * narrower than a full vector (NVFP4's 16 on AVX-512). */
+#define DEQUANT_ROW(NAME, VB, ANYF)                                                                             \
+    typedef uint16_t T(NAME##_v) __attribute__((vector_size(VB)));                                         \
+    typedef uint8_t T(NAME##_b) __attribute__((vector_size(VB / 2)));                                      \
+    typedef uint32_t T(NAME##_w) __attribute__((vector_size(2 * VB)));                                     \
+    typedef float T(NAME##_f) __attribute__((vector_size(2 * VB)));                                        \
+    static __attribute__((noinline)) void T(NAME)(const uint8_t *restrict c, int64_t N, int64_t bn,        \
+                                                  const float *sg, const dequant_t *D, void *restrict out)  \
+    {                                                                                                       \
+        typedef T(NAME##_v) V;                                                                              \
+        typedef T(NAME##_w) W;                                                                              \
+        const int lanes = VB / 2;                                                                           \
+        const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);       \
+        const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min, M = (uint16_t)D->M_; \
+        const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);     \
+        V tab = {0};                                                                                        \
+        for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];                                                  \
+        for (int64_t j0 = 0; j0 < N; j0 += bn) {                                                            \
+            const int64_t n = j0 + bn < N ? bn : N - j0;                                                    \
+            const float s = sg[j0 / bn];                                                                    \
+            const uint32_t sb = f2u(s);                                                                     \
+            const int32_t E = (int32_t)(sb >> 23) - 127;                                                    \
+            const int pow2 = sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo    \
+                             && E <= D->e_hi;                                                               \
+            const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0); \
+            int64_t k = j0;                                                                                 \
+            for (; k + lanes <= j0 + n; k += lanes) {                                                       \
+                T(NAME##_b) cb;                                                                             \
+                memcpy(&cb, c + k, sizeof cb);                                                              \
+                const V code = __builtin_convertvector(cb, V);                                              \
+                const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                               \
+                const V sub = (V)((mag >> M) == 0);                                                         \
+                const V nrm = (mag << sh) + kexp;                                                           \
+                const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);                               \
+                const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
+                if (pow2 && D->bf16) {                                                                      \
+                    memcpy((uint16_t *)out + k, &pat, sizeof pat);                                          \
+                } else if (pow2) {                                                                          \
+                    const W w = __builtin_convertvector(pat, W) << 16;                                      \
+                    memcpy((uint32_t *)out + k, &w, sizeof w);                                              \
+                } else { /* the decoded value times s in float32, rounded like the reference */             \
+                    const T(NAME##_f) v = (T(NAME##_f))(__builtin_convertvector(pat, W) << 16) * s;         \
+                    if (D->bf16) {                                                                          \
+                        const W u = (W)v, r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;                       \
+                        const W nan = (W)((u & 0x7FFFFFFFu) > 0x7F800000u);                                 \
+                        const V h = __builtin_convertvector((nan & ((u >> 16) | 0x40u)) | (~nan & r), V);   \
+                        memcpy((uint16_t *)out + k, &h, sizeof h);                                          \
+                    } else {                                                                                \
+                        memcpy((float *)out + k, &v, sizeof v);                                             \
+                    }                                                                                       \
+                }                                                                                           \
+                const V spec = (V)(mag >= special);                                                         \
+                if (ANYF(spec))                                                                             \
+                    for (int64_t i = k; i < k + lanes; i++)                                                 \
+                        if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);        \
+            }                                                                                               \
+            T(dequant_tail)(c, k, j0 + n, D, s, out);                                                       \
+        }                                                                                                   \
     }
-}
+#define ANY_BYTES(v) any_bytes(&(v), sizeof(v))
+DEQUANT_ROW(dequant_row, VBYTES, ANY)
+#if VBYTES >= 32  /* the subnormal table needs 8 lanes */
+DEQUANT_ROW(dequant_row_half, VBYTES / 2, ANY_BYTES)
+#else
+#define dequant_row_half_base dequant_row_base
+#endif
+#undef DEQUANT_ROW
+#undef ANY_BYTES
 
 /* Row groups [t0, t1) of dequantization: out = decode(code) * s in float32, or that rounded to bf16 */
 static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
@@ -517,8 +523,9 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, r1 = r0 + bm < M ? r0 + bm : M;
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *c = D->codes + (b * M + r) * N;
-            if (D->arith) {
-                T(dequant_row)(c, N, bn, D->sgrid + t * gn, D, (char *)D->out + (b * M + r) * N * es);
+            if (D->arith) {  /* blocks narrower than a vector: the half-width instance */
+                (bn % (VBYTES / 2) && !(bn % (VBYTES / 4)) ? T(dequant_row_half) : T(dequant_row))(
+                    c, N, bn, D->sgrid + t * gn, D, (char *)D->out + (b * M + r) * N * es);
                 continue;
             }
             for (int64_t j = 0; j < gn; j++) {
@@ -535,3 +542,10 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
         }
     }
 }
+
+/* this tier's macros, defined by native.c before the include */
+#undef T
+#undef VBYTES
+#undef ANY
+#undef STORE_CODES
+#undef HMAX

@@ -213,11 +213,6 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
-#undef T
-#undef VBYTES
-#undef ANY
-#undef STORE_CODES
-#undef HMAX
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
@@ -228,11 +223,6 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
-#undef T
-#undef VBYTES
-#undef ANY
-#undef STORE_CODES
-#undef HMAX
 #pragma GCC pop_options
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
@@ -251,11 +241,6 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 #define ANY(v) any_bytes(&(v), sizeof(v))
 #endif
 #include "kernels.h"
-#undef T
-#undef VBYTES
-#undef ANY
-#undef STORE_CODES
-#undef HMAX
 
 
 typedef struct {

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..arrays import to_numpy as _to_numpy
+from ..backends import Backend
 from ..quant import QuantizedTensor, dequantize, devices
 from ..quant.scheme import BlockKind
 from ..quant.tensor import check_operands
@@ -69,10 +70,11 @@ def scaled_matmul(a: QuantizedTensor, b: QuantizedTensor, *, out_dtype="float32"
     check_operands(a, b)
     if str(out_dtype) not in ("float32", "bfloat16", "torch.float32", "torch.bfloat16"):
         raise ShapeError(f"scaled_matmul: out_dtype must be float32 or bfloat16, not {out_dtype!r}")
+    be = Backend.parse(backend)
     dev = devices.for_tensor(a.codes)  # GPU operands: the device backend's block-scaled GEMM (Triton)
-    if dev is not None and backend != "reference" and dev.gemm_unsupported_reason(a, b) is None:
+    if dev is not None and be is not Backend.REFERENCE and dev.gemm_unsupported_reason(a, b) is None:
         return dev.scaled_matmul(a, b, out_dtype=out_dtype)
-    if backend == "reference":
+    if be is Backend.REFERENCE:
         out = torch.from_numpy(reference_scaled_matmul(a, b))
     else:
         da = torch.as_tensor(np.asarray(dequantize(a, "float32", backend="auto")))
