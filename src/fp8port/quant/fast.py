@@ -13,7 +13,7 @@ from ..codec.policy import Overflow, Rounding
 from ..codec.native import lut256
 from ..codec.tables import encode_lut
 from ..formats import Kind
-from . import buffers, native
+from . import buffers, native, reference
 from .rules import ScaleRule
 from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
 from .steps import step_table
@@ -24,6 +24,8 @@ _NO_STEPS = np.zeros(1, np.uint32)  # Numba's "no step table": the float rule
 def numba_unsupported_reason(scheme: Scheme) -> str | None:
     """Why the Numba kernels cannot run this scheme (None: they can)."""
     rule = scheme.scale_rule
+    if not reference.plain_codes(scheme):
+        return f"scale rule {rule.value} changes codes after encoding (reference only)"
     if rule is not ScaleRule.V3_FLOAT and step_table(scheme) is None:
         return f"scale rule {rule.value} has no fast kernel (reference only)"
     if scheme.rules.rounding is Rounding.STOCHASTIC:

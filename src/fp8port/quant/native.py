@@ -13,6 +13,7 @@ import numpy as np
 from .. import cpu
 from ..codec import native as codec_native
 from ..codec.profiles import resolve
+from . import reference
 from .rules import ScaleRule
 from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
 from .steps import step_table
@@ -25,6 +26,8 @@ def unsupported_reason(scheme: Scheme) -> str | None:
     """Why the C kernels cannot quantize this scheme (None: they can, where built)."""
     if not cpu.available():
         return "the C kernels are not built here (or FP8PORT_NATIVE=0)"
+    if not reference.plain_codes(scheme):
+        return f"scale rule {scheme.scale_rule.value} changes codes after encoding (reference only)"
     if codec_native.encoder(scheme.element, scheme.rules) is None:
         return f"element {scheme.element.name} under these rules has no arithmetic encoder"
     rule = scheme.scale_rule

@@ -135,6 +135,12 @@ def _finish_scales(s, amax, scheme: Scheme):
     return st.load(stored, scheme.storage), stored
 
 
+def plain_codes(scheme: Scheme) -> bool:
+    """Whether the codes are the codec's encode of the scaled values, as every fast kernel computes
+    them: not under compressed-tensors' MX rule for FP4, whose zeros drop their sign."""
+    return not (scheme.scale_rule is ScaleRule.CT_MX and scheme.element.bits == 4)
+
+
 def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
     """float32 scales of blocks whose amax (float32) is given, exactly as `quantize` computes them,
     for rules that depend on the amax alone (`ScaleRule.fn`; the kernels' step forms read this)."""
@@ -164,7 +170,7 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
     codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
-    if rule is ScaleRule.CT_MX and scheme.element.bits == 4:
+    if not plain_codes(scheme):
         codes = nvfp4.ct_unsigned_zero(codes, y)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
         stored = np.asarray(stored, np.uint8).view(ml_dtypes.float8_e4m3fn)
