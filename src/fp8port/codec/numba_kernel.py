@@ -17,6 +17,7 @@ import numpy as np
 
 from ..formats import FormatSpec, Kind
 from .policy import Overflow, Rounding
+from .native import nan_codes, special_codes
 from .profiles import Rules, ZeroLess
 
 _ROUND = {Rounding.RNE: 0, Rounding.AWAY: 1, Rounding.ZERO: 2, Rounding.STOCHASTIC: 3}
@@ -108,19 +109,12 @@ def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down
 
 
 def _params(spec: FormatSpec, rules: Rules) -> np.ndarray:
-    sat = (spec.max_code, spec.min_code)
-    nan = (rules.nan_code, rules.nan_code ^ spec.sign_bit if rules.nan_signed else rules.nan_code)
-
-    def special(policy):
-        if policy is not Overflow.NONFINITE or not (spec.inf_codes or spec.nan_codes):
-            return sat
-        return spec.inf_codes or nan
-
+    nan = nan_codes(spec, rules)
     zl = {ZeroLess.NAN: nan[0], ZeroLess.MIN: 0, ZeroLess.ABS: 0}
     return np.array(
         [_ROUND[rules.rounding], spec.kind.value == "int", spec.signed, spec.has_negative_zero,
-         spec.sign_bit, *nan, *special(rules.overflow), *special(rules.inf), spec.has_zero,
-         zl[rules.zero], zl[rules.underflow], rules.negative is ZeroLess.NAN,
+         spec.sign_bit, *nan, *special_codes(spec, rules, rules.overflow), *special_codes(spec, rules, rules.inf),
+         spec.has_zero, zl[rules.zero], zl[rules.underflow], rules.negative is ZeroLess.NAN,
          rules.f32_subnormal_ceil, rules.overflow is Overflow.ERROR],
         dtype=np.int64,
     )
