@@ -37,6 +37,8 @@ def encoder(spec: FormatSpec, rules: Rules) -> cpu.Enc | None:
     """The arithmetic encoder's parameters (cpu.Enc), or None where the format needs the table."""
     if spec.kind is Kind.HIF8 or not spec.has_zero or not spec.signed or rules.f32_subnormal_ceil:
         return None
+    if spec.kind is Kind.INT and spec.bits != 8:  # two's complement in a byte
+        return None
     if spec.kind is Kind.FLOAT and not spec.subnormals:
         return None
     if rules.rounding not in (Rounding.RNE, Rounding.AWAY, Rounding.ZERO):

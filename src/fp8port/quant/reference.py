@@ -136,8 +136,11 @@ def _finish_scales(s, amax, scheme: Scheme):
 
 
 def plain_codes(scheme: Scheme) -> bool:
-    """Whether the codes are the codec's encode of the scaled values, as every fast kernel computes
-    them: not under compressed-tensors' MX rule for FP4, whose zeros drop their sign."""
+    """Whether the codes are the codec's encode of x / s or x * fp32(1/s), as every fast kernel computes
+    them: not under compressed-tensors' MX rule for FP4 (its zeros drop their sign), nor the apply
+    modes that round through bf16 or change a zero's sign (msModelSlim's)."""
+    if scheme.apply not in (Apply.DIVIDE, Apply.RECIPROCAL):
+        return False
     return not (scheme.scale_rule is ScaleRule.CT_MX and scheme.element.bits == 4)
 
 
