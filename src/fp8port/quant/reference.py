@@ -135,13 +135,15 @@ def _finish_scales(s, amax, scheme: Scheme):
     return st.load(stored, scheme.storage), stored
 
 
+def _ct_mx_fp4(scheme: Scheme) -> bool:
+    return scheme.scale_rule is ScaleRule.CT_MX and scheme.element.bits == 4
+
+
 def plain_codes(scheme: Scheme) -> bool:
     """Whether the codes are the codec's encode of x / s or x * fp32(1/s), as every fast kernel computes
     them: not under compressed-tensors' MX rule for FP4 (its zeros drop their sign), nor the apply
     modes that round through bf16 or change a zero's sign (msModelSlim's)."""
-    if scheme.apply not in (Apply.DIVIDE, Apply.RECIPROCAL):
-        return False
-    return not (scheme.scale_rule is ScaleRule.CT_MX and scheme.element.bits == 4)
+    return scheme.apply in (Apply.DIVIDE, Apply.RECIPROCAL) and not _ct_mx_fp4(scheme)
 
 
 def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
@@ -173,7 +175,7 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
     codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
-    if not plain_codes(scheme):
+    if _ct_mx_fp4(scheme):
         codes = nvfp4.ct_unsigned_zero(codes, y)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
         stored = np.asarray(stored, np.uint8).view(ml_dtypes.float8_e4m3fn)
