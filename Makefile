@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean browser peers
+.PHONY: setup demo test bench clean browser peers qemu
 
 setup: $(STAMP)
 
@@ -28,12 +28,20 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "fp8port: chromium not installed; the browser test will skip"
 
+# The aarch64 golden run (tests/cpu/test_aarch64.py) cross-compiles the kernels with Debian's
+# aarch64 toolchain and runs them under qemu-user; installed where we may (root with apt).
+qemu:
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && \
+	  apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null); } || \
+	  echo "fp8port: aarch64 toolchain / qemu-user not installed; the aarch64 test will skip"
+
 # Peer tools whose pins clash with ours (llm-compressor, msModelSlim, ...) get venvs of their own
 # (tests/peers/requirements/*.txt); one that cannot be installed makes its tests skip with the reason.
 peers: setup
 	$(PY) -m tests.peers.venvs
 
-test: setup browser peers
+test: setup browser qemu peers
 	$(PY) -m pytest -q --durations=15
 
 bench: setup

@@ -2,8 +2,11 @@
 
 from setuptools import Extension, setup
 
-# optional: without a C compiler the install still succeeds and quant keeps its Numba kernels.
-setup(ext_modules=[Extension("fp8port.quant._native", ["src/fp8port/quant/native.c"],
-                             depends=["src/fp8port/quant/native_quant.h"],
-                             extra_compile_args=["-O3", "-std=gnu11", "-fopenmp", "-Werror=implicit-function-declaration"],
+# One source (kernels.h) compiled for every ISA tier of the target architecture inside native.c;
+# optional: without a C compiler the install still succeeds and the Numba kernels run.
+# -ffp-contract=off: no fused multiply-add may merge two products the reference rounds apart.
+setup(ext_modules=[Extension("fp8port.cpu._native", ["src/fp8port/cpu/native.c"],
+                             depends=["src/fp8port/cpu/kernels.h", "src/fp8port/cpu/avx512_e4m3.h"],
+                             extra_compile_args=["-O3", "-std=gnu11", "-fopenmp", "-ffp-contract=off",
+                                                 "-Werror=implicit-function-declaration"],
                              extra_link_args=["-fopenmp"], optional=True)])

@@ -10,6 +10,7 @@ timing is preceded by one untimed warm-up call (Numba compilation, table buildin
     python benchmarks/bench_codec.py            # 10M elements, 5 runs each
     python benchmarks/bench_codec.py --quick    # 1M elements, 3 runs (smoke)
     python benchmarks/bench_codec.py --json     # machine-readable results on stdout
+    python benchmarks/bench_codec.py --isa avx2 # fp8port's C kernels on a lower ISA tier (or numba)
 
 Results go to stdout, progress to stderr.
 """
@@ -29,10 +30,13 @@ import numba
 import numpy as np
 import torch
 
+from _machine import banner, describe
+from fp8port import cpu
 from fp8port.codec.api import encode
 from fp8port.formats import get_format
 
-FORMATS = ("float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float4_e2m1fn", "hifloat8")
+FORMATS = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "float6_e2m3fn",
+           "float6_e3m2fn", "float4_e2m1fn", "hifloat8")
 
 
 def make_inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -120,6 +124,7 @@ def run(n: int, runs: int, formats=FORMATS) -> dict:
 def environment(n: int, runs: int) -> dict:
     en = _en_dtypes()
     return {
+        **describe(),
         "elements": n,
         "runs": runs,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -140,6 +145,7 @@ def environment(n: int, runs: int) -> dict:
 
 def print_table(report: dict) -> None:
     env = report["environment"]
+    print(banner(env))
     print(f"encode throughput, {env['elements']:,} elements, median/min of {env['runs']} runs; "
           f"CPU capability {env['cpu_capability']}, numba threads {env['numba_threads']}, "
           f"torch threads {env['torch_threads']}, {env['cpu_count']} CPUs, "
@@ -163,10 +169,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--elements", type=int, help="input size (default 10M, or 1M with --quick)")
     ap.add_argument("--runs", type=int, help="timed runs per implementation (default 5, or 3 with --quick)")
+    ap.add_argument("--isa", help="ISA tier of the C kernels (scalar, avx2, avx512, neon) or numba; default: the best")
     args = ap.parse_args(argv)
     n = args.elements or (1_000_000 if args.quick else 10_000_000)
     runs = args.runs or (3 if args.quick else 5)
-    report = run(n, runs)
+    with cpu.forced(args.isa or (cpu.tier() and cpu.tier().value)):
+        report = run(n, runs)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()

@@ -35,6 +35,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from _machine import banner, describe
 from fp8port.checkpoint.safetensors_io import Entry, write_file
 
 HIDDEN, INTER = 4096, 11008
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
 
     med = {k: statistics.median(v) for k, v in results.items()}
     report = {
-        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "environment": {**describe(), "python": platform.python_version(),
                         "repeat": args.repeat, "workers": args.workers, "shards": args.shards,
                         "dense_bytes": dense, **sizes, "page_cache": "warm"},
         "results": {k: {"median_s": round(med[k], 3), "min_s": round(min(results[k]), 3),
@@ -197,6 +198,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(banner(report["environment"]))
     print(f"{dense / 1e9:.2f} GB BF16 in {args.shards} shards -> {sizes['fp8_bytes'] / 1e9:.2f} GB FP8; "
           f"median of {args.repeat}, workers={args.workers}, {os.cpu_count()} CPUs, warm page cache")
     print(f"{'step':8s} {'median s':>9s} {'GB/s':>7s} {'x copy':>7s} {'peak RSS MB':>12s}")

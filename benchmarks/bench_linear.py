@@ -16,6 +16,7 @@ import time
 import torch
 from torch import nn
 
+from _machine import banner, describe
 from fp8port.nn import FP8Linear
 
 SHAPES = [("smollm2 q/o_proj", 576, 576), ("smollm2 gate/up", 1536, 576), ("smollm2 down", 576, 1536),
@@ -78,12 +79,13 @@ def main(argv=None):
                                  "min_ms": round(mn, 4), "vs_fp32": round(med / base32, 2),
                                  "vs_bf16": round(med / base16, 2)})
             rows.append({"layer": label, "memory": {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}})
-    info = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+    info = {**describe(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
             "repeat": args.repeat}
     if args.json:
         print(json.dumps({"info": info, "rows": rows}, indent=1))
         return 0
-    print(f"linear layers, deepseek-v3.1 weights; {info}; median ms (ratio to fp32 / bf16 nn.Linear)")
+    print(banner(info))
+    print("linear layers, deepseek-v3.1 weights; median ms (ratio to fp32 / bf16 nn.Linear)")
     for r in rows:
         if "memory" in r:
             mem = r["memory"]

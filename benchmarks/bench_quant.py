@@ -1,6 +1,8 @@
-"""Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0): copy vs naive torch vs ours.
+"""Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0, MXFP8, MXFP4, NVFP4):
+copy vs naive torch vs ours.
 
-Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--json]
+Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--isa avx2] [--json]
+--isa runs fp8port's C kernels on a lower ISA tier of this CPU (or "numba": without them).
 loops (default): each operation --rounds times in a row after a warm-up call (the input stays in
 cache, as in shared/NOTES.md section 4); shuffled: every round times each operation once, in a
 shuffled order, so each meets a cache another operation (often the naive path's half-gigabyte of
@@ -19,6 +21,8 @@ import sys
 import time
 
 import numpy as np
+
+from _machine import banner, describe
 
 
 def log(*a):
@@ -99,6 +103,7 @@ def main(argv=None):
                     help="loops: each operation --rounds times in a row (warm caches); shuffled: "
                          "interleaved rounds (every operation meets a cache another has just used)")
     ap.add_argument("--ref-repeat", type=int, default=2)
+    ap.add_argument("--isa", help="ISA tier of the C kernels (scalar, avx2, avx512, neon) or numba; default: the best")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
@@ -107,12 +112,26 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     numba.set_num_threads(a.threads)
-    from fp8port.quant import dequantize, native, quantize
+    from fp8port import cpu
+    from fp8port.quant import dequantize, quantize
 
+    with cpu.forced(a.isa) if a.isa else _nothing():
+        return run(a, torch, dequantize, quantize)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run(a, torch, dequantize, quantize):
     log("building input ...")
     x16 = make_input(torch)
-    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "native_level": native.level(), "preset": "deepseek-v3.1", "roles": {}}
+    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "machine": describe(),
+           "preset": "deepseek-v3.1", "roles": {}}
     with torch.inference_mode():
         # the bf16 tensor in both roles (naive and reference beside the 1x128 one), then as float32
         for key, role, x in (("activation", "activation", x16), ("weight", "weight", x16),
@@ -147,14 +166,28 @@ def main(argv=None):
                     t[f"{op}/reference_over_fast"] = (t[f"{op}/reference"]["median_ms"]
                                                       / t[f"{op}/fast"]["median_ms"])
             res["roles"][key] = t
+        # the MX and NVFP4 presets (weights along the last axis), bf16 input: quantize vs the copy
+        dst = torch.empty_like(x16)
+        fns = {"copy": lambda: dst.copy_(x16)}
+        for p in ("mxfp8", "mxfp4", "nvfp4"):
+            fns[p] = lambda p=p: quantize(x16, p)
+            if p != "nvfp4":  # NVFP4's per-tensor scale is a number: no out=
+                qo = quantize(x16, p)
+                fns[p + "/out"] = lambda p=p, qo=qo: quantize(x16, p, out=qo)
+        log(f"mx: {a.rounds} rounds of {', '.join(fns)} ...")
+        t = rounds(fns, a.rounds, a.mode)
+        for k in list(t):
+            if k != "copy":
+                t[f"{k}_over_copy"] = t[k]["median_ms"] / t["copy"]["median_ms"]
+        res["mx"] = t
     log("MSE-optimal power of two vs RCEIL / FLOOR (relative MSE, reference path) ...")
     res["mse_rule_relative_mse"] = mse_gain()
 
     if a.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"4096x7168, {a.threads} threads, CPU capability {res['cpu_capability']}, native kernels level "
-          f"{res['native_level']}; median / min ms of {a.rounds} calls ({a.mode})")
+    print(banner(res["machine"]))
+    print(f"4096x7168, {a.threads} threads; median / min ms of {a.rounds} calls ({a.mode})")
     for key, t in res["roles"].items():
         blocks = "128x128" if key == "weight" else "1x128"
         dtype = "float32" if key.endswith("float32") else "bf16"
@@ -172,6 +205,11 @@ def main(argv=None):
             print(line)
         if "bit_exact_vs_naive" in t:
             print(f"  fast codes == naive torch codes: {t['bit_exact_vs_naive']}")
+    t = res["mx"]
+    print("MX / NVFP4 weights (1x32 E8M0 FLOOR; NVFP4 1x16 E4M3 over an fp32 tensor scale), bf16 input")
+    print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}")
+    for k in ("mxfp8", "mxfp8/out", "mxfp4", "mxfp4/out", "nvfp4"):
+        print(f"  quantize {k:20s} {t[k]['median_ms']:8.2f} / {t[k]['min_ms']:.2f}   {t[k + '_over_copy']:.2f}x the copy")
     m = res["mse_rule_relative_mse"]
     for p in ("mxfp8", "mxfp4"):
         f, r, o = m[f"{p}/floor"], m[f"{p}/rceil"], m[f"{p}/mse_pow2"]

@@ -15,6 +15,14 @@ CHOSEN_BY_CALLER = {v for v in ("FP8PORT_CACHE", "HF_HOME", "TRITON_CACHE_DIR") 
 for var, sub in (("FP8PORT_CACHE", "fp8port"), ("HF_HOME", "huggingface"), ("TRITON_CACHE_DIR", "triton")):
     os.environ.setdefault(var, os.path.join(ROOT, sub))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Triton reads TRITON_INTERPRET when it is first imported, and libraries some tests import at
+# collection (compressed-tensors) import it: without a GPU the kernel tests need the interpreter,
+# so it is chosen here, before any test module (tests/kernels/_env.py says the same for its own).
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 
 settings.register_profile("fp8port", database=None)
 settings.load_profile("fp8port")

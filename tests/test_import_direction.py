@@ -2,8 +2,9 @@
 
 The graph is read with `ast` from src/fp8port: module-level and function-level (lazy) imports
 alike, since a lazy import is still a dependency. Each package has a rank; an import may only go
-to a lower rank. `errors`, `names` and `jsonsafe` are the floor every package may use; the package
-root (`fp8port/__init__`, the user API) re-exports from above and is left out.
+to a lower rank. `errors`, `names`, `jsonsafe`, `arrays` (NumPy / torch bridging) and `backends` are
+the floor every package may use; the package root (`fp8port/__init__`, the user API) re-exports from
+above and is left out.
 """
 
 import ast
@@ -13,12 +14,9 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fp8port"
-FLOOR = {"errors", "names", "jsonsafe"}
-RANK = {"formats": 1, "codec": 2, "quant": 3, "kernels": 4, "checkpoint": 4, "conform": 4, "deploy": 4,
+FLOOR = {"errors", "names", "jsonsafe", "arrays", "backends"}
+RANK = {"cpu": 1, "formats": 1, "codec": 2, "quant": 3, "kernels": 4, "checkpoint": 4, "conform": 4, "deploy": 4,
         "distributed": 4, "models": 4, "nn": 5, "eval": 6, "demo": 7, "cli": 8, "__main__": 9}
-# The kernels helper is moving GPU dispatch into a registration (quant asks a registry that kernels
-# fills): until then quant.api imports kernels, and kernels.dispatch imports nn.gemm.
-PENDING = {("quant", "kernels"), ("kernels", "nn")}
 
 
 def _module(path: Path) -> list[str]:
@@ -61,15 +59,14 @@ def test_the_graph_is_read():
 
 def test_imports_point_down():
     bad = {f"{a} -> {b} ({', '.join(sorted(m))})" for (a, b), m in EDGES.items()
-           if b not in FLOOR and (a, b) not in PENDING and (a in FLOOR or RANK[a] <= RANK[b])}
+           if b not in FLOOR and (a in FLOOR or RANK[a] <= RANK[b])}
     assert not bad, sorted(bad)
 
 
 def test_no_package_cycle():
     graph = defaultdict(set)
     for a, b in EDGES:
-        if (a, b) not in PENDING:
-            graph[a].add(b)
+        graph[a].add(b)
 
     def reach(start):
         seen, todo = set(), [start]
@@ -86,17 +83,8 @@ def test_nothing_imports_cli():
     assert not {a: m for (a, b), m in EDGES.items() if b == "cli" and a != "__main__"}
 
 
-PENDING_MARK = pytest.mark.xfail(strict=True, reason="kernels branch: quant will ask a registry that kernels fills")
-
-
-@pytest.mark.parametrize("low, high", [
-    pytest.param(low, high, marks=PENDING_MARK) if (low, high) in PENDING else (low, high)
-    for low in ("formats", "codec", "quant", "checkpoint") for high in ("nn", "kernels")])
+@pytest.mark.parametrize("low, high", [(low, high) for low in ("cpu", "formats", "codec", "quant", "checkpoint", "kernels")
+                                       for high in ("nn", "kernels") if low != high])
 def test_nothing_below_nn_imports_nn_or_kernels(low, high):
+    """GPU dispatch is a registration: kernels registers its backend in quant.devices when imported."""
     assert (low, high) not in EDGES, sorted(EDGES[(low, high)])
-
-
-@pytest.mark.xfail(strict=True, reason="kernels branch: GPU dispatch becomes a registration, kernels stops importing "
-                                       "nn; drop PENDING and this test when it lands")
-def test_pending_edges_are_gone():
-    assert not PENDING & set(EDGES)

@@ -3,6 +3,7 @@
 from .codec.api import decode, encode
 from .codec.packing import pack, unpack
 from .quant import QuantizedTensor, dequantize, quantize
+from . import kernels  # noqa: F401  registers the Triton kernels for tensors on a GPU (never imports Triton)
 
 __all__ = ["FP8Linear", "QuantizedTensor", "decode", "dequantize", "encode", "load_quantized", "pack",
            "quantize", "quantize_model", "scaled_matmul", "unpack"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fp8port
+from fp8port import cpu
 from fp8port.codec.profiles import PROFILES
 from fp8port.errors import NonFiniteError
 from fp8port.formats import FORMATS
@@ -17,11 +18,18 @@ from fp8port.formats import FORMATS
 from .vectors import adversarial_f32
 
 COMBOS = [(f, p) for p in PROFILES for f, s in FORMATS.items() if PROFILES[p].covers(s)]
+KERNELS = ("numba", *(t.value for t in cpu.tiers()))  # Numba, then each ISA tier of the C kernels here
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    with cpu.forced(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("fmt,profile", COMBOS, ids=[f"{p}-{f}" for f, p in COMBOS])
 @pytest.mark.parametrize("rounding", [None, "rne", "away", "zero", "stochastic"])
-def test_fast_equals_reference(fmt, profile, rounding):
+def test_fast_equals_reference(fmt, profile, rounding, kernel):
     x = adversarial_f32(FORMATS[fmt], 20_000, seed=hash(fmt) % 1000)
     kw = dict(profile=profile, rounding=rounding, seed=7)
     for arr in (x, x.astype(np.float64) * 1.0000001):  # float64 values between float32s too
@@ -46,9 +54,10 @@ floats = arrays(np.float64, st.integers(1, 64), elements=st.floats(allow_nan=Tru
                                                                    allow_subnormal=True, width=64))
 
 
-@settings(max_examples=300, deadline=None)
+# the kernel fixture routes the whole test, every example alike
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(x=floats, fmt=st.sampled_from(sorted(FORMATS)), rounding=st.sampled_from(["rne", "away", "zero"]))
-def test_property_fast_equals_reference(x, fmt, rounding):
+def test_property_fast_equals_reference(x, fmt, rounding, kernel):
     fast = fp8port.encode(x, fmt, rounding=rounding)
     ref = fp8port.encode(x, fmt, rounding=rounding, backend="reference")
     assert np.array_equal(fast, ref)
@@ -95,3 +104,29 @@ def test_error_policy_names_the_element():
             fp8port.encode(x, "float8_e4m3fn", overflow="error", backend=backend)
         with pytest.raises(NonFiniteError, match=r"500.0 at index \(1,\)"):
             fp8port.encode(np.array([1.0, 500.0]), "e4m3", overflow="error", backend=backend)
+
+
+@pytest.mark.parametrize("rounding", [None, "away", "zero"])
+def test_every_bf16_pattern_every_format(rounding, kernel):
+    """All 65,536 bfloat16 bit patterns, encoded from their own bits (no widening: the C kernels'
+    bf16 path), under every format and profile: equal to the reference."""
+    import ml_dtypes
+
+    x = np.arange(1 << 16, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    wide = x.astype(np.float64)
+    for fmt, profile in COMBOS:
+        got = fp8port.encode(x, fmt, profile=profile, rounding=rounding, backend="fast")
+        want = fp8port.encode(wide, fmt, profile=profile, rounding=rounding, backend="reference")
+        bad = np.flatnonzero(got != want)
+        assert bad.size == 0, (fmt, profile, [(hex(int(x.view(np.uint16)[i])), hex(got[i]), hex(want[i]))
+                                             for i in bad[:5]])
+
+
+def test_decode_equals_reference(kernel):
+    from fp8port.codec import reference
+
+    codes = np.arange(256, dtype=np.uint8).repeat(3)
+    for fmt, spec in FORMATS.items():
+        c = codes[codes < spec.ncodes]
+        got = fp8port.decode(c, fmt)
+        assert np.array_equal(got.view(np.uint32), reference.decode(c, spec).view(np.uint32)), fmt

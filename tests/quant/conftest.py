@@ -9,12 +9,12 @@ BACKENDS = ("reference", "fast")
 
 
 def _kernels():
-    from fp8port.quant import native
+    from fp8port import cpu
 
-    return ("reference", "numba", "native") if native.level() else BACKENDS
+    return ("reference", "numba", *(t.value for t in cpu.tiers()))
 
 
-KERNELS = _kernels()  # every implementation on this machine, for tests of native-covered schemes
+KERNELS = _kernels()  # every implementation on this machine: reference, Numba, each ISA tier of the C kernels
 
 
 def load_golden(name):
@@ -35,35 +35,35 @@ def bytes_of(a):
 
 
 def backends_for(scheme):
-    """reference; then numba and native (the AVX-512 kernel, checked to run) where the native kernel
-    covers the scheme on this machine, else fast (the Numba kernels) where they cover it."""
+    """reference; numba where the Numba kernels cover the scheme; each ISA tier of the C kernels where
+    they cover it; "fast" where neither does but the fast path exists."""
     from fp8port.quant import fast, native
 
-    if fast.unsupported_reason(scheme) is not None:
-        return ("reference",)
-    if native.level() and scheme.scale_rule.power_of_two and fast._e4m3_cap(scheme.element, scheme.rules) >= 0:
-        return ("reference", "numba", "native")
-    return BACKENDS
+    out = ["reference"]
+    if fast.numba_unsupported_reason(scheme) is None:
+        out.append("numba")
+    if native.unsupported_reason(scheme) is None:
+        out += [k for k in KERNELS if k not in ("reference", "numba")]
+    return tuple(out)
 
 
 def quantize_on(x, scheme, be, **kw):
-    """quantize(x, scheme) on backend `be`: reference, fast, numba (native kernels switched off) or
-    native (checked to have done the whole tensor: no silent fallback to Numba)."""
+    """quantize(x, scheme) on backend `be`: reference, fast, numba (C kernels switched off) or an ISA
+    tier of the C kernels (checked to have done the whole tensor: no silent fallback to Numba)."""
+    from fp8port import cpu
     from fp8port.quant import native, quantize
 
     if be in BACKENDS:
         return quantize(x, scheme, backend=be, **kw)
     done = []
-    level, kernel = native.level, native.quantize_pow2
-    if be == "numba":
-        native.level = lambda: 0
-    else:
-        native.quantize_pow2 = lambda *a: done.append(kernel(*a)) or done[-1]
+    kernel = native.quantize
+    if be != "numba":
+        native.quantize = lambda *a: done.append(kernel(*a)) or done[-1]
     try:
-        q = quantize(x, scheme, backend="fast", **kw)
+        with cpu.forced(be):
+            q = quantize(x, scheme, backend="fast", **kw)
     finally:
-        native.level, native.quantize_pow2 = level, kernel
-    if be == "native" and done != [True]:
-        pytest.skip("a block the native kernel hands to the general one (non-finite, E < -102, "
-                    "or not whole blocks)")
+        native.quantize = kernel
+    if be != "numba" and (len(done) != 1 or done[0] is None):
+        pytest.skip("a block the C kernel hands to the general one (non-finite)")
     return q

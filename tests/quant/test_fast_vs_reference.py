@@ -3,10 +3,11 @@
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fp8port.quant import Scheme, dequantize, get_preset, native, quantize
+from fp8port import cpu
+from fp8port.quant import Scheme, dequantize, get_preset, quantize
 
 FAST_SCHEMES = [
     get_preset("deepseek-v3.1").activation, get_preset("deepseek-v3.1").weight,
@@ -19,25 +20,19 @@ FAST_SCHEMES = [
     get_preset("mxfp8").activation.with_(zero_block="unit"),
     get_preset("mxfp4").activation, get_preset("mxfp6_e3m2").activation, get_preset("mxfp6_e2m3").activation,
     get_preset("hif8").weight, get_preset("hif8").activation, get_preset("fp4_e1m2").activation,
+    get_preset("nvfp4").activation, get_preset("mxint8").activation,
     Scheme.build("float8_e5m2", "floor", "1x16", storage="e8m0", profile="ocp-mx", axis=0),
     Scheme.build("float8_e4m3fn", "ue8m0", "4x8", amax_clamp=1e-4, exp_range=(-126, 127)),
 ]
 IDS = [f"{s.name}:{s.scale_rule.value}:{s.block}:{s.apply.value}:{s.zero_block.value}" for s in FAST_SCHEMES]
 
 
-@pytest.fixture(autouse=True, params=["native", "native-stream-nofp16", "numba"])
-def kernels(request, monkeypatch):
-    """Every test runs on both kernel families behind backend='fast': the AVX-512 C kernels
-    (as chosen for this CPU; and with non-temporal stores forced on small outputs and E4M3
-    subnormals by integer shifts even where AVX512-FP16 is present) and the Numba kernels."""
-    if request.param == "numba":
-        monkeypatch.setattr(native, "level", lambda: 0)
-    elif native.level() == 0:
-        pytest.skip("the native kernels are not built here, or this CPU lacks AVX-512")
-    elif request.param == "native-stream-nofp16":
-        monkeypatch.setattr(native, "_STREAM_BYTES", 0)
-        monkeypatch.setattr(native, "fp16", lambda: False)
-    return request.param
+@pytest.fixture(autouse=True, params=("numba", *(t.value for t in cpu.tiers())))
+def kernels(request):
+    """Every test runs on each kernel family behind backend='fast': the Numba kernels and the C
+    kernels on every ISA tier this CPU has (cpu.forced / FP8PORT_ISA select the lower ones)."""
+    with cpu.forced(request.param):
+        yield request.param
 
 
 def same(a, b):
@@ -46,6 +41,10 @@ def same(a, b):
 
 
 def check(x, scheme, nonfinite="propagate"):
+    from fp8port.quant import fast
+
+    if fast.unsupported_reason(scheme) is not None:  # NVFP4, MXINT8 without the C kernels
+        pytest.skip(fast.unsupported_reason(scheme))
     r = quantize(x, scheme, backend="reference", nonfinite=nonfinite)
     f = quantize(x, scheme, backend="fast", nonfinite=nonfinite)
     assert same(r.codes, f.codes)
@@ -86,6 +85,9 @@ def test_adversarial(scheme):
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 300),
        which=st.integers(0, len(FAST_SCHEMES) - 1), bf16=st.booleans(), lead=st.integers(1, 3))
 def test_property(seed, rows, cols, which, bf16, lead):
+    from fp8port.quant import fast
+
+    assume(fast.unsupported_reason(FAST_SCHEMES[which]) is None)
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((lead, rows, cols)) * np.exp(rng.uniform(-30, 30, (lead, rows, 1)))).astype(np.float32)
     mask = rng.random(x.shape) < 0.05

@@ -8,9 +8,11 @@ is the tensors in flight, whatever the size of the files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +133,12 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 def read_tensor(path: Path, info: TensorInfo) -> np.ndarray:
-    """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types)."""
+    """One tensor as a fresh array (uint8 bytes for the packed F4/F6 types). Large ones come from the
+    pool of recycled buffers: a fresh one would be zeroed page by page by the kernel first."""
+    from ..quant import buffers
+
     dt, bits = DTYPES[info.dtype]
-    buf = np.empty(info.nbytes, np.uint8)
+    buf = buffers.empty(info.nbytes, np.uint8)
     try:
         with open(path, "rb") as f:
             f.seek(info.begin)
@@ -160,8 +165,28 @@ class Entry:
         return nbytes(self.dtype, self.shape)
 
 
-def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
-    """Stream entries into `path` (the caller writes to a temporary name and renames)."""
+# SHA-256 of the files this process wrote, hashed while writing: (inode, size, mtime_ns) -> digest
+_WRITTEN: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _identity(path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def written_digest(path: Path) -> str | None:
+    """The SHA-256 that write_file computed for `path`, if the file is still the one it wrote."""
+    rec = _WRITTEN.get(str(path))
+    try:
+        return rec[1] if rec and rec[0] == _identity(path) else None
+    except OSError:
+        return None
+
+
+def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> str:
+    """Stream entries into `path` (the caller writes to a temporary name and renames); returns the
+    file's SHA-256, computed on a second thread while the bytes are written (and the next tensor
+    produced), so that nobody reads the file back to checksum it (see `written_digest`)."""
     header, pos = {}, 0
     if metadata:
         header["__metadata__"] = metadata
@@ -170,13 +195,24 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
         pos += e.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
-    with open(path, "wb") as f:
+    h = hashlib.sha256(len(raw).to_bytes(8, "little") + raw)
+    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:  # one worker: updates keep their order
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
+        pending = []  # (future, the bytes it hashes): kept alive until hashed; at most two in flight
         for e in entries:
             data = np.ascontiguousarray(e.produce())
             if data.nbytes != e.nbytes:
                 raise CheckpointError(f"{path}: tensor {e.name!r} produced {data.nbytes} bytes, expected {e.nbytes}")
-            f.write(memoryview(data.view(np.uint8).reshape(-1)))
+            view = memoryview(data.view(np.uint8).reshape(-1))
+            pending.append((hasher.submit(h.update, view), data))
+            f.write(view)  # releases the GIL, as hashlib does for large buffers: both run at once
+            if len(pending) > 2:
+                pending.pop(0)[0].result()
+        for fut, _ in pending:
+            fut.result()
         f.flush()
         os.fsync(f.fileno())
+    digest = h.hexdigest()
+    _WRITTEN[str(path)] = (_identity(path), digest)
+    return digest

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConversionError
 from ..jsonsafe import json_safe
+from .safetensors_io import written_digest
 
 JOURNAL = "journal.json"
 LOCK = "lock"
@@ -27,6 +28,11 @@ def staging_dir(dst: Path) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256: remembered from writing it in this process (safetensors_io.write_file),
+    else read back."""
+    known = written_digest(path)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):

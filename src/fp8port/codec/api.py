@@ -2,52 +2,26 @@
 
 from __future__ import annotations
 
-import enum
-
 import ml_dtypes
 import numpy as np
 
-from ..errors import UnknownNameError, UnsupportedInputError
+from ..arrays import is_torch, torch_module
+from ..backends import Backend
+from ..errors import UnsupportedInputError
 from ..formats import Kind, get_format
 from . import fast, reference
 from .policy import Rounding
 from .profiles import resolve
 
 
-class Backend(enum.Enum):
-    FAST = "fast"
-    REFERENCE = "reference"
-
-    @classmethod
-    def parse(cls, value):
-        if isinstance(value, cls):
-            return value
-        if value in (None, "auto"):
-            return cls.FAST
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise UnknownNameError("backend", value, ["auto", "fast", "reference"]) from None
-
-
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 _WIDEN = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "dtype") and hasattr(x, "device")
-
-
 def as_float_array(x, what: str = "input") -> np.ndarray:
     """A float32 or float64 NumPy view/copy of x, with every value exactly preserved."""
-    if _is_torch(x):
-        torch = _torch()
+    if is_torch(x):
+        torch = torch_module()
         if x.dtype in (torch.float32, torch.float64):
             return x.detach().cpu().numpy()
         if x.dtype in (torch.bfloat16, torch.float16):
@@ -67,8 +41,20 @@ def as_float_array(x, what: str = "input") -> np.ndarray:
     )
 
 
+def _bf16_bits(x) -> np.ndarray | None:
+    """The uint16 bits of a bfloat16 array or CPU tensor (no copy where contiguous), else None."""
+    if is_torch(x):
+        torch = torch_module()
+        if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+            return None
+        return x.detach().contiguous().view(torch.int16).numpy().view(np.uint16)
+    if isinstance(x, np.ndarray) and x.dtype == np.dtype(ml_dtypes.bfloat16):
+        return np.ascontiguousarray(x).view(np.uint16)
+    return None
+
+
 def _like(out: np.ndarray, x):
-    return _torch().from_numpy(out) if _is_torch(x) else out
+    return torch_module().from_numpy(out) if is_torch(x) else out
 
 
 def encode(x, fmt, *, rounding=None, overflow=None, profile=None, seed=None, backend="auto"):
@@ -82,12 +68,17 @@ def encode(x, fmt, *, rounding=None, overflow=None, profile=None, seed=None, bac
     seed: makes rounding="stochastic" reproducible (numpy's default_rng(seed).random).
     """
     spec, rules = resolve(fmt, profile, rounding, overflow)
+    be = Backend.parse(backend)
+    if be is not Backend.REFERENCE and rules.rounding is not Rounding.STOCHASTIC:
+        bits = _bf16_bits(x)  # bf16 input: encoded from its own bits, not widened first
+        if bits is not None and (codes := fast.encode_bf16(bits, spec, rules)) is not None:
+            return _like(codes, x)
     arr = as_float_array(x)
     u = None
     if rules.rounding is Rounding.STOCHASTIC:
         u = np.random.default_rng(seed).random(arr.shape)
     # the fused encoder forms INT codes in 8 bits; a narrower INT element (int4) takes the reference
-    if Backend.parse(backend) is Backend.REFERENCE or (spec.kind is Kind.INT and spec.bits < 8):
+    if be is Backend.REFERENCE or (spec.kind is Kind.INT and spec.bits < 8):
         codes = reference.encode(arr.astype(np.float64), spec, rules, u)
     else:
         codes, bad = fast.encode(arr, spec, rules, u)
@@ -98,8 +89,8 @@ def encode(x, fmt, *, rounding=None, overflow=None, profile=None, seed=None, bac
 
 def as_codes(codes, spec) -> np.ndarray:
     """uint8 NumPy codes from uint8 arrays/tensors or arrays of the format's own dtype."""
-    if _is_torch(codes):
-        torch = _torch()
+    if is_torch(codes):
+        torch = torch_module()
         if codes.dtype.itemsize != 1 or codes.dtype.is_floating_point and codes.dtype not in (
             torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz,
             torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
@@ -123,4 +114,6 @@ def as_codes(codes, spec) -> np.ndarray:
 def decode(codes, fmt):
     """float32 values of codes (uint8 arrays or tensors, one code per element)."""
     spec = get_format(fmt)
-    return _like(reference.decode(as_codes(codes, spec), spec), codes)
+    arr = as_codes(codes, spec)
+    out = fast.decode(arr, spec)
+    return _like(reference.decode(arr, spec) if out is None else out, codes)

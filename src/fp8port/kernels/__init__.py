@@ -49,4 +49,24 @@ def load(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
+class _TritonBackend:
+    """The Triton kernels as a device backend of quant (quant/devices.py); dispatch loads on first use."""
+
+    def on_device(self, x) -> bool:
+        return type(x).__module__.startswith("torch") and getattr(getattr(x, "device", None), "type", "") == "cuda"
+
+    def __getattr__(self, name):
+        from . import dispatch
+
+        return getattr(dispatch, name)
+
+
+def _register() -> None:
+    from ..quant import devices
+
+    devices.register(_TritonBackend())
+
+
+_register()
+
 __all__ = ["TRITON_PIN", "TritonUnavailableError", "available", "interpreting", "load"]

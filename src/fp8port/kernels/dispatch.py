@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import dtype_name
 from ..codec.policy import Overflow, Rounding
 from ..errors import NonFiniteError, ShapeError, UnsupportedInputError
 from ..quant.presets import Role
 from ..quant.rules import ScaleRule
 from ..quant.scheme import BlockKind, ScaleStorage, ZeroBlock
 from ..quant.tensor import Framework, QuantizedTensor
-from . import interpreting, load
+from ..quant.steps import BitsRule
+from ..quant.tensor import check_operands
+from . import _TritonBackend, interpreting, load
 
 _VEC_SIZES = (16, 32, 64, 128, 256)
 _TILE_SIZES = (16, 32, 64, 128)
@@ -26,7 +29,7 @@ _MIN_CLAMP = 2.0 ** -100  # UE8M0 kernels derive the scale from a normal amax (s
 
 def on_device(x) -> bool:
     """True for a torch tensor on a CUDA (or ROCm, which torch also calls 'cuda') device."""
-    return type(x).__module__.startswith("torch") and getattr(getattr(x, "device", None), "type", "") == "cuda"
+    return _TritonBackend().on_device(x)
 
 
 def _runs_here(t) -> bool:
@@ -37,8 +40,8 @@ def unsupported_reason(scheme) -> str | None:
     """Why the Triton quantize kernels cannot run `scheme` (None: they can)."""
     if scheme.element.name != "float8_e4m3fn" or scheme.rules.rounding is not Rounding.RNE:
         return f"element {scheme.element.name} / rounding {scheme.rules.rounding.value}: kernels cover E4M3 RNE"
-    if scheme.scale_rule not in (ScaleRule.UE8M0, ScaleRule.FLOOR):
-        return f"scale rule {scheme.scale_rule.value}: kernels cover ue8m0 and floor"
+    if BitsRule.of(scheme.scale_rule) is None:
+        return f"scale rule {scheme.scale_rule.value}: kernels cover " + ", ".join(r.name.lower() for r in BitsRule)
     if scheme.storage not in (ScaleStorage.FLOAT32, ScaleStorage.E8M0):
         return f"scale storage {scheme.storage.value}: kernels write float32 or e8m0"
     if scheme.zero_block is not ZeroBlock.RULE:
@@ -60,7 +63,7 @@ def unsupported_reason(scheme) -> str | None:
 
 
 def _kernel_args(scheme) -> dict:
-    rule = 0 if scheme.scale_rule is ScaleRule.UE8M0 else 1
+    rule = int(BitsRule.of(scheme.scale_rule))
     clamp = scheme.amax_clamp or 0.0
     lo, hi = scheme.exp_range
     return dict(rule=rule, emax=scheme.element.emax, cap=0x7E if scheme.rules.overflow is Overflow.SATURATE else 0x7F,
@@ -147,9 +150,7 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error") -> Quanti
 def _out_dtype(dtype, q):
     import torch
 
-    from ..quant.api import _dtype_name
-
-    name = _dtype_name(dtype if dtype is not None else q.src_dtype)
+    name = dtype_name(dtype if dtype is not None else q.src_dtype)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
             "float64": torch.float64}[name]
 
@@ -197,8 +198,6 @@ def gemm_unsupported_reason(a: QuantizedTensor, b: QuantizedTensor) -> str | Non
 def scaled_matmul(a: QuantizedTensor, b: QuantizedTensor, *, out_dtype="float32", fp8_dot=None):
     """fp8port.nn.scaled_matmul for DeepSeek-layout operands on the kernels' device: (..., N)."""
     import torch
-
-    from ..nn.gemm import check_operands
 
     check_operands(a, b)
     why = gemm_unsupported_reason(a, b)

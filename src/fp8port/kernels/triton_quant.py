@@ -17,8 +17,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-RULE_UE8M0 = 0
-RULE_FLOOR = 1
+from ..quant.steps import BitsRule
+
+RULE_UE8M0 = tl.constexpr(int(BitsRule.UE8M0))  # the RULE argument's values (one numbering for every backend)
+RULE_FLOOR = tl.constexpr(int(BitsRule.FLOOR))
 CAP_NAN = 0x7F  # overflow -> NaN code (ml_dtypes; the DeepSeek presets)
 CAP_SAT = 0x7E  # overflow -> +-448 (OCP MX clamp)
 
@@ -43,7 +45,7 @@ def scale_exponent(ab, clamp_bits, lo, hi, RULE: tl.constexpr, EMAX: tl.constexp
     """
     ab = tl.maximum(ab, clamp_bits)  # integer max on |x| bits: keeps NaN like np.maximum
     f = ab >> 23
-    if RULE == 0:
+    if RULE == RULE_UE8M0:
         e = f - 127 - EMAX + ((ab & 0x7FFFFF) > 0x600000).to(tl.int32)
         e = tl.where(f == 255, 128, e)
         nan = ab < 0  # all false, same shape

@@ -17,16 +17,11 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
-from ..quant import QuantizedTensor, dequantize
-from ..quant.api import _to_numpy
+from ..arrays import to_numpy as _to_numpy
+from ..backends import Backend
+from ..quant import QuantizedTensor, dequantize, devices
 from ..quant.scheme import BlockKind
-
-
-def check_operands(a: QuantizedTensor, b: QuantizedTensor) -> None:
-    if len(b.shape) != 2:
-        raise ShapeError(f"scaled_matmul: the weight must be 2-D (N x K); got {list(b.shape)}")
-    if not a.shape or a.shape[-1] != b.shape[1]:
-        raise ShapeError(f"scaled_matmul: K differs: activations {list(a.shape)} vs weight {list(b.shape)}")
+from ..quant.tensor import check_operands
 
 
 def _scale_map(q: QuantizedTensor, rows: int, k: int, bk: int) -> np.ndarray:
@@ -75,11 +70,11 @@ def scaled_matmul(a: QuantizedTensor, b: QuantizedTensor, *, out_dtype="float32"
     check_operands(a, b)
     if str(out_dtype) not in ("float32", "bfloat16", "torch.float32", "torch.bfloat16"):
         raise ShapeError(f"scaled_matmul: out_dtype must be float32 or bfloat16, not {out_dtype!r}")
-    from ..kernels import dispatch as kd  # GPU operands: the Triton block-scaled GEMM
-
-    if kd.on_device(a.codes) and backend != "reference" and kd.gemm_unsupported_reason(a, b) is None:
-        return kd.scaled_matmul(a, b, out_dtype=out_dtype)
-    if backend == "reference":
+    be = Backend.parse(backend)
+    dev = devices.for_tensor(a.codes)  # GPU operands: the device backend's block-scaled GEMM (Triton)
+    if dev is not None and be is not Backend.REFERENCE and dev.gemm_unsupported_reason(a, b) is None:
+        return dev.scaled_matmul(a, b, out_dtype=out_dtype)
+    if be is Backend.REFERENCE:
         out = torch.from_numpy(reference_scaled_matmul(a, b))
     else:
         da = torch.as_tensor(np.asarray(dequantize(a, "float32", backend="auto")))

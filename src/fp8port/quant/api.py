@@ -5,12 +5,14 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from ..arrays import OUT_DTYPES, dtype_name, is_torch, to_numpy, to_torch, torch_module
+from ..backends import Backend
 from ..errors import Fp8portError, UnsupportedInputError
 from ..names import NamedEnum
-from . import fast, reference
+from . import devices, fast, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
-from .scheme import Scheme
+from .scheme import Scheme, ScaleStorage
 from .tensor import Framework, QuantizedTensor
 
 
@@ -24,41 +26,8 @@ class NonFinite(NamedEnum):
     PROPAGATE = "propagate"  # quantize anyway; NaN/Inf follow the scale rule (T14)
 
 
-class Backend(NamedEnum):
-    __label__ = "backend"
-    AUTO = "auto"
-    REFERENCE = "reference"
-    FAST = "fast"
-
-
 _NP_IN = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
           np.dtype(ml_dtypes.bfloat16): "bfloat16"}
-_OUT = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
-_OUT_ALIASES = {"fp32": "float32", "f32": "float32", "float": "float32", "fp64": "float64", "double": "float64",
-                "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def _dtype_name(dtype) -> str:
-    """Canonical output dtype name from a string, numpy/ml_dtypes dtype or torch dtype."""
-    if type(dtype).__module__.startswith("torch"):
-        name = str(dtype).replace("torch.", "")
-    elif isinstance(dtype, str):
-        name = dtype.strip().lower()
-    else:
-        try:
-            name = np.dtype(dtype).name
-        except TypeError:
-            name = str(dtype)
-    name = _OUT_ALIASES.get(name, name)
-    if name not in _OUT:
-        raise UnsupportedInputError(f"cannot dequantize to {dtype!r}; valid: {', '.join(_OUT)}")
-    return name
 
 
 def _ingest(x):
@@ -74,7 +43,7 @@ def _ingest(x):
             return Framework.NUMPY, name, np.ascontiguousarray(x).view(np.uint16)
         return Framework.NUMPY, name, np.asarray(x, dtype=np.float32)
     if type(x).__module__.startswith("torch"):
-        torch = _torch()
+        torch = torch_module()
         valid = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
                  torch.bfloat16: "bfloat16"}
         if not isinstance(x, torch.Tensor) or x.dtype not in valid:
@@ -105,34 +74,9 @@ def resolve_scheme(preset_or_scheme, role) -> tuple[Scheme, Role]:
     return preset.scheme(role), role
 
 
-def _to_torch(a: np.ndarray, storage_dtype: str | None = None):
-    torch = _torch()
-    a = np.ascontiguousarray(a)
-    if a.dtype == np.dtype(ml_dtypes.bfloat16):
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    if a.dtype == np.dtype(ml_dtypes.float8_e8m0fnu):
-        return torch.from_numpy(a.view(np.uint8)).view(torch.float8_e8m0fnu)
-    if a.dtype == np.dtype(ml_dtypes.float8_e4m3fn):
-        return torch.from_numpy(a.view(np.uint8)).view(torch.float8_e4m3fn)
-    return torch.from_numpy(a)
-
-
-def _to_numpy(a) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a
-    torch = _torch()
-    views = {torch.bfloat16: (torch.int16, ml_dtypes.bfloat16),
-             torch.float8_e8m0fnu: (torch.uint8, ml_dtypes.float8_e8m0fnu),
-             torch.float8_e4m3fn: (torch.uint8, ml_dtypes.float8_e4m3fn)}
-    if a.dtype in views:
-        raw, np_dtype = views[a.dtype]
-        return a.view(raw).numpy().view(np_dtype)
-    return a.numpy()
-
-
 def _writable(a, what: str, shape, dtypes) -> np.ndarray:
     """NumPy view of a caller's output array, checked: shape, dtype, C-contiguous, writable."""
-    arr = _to_numpy(a) if type(a).__module__.startswith("torch") else a
+    arr = to_numpy(a) if is_torch(a) else a
     if not isinstance(arr, np.ndarray):
         raise UnsupportedInputError(f"{what} must be a NumPy array or a CPU torch tensor, not {type(a).__name__}")
     if tuple(arr.shape) != tuple(shape) or arr.dtype not in dtypes:
@@ -169,10 +113,9 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     scheme, role = resolve_scheme(preset_or_scheme, role)
     policy = NonFinite.parse(nonfinite)
     be = Backend.parse(backend)
-    from ..kernels import dispatch as kd  # GPU tensors go to the Triton kernels
-
-    if kd.on_device(x) and be is not Backend.REFERENCE and kd.unsupported_reason(scheme) is None:
-        return kd.quantize(x, scheme, role=role, nonfinite=policy.value)
+    dev = devices.for_tensor(x)  # tensors on a GPU go to its registered kernels (Triton)
+    if dev is not None and be is not Backend.REFERENCE and dev.unsupported_reason(scheme) is None:
+        return dev.quantize(x, scheme, role=role, nonfinite=policy.value)
     framework, src, arr = _ingest(x)
     scheme.block.extents(arr.shape)  # a block that cannot be applied fails here, on both paths
     why = fast.unsupported_reason(scheme) if arr.size else "empty input"
@@ -183,23 +126,29 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     if out is not None:
         out = _check_out(out, arr, scheme, framework)
         codes_out = _writable(out.codes, "out.codes", arr.shape, (np.dtype(np.uint8),))
-    if be is not Backend.REFERENCE and why is None:
-        codes, s, bad = fast.quantize(arr, scheme, codes_out)
+    done = fast.quantize(arr, scheme, codes_out) if be is not Backend.REFERENCE and why is None else None
+    if done is not None:
+        codes, s, stored, tensor_scale, bad = done
         if bad and policy is NonFinite.ERROR:
             reference.check_finite(_as_f32(arr))
-        stored = st.store(s, scheme.storage)
+        if stored is None:
+            stored = st.store(s, scheme.storage)
+        elif scheme.storage is ScaleStorage.E4M3_TENSOR:
+            stored = stored.view(ml_dtypes.float8_e4m3fn)
+        else:
+            stored = stored.view(ml_dtypes.float8_e8m0fnu)
     else:
         codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme,
                                                             check=policy is NonFinite.ERROR)
     if out is not None:
         if codes.ctypes.data != codes_out.ctypes.data:  # the reference path wrote elsewhere
             np.copyto(codes_out, codes)
-        np.copyto(_to_numpy(out.scale), stored)
-        np.copyto(_to_numpy(out.scale_fp32), s)
+        np.copyto(to_numpy(out.scale), stored)
+        np.copyto(to_numpy(out.scale_fp32), s)
         return QuantizedTensor(codes=out.codes, scale=out.scale, scale_fp32=out.scale_fp32, shape=out.shape,
                                scheme=scheme, role=role, src_dtype=src, framework=framework)
     if framework is Framework.TORCH:
-        codes, stored, s = _to_torch(codes), _to_torch(stored), _to_torch(s)
+        codes, stored, s = to_torch(codes), to_torch(stored), to_torch(s)
     return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(arr.shape), scheme=scheme,
                            role=role, src_dtype=src, framework=framework,
                            tensor_scale=None if tensor_scale is None else float(tensor_scale))
@@ -211,28 +160,27 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):
     out: an array (or CPU tensor) of q's shape and that dtype to write into, returned."""
     if not isinstance(q, QuantizedTensor):
         raise UnsupportedInputError(f"dequantize takes a QuantizedTensor, not {type(q).__name__}")
-    name = _dtype_name(dtype if dtype is not None else q.src_dtype)
+    name = dtype_name(dtype if dtype is not None else q.src_dtype)
     be = Backend.parse(backend)
-    from ..kernels import dispatch as kd
-
-    if kd.on_device(q.codes) and be is not Backend.REFERENCE:
-        return kd.dequantize(q, dtype)
-    codes, s = _to_numpy(q.codes), _to_numpy(q.scale_fp32)
-    use_fast = be is not Backend.REFERENCE and codes.size > 0 and q.scheme.element.bits == 8
+    dev = devices.for_tensor(q.codes)
+    if dev is not None and be is not Backend.REFERENCE:
+        return dev.dequantize(q, dtype)
+    codes, s = to_numpy(q.codes), to_numpy(q.scale_fp32)
+    use_fast = be is not Backend.REFERENCE and codes.size > 0
     if be is Backend.FAST and not use_fast:
-        raise BackendError("backend='fast' dequantizes 8-bit element codes of non-empty tensors only")
-    dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(_OUT[name]),))
+        raise BackendError("backend='fast' dequantizes non-empty tensors only")
+    dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(OUT_DTYPES[name]),))
     direct = dst is not None and name in ("bfloat16", "float32")  # the kernels write these
     if use_fast:
         res = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16",
                               out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if direct else None)
-        res = res.view(ml_dtypes.bfloat16) if name == "bfloat16" else res.astype(_OUT[name], copy=False)
+        res = res.view(ml_dtypes.bfloat16) if name == "bfloat16" else res.astype(OUT_DTYPES[name], copy=False)
     else:
-        res = reference.dequantize(codes, s, q.scheme).astype(_OUT[name])
+        res = reference.dequantize(codes, s, q.scheme).astype(OUT_DTYPES[name])
     if dst is not None:
         if not (use_fast and direct):
             np.copyto(dst, res)
         return out
     if q.framework is Framework.TORCH:
-        return _to_torch(res)
+        return to_torch(res)
     return res

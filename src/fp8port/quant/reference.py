@@ -125,6 +125,34 @@ def _ct_nvfp4(x, scheme):
     return codes, s.view(ml_dtypes.float8_e4m3fn), nvfp4.ct_multiplier(s, g), g
 
 
+def _finish_scales(s, amax, scheme: Scheme):
+    """(s_fp32, stored) from a rule's scales: one NaN pattern (0x7FC00000) for NaN blocks, the
+    zero-block choice, and the trip through the scale storage."""
+    s = np.where(np.isnan(s), F32(np.nan), s).astype(F32)
+    if scheme.zero_block is ZeroBlock.UNIT:
+        s = np.where(amax == 0, F32(1), s).astype(F32)
+    stored = st.store(s, scheme.storage)
+    return st.load(stored, scheme.storage), stored
+
+
+def _ct_mx_fp4(scheme: Scheme) -> bool:
+    return scheme.scale_rule is ScaleRule.CT_MX and scheme.element.bits == 4
+
+
+def plain_codes(scheme: Scheme) -> bool:
+    """Whether the codes are the codec's encode of x / s or x * fp32(1/s), as every fast kernel computes
+    them: not under compressed-tensors' MX rule for FP4 (its zeros drop their sign), nor the apply
+    modes that round through bf16 or change a zero's sign (msModelSlim's)."""
+    return scheme.apply in (Apply.DIVIDE, Apply.RECIPROCAL) and not _ct_mx_fp4(scheme)
+
+
+def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """float32 scales of blocks whose amax (float32) is given, exactly as `quantize` computes them,
+    for rules that depend on the amax alone (`ScaleRule.fn`; the kernels' step forms read this)."""
+    amax = np.asarray(amax, F32)
+    return _finish_scales(scheme.scale_rule.fn(amax, scheme.element, scheme), amax, scheme)[0]
+
+
 def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
     """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None)."""
     x = np.asarray(x, dtype=F32)
@@ -143,15 +171,11 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
         y = (xb * _expand(mult, ext)).astype(F32)
     else:
         s = _mse(xb, axes, amax, scheme) if rule is ScaleRule.MSE_POW2 else rule.fn(amax, scheme.element, scheme)
-        s = np.where(np.isnan(s), F32(np.nan), s).astype(F32)  # one NaN pattern (0x7FC00000) for NaN blocks
-        if scheme.zero_block is ZeroBlock.UNIT:
-            s = np.where(amax == 0, F32(1), s).astype(F32)
-        stored = st.store(s, scheme.storage)
-        s = st.load(stored, scheme.storage)
+        s, stored = _finish_scales(s, amax, scheme)
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
     codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
-    if rule is ScaleRule.CT_MX and scheme.element.bits == 4:
+    if _ct_mx_fp4(scheme):
         codes = nvfp4.ct_unsigned_zero(codes, y)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
         stored = np.asarray(stored, np.uint8).view(ml_dtypes.float8_e4m3fn)

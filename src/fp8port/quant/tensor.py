@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ShapeError
 from .presets import Role
 from .scheme import Scheme
 
@@ -48,3 +49,13 @@ class QuantizedTensor:
     def __repr__(self) -> str:
         return (f"QuantizedTensor(shape={self.shape}, scheme={self.scheme.name!r}, role={self.role.value}, "
                 f"grid={self.grid}, storage={self.scheme.storage.value}, {self.framework.value})")
+
+
+def check_operands(a: QuantizedTensor, b: QuantizedTensor) -> None:
+    """Shapes of a block-scaled a @ b.T: b is 2-D (N x K) and a's last axis is K.
+
+    Raises ShapeError naming both shapes."""
+    if len(b.shape) != 2:
+        raise ShapeError(f"scaled_matmul: the weight must be 2-D (N x K); got {list(b.shape)}")
+    if not a.shape or a.shape[-1] != b.shape[1]:
+        raise ShapeError(f"scaled_matmul: K differs: activations {list(a.shape)} vs weight {list(b.shape)}")
