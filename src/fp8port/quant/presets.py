@@ -80,6 +80,14 @@ def _build() -> dict[str, Preset]:
                             name="nvfp4/activation", description="NVFP4"),
                "NVIDIA NVFP4: E2M1 elements, E4M3 scale per 16 along the last axis, fp32 per-tensor scale "
                "amax/(448*6) (torchao 0.18 formulas); elements clamped to +-6."),
+        Preset("ct-nvfp4",
+               Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
+                            name="ct-nvfp4/weight", description="compressed-tensors NVFP4"),
+               Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
+                            name="ct-nvfp4/activation", description="compressed-tensors NVFP4"),
+               "compressed-tensors / llm-compressor NVFP4A16: E2M1, E4M3 scale per 16, a float32 global scale "
+               "g = 2688 / amax in the weight's dtype stored as a DIVISOR (rules.ct_nvfp4); q/k/v and gate/up "
+               "share one amax when written to a checkpoint."),
         Preset("hif8",
                Scheme.build("hifloat8", "rceil", "row", storage="float32", name="hif8/weight",
                             description=hif8_desc),
