@@ -23,6 +23,7 @@ from .deepseek_v4 import DeepSeekV4
 from .dense import Dense
 from .fp8port import Fp8port
 from .gpt_oss import GptOss
+from .modelopt import ModelOpt
 
 
 class Planned(LayoutHandler):
@@ -75,8 +76,7 @@ HANDLERS: list[LayoutHandler] = [
     DeepSeek(),
     CompressedTensors(),
     GptOss(),
-    Planned(LayoutName.MODELOPT, "NVIDIA ModelOpt's layout (weight_scale_2, hf_quant_config.json)",
-            quant_methods=("modelopt",), files=("hf_quant_config.json",), looks=_named(".weight_scale_2")),
+    ModelOpt(),
     Fp8port(),
     Planned(LayoutName.GGUF, "a GGUF file (llama.cpp)", quant_methods=("gguf",)),
     Dense(),

@@ -132,7 +132,8 @@ class CTFormat(LayoutHandler):
         the weights carry static input scales)."""
         raise NotImplementedError
 
-    def loaders(self) -> dict:
+    def engines(self) -> dict:
+        """{engine: how it loads this format}, for inspect."""
         return _LOADERS[self.format]
 
 
@@ -452,7 +453,7 @@ class CompressedTensors(LayoutHandler):
         fmt = self.format(ckpt)
         out = fmt.describe(ckpt, weights)
         out["format"] = fmt.format
-        out["loaders"] = fmt.loaders()
+        out["loaders"] = fmt.engines()
         return out
 
     def writer(self, request, source):
