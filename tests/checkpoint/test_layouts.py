@@ -93,7 +93,6 @@ def _u8(*shape):
 @pytest.mark.parametrize("case, match", [
     ("modelopt", "ModelOpt"),
     ("modelopt-hf-quant-config", "ModelOpt"),
-    ("modelopt-no-config", "ModelOpt"),
     ("weight_scale-no-config", "several layouts|no quantization_config"),
     ("f8-no-config", "no quantization_config to say how it is scaled"),
 ])

@@ -35,8 +35,11 @@ PRESET = "nvfp4"  # the scheme a ModelOpt weight is read in: NVFP4 with a multip
 
 def settings(ckpt) -> dict:
     """quant_algo, group_size, kv_cache_quant_algo and where they were read: config.json's
-    quantization_config when it says modelopt, else hf_quant_config.json."""
+    quantization_config when it says modelopt, else hf_quant_config.json; None for a folder found by its
+    tensor names alone."""
     qc = ckpt.quantization_config
+    if not qc and not (ckpt.root / HF_QUANT_CONFIG).is_file():
+        return {"quant_algo": None, "group_size": GROUP, "kv_cache_quant_algo": None, "where": None}
     if qc.get("quant_method") == "modelopt":
         where = ckpt.root / "config.json"
         groups = qc.get("config_groups")
@@ -53,9 +56,9 @@ def settings(ckpt) -> dict:
             out = {"quant_algo": q.get("quant_algo"), "group_size": q.get("group_size", GROUP),
                    "kv_cache_quant_algo": q.get("kv_cache_quant_algo"), "where": where}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise CheckpointError(f"{where}: not a ModelOpt quantization config (need a JSON object with "
+            raise LayoutError(f"{where}: not a ModelOpt quantization config (need a JSON object with "
                                   "`quantization`)") from None
-    if out["quant_algo"] not in ALGOS:
+    if out["quant_algo"] not in ALGOS:  # NVFP4_AWQ, FP8, MIXED_PRECISION, ...
         raise LayoutError(f"{where}: ModelOpt quant_algo {out['quant_algo']!r} is not read (read: {', '.join(ALGOS)})")
     if out["group_size"] != GROUP:
         raise CheckpointError(f"{where}: NVFP4 group_size {out['group_size']!r}; ModelOpt NVFP4 has {GROUP}")
@@ -82,8 +85,7 @@ class ModelOpt(LayoutHandler):
         return None
 
     def weights(self, ckpt):
-        configured = ckpt.quantization_config or (ckpt.root / HF_QUANT_CONFIG).is_file()  # else: found by signature
-        static = ALGOS[settings(ckpt)["quant_algo"]] if configured else False
+        static = ALGOS.get(settings(ckpt)["quant_algo"], False)
         scheme = get_preset(PRESET).weight
         out = {}
         for t in (n for n in ckpt.tensors if n.endswith("." + SCALE_2)):
@@ -132,7 +134,7 @@ class ModelOpt(LayoutHandler):
     def describe(self, ckpt, weights):
         out = super().describe(ckpt, weights)
         cfg = settings(ckpt)
-        out.update(preset=PRESET, quant_algo=cfg["quant_algo"], config_read_from=str(cfg["where"]))
+        out.update(preset=PRESET, quant_algo=cfg["quant_algo"], config_read_from=cfg["where"] and str(cfg["where"]))
         out["loaders"] = {
             "vLLM": "quantization modelopt / modelopt_fp4: FP4 GEMM on Blackwell (W4A4 with input_scale), Marlin "
                     "W4A16 on older GPUs",
