@@ -261,3 +261,32 @@ def test_hostile_configs_are_typed_errors(root, tmp_path, case, error, match):
     with pytest.raises(error, match=match):
         run(f, tmp_path / "out", Options(mode="dequant"), progress=None)
     assert not (tmp_path / "out").exists()
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("kw", [{"preset": "ct-nvfp4"}, {"preset": "nvfp4", "layout": "modelopt"}])
+def test_interrupted_conversion_resumes_byte_identical(root, tmp_path, kw):
+    """Fused global scales are planned before any shard, so a resumed run writes the same bytes; the
+    side file (hf_quant_config.json) appears only with the published folder."""
+    from fp8port.checkpoint.staging import staging_dir
+
+    from .conftest import tree_digest
+
+    before = tree_digest(root / "bf16")
+    opts = Options(mode="convert", shard_size=40_000, **kw)
+    ref = run(root / "bf16", tmp_path / "ref", opts, progress=None)
+    assert len(ref.plan.shards) >= 4
+
+    def stop(i):
+        if i == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run(root / "bf16", tmp_path / "out", opts, progress=None, after_shard=stop)
+    assert not (tmp_path / "out").exists() and staging_dir(tmp_path / "out").exists()
+    assert run(root / "bf16", tmp_path / "out", opts, progress=None, resume=True).resumed_shards == 2
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "ref")
+    assert tree_digest(root / "bf16") == before

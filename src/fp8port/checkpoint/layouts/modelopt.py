@@ -58,7 +58,7 @@ def settings(ckpt) -> dict:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise LayoutError(f"{where}: not a ModelOpt quantization config (need a JSON object with "
                                   "`quantization`)") from None
-    if out["quant_algo"] not in ALGOS:  # NVFP4_AWQ, FP8, MIXED_PRECISION, ...
+    if not isinstance(out["quant_algo"], str) or out["quant_algo"] not in ALGOS:  # NVFP4_AWQ, FP8, MIXED_PRECISION
         raise LayoutError(f"{where}: ModelOpt quant_algo {out['quant_algo']!r} is not read (read: {', '.join(ALGOS)})")
     if out["group_size"] != GROUP:
         raise CheckpointError(f"{where}: NVFP4 group_size {out['group_size']!r}; ModelOpt NVFP4 has {GROUP}")
