@@ -67,7 +67,8 @@ def test_presets_write_the_microscale_formats_compressed_tensors_reads(root, pre
     qc = json.loads((root / preset / "config.json").read_text())["quantization_config"]
     assert qc["format"] == fmt and list(qc["config_groups"]) == [group] and qc["version"] == "0.19.0"
     args = qc["config_groups"][group]["weights"]
-    assert (args["num_bits"], args["group_size"]) == {"ct-nvfp4": (4, 16), "ct-mxfp4": (4, 32), "ct-mxfp8": (8, 32)}[preset]
+    bits = {"ct-nvfp4": (4, 16), "ct-mxfp4": (4, 32), "ct-mxfp8": (8, 32)}[preset]
+    assert (args["num_bits"], args["group_size"]) == bits
     ck = Checkpoint.open(root / preset)
     d = ALONE[1][: -len(".weight")]  # down_proj [96, 160]
     codes = {"ct-mxfp8": (d + ".weight", "F8_E4M3", (96, 160))}.get(preset, (d + ".weight_packed", "U8", (96, 80)))

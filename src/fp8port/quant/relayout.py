@@ -4,7 +4,8 @@ Codes are kept; each target block takes the scale of the one source block that c
 (replicated where the target blocks are finer), stored in the target's scale storage. Exact when
 every target block nests inside a source block and every scale fits the target storage; anything
 else raises RelayoutError. One step keeps the codes without being exact in general: NVFP4's tensor
-scale moving between a divisor and a multiplier (`rounding`). Every layout writer shares this: DeepSeek UE8M0 128x128 -> MXFP8 1x32,
+scale moving between a divisor and a multiplier (`rounding`).
+Every layout writer shares this: DeepSeek UE8M0 128x128 -> MXFP8 1x32,
 128x128 -> 64x64 (power-of-two or float scales alike), E8M0 bytes -> F32 multipliers.
 
 `widen` is the one exact conversion that changes the element: MXFP4-style E2M1 with 1x32 E8M0 scales

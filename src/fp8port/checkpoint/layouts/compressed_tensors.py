@@ -38,16 +38,29 @@ INPUT_GLOBAL = "input_global_scale"
 COMPANIONS = ("input_scale",)  # static FP8 activation scales: part of the weight's module, not a tensor to copy
 VERSION = "0.19.0"  # the compressed-tensors release whose config llm-compressor 0.14 writes (and we match)
 _STRATEGY = {"block": BlockKind.TILE, "channel": BlockKind.ROW, "tensor": BlockKind.TENSOR, "group": BlockKind.VECTOR}
-_LOADERS = {
-    FLOAT_QUANTIZED: {"vLLM": "loads it (FP8 GEMM, or Marlin weight-only on GPUs without FP8)",
-                      "SGLang": "loads it", "transformers": "CompressedTensorsConfig (dequantize=True on CPU)"},
-    "nvfp4-pack-quantized": {"vLLM": "loads it: FP4 GEMM on Blackwell, Marlin W4A16 on older GPUs",
-                             "SGLang": "loads it (Blackwell)",
-                             "transformers": "CompressedTensorsConfig (dequantize=True on CPU)"},
-    "mxfp4-pack-quantized": {"vLLM": "loads it (MXFP4 weight-only)",
-                             "transformers": "CompressedTensorsConfig (dequantize=True on CPU)"},
-    "mxfp8-quantized": {"vLLM": "loads it (MXFP8 weight-only)",
-                        "transformers": "CompressedTensorsConfig (dequantize=True on CPU)"},
+_CT = "CompressedTensorsConfig(dequantize=True) on CPU (checked here, bit for bit)"
+_LOADERS = {  # vLLM / SGLang from their sources and docs, not run here (no GPU)
+    FLOAT_QUANTIZED: {"vLLM": "FP8 GEMM, or Marlin weight-only on GPUs without FP8", "SGLang": "loads it",
+                      "transformers": _CT},
+    "nvfp4-pack-quantized": {"vLLM": "CompressedTensorsW4A4Fp4 (Blackwell FP4 GEMM) / W4A16Fp4 (Marlin, older GPUs)",
+                             "SGLang": "loads it (Blackwell)", "transformers": _CT},
+    "mxfp4-pack-quantized": {"vLLM": "CompressedTensorsW4A4Mxfp4 (emulation or Marlin weight-only)",
+                             "transformers": _CT},
+    "mxfp8-quantized": {"vLLM": "recent releases' MXFP8 linear kernels (unverified here)", "transformers": _CT},
+}
+_PITFALLS = {
+    FLOAT_QUANTIZED: [],
+    "nvfp4-pack-quantized": [
+        "weight_global_scale g is a DIVISOR (value = code * s / g), the reciprocal of ModelOpt's weight_scale_2: a "
+        "reader that multiplies misreads every weight",
+        "q/k/v and gate/up must share one global scale: vLLM's fused layers keep one"],
+    "mxfp4-pack-quantized": [
+        "weight_scale holds E8M0 bytes as U8 (not F8_E8M0); its rule is compressed-tensors' own (ct_mx), not OCP "
+        "FLOOR: requantizing with the mxfp4 preset gives other bytes",
+        "E2M1 code 8 is -0 here, +0 in ModelOpt, DeepSeek-V4 and ggml (values equal, bits differ)"],
+    "mxfp8-quantized": [
+        "weight_scale holds E8M0 bytes as U8; ct_mx rounds amax at E2M1's 1 mantissa bit even for FP8, so it never "
+        "clips but puts some blocks a binade up (OCP FLOOR: the mxfp8 preset)"],
 }
 
 
@@ -135,6 +148,10 @@ class CTFormat(LayoutHandler):
     def engines(self) -> dict:
         """{engine: how it loads this format}, for inspect."""
         return _LOADERS[self.format]
+
+    def pitfalls(self) -> list[str]:
+        """What trips real readers of this format, for inspect."""
+        return _PITFALLS[self.format]
 
 
 class FloatQuantized(CTFormat):
@@ -340,8 +357,8 @@ class Microscale(CTFormat):
             zero_d = [n for n, w in weights.items() if ckpt.info(w.parts["tensor_scale"]).shape == ()]
             if zero_d:
                 out["warnings"].append(f"{zero_d[0]} (and {len(zero_d) - 1} more): a 0-d weight_global_scale (as "
-                                       "compressed-tensors' ModelOpt converter writes) makes compressed-tensors compute "
-                                       "s / g in the model's dtype: one bf16 rounding more than fp8port's s / g")
+                                       "compressed-tensors' ModelOpt converter writes) makes compressed-tensors "
+                                       "compute s / g in the model's dtype: one bf16 rounding more than fp8port's")
             for names in fused_sets(weights):
                 if len({float(g[n][0]) for n in names}) > 1:
                     out["warnings"].append(f"{', '.join(names)}: global scales differ within a fused set; vLLM's "
@@ -390,7 +407,8 @@ class Microscale(CTFormat):
         s, spec = self.scheme, self.spec
         weights = _args(s.element.bits, spec.strategy, s.block.size[0], spec.scale_name)
         w4a4 = static_inputs  # NVFP4 with static input scales: compressed-tensors' NVFP4 (W4A4) scheme
-        acts = _args(4, "tensor_group", 16, spec.scale_name, dynamic="local", observer="static_minmax") if w4a4 else None
+        acts = (_args(4, "tensor_group", 16, spec.scale_name, dynamic="local", observer="static_minmax") if w4a4
+                else None)
         name = spec.group_name[: -len("A16")] if w4a4 else spec.group_name
         return {name: {"format": self.format, "input_activations": acts, "output_activations": None,
                        "targets": ["Linear"], "weights": weights}}
@@ -453,7 +471,7 @@ class CompressedTensors(LayoutHandler):
         fmt = self.format(ckpt)
         out = fmt.describe(ckpt, weights)
         out["format"] = fmt.format
-        out["loaders"] = fmt.engines()
+        out["loaders"], out["pitfalls"] = fmt.engines(), fmt.pitfalls()
         return out
 
     def writer(self, request, source):

@@ -99,7 +99,7 @@ class ModelOpt(LayoutHandler):
                                       "weights are 2-D U8 (two E2M1 codes per byte)")
             for name, dtype in ((s, "F8_E4M3"), (t, "F32")) + (((inp, "F32"),) if inp in ckpt.tensors else ()):
                 if ckpt.info(name).dtype != dtype:
-                    raise CheckpointError(f"{where}: {name!r} is {ckpt.info(name).dtype}; ModelOpt stores it as {dtype}")
+                    raise CheckpointError(f"{where}: {name!r} is {ckpt.info(name).dtype}; ModelOpt stores {dtype}")
             for name in (t, inp):
                 if name in ckpt.tensors and ckpt.info(name).shape not in ((), (1,)):
                     raise CheckpointError(f"{where}: {name!r} has shape {list(ckpt.info(name).shape)}; it is a scalar")
@@ -135,11 +135,16 @@ class ModelOpt(LayoutHandler):
         out = super().describe(ckpt, weights)
         cfg = settings(ckpt)
         out.update(preset=PRESET, quant_algo=cfg["quant_algo"], config_read_from=cfg["where"] and str(cfg["where"]))
-        out["loaders"] = {
-            "vLLM": "quantization modelopt / modelopt_fp4: FP4 GEMM on Blackwell (W4A4 with input_scale), Marlin "
-                    "W4A16 on older GPUs",
+        out["loaders"] = {  # from their sources and docs, not run here (no GPU)
+            "vLLM": "modelopt_fp4: FP4 GEMM on Blackwell (W4A4 with input_scale), Marlin W4A16 on older GPUs",
             "SGLang": "modelopt_fp4 (Blackwell)", "TensorRT-LLM": "loads ModelOpt exports",
             "transformers": "no loader for pre-quantized NVFP4 (5.25: 'not supported yet'); fp8port dequant first"}
+        out["pitfalls"] = [
+            "weight_scale_2 p is a MULTIPLIER (value = code * s * p); compressed-tensors stores g = 1 / p: moving "
+            "between them keeps every code, but 1 / p is exact only for powers of two",
+            "compressed-tensors' own ModelOpt converter writes g 0-d, so it computes s / g in bf16 (12 % of the "
+            "values of SmolLM2's first two layers one bf16 step off); fp8port writes g as [1], as llm-compressor",
+            "vLLM and SGLang keep the max weight_scale_2 / input_scale of a fused q/k/v or gate/up layer"]
         p = {n: float(ckpt.read(w.parts["tensor_scale"]).reshape(-1)[0]) for n, w in weights.items()}
         for names in fused_sets(weights):
             if len({p[n] for n in names}) > 1:
