@@ -188,6 +188,21 @@ def test_power_of_two_global_scales_convert_exactly(tmp_path):
     assert all(t["exact"] for t in res.summary["verify"]["tensors"].values())
 
 
+def test_fp8port_layout_keeps_the_divisor_convention(root, tmp_path):
+    """ct-nvfp4 in fp8port's own layout: its weight_tensor_scale is compressed-tensors' divisor g, and the
+    reader divides (the scheme's rule says so); re-laid out from compressed-tensors it is exact."""
+    src = Checkpoint.open(root / "bf16")
+    run(root / "bf16", tmp_path / "own", Options(mode="convert", preset="ct-nvfp4", layout="fp8port"), progress=None)
+    res = run(root / "ct-nvfp4", tmp_path / "relaid", Options(mode="convert", layout="fp8port"), progress=None,
+              verify=True)
+    assert res.summary["counts"]["replicate-scales"] == 14 and res.summary["verify"]["ok"]
+    for n in ALONE:
+        want = fp8port.dequantize(fp8port.quantize(src.read(n), "ct-nvfp4"), "float32")
+        assert np.array_equal(_values(tmp_path / "own", "float32")[n], want)
+    assert all(np.array_equal(a, _values(root / "ct-nvfp4", "float32")[n])
+               for n, a in _values(tmp_path / "relaid", "float32").items())
+
+
 def test_modelopt_written_from_dense(root, tmp_path):
     run(root / "bf16", tmp_path / "mo", Options(mode="convert", preset="nvfp4", layout="modelopt"), progress=None,
         verify=True)
@@ -262,6 +277,9 @@ def test_hostile_configs_are_typed_errors(root, tmp_path, case, error, match):
     with pytest.raises(error, match=match):
         run(f, tmp_path / "out", Options(mode="dequant"), progress=None)
     assert not (tmp_path / "out").exists()
+    from fp8port.cli.main import main
+
+    assert main(["dequant", str(f), str(tmp_path / "out")]) == 2 and not (tmp_path / "out").exists()
 
 
 class _Stop(KeyboardInterrupt):
