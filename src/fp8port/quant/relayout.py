@@ -87,7 +87,7 @@ def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
     index = np.ix_(*maps)
     s = np.asarray(q.scale_fp32, np.float32)[index]
     tensor_scale = q.tensor_scale
-    if scheme.storage is ScaleStorage.E4M3_TENSOR:  # the E4M3 block scales move, the tensor scale stays
+    if scheme.storage is ScaleStorage.E4M3_TENSOR:  # the E4M3 block scales move; the tensor scale stays ...
         stored = np.asarray(q.scale)[index]
         if rounding(q.scheme, scheme):  # ... in the target's convention (see `rounding`)
             tensor_scale = float(nvfp4.convert_tensor_scale(q.tensor_scale, q.scheme.scale_rule, scheme.scale_rule))

@@ -217,8 +217,12 @@ class Nvfp4Writer(GridWriter):
         from .fused import tensor_amax
 
         super().review(jobs)
-        self.amax = tensor_amax(self.source, [j for j in jobs if j.scheme is not None
-                                              and j.scheme.storage is ScaleStorage.E4M3_TENSOR])
+        fp4 = [j for j in jobs if j.scheme is not None and j.scheme.storage is ScaleStorage.E4M3_TENSOR]
+        self.amax = tensor_amax(self.source, fp4)
+        want = self.preset.weight.scale_rule if self.preset else None
+        if any(j.weight is None and want is not None and j.scheme.scale_rule is not want for j in fp4):
+            self.notes.append(f"NVFP4 quantized with this layout's own rule ({fp4[0].scheme.scale_rule.value}: its "
+                              f"tensor scale convention), not {want.value}")
 
     def encode(self, name, x, scheme, nonfinite):
         if scheme.storage is not ScaleStorage.E4M3_TENSOR:
