@@ -351,7 +351,7 @@ class Microscale(CTFormat):
 
     def describe(self, ckpt, weights):
         out = super().describe(ckpt, weights)
-        out["preset"] = self.spec.preset
+        out.update(preset=self.spec.preset, scales_all_powers_of_two=not self.nvfp4 or None)
         if self.nvfp4:
             g = {n: ckpt.read(w.parts["tensor_scale"]).reshape(-1) for n, w in weights.items()}
             zero_d = [n for n, w in weights.items() if ckpt.info(w.parts["tensor_scale"]).shape == ()]
