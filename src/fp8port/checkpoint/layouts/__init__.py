@@ -60,15 +60,6 @@ class Planned(LayoutHandler):
         raise self.refuse(ckpt.root, "asked to read it")
 
 
-def _named(*suffixes, dtypes=QUANTIZED_DTYPES + ("U8", "I8")):
-    """looks(): the first tensor whose name ends with one of `suffixes` while some tensor is quantized-looking."""
-    def looks(ckpt):
-        if any(i.dtype in dtypes for _, i in ckpt.tensors.values()):
-            return next((n for n in ckpt.tensors if n.endswith(suffixes)), None)
-        return None
-    return looks
-
-
 # Order matters: the AscendV1 description file first, DeepSeek-V4 before the V3 "fp8" it extends.
 HANDLERS: list[LayoutHandler] = [
     Ascend(),
