@@ -97,6 +97,20 @@ def test_mx_bytes_are_the_presets(root):
             assert np.array_equal(e8m0_values(ck.read(m + ".weight_scale")), q.scale_fp32)
 
 
+@pytest.mark.parametrize("preset", ["ct-mxfp4", "ct-mxfp8"])
+def test_mx_round_trips_through_fp8port_layout_byte_for_byte(root, tmp_path, preset):
+    """compressed-tensors MX -> fp8port -> compressed-tensors without --preset: codes and E8M0 bytes kept."""
+    for src, dst, layout in ((root / preset, tmp_path / "own", "fp8port"),
+                             (tmp_path / "own", tmp_path / "back", "compressed-tensors")):
+        res = run(src, dst, Options(mode="convert", layout=layout), progress=None, verify=True)
+        assert res.summary["counts"]["replicate-scales"] == 14 and res.summary["verify"]["ok"]
+    a, b = Checkpoint.open(root / preset), Checkpoint.open(tmp_path / "back")
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all(a.read(n).tobytes() == b.read(n).tobytes() for n in a.tensors)
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["quantization_config"] == json.loads(
+        (root / preset / "config.json").read_text())["quantization_config"]
+
+
 def test_nvfp4_fused_sets_share_one_global_scale(root):
     """q/k/v and gate/up share g = ct_global_scale(max amax) as llm-compressor writes them; o_proj and
     down_proj keep their own, equal to quantize(x, 'ct-nvfp4')."""
