@@ -151,8 +151,8 @@ class ModelOpt(LayoutHandler):
                 out["warnings"].append(f"{', '.join(names)}: weight_scale_2 differs within a fused set; vLLM and "
                                        "SGLang keep its max for the fused layer, which misreads the others")
         if cfg["kv_cache_quant_algo"]:
-            out["warnings"].append(f"kv_cache_quant_algo {cfg['kv_cache_quant_algo']!r}: its k/v scales are copied "
-                                   "as plain tensors by convert; fp8port runs the KV cache unquantized")
+            out["warnings"].append(f"kv_cache_quant_algo {cfg['kv_cache_quant_algo']!r}: fp8port reads no KV-cache "
+                                   "scheme; convert copies its k/v scale tensors as plain tensors")
         return out
 
     def writer(self, request, source):
