@@ -165,14 +165,23 @@ LAYOUT_SEEDS = {
     "deepseek-v4": {"preset": "deepseek-v4"},  # no experts: every weight FP8, expert_dtype "fp8"
     "deepseek-v4-fp4": {"preset": "deepseek-v4", "moe": True},  # expert_dtype fp4, I8 experts
     "gpt-oss": {"preset": "mxfp4", "layout": "gpt-oss", "moe": True},
+    "ct-nvfp4": {"preset": "ct-nvfp4"},
+    "ct-mxfp4": {"preset": "ct-mxfp4"},
+    "ct-mxfp8": {"preset": "ct-mxfp8"},
+    "modelopt": {"preset": "nvfp4", "layout": "modelopt"},
+    "modelopt-hf": {"preset": "nvfp4", "layout": "modelopt"},  # hf_quant_config.json only (older exports)
 }
 # config.json forms whose layout marks live beside quantization_config (DeepSeek-V4's expert_dtype)
 WHOLE_CONFIG = ("deepseek-v4", "deepseek-v4-fp4")
+# the file whose JSON a seed's mutations change (default: config.json)
+SEED_FILES = {"ascend-int8": "quant_model_description.json", "ascend-mx": "quant_model_description.json",
+              "modelopt-hf": "hf_quant_config.json"}
 _PLAUSIBLE = st.sampled_from(["fp8", "compressed-tensors", "fp8port", "mxfp4", "modelopt", "float-quantized",
                               "nvfp4-pack-quantized", "block", "group", "channel", "tensor", "ue8m0", "float",
                               "re:.*", "re:[", "Linear", "W8A8_MXFP8", "W8A16", "FLOAT", "e8m0", "float32",
                               "float8_e4m3fn", "1x32(axis=-1)", "128x128", "nvfp4", "hif8", "fp4", "fp6",
-                              "deepseek-v4"])
+                              "deepseek-v4", "mxfp4-pack-quantized", "mxfp8-quantized", "tensor_group", "local",
+                              "torch.uint8", "torch.float8_e4m3fn", "NVFP4", "W4A16_NVFP4", "NVFP4_AWQ"])
 _VALUE = _JSONISH | _PLAUSIBLE | st.lists(st.integers(-3, 300), max_size=3)
 
 
@@ -184,6 +193,10 @@ def layout_seeds(seed, tmp_path_factory):
     for name, kw in LAYOUT_SEEDS.items():
         kw = dict(kw)
         run(moe if kw.pop("moe", False) else src, root / name, Options(mode="convert", **kw), progress=None)
+        if SEED_FILES.get(name) == "hf_quant_config.json":
+            cfg = json.loads((root / name / "config.json").read_text())
+            del cfg["quantization_config"]
+            (root / name / "config.json").write_text(json.dumps(cfg))
     return root
 
 
@@ -215,9 +228,10 @@ def _scratch(layout_seeds, tmp_path_factory, data, prefix):
 @settings(FUZZ, max_examples=1500)
 @given(data=st.data())
 def test_layout_config_mutations(layout_seeds, tmp_path_factory, data):
-    """quantization_config (or the AscendV1 description) with one value replaced: read fully or typed error."""
+    """quantization_config (or the AscendV1 description, ModelOpt's hf_quant_config.json) with one value replaced:
+    read fully or typed error."""
     name, folder = _scratch(layout_seeds, tmp_path_factory, data, "mut")
-    fname = "quant_model_description.json" if name.startswith("ascend") else "config.json"
+    fname = SEED_FILES.get(name, "config.json")
     doc = json.loads((layout_seeds / name / fname).read_text())
     root = doc if fname != "config.json" or name in WHOLE_CONFIG else doc["quantization_config"]
     for _ in range(data.draw(st.integers(1, 3))):
@@ -250,4 +264,22 @@ def test_layout_header_mutations(layout_seeds, tmp_path_factory, data):
                                        max_size=4)):
         raw[pos] = val
     (folder / shard.name).write_bytes(bytes(raw))
+    _expect_typed(lambda: _read_all(folder))
+
+
+@settings(FUZZ, max_examples=400)
+@given(data=st.data())
+def test_layout_header_field_mutations(layout_seeds, tmp_path_factory, data):
+    """One tensor's header entry (dtype, shape) of a layout's shard replaced: typed error or read."""
+    name, folder = _scratch(layout_seeds, tmp_path_factory, data, "fld")
+    shard = sorted((layout_seeds / name).glob("*.safetensors"))[0]
+    raw = shard.read_bytes()
+    hlen = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + hlen])
+    tensor = data.draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+    field = data.draw(st.sampled_from(["dtype", "shape"]))
+    header[tensor][field] = data.draw(st.sampled_from(["F32", "BF16", "U8", "I8", "F8_E4M3", "F8_E8M0", "F4"])
+                                      if field == "dtype" else st.lists(st.integers(0, 300), max_size=3))
+    body = json.dumps(header).encode()
+    (folder / shard.name).write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + hlen:])
     _expect_typed(lambda: _read_all(folder))

@@ -74,7 +74,8 @@ def _set_qc(folder, qc, **top):
     ({"bits": 8}, ["no quant_method", "fp8"]),
     ({"quant_method": "compressed-tensors", "format": "int-quantized"}, ["'int-quantized'", "is unknown",
                                                                         "float-quantized"]),
-    ({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}, ["is not read yet", "float-quantized"]),
+    ({"quant_method": "compressed-tensors", "format": "mxfp6-pack-quantized"}, ["is not read yet", "float-quantized",
+                                                                                "nvfp4-pack-quantized"]),
 ])
 @pytest.mark.parametrize("verb", ["inspect", "dequant", "convert"])
 def test_unknown_quant_method_or_format_is_named(fp8, tmp_path, capsys, qc, names, verb):
@@ -92,7 +93,6 @@ def _u8(*shape):
 @pytest.mark.parametrize("case, match", [
     ("modelopt", "ModelOpt"),
     ("modelopt-hf-quant-config", "ModelOpt"),
-    ("modelopt-no-config", "ModelOpt"),
     ("weight_scale-no-config", "several layouts|no quantization_config"),
     ("f8-no-config", "no quantization_config to say how it is scaled"),
 ])
@@ -198,16 +198,22 @@ def test_reblock_64x64_is_exact_for_float_and_power_of_two_scales(tmp_path, caps
 def test_what_a_layout_cannot_hold_names_the_layouts_that_can(tmp_path, capsys):
     src = write_dense(tmp_path / "src", tiny_llama(np.random.default_rng(3), layers=1))
     err = _cli_error(capsys, ["convert", str(src), str(tmp_path / "o"), "--preset", "mxfp4", "--layout", "deepseek"])
-    assert "deepseek layout cannot hold mxfp4/weight" in err and "layouts that hold it: fp8port" in err
-    run(src, tmp_path / "mx4", Options(mode="convert", preset="mxfp4"), progress=None)
-    err = _cli_error(capsys, ["convert", str(tmp_path / "mx4"), str(tmp_path / "o"), "--layout", "compressed-tensors"])
-    assert "weights are F8_E4M3" in err and "layouts that hold it: fp8port" in err
-    # MXFP8 is an FP8 group-32 scheme to compressed-tensors: its E8M0 bytes become exact F32 multipliers
+    assert "deepseek layout cannot hold mxfp4/weight" in err
+    assert "layouts that hold it: compressed-tensors, fp8port" in err
+    run(src, tmp_path / "hif8", Options(mode="convert", preset="hif8"), progress=None)
+    err = _cli_error(capsys, ["convert", str(tmp_path / "hif8"), str(tmp_path / "o"), "--layout", "compressed-tensors"])
+    assert "hold FP8 E4M3, NVFP4 and MXFP4" in err and "layouts that hold it: fp8port" in err
+    # MXFP8 (E8M0 1x32) is compressed-tensors' mxfp8-quantized: codes and scale bytes kept; with
+    # --scale-dtype f32 it is float-quantized group 32, the E8M0 bytes as exact F32 multipliers
     run(src, tmp_path / "mx8", Options(mode="convert", preset="mxfp8"), progress=None)
-    res = run(tmp_path / "mx8", tmp_path / "ct", Options(mode="convert", layout="compressed-tensors"), progress=None,
-              verify=True)
-    assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 4
-    group = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]["config_groups"]
-    assert group["group_0"]["weights"]["strategy"] == "group" and group["group_0"]["weights"]["group_size"] == 32
+    for dtype, fmt, group in ((None, "mxfp8-quantized", "MXFP8A16"), ("f32", "float-quantized", "group_0")):
+        out = tmp_path / f"ct-{fmt}"
+        res = run(tmp_path / "mx8", out, Options(mode="convert", layout="compressed-tensors", scale_dtype=dtype),
+                  progress=None, verify=True)
+        assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 4
+        qc = json.loads((out / "config.json").read_text())["quantization_config"]
+        assert qc["format"] == fmt
+        assert qc["config_groups"][group]["weights"]["strategy"] == "group"
+        assert qc["config_groups"][group]["weights"]["group_size"] == 32
     err = _cli_error(capsys, ["convert", str(src), str(tmp_path / "o"), "--layout", "deepseek"])
     assert "needs --preset" in err

@@ -8,7 +8,7 @@ holding the tool's own output dtype, for tests in the main venv to compare bit f
     llmcompressor(src, scheme)  llm-compressor 0.14 `model_free_ptq` (compressed-tensors 0.19) on CPU;
                                 dequant: transformers + CompressedTensorsConfig(run_compressed=False)
     modelopt_nvfp4(src)         nvidia-modelopt 0.47 `mtq.quantize(NVFP4_DEFAULT_CFG)` + export_hf_checkpoint;
-                                dequant: its NVFP4QTensor.dequantize
+                                dequant: its NVFP4QTensor.dequantize (also of any folder: modelopt_dequantize)
     gpt_oss_mxfp4(dest)         a tiny random gpt-oss MXFP4 folder; dequant: transformers' own MXFP4
                                 integration (Mxfp4Config(dequantize=True)) in the main venv
 
@@ -172,6 +172,13 @@ def modelopt_nvfp4(src: Path) -> Path:
         venvs.run("modelopt", _MODELOPT_DEQUANT, str(tmp), str(tmp / DEQUANT))
 
     return _made(folder, make)
+
+
+def modelopt_dequantize(folder: Path, out: Path) -> Path:
+    """ModelOpt's own NVFP4QTensor.dequantize (bf16) of every NVFP4 weight in any folder in its layout
+    (ours included), written to `out` (not cached: the folder is the caller's)."""
+    venvs.run("modelopt", _MODELOPT_DEQUANT, str(folder), str(out))
+    return out
 
 
 def gpt_oss_mxfp4(seed: int = 0, experts: int = 4, hidden: int = 64, intermediate: int = 64) -> Path:

@@ -17,6 +17,7 @@ SINGLE = "model.safetensors"
 ASCEND_INDEX = "quant_model_weights.safetensors.index.json"
 ASCEND_SINGLE = "quant_model_weights.safetensors"
 DESCRIPTION = "quant_model_description.json"
+HF_QUANT_CONFIG = "hf_quant_config.json"  # NVIDIA ModelOpt's
 
 
 def _inside(root: Path, rel: str, what: str) -> Path:
@@ -117,8 +118,9 @@ class Checkpoint:
     def other_files(self) -> list[Path]:
         """Everything to carry over unchanged: tokenizer, generation config, chat template, and
         sub-folders (sentence-transformers' 1_Pooling/config.json); not weights, not hidden files."""
-        # an AscendV1 description is the layout's own metadata: whatever is written decides its own
-        skip = {self.root / INDEX, self.root / ASCEND_INDEX, self.root / DESCRIPTION,
+        # an AscendV1 description or ModelOpt's hf_quant_config is the layout's own metadata: whatever is
+        # written decides its own
+        skip = {self.root / INDEX, self.root / ASCEND_INDEX, self.root / DESCRIPTION, self.root / HF_QUANT_CONFIG,
                 self.root / "config.json"} | set(self.files)
         out = []
         for p in sorted(self.root.rglob("*")):

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import ConversionError, Fp8portError, LayoutError
 from ..names import NamedEnum
 from ..quant import BlockShape, ScaleStorage
-from ..quant.relayout import blocker, widen_blocker
+from ..quant.relayout import blocker, rounding, widen_blocker
 from . import layouts
 from .folder import Checkpoint
 from .layouts import (Action, DenseDtype, Job, LayoutName, NonFinitePolicy, Relayout, Source, WriteRequest,
@@ -148,7 +148,8 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
         return Job(Action.QUANTIZE, name, outputs, None, scheme)
     why = blocker(stored.scheme, scheme, shape) if relayout is not Relayout.NEVER else "requantize asked"
     if why is None:
-        return Job(Action.REPLICATE, name, outputs, stored, scheme)
+        return Job(Action.RECIPROCAL if rounding(stored.scheme, scheme) else Action.REPLICATE, name, outputs, stored,
+                   scheme)
     if relayout is Relayout.PREFER and widen_blocker(stored.scheme, scheme, shape) is None:
         return Job(Action.WIDEN, name, outputs, stored, scheme)
     if relayout is Relayout.REQUIRE:

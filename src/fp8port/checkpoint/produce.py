@@ -55,9 +55,15 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
         return [reader.values(ckpt, job.weight, DTYPES[job.outputs[0][1]][0].name)], {}
-    if job.action is Action.REPLICATE:
-        q = relayout(reader.read(ckpt, job.weight), job.scheme)
-        return plan.writer.arrays(job.source, q), {"exact": True, **plan.writer.report(job.source, q)}
+    if job.action in (Action.REPLICATE, Action.RECIPROCAL):
+        src = reader.read(ckpt, job.weight)
+        q = relayout(src, job.scheme)
+        rep = {"exact": True}
+        if job.action is Action.RECIPROCAL:
+            a, b = (np.asarray(dequantize(t, "float32"), np.float32).view(np.uint32) for t in (src, q))
+            moved = int(np.sum(a != b))
+            rep = {"exact": moved == 0, "values_moved": moved, "tensor_scale": [src.tensor_scale, q.tensor_scale]}
+        return plan.writer.arrays(job.source, q), {**rep, **plan.writer.report(job.source, q)}
     if job.action is Action.WIDEN:  # exact unless a tile spans 15+ binades: the report says which
         q, lossless = widen(reader.read(ckpt, job.weight), job.scheme)
         rep = {"exact": lossless, "lossless": lossless, **plan.writer.report(job.source, q)}

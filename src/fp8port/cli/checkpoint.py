@@ -162,6 +162,8 @@ def run_inspect(args) -> int:
               f"rule), e.g. {g['examples'][0]}")
     for loader, note in info["loaders"].items():
         print(f"loaded by {loader}: {note}")
+    for p in info.get("pitfalls", []):
+        print(f"pitfall: {p}")
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0

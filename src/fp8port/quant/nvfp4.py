@@ -38,13 +38,31 @@ _DTYPES = {"bfloat16": BF16, "float32": F32}
 
 
 def ct_scheme():
-    """The Scheme of compressed-tensors NVFP4 for `fp8port.quantize` (one tensor, its own amax, bf16
-    arithmetic); its QuantizedTensor.tensor_scale is the DIVISOR g. Not a preset yet: the checkpoint
-    readers take tensor_scale as a multiplier, so the layout modules must read it per rule first."""
-    from .scheme import Scheme
+    """The weight Scheme of the `ct-nvfp4` preset (compressed-tensors NVFP4; one tensor, its own amax,
+    bf16 arithmetic); its QuantizedTensor.tensor_scale is the DIVISOR g (see `divides`)."""
+    from .presets import get_preset
 
-    return Scheme.build("float4_e2m1fn", "ct_nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
-                        name="ct-nvfp4", description="compressed-tensors NVFP4 (llm-compressor NVFP4A16)")
+    return get_preset("ct-nvfp4").weight
+
+
+def divides(rule) -> bool:
+    """Whether a scheme's NVFP4 tensor scale is a divisor (compressed-tensors' g: rule ct_nvfp4) rather
+    than a multiplier (ModelOpt's weight_scale_2, torchao: rule nvfp4)."""
+    from .rules import ScaleRule
+
+    return rule is ScaleRule.CT_NVFP4
+
+
+def block_multipliers(scale_codes, tensor_scale, rule) -> np.ndarray:
+    """float32 dequantization multiplier per block in the convention of `rule`: fp32(s / g) or fp32(s * p)."""
+    return ct_multiplier(scale_codes, tensor_scale) if divides(rule) else modelopt_multiplier(scale_codes, tensor_scale)
+
+
+def convert_tensor_scale(t, src_rule, dst_rule) -> np.float32:
+    """A tensor scale moved between conventions: kept, or fp32(1 / t) (g <-> p, as compressed-tensors'
+    ModelOptNvfp4Converter). Exact when t is a power of two; `conversion_report` measures the rest."""
+    t = F32(t)
+    return t if divides(src_rule) == divides(dst_rule) else F32(ct_global_from_modelopt(t))
 
 
 def _in(dtype: str):

@@ -45,6 +45,14 @@ def _mx(name, element, desc, rule="floor", profile="ocp-mx", **kw):
     return Preset(name, one("weight"), one("activation"), desc)
 
 
+def _nvfp4(name, rule, short, desc):
+    def one(role):
+        return Scheme.build("float4_e2m1fn", rule, "1x16", storage="e4m3_tensor", profile="ocp-mx",
+                            name=f"{name}/{role}", description=short)
+
+    return Preset(name, one("weight"), one("activation"), desc)
+
+
 def _build() -> dict[str, Preset]:
     hif8_desc = ("HiF8 elements (ties away, overflow to Inf) with power-of-two float32 scales: per output "
                  "channel (row) for weights, per tensor for activations; 2^ceil(log2(amax / 2^15)) (RCEIL). "
@@ -73,13 +81,11 @@ def _build() -> dict[str, Preset]:
             "float32 bits (rules.ue8m0_bitwise, no clamp), elements x * (1 / s) rounded to nearest, ties away.",
             rule="ue8m0", rounding="away", apply="reciprocal"),
         _mx("mxint8", "int8", "OCP MXINT8: int8 code/64, 1x32, E8M0, FLOOR (emax 0), clamped to +-127/64."),
-        Preset("nvfp4",
-               Scheme.build("float4_e2m1fn", "nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
-                            name="nvfp4/weight", description="NVFP4"),
-               Scheme.build("float4_e2m1fn", "nvfp4", "1x16", storage="e4m3_tensor", profile="ocp-mx",
-                            name="nvfp4/activation", description="NVFP4"),
-               "NVIDIA NVFP4: E2M1 elements, E4M3 scale per 16 along the last axis, fp32 per-tensor scale "
-               "amax/(448*6) (torchao 0.18 formulas); elements clamped to +-6."),
+        _nvfp4("nvfp4", "nvfp4", "NVFP4", "NVIDIA NVFP4: E2M1 elements, E4M3 scale per 16 along the last axis, fp32 "
+               "per-tensor scale amax/(448*6) (torchao 0.18 formulas); elements clamped to +-6."),
+        _nvfp4("ct-nvfp4", "ct_nvfp4", "compressed-tensors NVFP4", "compressed-tensors / llm-compressor NVFP4A16: "
+               "E2M1, E4M3 scale per 16, a float32 global scale g = 2688 / amax in the weight's dtype stored as a "
+               "DIVISOR (rules.ct_nvfp4); q/k/v and gate/up share one amax when written to a checkpoint."),
         Preset("hif8",
                Scheme.build("hifloat8", "rceil", "row", storage="float32", name="hif8/weight",
                             description=hif8_desc),

@@ -70,10 +70,11 @@ def _apply(xb, s_b, apply: Apply):
     return np.where(np.isnan(xb), xb, y)
 
 
-def _nvfp4(xb, amax, scheme):
-    """(s_fp32, stored e4m3 codes, per-tensor scale, the element multiplier) of NVFP4."""
+def _nvfp4(xb, amax, scheme, tensor_amax=None):
+    """(s_fp32, stored e4m3 codes, per-tensor scale, the element multiplier) of NVFP4.
+    tensor_amax: the amax the tensor scale is computed from (a fused group's), else this tensor's."""
     e4m3, r4 = resolve("float8_e4m3fn")
-    tmax = F32(np.max(amax)) if amax.size else F32(0)
+    tmax = F32(tensor_amax) if tensor_amax is not None else F32(np.max(amax)) if amax.size else F32(0)
     with np.errstate(all="ignore"):
         p = F32(tmax / F32(e4m3.max * scheme.element.max))
         if p == 0:
@@ -112,15 +113,16 @@ def _mse(xb, axes, amax, scheme):
     return np.where(np.isfinite(s_c), best_s, s_c).astype(F32)
 
 
-def _ct_nvfp4(x, scheme):
-    """compressed-tensors NVFP4 on one tensor (its own amax, bf16 arithmetic as llm-compressor on a
-    BF16 model); the tensor scale returned is its divisor g (`weight_global_scale`)."""
+def _ct_nvfp4(x, scheme, tensor_amax=None, dtype="bfloat16"):
+    """compressed-tensors NVFP4 on one tensor (its own amax unless a fused group's is given; arithmetic
+    in `dtype`, the weight's: bf16 as llm-compressor on a BF16 model); the tensor scale returned is its
+    divisor g (`weight_global_scale`)."""
     if scheme.block.extents(x.shape)[-1] != nvfp4.BLOCK or scheme.block.axis not in (-1, x.ndim - 1):
         raise ShapeError(f"scale rule ct_nvfp4 takes 1x{nvfp4.BLOCK} blocks along the last axis, not {scheme.block}")
     k = x.shape[-1] if x.ndim else 1
     pad = -k % nvfp4.BLOCK  # zero padding: no effect on amax; a padded block holds zeros only
     xp = np.pad(x.reshape(*x.shape[:-1], k) if x.ndim else x.reshape(1), [(0, 0)] * (max(x.ndim, 1) - 1) + [(0, pad)])
-    codes, s, g = nvfp4.ct_quantize(xp)
+    codes, s, g = nvfp4.ct_quantize(xp, tensor_amax, dtype)
     codes = codes[..., :k].reshape(x.shape)
     return codes, s.view(ml_dtypes.float8_e4m3fn), nvfp4.ct_multiplier(s, g), g
 
@@ -153,8 +155,11 @@ def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
     return _finish_scales(scheme.scale_rule.fn(amax, scheme.element, scheme), amax, scheme)[0]
 
 
-def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
-    """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None)."""
+def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=None, dtype: str = "bfloat16"):
+    """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None).
+
+    NVFP4 rules only: tensor_amax is the amax the per-tensor scale comes from (a fused q/k/v or gate/up
+    group's; default this tensor's), dtype the weight dtype compressed-tensors computes in."""
     x = np.asarray(x, dtype=F32)
     if check:
         check_finite(x)
@@ -164,9 +169,9 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True):
     tensor_scale = None
     rule = scheme.scale_rule
     if rule is ScaleRule.CT_NVFP4:
-        return _ct_nvfp4(x, scheme)
+        return _ct_nvfp4(x, scheme, tensor_amax, dtype)
     if rule is ScaleRule.NVFP4:
-        s, codes4, tensor_scale, mult = _nvfp4(xb, amax, scheme)
+        s, codes4, tensor_scale, mult = _nvfp4(xb, amax, scheme, tensor_amax)
         stored = codes4
         y = (xb * _expand(mult, ext)).astype(F32)
     else:

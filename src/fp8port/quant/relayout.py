@@ -3,7 +3,9 @@
 Codes are kept; each target block takes the scale of the one source block that contains it
 (replicated where the target blocks are finer), stored in the target's scale storage. Exact when
 every target block nests inside a source block and every scale fits the target storage; anything
-else raises RelayoutError. Every layout writer shares this: DeepSeek UE8M0 128x128 -> MXFP8 1x32,
+else raises RelayoutError. One step keeps the codes without being exact in general: NVFP4's tensor
+scale moving between a divisor and a multiplier (`rounding`).
+Every layout writer shares this: DeepSeek UE8M0 128x128 -> MXFP8 1x32,
 128x128 -> 64x64 (power-of-two or float scales alike), E8M0 bytes -> F32 multipliers.
 
 `widen` is the one exact conversion that changes the element: MXFP4-style E2M1 with 1x32 E8M0 scales
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RelayoutError
+from . import nvfp4
 from . import storage as st
 from .fp4_to_fp8 import FP4_BLOCK, fp4_to_fp8
 from .scheme import BlockKind, BlockShape, Scheme, ScaleStorage
@@ -56,6 +59,16 @@ def blocker(src: Scheme, dst: Scheme, shape) -> str | None:
     return None
 
 
+def rounding(src: Scheme, dst: Scheme) -> str | None:
+    """Why a re-layout that keeps every code may still move values by one float32 rounding (None: it
+    cannot): NVFP4's tensor scale changing convention (divisor g <-> multiplier 1/g)."""
+    if src.storage is ScaleStorage.E4M3_TENSOR is dst.storage and nvfp4.divides(src.scale_rule) != nvfp4.divides(
+            dst.scale_rule):
+        return ("the NVFP4 tensor scale changes convention (g <-> fp32(1/g)): exact where 1/g is a power of two, "
+                "else some block multipliers move by one float32 rounding")
+    return None
+
+
 def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
     """`q`'s codes under `scheme`'s blocks and scale storage, dequantizing to the same values.
 
@@ -73,8 +86,12 @@ def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
                                                          scheme.block.extents(shape))]
     index = np.ix_(*maps)
     s = np.asarray(q.scale_fp32, np.float32)[index]
-    if scheme.storage is ScaleStorage.E4M3_TENSOR:  # the E4M3 block scales move, the tensor scale stays
+    tensor_scale = q.tensor_scale
+    if scheme.storage is ScaleStorage.E4M3_TENSOR:  # the E4M3 block scales move; the tensor scale stays ...
         stored = np.asarray(q.scale)[index]
+        if rounding(q.scheme, scheme):  # ... in the target's convention (see `rounding`)
+            tensor_scale = float(nvfp4.convert_tensor_scale(q.tensor_scale, q.scheme.scale_rule, scheme.scale_rule))
+            s = nvfp4.block_multipliers(stored.view(np.uint8), tensor_scale, scheme.scale_rule)
     else:
         stored = st.store(s, scheme.storage)
         same = st.load(stored, scheme.storage) == s
@@ -83,7 +100,8 @@ def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
             why = "the scales are not all powers of two" if scheme.storage is ScaleStorage.E8M0 else "not exact"
             raise RelayoutError(f"scale {float(s[bad])!r} of block {bad} is no {scheme.storage.value} value ({why})")
     return QuantizedTensor(codes=np.asarray(q.codes), scale=stored, scale_fp32=s, shape=shape, scheme=scheme,
-                           role=q.role, src_dtype=q.src_dtype, framework=q.framework, tensor_scale=q.tensor_scale)
+                           role=q.role, src_dtype=q.src_dtype, framework=q.framework, tensor_scale=tensor_scale)
+
 
 
 def widen_blocker(src: Scheme, dst: Scheme, shape) -> str | None:

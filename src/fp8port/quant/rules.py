@@ -375,7 +375,7 @@ def ct_nvfp4_doc():
     (a divisor, stored as `weight_global_scale`), block scale s = e4m3(fp32(g * bf16(amax16 / 6))), an
     all-zero block gets 0.125; elements e2m1(clamp(x / fp32(s / g), -6, 6)); dequant code * fp32(s / g).
     Users: compressed-tensors `generate_gparam` / `calculate_qparams`, hence llm-compressor NVFP4 and
-    NVFP4A16 (Scheme: quant.nvfp4.ct_scheme()). What differs from torchao / ModelOpt: quant/nvfp4.py."""
+    NVFP4A16 (preset ct-nvfp4). What differs from torchao / ModelOpt: quant/nvfp4.py."""
 
 
 def mse_doc():

@@ -23,6 +23,7 @@ from .deepseek_v4 import DeepSeekV4
 from .dense import Dense
 from .fp8port import Fp8port
 from .gpt_oss import GptOss
+from .modelopt import ModelOpt
 
 
 class Planned(LayoutHandler):
@@ -59,15 +60,6 @@ class Planned(LayoutHandler):
         raise self.refuse(ckpt.root, "asked to read it")
 
 
-def _named(*suffixes, dtypes=QUANTIZED_DTYPES + ("U8", "I8")):
-    """looks(): the first tensor whose name ends with one of `suffixes` while some tensor is quantized-looking."""
-    def looks(ckpt):
-        if any(i.dtype in dtypes for _, i in ckpt.tensors.values()):
-            return next((n for n in ckpt.tensors if n.endswith(suffixes)), None)
-        return None
-    return looks
-
-
 # Order matters: the AscendV1 description file first, DeepSeek-V4 before the V3 "fp8" it extends.
 HANDLERS: list[LayoutHandler] = [
     Ascend(),
@@ -75,8 +67,7 @@ HANDLERS: list[LayoutHandler] = [
     DeepSeek(),
     CompressedTensors(),
     GptOss(),
-    Planned(LayoutName.MODELOPT, "NVIDIA ModelOpt's layout (weight_scale_2, hf_quant_config.json)",
-            quant_methods=("modelopt",), files=("hf_quant_config.json",), looks=_named(".weight_scale_2")),
+    ModelOpt(),
     Fp8port(),
     Planned(LayoutName.GGUF, "a GGUF file (llama.cpp)", quant_methods=("gguf",)),
     Dense(),

@@ -111,6 +111,9 @@ class Action(enum.Enum):
     REQUANTIZE = "requantize"  # a quantized source's values into another scheme (lossy: SQNR reported)
     REPLICATE = "replicate-scales"  # codes kept, each scale copied onto the target blocks it covers (exact)
     WIDEN = "fp4-to-fp8"  # E2M1 codes widened to E4M3 by DeepSeek's rule (exact unless `lossless` says not)
+    # codes and block scales kept, NVFP4's tensor scale inverted (divisor g <-> multiplier fp32(1/g)): exact
+    # where 1/g is a power of two, else some block multipliers move by one float32 rounding (reported)
+    RECIPROCAL = "reciprocal-tensor-scale"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ml_dtypes
 import numpy as np
@@ -17,7 +17,7 @@ from ...quant import storage as scale_store
 from ...quant.tensor import Framework
 from ..folder import Checkpoint
 from ..safetensors_io import TensorInfo
-from .base import Output, StoredWeight, Writer
+from .base import NonFinitePolicy, Output, StoredWeight, Writer
 
 # safetensors dtypes that only quantized weights use (a folder holding them is not dense): every
 # element format's own dtype but the integer one
@@ -186,3 +186,52 @@ def cannot_hold(layout: str, scheme: Scheme, why: str) -> LayoutError:
                     f"blocks, {scheme.storage.value} scales): {why}")
     e.scheme = scheme
     return e
+
+
+# input scales of static NVFP4 activations, by part role: ModelOpt stores a multiplier, compressed-tensors
+# a divisor (`input_global_scale`); each writer converts to its own with one float32 reciprocal
+INPUT_SCALE_ROLES = {"input_scale": False, "input_global_scale": True}  # role -> is a divisor
+
+
+@dataclass
+class Nvfp4Writer(GridWriter):
+    """A GridWriter for layouts whose NVFP4 tensor scale engines share over fused sets (q/k/v, gate/up):
+    the amax of each set is found once while planning (`review`), before any shard is written; static
+    input scales of the source are read then too, so that shards need nothing but their own tensors."""
+
+    divisor: bool = False  # this layout's tensor scale convention (compressed-tensors: True)
+    amax: dict = field(default_factory=dict)  # weight -> its fused set's amax
+    inputs: dict = field(default_factory=dict)  # weight -> the source's input scale, in this layout's convention
+
+    def input_scale(self, name: str) -> np.float32 | None:
+        """The source weight's static input scale in this layout's convention (read while planning)."""
+        w = self.source.weights.get(name) if self.source is not None else None
+        role = next((r for r in INPUT_SCALE_ROLES if r in w.parts), None) if w is not None else None
+        if role is not None and name not in self.inputs:
+            ckpt, t = self.source.ckpt, w.parts[role]
+            v = checked(ckpt, t, ckpt.read(t).astype(np.float32).reshape(-1))[0]
+            self.inputs[name] = v if INPUT_SCALE_ROLES[role] == self.divisor else np.float32(1) / v
+        return self.inputs.get(name)
+
+    def review(self, jobs):
+        from .fused import tensor_amax
+
+        super().review(jobs)
+        fp4 = [j for j in jobs if j.scheme is not None and j.scheme.storage is ScaleStorage.E4M3_TENSOR]
+        self.amax = tensor_amax(self.source, fp4)
+        want = self.preset.weight.scale_rule if self.preset else None
+        if any(j.weight is None and want is not None and j.scheme.scale_rule is not want for j in fp4):
+            self.notes.append(f"NVFP4 quantized with this layout's own rule ({fp4[0].scheme.scale_rule.value}: its "
+                              f"tensor scale convention), not {want.value}")
+
+    def encode(self, name, x, scheme, nonfinite):
+        if scheme.storage is not ScaleStorage.E4M3_TENSOR:
+            return super().encode(name, x, scheme, nonfinite)
+        from ...quant import reference
+
+        x = np.asarray(x)
+        codes, stored, s, t = reference.quantize(
+            x.astype(np.float32), scheme, check=nonfinite is not NonFinitePolicy.KEEP, tensor_amax=self.amax.get(name),
+            dtype="bfloat16" if x.dtype == ml_dtypes.bfloat16 else "float32")
+        return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(x.shape), scheme=scheme,
+                               role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY, tensor_scale=float(t))

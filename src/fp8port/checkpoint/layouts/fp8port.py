@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CheckpointError, Fp8portError
-from ...quant import PRESETS, Scheme, ScaleStorage, get_preset
+from ...quant import PRESETS, Scheme, ScaleStorage, get_preset, nvfp4
 from ...quant.presets import scheme_from_description
 from .base import LayoutHandler, LayoutName, StoredWeight, ignored_modules, with_config
 from .common import (GridWriter, block_tensor, check_grid, checked, code_output, grid_weights, logical_shape,
@@ -87,7 +87,8 @@ class Fp8port(LayoutHandler):
             return block_tensor(codes, stored, s, w)
         t = np.float32(ckpt.read(w.parts["tensor_scale"]).reshape(()))
         stored = ckpt.read(w.parts["scale"])
-        s = checked(ckpt, w.parts["scale"], (t * stored.astype(np.float32)).astype(np.float32))
+        # the tensor scale in the scheme's own convention (compressed-tensors' divisor, else a multiplier)
+        s = checked(ckpt, w.parts["scale"], nvfp4.block_multipliers(stored.view(np.uint8), t, w.scheme.scale_rule))
         return block_tensor(codes, stored, s, w, tensor_scale=float(t))
 
     def activation_scheme(self, ckpt, w):
