@@ -8,6 +8,7 @@ import torch
 
 from fp8port.eval import metrics
 from fp8port.quant import quantize
+from fp8port.quant.metrics import ratio_db
 
 
 def test_sqnr_and_max_error_by_hand():
@@ -16,6 +17,19 @@ def test_sqnr_and_max_error_by_hand():
     assert metrics.sqnr_db([1.0, -3.0], [1.0, -3.0]) == math.inf
     assert metrics.sqnr_db([0.0, 0.0], [0.0, 1.0]) == -math.inf
     assert metrics.max_abs_error([1.0, 2.0, -4.0], [1.5, 2.0, -1.0]) == 3.0
+
+
+def test_sqnr_near_the_float64_max_and_on_non_finite_input():
+    # squares of 1e300 overflow float64: the scaled sum still gives 10 log10(2 / 1) for (a, a) vs (a, 0)
+    big = 1e300
+    assert metrics.sqnr_db([big, big], [big, 0.0]) == pytest.approx(10 * math.log10(2), abs=1e-9)
+    # an error of 2^980 on 2^996 (both exact): 10 log10(2^1992 / 2^1960) = 320 log10 2, though 2^1992 is no float64
+    assert metrics.sqnr_db([2.0**996], [2.0**996 - 2.0**980]) == pytest.approx(320 * math.log10(2), abs=1e-9)
+    assert math.isnan(metrics.sqnr_db([math.inf], [0.0]))  # undefined: reported as NaN (null in JSON)
+    assert math.isnan(metrics.sqnr_db([math.nan], [1.0]))
+    assert ratio_db(1.0, math.inf) == -math.inf
+    assert math.isnan(ratio_db(math.inf, math.inf))
+    assert ratio_db(1e-300, 1e300) == pytest.approx(-6000)
 
 
 def test_kl_top1_and_perplexity_by_hand():

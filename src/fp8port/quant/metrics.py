@@ -12,10 +12,21 @@ import numpy as np
 
 
 def ratio_db(signal: float, noise: float) -> float:
-    """10 log10(signal / noise) from summed squares: +inf when noise is 0, -inf when only the signal is."""
+    """10 log10(signal / noise) from summed squares.
+
+    Returns +inf when noise is 0, -inf when only the signal is (or only the noise is infinite),
+    NaN when the ratio is undefined (a NaN, or both infinite).
+    """
+    if math.isnan(signal) or math.isnan(noise) or (math.isinf(signal) and math.isinf(noise)):
+        return math.nan
     if noise == 0:
         return math.inf
-    return -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+    if signal == 0 or math.isinf(noise):
+        return -math.inf
+    if math.isinf(signal):
+        return math.inf
+    # a difference of logs: signal / noise can under- or overflow when both are finite
+    return 10 * (math.log10(signal) - math.log10(noise))
 
 
 def sqnr_db(x, y) -> float:
@@ -24,7 +35,12 @@ def sqnr_db(x, y) -> float:
     Returns +inf when y equals x, -inf when x is all zero but y is not.
     """
     x = np.asarray(x, np.float64)
-    return ratio_db(float(np.sum(x * x)), float(np.sum((x - np.asarray(y, np.float64)) ** 2)))
+    d = x - np.asarray(y, np.float64)
+    # scaled by the largest magnitude so that squares of values near the float64 max stay finite
+    m = max(float(np.max(np.abs(x), initial=0.0)), float(np.max(np.abs(d), initial=0.0)))
+    if math.isfinite(m) and m > 0:
+        x, d = x / m, d / m
+    return ratio_db(float(np.sum(x * x)), float(np.sum(d * d)))
 
 
 def max_abs_error(x, y) -> float:
