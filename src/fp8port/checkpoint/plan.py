@@ -175,6 +175,7 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
             for name, w in layouts.in_order(ckpt, source.weights)]
     jobs += [Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
              for src, out in writer.extra_copies()]
+    jobs = writer.arrange(jobs)
     writer.review(jobs)
     config = writer.config(ckpt.config, jobs)
     shards = shard(jobs, opts.shard_size)
