@@ -138,8 +138,9 @@ def entries(t: AscendType, name: str, shape, deq_int64: bool = False):
         return [(name, "F8_E4M3", (n, k)), (f"{base}.weight_scale", "U8", (n, math.ceil(k / MX_GROUP)))]
     if t.fp4:
         return [(name, "U8", (n, k // 2)), (f"{base}.weight_scale", "U8", (n, math.ceil(k / MX_GROUP)))]
-    if t in (AscendType.W8A8_DYNAMIC, AscendType.W8A16):
-        return [(name, "I8", (n, k)), (f"{base}.weight_scale", "F32", (n, 1)),
+    if t in (AscendType.W8A8_DYNAMIC, AscendType.W8A16, AscendType.WFP8AFP8_DYNAMIC):  # the last: read, not written
+        codes = "F8_E4M3" if t is AscendType.WFP8AFP8_DYNAMIC else "I8"
+        return [(name, codes, (n, k)), (f"{base}.weight_scale", "F32", (n, 1)),
                 (f"{base}.weight_offset", "F32", (n, 1))]
     if t is AscendType.W4A8_DYNAMIC:  # pairs of rows in one byte; scale_bias per K slice (rules.scale_bias_slices)
         return [(name, "I8", (n // 2, k)), (f"{base}.weight_scale", "F32", (n, 1)),
