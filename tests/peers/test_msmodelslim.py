@@ -327,15 +327,15 @@ def test_our_reader_equals_its_dequantization(run):
 
 
 def test_dequant_diff_and_load_quantized(run, tmp_path):
-    """`fp8port dequant` (verified) and diff read it exactly; load_quantized holds each weight as codes whose
+    """`fp8port dequant` and diff read it exactly; load_quantized holds each weight as codes whose
     dequantization is its own, and gives the logits of the dequantized model."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from fp8port.nn import FP8Linear, load_quantized
 
-    convert(run["dir"], tmp_path / "dense", Options(mode="dequant", dtype="fp32"), progress=None, verify=True)
-    assert diff(run["dir"], tmp_path / "dense")["identical"]
+    convert(run["dir"], tmp_path / "dense", Options(mode="dequant", dtype="fp32"), progress=None)
+    assert diff(run["dir"], tmp_path / "dense")["identical"]  # every value, the lm_head clone's bytes too
     model = load_quantized(run["dir"], dtype=torch.float32)
     for name, theirs in run["dequant"].items():
         m = model.get_submodule(name[: -len(".weight")])
@@ -343,7 +343,7 @@ def test_dequant_diff_and_load_quantized(run, tmp_path):
         ours = _bf16_if_mx(m.dequantized_weight().numpy(), run["desc"][name])
         assert np.array_equal(ours.view(np.uint32), theirs.astype(F32).view(np.uint32)), name
     dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", dtype=torch.float32)
-    ids = torch.tensor([[1, 504, 3458, 314, 4911, 282, 4649, 47, 2]])
+    ids = torch.tensor([[1, 504, 3458, 314]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, dense(ids).logits)
 

@@ -75,7 +75,8 @@ MODULE_ORDER = {n: i for i, n in enumerate((
     "q_proj", "q_a_proj", "q_a_layernorm", "q_b_proj", "k_proj", "v_proj", "kv_a_proj_with_mqa", "kv_a_layernorm",
     "kv_b_proj", "o_proj", "q_norm", "k_norm",  # attention (Llama, Qwen3, DeepSeek MLA)
     "gate_proj", "up_proj", "down_proj", "experts", "gate", "shared_experts",  # MLP and MoE
-    "weight", "bias"))}
+    "weight", "weight_scale", "weight_offset", "scale_bias", "quant_bias", "input_scale", "input_offset",
+    "deq_scale", "bias"))}  # a module's tensors, as its saver writes them
 
 
 def module_order(name: str) -> tuple:
