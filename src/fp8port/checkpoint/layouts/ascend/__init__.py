@@ -1,13 +1,16 @@
-"""msModelSlim's AscendV1 layout: what vLLM-Ascend and SGLang-on-Ascend load.
+"""msModelSlim's AscendV1 layout: what vLLM-Ascend and SGLang-on-Ascend load, written as msModelSlim writes it.
 
 Files (shared/research/ascend-layout.md §1): `quant_model_description.json` (one quant type
 per tensor plus global keys), `quant_model_weights.safetensors` or numbered shards with
 `quant_model_weights.safetensors.index.json`, and config.json without quantization_config.
-Types differ per tensor (§2): FLOAT copies, int8 per output channel (W8A8_DYNAMIC, W8A16,
-W8A8 static), E4M3 or packed E2M1 codes with one E8M0 byte per 1x32 block along K (MX types).
+Types differ per tensor (§2): FLOAT copies, int8 / int4 / E4M3 per output channel (W8A8_DYNAMIC,
+W8A16, W8A8 static, W4A8_DYNAMIC, WFP8AFP8_DYNAMIC), E4M3 or packed E2M1 codes with one E8M0 byte per
+1x32 block along K (MX types). By default each type is quantized with msModelSlim 26.1.0's rule and the
+folder laid out as its AscendV1Saver does (issue 24; tests/peers/test_msmodelslim.py proves the bytes).
 
-types.py: the types and the tensors each stores; rules.py: what stays FLOAT and what is fused;
-codec.py: weights to and from values; description.py: the description file; inspect.py: loaders.
+types.py: the types, what each stores, the default rule per type; rules.py: what stays FLOAT, what is
+fused, the write order; codec.py: weights to and from values; description.py: the description file;
+inspect.py: loaders.
 """
 
 from __future__ import annotations
