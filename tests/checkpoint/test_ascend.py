@@ -18,6 +18,7 @@ from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.staging import staging_dir
 from fp8port.errors import ConversionError, Fp8portError, NonFiniteError, UnknownNameError
+from fp8port.quant import get_preset
 
 from .conftest import BF16, write_dense
 
@@ -315,6 +316,65 @@ def test_smollm2_through_deepseek_to_mxfp8_dequantizes_byte_for_byte(tmp_path):
                                               "deepseek-v3.1"), "bfloat16")
     got = Checkpoint.open(tmp_path / "b").read("model.layers.5.mlp.up_proj.weight")
     assert np.array_equal(ref.view(np.uint16), got.view(np.uint16))
+
+
+# ---- msModelSlim's defaults and fp8port's variants (the proof against msModelSlim itself: tests/peers) --------
+
+
+def test_defaults_are_msmodelslim_rules_and_variants_are_named(synth, tmp_path):
+    """Each type quantizes with msModelSlim's rule (float32 twins on a float32 model); TYPE:PRESET with another
+    preset that stores the same thing; a preset that stores something else is refused."""
+    for t, preset in (("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8", "msmodelslim-mxfp8"),
+                      ("W4A8_DYNAMIC", "msmodelslim-int4"), ("W4A4_MXFP4", "msmodelslim-mxfp4")):
+        assert ascend.target(t)[1] == get_preset(preset).weight
+        f32 = ascend.target(t, "F32")[1]
+        assert f32.scale_rule.value == get_preset(preset).weight.scale_rule.value + "_f32"
+        assert f32.apply.value != "bf16_divide"
+    src, w = synth / "bf16", "model.layers.0.mlp.down_proj.weight"
+    x = Checkpoint.open(src).read(w).astype(np.float32)
+    for spec, preset in (("W8A8_DYNAMIC:ascend-int8-bf16ceil", "ascend-int8-bf16ceil"),
+                         ("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8:mxfp8", "mxfp8")):
+        run(src, tmp_path / spec, Options(mode="convert", layout="ascend", preset=spec), progress=None)
+        q, out = fp8port.quantize(x, preset), Checkpoint.open(tmp_path / spec)
+        assert np.array_equal(out.read(w).view(np.uint8), np.asarray(q.codes)), spec
+    a, b = (Checkpoint.open(tmp_path / s).read(w) for s in ("W8A8_DYNAMIC", "W8A8_DYNAMIC:ascend-int8-bf16ceil"))
+    assert not np.array_equal(a, b)  # the two int8 rules part on these weights
+    for bad in ("W8A8_MXFP8:mxint8", "W4A4_MXFP4:mxfp8", "W8A16:msmodelslim-int4"):
+        with pytest.raises(ConversionError, match="stores"):
+            convert(src, tmp_path / "bad", bad)
+        _nothing_at(tmp_path / "bad")
+
+
+def test_layout_as_msmodelslim_saves_it(tmp_path, rng):
+    """Tied lm_head cloned, tensors in module order (layers by index), a quantized Linear's bias in float32,
+    one numbered shard with an index, no __metadata__, config.json copied byte for byte."""
+    t = {"model.embed_tokens.weight": rng.standard_normal((64, 32)), "model.norm.weight": rng.standard_normal(32)}
+    for i in (0, 1, 10):
+        p = f"model.layers.{i}."
+        t |= {p + "self_attn.q_proj.weight": rng.standard_normal((32, 32)), p + "self_attn.q_proj.bias":
+              rng.standard_normal(32), p + "mlp.down_proj.weight": rng.standard_normal((32, 64)),
+              p + "input_layernorm.weight": rng.standard_normal(32)}
+    src = write_dense(tmp_path / "src", {k: v.astype(BF16) for k, v in t.items()},
+                      config={"architectures": ["LlamaForCausalLM"], "tie_word_embeddings": True})
+    run(src, tmp_path / "out", Options(mode="convert", layout="ascend", preset="W8A8_DYNAMIC"), progress=None,
+        verify=True)
+    out = Checkpoint.open(tmp_path / "out")
+    assert np.array_equal(out.read("lm_head.weight").view(np.uint16), out.read("model.embed_tokens.weight").view(np.uint16))
+    assert out.info("model.layers.1.self_attn.q_proj.bias").dtype == "F32"
+    desc = json.loads((tmp_path / "out" / "quant_model_description.json").read_text())
+    names = [n for n in desc if n not in ("version", "model_quant_type", "metadata", "group_size", "optional")]
+    assert names[:6] == ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.weight_scale",
+                         "model.layers.0.self_attn.q_proj.weight_offset", "model.layers.0.self_attn.q_proj.bias",
+                         "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight_scale"]
+    assert names.index("model.layers.10.mlp.down_proj.weight") > names.index("model.layers.1.mlp.down_proj.weight")
+    assert names[-3:] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    assert desc["model.layers.0.self_attn.q_proj.bias"] == "FLOAT" and desc["model_quant_type"] == "W8A8_DYNAMIC"
+    index = json.loads((tmp_path / "out" / "quant_model_weights.safetensors.index.json").read_text())
+    assert list(index["weight_map"]) == names
+    shard = tmp_path / "out" / "quant_model_weights-00001-of-00001.safetensors"
+    header = json.loads(shard.read_bytes()[8:8 + int.from_bytes(shard.read_bytes()[:8], "little")])
+    assert "__metadata__" not in header
+    assert (tmp_path / "out" / "config.json").read_bytes() == (src / "config.json").read_bytes()
 
 
 # ---- errors leave nothing behind ------------------------------------------------------------------

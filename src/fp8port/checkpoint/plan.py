@@ -83,7 +83,7 @@ class Plan:
     jobs: list[Job]
     shards: list[list[int]]  # job indices per shard
     shard_names: list[str]
-    config: dict | None
+    config: dict | str | None  # config.json to write (its text where the layout formats it)
     writer: Writer
     read_layout: LayoutName = LayoutName.DENSE
     notes: list[str] = field(default_factory=list)

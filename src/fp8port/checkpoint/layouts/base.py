@@ -338,8 +338,8 @@ class Writer(ABC):
         """Called once with every planned job: checks that span tensors (raise), notes (self.notes)."""
 
     @abstractmethod
-    def config(self, config: dict | None, jobs: list[Job]) -> dict | None:
-        """config.json to write: the source's with this layout's quantization_config (or none)."""
+    def config(self, config: dict | None, jobs: list[Job]) -> dict | str | None:
+        """config.json to write: the source's with this layout's quantization_config (or none), or its text."""
 
     def schemes(self, jobs: list[Job]) -> list[Scheme]:
         """The distinct schemes written, in order (the preset's when nothing is quantized)."""

@@ -173,10 +173,10 @@ class AscendWriter(Writer):
         `module.bias.to(torch.float32)`)."""
         out = []
         for j in sorted(jobs, key=lambda j: module_order(j.outputs[0][0])):
-            weight = j.source[: -len(".bias")] + ".weight"
-            if j.action is Action.COPY and j.source.endswith(".bias") and self.types.get(weight, FLOAT) is not FLOAT:
-                (n, _, shape), = j.outputs
-                j = replace(j, outputs=((n, "F32", shape),))
+            if j.action is Action.COPY and j.source.endswith(".bias"):
+                if self.types.get(j.source[: -len(".bias")] + ".weight", FLOAT) is not FLOAT:
+                    (n, _, shape), = j.outputs
+                    j = replace(j, outputs=((n, "F32", shape),))
             out.append(j)
         return out
 
