@@ -359,7 +359,8 @@ def test_layout_as_msmodelslim_saves_it(tmp_path, rng):
     run(src, tmp_path / "out", Options(mode="convert", layout="ascend", preset="W8A8_DYNAMIC"), progress=None,
         verify=True)
     out = Checkpoint.open(tmp_path / "out")
-    assert np.array_equal(out.read("lm_head.weight").view(np.uint16), out.read("model.embed_tokens.weight").view(np.uint16))
+    embed = out.read("model.embed_tokens.weight")
+    assert np.array_equal(out.read("lm_head.weight").view(np.uint16), embed.view(np.uint16))
     assert out.info("model.layers.1.self_attn.q_proj.bias").dtype == "F32"
     desc = json.loads((tmp_path / "out" / "quant_model_description.json").read_text())
     names = [n for n in desc if n not in ("version", "model_quant_type", "metadata", "group_size", "optional")]

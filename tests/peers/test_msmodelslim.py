@@ -54,7 +54,7 @@ INT_STEP = {"msmodelslim-int8": 64, "msmodelslim-int4": 4}  # fp8port INT elemen
 
 
 def _side(*args):
-    venvs.run("msmodelslim", SIDE.read_text(), *map(str, args), timeout=1200)
+    venvs.run("msmodelslim", SIDE.read_text(), *map(str, args), timeout=3600)
 
 
 def _config(includes: dict[str, list[str]], config_id: str = "fp8port-mixed") -> str:

@@ -32,7 +32,8 @@ from ..base import (Action, LayoutHandler, LayoutName, Source, StoredWeight, Wri
 from . import codec
 from .description import INDEX, description, quantized_types, shard_names
 from .inspect import describe
-from .rules import FLOAT_RULES, check_fits, check_groups, float_reason, layer_kind, module_order, mtp_layers  # noqa: F401
+from .rules import (FLOAT_RULES, check_fits, check_groups, float_reason, layer_kind, module_order,  # noqa: F401
+                    mtp_layers)
 from .types import LOADERS, PRIORITY, WRITABLE, AscendType, entries, logical, target  # noqa: F401
 
 FLOAT = AscendType.FLOAT
