@@ -18,6 +18,7 @@ from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.inspect import inspect
 from fp8port.checkpoint.staging import staging_dir
 from fp8port.errors import ConversionError, Fp8portError, NonFiniteError, UnknownNameError
+from fp8port.quant import get_preset
 
 from .conftest import BF16, write_dense
 
@@ -93,10 +94,13 @@ def convert(src, dst, atype, **kw) -> dict:
 # ---- the contract, checked file by file ---------------------------------------------------------
 
 
-def _shape(expr, n, k):
+def _shape(expr, n, k, name):
     if isinstance(expr, int):
         return expr
-    return {"N": n, "K": k, "K/2": k // 2, "ceil(K/32)": math.ceil(k / 32)}[expr]
+    if expr == "S":  # W4A8_DYNAMIC's scale_bias slices, by module name
+        return next(int(s) for s, mods in CONTRACT["types"]["W4A8_DYNAMIC"]["scale_bias_slices"].items()
+                    if any(m in name for m in mods))
+    return {"N": n, "K": k, "N/2": n // 2, "K/2": k // 2, "ceil(K/32)": math.ceil(k / 32)}[expr]
 
 
 def _bf16_exact(a: np.ndarray) -> bool:
@@ -107,15 +111,11 @@ def check_contract(dst: Path, src: Path, fp16: bool = False) -> dict:
     """Every rule of the contract that a written folder can break; returns the description."""
     files, dc = CONTRACT["files"], CONTRACT["description"]
     names = sorted(p.name for p in dst.glob("*.safetensors"))
-    assert not any(n.startswith("model") for n in names)
-    if names == [files["single"]]:
-        assert not (dst / files["index"]).exists()
-    else:
-        count = len(names)
-        assert names == [files["shard"].format(i=i + 1, n=count) for i in range(count)] and count > 1
-        index = json.loads((dst / files["index"]).read_text())
-        assert sorted(index) == files["index_keys"] and list(index["metadata"]) == files["index_metadata_keys"]
-        assert set(index["weight_map"].values()) == set(names)
+    count = len(names)  # numbered and indexed also when there is one shard, as msModelSlim writes
+    assert names == [files["shard"].format(i=i + 1, n=count) for i in range(count)]
+    index = json.loads((dst / files["index"]).read_text())
+    assert sorted(index) == files["index_keys"] and list(index["metadata"]) == files["index_metadata_keys"]
+    assert set(index["weight_map"].values()) == set(names)
     config = json.loads((dst / "config.json").read_text())
     assert "quantization_config" not in config and "quantization_config" not in config.get("text_config", {})
     assert (dst / "tokenizer.json").read_bytes() == (src / "tokenizer.json").read_bytes()
@@ -129,7 +129,8 @@ def check_contract(dst: Path, src: Path, fp16: bool = False) -> dict:
     entries = {k: v for k, v in desc.items() if k not in dc["global_keys"]}
     assert set(entries) == set(ckpt.tensors)  # every tensor, and nothing else
     present = set(entries.values())
-    assert desc["model_quant_type"] == max(present, key=dc["priority_low_to_high"].index)
+    ranked = present & set(dc["priority_low_to_high"])  # W4A8_DYNAMIC is not in msModelSlim's list
+    assert desc["model_quant_type"] == max(ranked, key=dc["priority_low_to_high"].index)
     assert not present & set(dc["never_written"])
     mx = any(CONTRACT["types"].get(t, {}).get("mx") for t in present)
     assert desc["group_size"] == (dc["group_size_mx"] if mx else dc["group_size_other"])
@@ -162,7 +163,7 @@ def check_contract(dst: Path, src: Path, fp16: bool = False) -> dict:
             info = ckpt.info(full)
             dtype = want.get("dtype_fp16_model", want["dtype"]) if fp16 else want["dtype"]
             assert info.dtype == dtype, full
-            assert list(info.shape) == [_shape(e, n, k) for e in want["shape"]], full
+            assert list(info.shape) == [_shape(e, n, k, name) for e in want["shape"]], full
             assert entries[full] == t
         for bad in spec.get("forbidden_scale_bytes", []):
             assert not (ckpt.read(base + ".weight_scale") == bad).any()
@@ -193,9 +194,10 @@ def test_contract_and_code_agree():
     assert [p for p, _ in ascend.FLOAT_RULES] == CONTRACT["float_rules"]["patterns"]
     for t in TYPES:
         spec = CONTRACT["types"][t]
-        got = ascend.entries(ascend.AscendType.parse(t), "m.x.weight", (70, 200))
-        assert [(n, d, list(s)) for n, d, s in got] == [
-            (f"m.x.{p}", w["dtype"], [_shape(e, 70, 200) for e in w["shape"]]) for p, w in spec["tensors"].items()]
+        for mod in ("up_proj", "o_proj"):
+            got = ascend.entries(ascend.AscendType.parse(t), f"m.{mod}.weight", (70, 208))
+            assert [(n, d, list(s)) for n, d, s in got] == [(f"m.{mod}.{p}", w["dtype"], [
+                _shape(e, 70, 208, mod) for e in w["shape"]]) for p, w in spec["tensors"].items()]
 
 
 @pytest.mark.parametrize("atype", TYPES)
@@ -206,11 +208,14 @@ def test_every_type_from_dense_meets_the_contract(synth, atype, tmp_path):
         kw["activation_scales"] = str(activation_scales(src, tmp_path / "acts.json"))
     if atype == "W8A16":  # no MoE scheme in either loader: the experts stay FLOAT
         kw["exclude"] = ("*.experts.*",)
+    if atype == "W4A8_DYNAMIC":  # scale_bias is defined for q/k/v/o/gate/up/down, and down's K must split in 16
+        kw["exclude"] = ("*.self_attn.*", "*.down_proj.*", "*.experts.*")
     s = convert(src, tmp_path / "out", atype, shard_size=150_000, **kw)
     assert s["verify"]["ok"] and len(s["files"]) > 1
     desc = check_contract(tmp_path / "out", src)
     quantized = {n: v for n, v in desc.items() if n.endswith(".weight") and v not in ("FLOAT",)}
-    assert "model.layers.3.mlp.experts.2.down_proj.weight" in quantized or atype == "W8A16"
+    mod = "shared_experts.up_proj" if atype == "W4A8_DYNAMIC" else "experts.2.down_proj"
+    assert f"model.layers.3.mlp.{mod}.weight" in quantized or atype == "W8A16"
     if atype == "W8A8":
         assert desc["model.layers.3.mlp.experts.0.up_proj.weight"] == "W8A8_DYNAMIC"
         assert desc["model.layers.0.self_attn.o_proj.weight"] == "W8A8"
@@ -296,17 +301,81 @@ def test_smollm2_through_deepseek_to_mxfp8_dequantizes_byte_for_byte(tmp_path):
     assert all(t["exact"] for t in s["verify"]["tensors"].values()) and len(s["verify"]["tensors"]) == 210
     run(tmp_path / "fp8", tmp_path / "a", Options(mode="dequant"), progress=None, verify=True)
     run(tmp_path / "mx", tmp_path / "b", Options(mode="dequant"), progress=None, verify=True)
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    a, b = Checkpoint.open(tmp_path / "a"), Checkpoint.open(tmp_path / "b")
+    assert set(b.tensors) == set(a.tensors) | {"lm_head.weight"}  # msModelSlim's clone of the tied embedding
+    for n in b.tensors:
+        want = a.read("model.embed_tokens.weight" if n == "lm_head.weight" else n)
+        assert want.dtype == b.read(n).dtype and want.tobytes() == b.read(n).tobytes(), n
     assert (tmp_path / "a" / "config.json").read_bytes() == (tmp_path / "b" / "config.json").read_bytes()
     assert not (tmp_path / "b" / "quant_model_description.json").exists()
     info = inspect(tmp_path / "mx")
     assert info["layout"] == "ascend" and info["preset"] == "W8A8_MXFP8" and info["quantized"] == 210
-    assert info["parameters"] == 134_515_008 and not info["warnings"]
+    assert info["parameters"] == 134_515_008 + 49152 * 576 and not info["warnings"]  # lm_head stored: a clone
     assert all(v["accepts"] for v in info["ascend"]["loaders"].values())
     ref = fp8port.dequantize(fp8port.quantize(Checkpoint.open(src).read("model.layers.5.mlp.up_proj.weight"),
                                               "deepseek-v3.1"), "bfloat16")
     got = Checkpoint.open(tmp_path / "b").read("model.layers.5.mlp.up_proj.weight")
     assert np.array_equal(ref.view(np.uint16), got.view(np.uint16))
+
+
+# ---- msModelSlim's defaults and fp8port's variants (the proof against msModelSlim itself: tests/peers) --------
+
+
+def test_defaults_are_msmodelslim_rules_and_variants_are_named(synth, tmp_path):
+    """Each type quantizes with msModelSlim's rule (float32 twins on a float32 model); TYPE:PRESET with another
+    preset that stores the same thing; a preset that stores something else is refused."""
+    for t, preset in (("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8", "msmodelslim-mxfp8"),
+                      ("W4A8_DYNAMIC", "msmodelslim-int4"), ("W4A4_MXFP4", "msmodelslim-mxfp4")):
+        assert ascend.target(t)[1] == get_preset(preset).weight
+        f32 = ascend.target(t, "F32")[1]
+        assert f32.scale_rule.value == get_preset(preset).weight.scale_rule.value + "_f32"
+        assert f32.apply.value != "bf16_divide"
+    src, w = synth / "bf16", "model.layers.0.mlp.down_proj.weight"
+    x = Checkpoint.open(src).read(w).astype(np.float32)
+    for spec, preset in (("W8A8_DYNAMIC:ascend-int8-bf16ceil", "ascend-int8-bf16ceil"),
+                         ("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8:mxfp8", "mxfp8")):
+        run(src, tmp_path / spec, Options(mode="convert", layout="ascend", preset=spec), progress=None)
+        q, out = fp8port.quantize(x, preset), Checkpoint.open(tmp_path / spec)
+        assert np.array_equal(out.read(w).view(np.uint8), np.asarray(q.codes)), spec
+    a, b = (Checkpoint.open(tmp_path / s).read(w) for s in ("W8A8_DYNAMIC", "W8A8_DYNAMIC:ascend-int8-bf16ceil"))
+    assert not np.array_equal(a, b)  # the two int8 rules part on these weights
+    for bad in ("W8A8_MXFP8:mxint8", "W4A4_MXFP4:mxfp8", "W8A16:msmodelslim-int4"):
+        with pytest.raises(ConversionError, match="stores"):
+            convert(src, tmp_path / "bad", bad)
+        _nothing_at(tmp_path / "bad")
+
+
+def test_layout_as_msmodelslim_saves_it(tmp_path, rng):
+    """Tied lm_head cloned, tensors in module order (layers by index), a quantized Linear's bias in float32,
+    one numbered shard with an index, no __metadata__, config.json copied byte for byte."""
+    t = {"model.embed_tokens.weight": rng.standard_normal((64, 32)), "model.norm.weight": rng.standard_normal(32)}
+    for i in (0, 1, 10):
+        p = f"model.layers.{i}."
+        t |= {p + "self_attn.q_proj.weight": rng.standard_normal((32, 32)), p + "self_attn.q_proj.bias":
+              rng.standard_normal(32), p + "mlp.down_proj.weight": rng.standard_normal((32, 64)),
+              p + "input_layernorm.weight": rng.standard_normal(32)}
+    src = write_dense(tmp_path / "src", {k: v.astype(BF16) for k, v in t.items()},
+                      config={"architectures": ["LlamaForCausalLM"], "tie_word_embeddings": True})
+    run(src, tmp_path / "out", Options(mode="convert", layout="ascend", preset="W8A8_DYNAMIC"), progress=None,
+        verify=True)
+    out = Checkpoint.open(tmp_path / "out")
+    embed = out.read("model.embed_tokens.weight")
+    assert np.array_equal(out.read("lm_head.weight").view(np.uint16), embed.view(np.uint16))
+    assert out.info("model.layers.1.self_attn.q_proj.bias").dtype == "F32"
+    desc = json.loads((tmp_path / "out" / "quant_model_description.json").read_text())
+    names = [n for n in desc if n not in ("version", "model_quant_type", "metadata", "group_size", "optional")]
+    assert names[:6] == ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.weight_scale",
+                         "model.layers.0.self_attn.q_proj.weight_offset", "model.layers.0.self_attn.q_proj.bias",
+                         "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight_scale"]
+    assert names.index("model.layers.10.mlp.down_proj.weight") > names.index("model.layers.1.mlp.down_proj.weight")
+    assert names[-3:] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    assert desc["model.layers.0.self_attn.q_proj.bias"] == "FLOAT" and desc["model_quant_type"] == "W8A8_DYNAMIC"
+    index = json.loads((tmp_path / "out" / "quant_model_weights.safetensors.index.json").read_text())
+    assert list(index["weight_map"]) == names
+    shard = tmp_path / "out" / "quant_model_weights-00001-of-00001.safetensors"
+    header = json.loads(shard.read_bytes()[8:8 + int.from_bytes(shard.read_bytes()[:8], "little")])
+    assert "__metadata__" not in header
+    assert (tmp_path / "out" / "config.json").read_bytes() == (src / "config.json").read_bytes()
 
 
 # ---- errors leave nothing behind ------------------------------------------------------------------

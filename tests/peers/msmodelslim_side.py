@@ -1,5 +1,7 @@
 """Run inside msModelSlim's own venv (tests/peers/venvs.py): its functions on our inputs.
 
+    quant MODEL WORK          its CLI (`msmodelslim quant --device cpu`) once per WORK/<TYPE>.yaml into WORK/<TYPE>,
+                              in one process (the tool's start-up, ~10 s, is paid once)
     rules OUT.npz             scale exponents / scales for every positive bf16 amax and a float32 sample;
                               element casts of every finite bf16 value at several scales
     dequant SAVED OUT.npz     its own dequantization of every quantized weight in an AscendV1 folder
@@ -160,5 +162,21 @@ def cases(bundle, out):
     np.savez(out, **res)
 
 
+def quant(model, work):
+    from msmodelslim.cli.__main__ import main
+
+    for cfg in sorted(Path(work).glob("*.yaml")):
+        sys.argv = ["msmodelslim", "quant", "--model_type", "default", "--model_path", model, "--save_path",
+                    str(cfg.with_suffix("")), "--device", "cpu", "--config_path", str(cfg), "--trust_remote_code",
+                    "False"]
+        try:
+            main()
+        except SystemExit as e:
+            if e.code:
+                raise
+        if not (cfg.with_suffix("") / "quant_model_description.json").is_file():
+            sys.exit(f"msmodelslim wrote nothing for {cfg.name}")
+
+
 if __name__ == "__main__":
-    {"rules": rules, "dequant": dequant, "cases": cases}[sys.argv[1]](*sys.argv[2:])
+    {"rules": rules, "dequant": dequant, "cases": cases, "quant": quant}[sys.argv[1]](*sys.argv[2:])

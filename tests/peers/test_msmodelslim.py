@@ -1,8 +1,11 @@
-"""msModelSlim 26.1.0 (Huawei's AscendV1 writer) against fp8port's msmodelslim-* presets (issue 24).
+"""msModelSlim 26.1.0 (Huawei's AscendV1 writer) against fp8port's msmodelslim-* presets and AscendV1 layout
+(issue 24).
 
-Its own code runs in its own venv (tests/peers/msmodelslim_side.py): the rules on every bf16 input,
-its weight quantizers on conform cases, its CLI on SmolLM2 (one run, seven types spread over the
-30 layers), and its own dequantization of what it wrote. Everything compares bit for bit.
+Its own code runs in its own venv (tests/peers/msmodelslim_side.py): the rules on every bf16 input, its weight
+quantizers on conform cases, its CLI on SmolLM2 (one run with the seven types spread over the 30 layers, and one
+run per type it writes without data on the first FP8PORT_MSMODELSLIM_LAYERS layers, 2 by default: set 30 for
+the whole model), and its own dequantization of what it wrote. Everything compares bit for bit; the CLI runs
+are kept in the model cache (FP8PORT_CACHE).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import ml_dtypes
@@ -19,10 +21,16 @@ import numpy as np
 import pytest
 
 import fp8port
+from fp8port.checkpoint import Checkpoint, Options
+from fp8port.checkpoint import run as convert
+from fp8port.checkpoint.diff import diff
+from fp8port.checkpoint.inspect import inspect
+from fp8port.checkpoint.layouts import ascend
+from fp8port.checkpoint.layouts.ascend import AscendType, codec, entries
+from fp8port.checkpoint.safetensors_io import Entry, write_file
 from fp8port.conform import Outputs, block_cases, identify
-from fp8port.quant import QuantizedTensor, Role, get_preset
+from fp8port.quant import get_preset
 from fp8port.quant.rules import ScaleRule
-from fp8port.quant.tensor import Framework
 from tests.peers import venvs
 
 pytestmark = pytest.mark.slow
@@ -39,27 +47,35 @@ TYPES = {
     "W4A8_DYNAMIC": (("per_token", "int8"), ("per_channel", "int4"), "msmodelslim-int4"),
     "WFP8AFP8_DYNAMIC": (("per_token", "fp8_e4m3"), ("per_channel", "fp8_e4m3"), "msmodelslim-fp8"),
 }
-LAYERS = 30  # SmolLM2-135M; layer i gets type list(TYPES)[i % 7]
+WRITTEN = [t for t in TYPES if t != "WFP8AFP8_DYNAMIC"]  # the types `--layout ascend` writes (not WFP8AFP8)
+LAYERS = 30  # SmolLM2-135M; layer i gets type list(TYPES)[i % 7] in the mixed run
+CUT = int(os.environ.get("FP8PORT_MSMODELSLIM_LAYERS", "2"))  # layers of SmolLM2 in the per-type runs
 INT_STEP = {"msmodelslim-int8": 64, "msmodelslim-int4": 4}  # fp8port INT elements count in 2^-mbits
 
 
 def _side(*args):
-    venvs.run("msmodelslim", SIDE.read_text(), *map(str, args), timeout=1200)
+    venvs.run("msmodelslim", SIDE.read_text(), *map(str, args), timeout=3600)
 
 
-def _config() -> str:
+def _config(includes: dict[str, list[str]], config_id: str = "fp8port-mixed") -> str:
+    """Its modelslim_v1 config: one `linear_quant` block per type over `includes` (its include patterns)."""
     def q(role, cfg):
         return (f"        {role}:\n          scope: {cfg[0]}\n          dtype: {cfg[1]}\n          symmetric: True\n"
                 "          method: minmax\n") if cfg else ""
 
     procs = ""
-    for j, (act, w, _) in enumerate(TYPES.values()):
-        layers = ", ".join(f'"model.layers.{i}.*"' for i in range(j, LAYERS, len(TYPES)))
+    for atype, pats in includes.items():
+        act, w, _ = TYPES[atype]
+        layers = ", ".join(f'"{p}"' for p in pats)
         procs += f"    - type: linear_quant\n      qconfig:\n{q('act', act)}{q('weight', w)}      include: [{layers}]\n"
-    return ("apiversion: modelslim_v1\nmetadata:\n  config_id: fp8port-mixed\n  score: 50\n  verified_model_types: []\n"
+    return (f"apiversion: modelslim_v1\nmetadata:\n  config_id: {config_id}\n  score: 50\n  verified_model_types: []\n"
             "  label: {w_bit: 8, a_bit: 8, is_sparse: False, kv_cache: False}\n"
             f"spec:\n  process:\n{procs}  runner: model_wise\n  save:\n    - type: ascendv1_saver\n"
             "      part_file_size: 4\n")
+
+
+def _mixed() -> str:
+    return _config({t: [f"model.layers.{i}.*" for i in range(j, LAYERS, len(TYPES))] for j, t in enumerate(TYPES)})
 
 
 def _type_of(name: str) -> str:
@@ -79,115 +95,94 @@ def smol():
     return smollm2()
 
 
-@pytest.fixture(scope="session")
-def run(msm, smol):
-    """One msModelSlim CLI run on SmolLM2 (seven types over the layers), its tensors and its own dequant;
-    kept in the model cache (FP8PORT_CACHE), keyed by the config and the peer's requirements."""
+def _cached(name: str, cfgs: dict[str, str], make) -> Path:
+    """A folder in the model cache (FP8PORT_CACHE) keyed by msModelSlim's configs, this side script and its
+    requirements; `make(work)` fills it the first time."""
     from fp8port.models import cache_dir
 
-    cfg = _config()
-    key = hashlib.sha256((cfg + SIDE.read_text() + " ".join(venvs.requirements("msmodelslim"))).encode()).hexdigest()
-    tmp = cache_dir() / f"msmodelslim-smollm2-{key[:12]}"
-    out = tmp / "out"
-    if not (tmp / "dequant.npz").is_file():
-        work = tmp.with_name(tmp.name + ".partial")
+    blob = json.dumps(cfgs, sort_keys=True) + SIDE.read_text() + " ".join(venvs.requirements("msmodelslim"))
+    done = cache_dir() / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    if not (done / "complete").is_file():
+        work = done.with_name(done.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (work / "cfg.yaml").write_text(cfg)
-        cmd = [str(msm.with_name("msmodelslim")), "quant", "--model_type", "default", "--model_path", str(smol),
-               "--save_path", str(work / "out"), "--device", "cpu", "--config_path", str(work / "cfg.yaml"),
-               "--trust_remote_code", "False"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.pop("PYTHONPATH", None)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        for stem, cfg in cfgs.items():
+            (work / f"{stem}.yaml").write_text(cfg)
+        make(work)
+        (work / "complete").touch()
+        shutil.rmtree(done, ignore_errors=True)
+        work.rename(done)
+    return done
+
+
+@pytest.fixture(scope="session")
+def run(msm, smol):
+    """One msModelSlim CLI run on SmolLM2 (seven types over the layers) and its own dequantization."""
+    def make(work):
+        _side("quant", smol, work)
         _side("dequant", work / "out", work / "dequant.npz")
-        shutil.rmtree(tmp, ignore_errors=True)
-        work.rename(tmp)
-    tensors = {}
-    for f in out.glob("*.safetensors"):
-        tensors.update(_raw(f))
-    return {"dir": out, "tensors": tensors, "src": _raw(Path(smol) / "model.safetensors"),
+
+    tmp = _cached("msmodelslim-smollm2", {"out": _mixed()}, make)
+    out = tmp / "out"
+    return {"dir": out, "tensors": _entries(out), "src": _raw(Path(smol) / "model.safetensors"),
             "desc": json.loads((out / "quant_model_description.json").read_text()),
             "dequant": dict(np.load(tmp / "dequant.npz"))}
 
 
-def _raw(path: Path) -> dict[str, np.ndarray]:
-    """safetensors tensors as NumPy, bf16 / fp8 kept as ml_dtypes (bytes compare exactly)."""
-    from safetensors import safe_open
+@pytest.fixture(scope="session")
+def per_type(msm, smol):
+    """msModelSlim's CLI once per type `--layout ascend` writes, on SmolLM2's first CUT layers (in `model`)."""
+    cfgs = {t: _config({t: ["*"]}, f"fp8port-{t.lower()}") for t in WRITTEN}
 
-    dt = {"BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn, "F32": np.float32, "I8": np.int8,
-          "U8": np.uint8}
+    def make(work):
+        _cut(Path(smol), work / "model", CUT)
+        _side("quant", work / "model", work)
+
+    return _cached(f"msmodelslim-per-type-{CUT}", cfgs, make)
+
+
+def _cut(src: Path, dst: Path, layers: int) -> None:
+    """SmolLM2 with its first `layers` decoder layers (config.json's num_hidden_layers to match)."""
+    ck = Checkpoint.open(src)
+    keep = [n for n in ck.tensors if not n.startswith("model.layers.") or int(n.split(".")[2]) < layers]
+    dst.mkdir(parents=True)
+    write_file(dst / "model.safetensors", [Entry(n, ck.info(n).dtype, tuple(ck.info(n).shape),
+                                                 lambda n=n: ck.read(n)) for n in keep], {"format": "pt"})
+    cfg = json.loads((src / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": layers}, indent=2))
+    for f in ck.other_files():
+        shutil.copyfile(f, dst / f.name)
+
+
+def _tensors(path: Path) -> tuple[dict[str, tuple[str, tuple, bytes]], dict | None]:
+    """A safetensors file's tensors as (dtype, shape, bytes), and its __metadata__."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    return {k: (v["dtype"], tuple(v["shape"]), raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in header.items()}, meta
+
+
+def _raw(path: Path) -> dict[str, np.ndarray]:
+    """safetensors tensors as NumPy, bf16 kept as ml_dtypes (bytes compare exactly)."""
+    dt = {"BF16": ml_dtypes.bfloat16, "F32": np.float32}
+    return {n: np.frombuffer(b, dt[d]).reshape(s) for n, (d, s, b) in _tensors(path)[0].items()}
+
+
+def _entries(folder: Path) -> dict[str, tuple[str, tuple, bytes]]:
+    """Every tensor of an AscendV1 folder as (dtype, shape, bytes); its files have no __metadata__."""
     out = {}
-    with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-        data = fh.read()
-    for k, v in header.items():
-        if k != "__metadata__":
-            a, b = v["data_offsets"]
-            out[k] = np.frombuffer(data[a:b], dt[v["dtype"]]).reshape(v["shape"])
+    for f in sorted(folder.glob("*.safetensors")):
+        t, meta = _tensors(f)
+        assert meta is None, f"{f} has __metadata__ {meta}"
+        out.update(t)
     return out
 
 
-# ---------------------------------------------------------------- what the AscendV1 files hold
-
-def ascend_tensors(q: QuantizedTensor, atype: str, name: str) -> dict[str, np.ndarray]:
-    """The tensors msModelSlim's AscendV1Saver writes for weight `name`, from our QuantizedTensor."""
-    base = name[: -len(".weight")]
-    codes, s = np.asarray(q.codes), np.asarray(q.scale_fp32, F32)
-    preset = TYPES[atype][2]
-    if preset in INT_STEP:
-        ws = (s / F32(INT_STEP[preset])).astype(F32)
-        out = {f"{base}.weight_scale": ws, f"{base}.weight_offset": np.zeros_like(ws)}
-        if atype == "W4A8_DYNAMIC":  # int4 pairs along N: rows 2i (low nibble) and 2i+1 (high) in one int8
-            out[name] = fp8port.pack(np.ascontiguousarray(codes.T), "int4").T.view(np.int8)
-            q_int = np.where(codes > 7, codes.astype(np.int64) - 16, codes)
-            deq = q_int * ws.astype(np.float64)  # exact: a bf16 scale times a small integer sum
-            tp = 1 if any(p in name for p in ("up_proj", "gate_proj", "q_proj", "k_proj", "v_proj")) else 16
-            out[f"{base}.scale_bias"] = (8 * deq.reshape(deq.shape[0], tp, -1).sum(-1)).astype(F32)
-        else:
-            out[name] = codes.view(np.int8)
-        return out
-    if preset == "msmodelslim-fp8":
-        ws = s.astype(F32)
-        return {name: codes.view(ml_dtypes.float8_e4m3fn), f"{base}.weight_scale": ws,
-                f"{base}.weight_offset": np.zeros_like(ws)}
-    scale = np.asarray(q.scale).view(np.uint8)
-    if preset == "msmodelslim-mxfp8":
-        return {name: codes.view(ml_dtypes.float8_e4m3fn), f"{base}.weight_scale": scale}
-    return {name: fp8port.pack(codes, "float4_e2m1fn"), f"{base}.weight_scale": scale}
-
-
-def read_back(t: dict, atype: str, name: str) -> QuantizedTensor:
-    """Our reader formula: msModelSlim's tensors as a QuantizedTensor of the type's preset."""
-    base = name[: -len(".weight")]
-    preset = TYPES[atype][2]
-    scheme = get_preset(preset).weight
-    w, ws = t[name], t[f"{base}.weight_scale"]
-    if preset in INT_STEP:
-        if atype == "W4A8_DYNAMIC":
-            b = w.view(np.uint8)
-            codes = np.stack([b & 15, b >> 4], 1).reshape(-1, w.shape[1])
-        else:
-            codes = w.view(np.uint8)
-        assert not t[f"{base}.weight_offset"].any()
-        s = (ws * F32(INT_STEP[preset])).astype(F32)
-        stored = s
-    elif preset == "msmodelslim-fp8":
-        codes, s, stored = w.view(np.uint8), ws.astype(F32), ws.astype(F32)
-    else:
-        codes = w.view(np.uint8)
-        if preset == "msmodelslim-mxfp4":
-            codes = fp8port.unpack(codes, "float4_e2m1fn")
-        stored = ws.view(ml_dtypes.float8_e8m0fnu)
-        s = np.ldexp(np.ones(ws.shape), ws.astype(np.int64) - 127).astype(F32)
-    return QuantizedTensor(codes=np.ascontiguousarray(codes), scale=stored, scale_fp32=s, shape=codes.shape,
-                           scheme=scheme, role=Role.WEIGHT, src_dtype="bfloat16", framework=Framework.NUMPY)
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+def _reader(folder: Path):
+    ck = Checkpoint.open(folder)
+    return ck, ascend.Ascend().weights(ck)
 
 
 # ---------------------------------------------------------------- the rules, on every bf16 input
@@ -251,20 +246,39 @@ def test_int_casts_on_every_bf16_value(rules_npz, fmt):
         assert np.array_equal(ours, rules_npz[f"{fmt}/{s!r}"].astype(np.int64)), s
 
 
-# ---------------------------------------------------------------- SmolLM2 through its CLI
+# ---------------------------------------------------------------- SmolLM2 through its CLI: what fp8port writes
+
+@pytest.mark.parametrize("atype", WRITTEN)
+def test_convert_writes_its_files(per_type, atype, tmp_path):
+    """`fp8port convert --layout ascend --preset TYPE` of the BF16 folder msModelSlim quantized gives its files:
+    every tensor (name, dtype, shape, bytes; the tied lm_head clone), the description and index byte for byte,
+    config.json and every copied file. Ours lacks its default_best_practice.yaml (the msModelSlim config it ran)
+    and adds fp8port-summary.json."""
+    theirs, ours = per_type / atype, tmp_path / atype
+    convert(per_type / "model", ours, Options(mode="convert", layout="ascend", preset=atype), progress=None)
+    t, o = _entries(theirs), _entries(ours)
+    assert "lm_head.weight" in t and sorted(t) == sorted(o)
+    differ = [n for n in t if t[n] != o[n]]
+    assert not differ, (len(differ), differ[:3])
+    files = {p.name for p in theirs.iterdir() if p.suffix != ".safetensors"} - {"default_best_practice.yaml"}
+    assert files == {p.name for p in ours.iterdir() if p.suffix != ".safetensors"} - {"fp8port-summary.json"}
+    for f in files:
+        assert (theirs / f).read_bytes() == (ours / f).read_bytes(), f
+
 
 def test_every_quantized_tensor_is_byte_identical(run):
-    """Every SmolLM2 weight, quantized from the same BF16 values by the type's preset, gives the bytes
-    msModelSlim wrote: codes, scales, offsets (and W4A8_DYNAMIC's scale_bias)."""
+    """Every SmolLM2 weight of the mixed run, quantized from the same BF16 values by the type's preset and laid
+    out by the AscendV1 layout's own code, gives the bytes msModelSlim wrote: codes, scales, offsets, scale_bias."""
     t, desc, src = run["tensors"], run["desc"], run["src"]
     seen = {}
     for name, kind in desc.items():
         if not name.endswith(".weight") or kind == "FLOAT":
             continue
         assert kind == _type_of(name), name
+        atype = AscendType.parse(kind)
         q = fp8port.quantize(src[name], TYPES[kind][2])
-        for k, want in ascend_tensors(q, kind, name).items():
-            assert _same(want, t[k]), (k, want.dtype, t[k].dtype, want.shape, t[k].shape)
+        for (n, d, shape), a in zip(entries(atype, name, q.shape), codec.arrays(atype, name, q)):
+            assert t[n] == (d, tuple(shape), np.ascontiguousarray(a).tobytes()), n
         seen[kind] = seen.get(kind, 0) + 1
     assert seen == {k: 35 if i < 2 else 28 for i, k in enumerate(TYPES)}  # 7 projections x 5 or 4 layers
 
@@ -275,44 +289,76 @@ def test_float_tensors_copied_and_lm_head_cloned(run):
     assert len(floats) == 30 * 2 + 3  # two norms per layer, embed_tokens, norm, lm_head
     for n in floats:
         want = src["model.embed_tokens.weight"] if n == "lm_head.weight" else src[n]
-        assert _same(want, t[n]), n
+        assert t[n] == ("BF16", want.shape, want.tobytes()), n
     assert set(t) == {n for n, v in desc.items() if isinstance(v, str) and n not in (
         "version", "model_quant_type")}
 
 
-def test_description_file(run):
+def test_description_order_is_module_order(run):
+    """Its 30-layer description lists tensors in the order fp8port's writer sorts them (rules.module_order)."""
     desc = run["desc"]
     assert list(desc)[-5:] == ["version", "model_quant_type", "metadata", "group_size", "optional"]
     assert (desc["version"], desc["model_quant_type"], desc["metadata"], desc["group_size"], desc["optional"]) == (
         "1.0.0", "W4A4_MXFP4", {}, 32, {})
-    first = list(desc)[:4]  # per layer, in module order: q_proj's tensors first
-    assert first[0] == "model.layers.0.self_attn.q_proj.weight"
+    names = list(desc)[:-5]
+    assert names == sorted(names, key=ascend.module_order) and names != sorted(names)
 
 
-def test_our_dequantization_equals_its_own(run):
-    """fp8port.dequantize of msModelSlim's tensors (read as QuantizedTensors) equals its own dequantization."""
-    t, desc = run["tensors"], run["desc"]
-    n = 0
+# ---------------------------------------------------------------- reading what it wrote
+
+def _bf16_if_mx(values: np.ndarray, kind: str) -> np.ndarray:
+    """Its MX forward multiplies in bf16, its int and FP8 ones in float32."""
+    return values.astype(ml_dtypes.bfloat16).astype(F32) if "MXFP" in kind else values.astype(F32)
+
+
+def test_our_reader_equals_its_dequantization(run):
+    """The AscendV1 layout reads every type of the mixed run (WFP8AFP8_DYNAMIC and W4A8_DYNAMIC included), and
+    its values are msModelSlim's own dequantization bit for bit; inspect names each type."""
+    ck, weights = _reader(run["dir"])
+    assert len(weights) == len(run["dequant"]) == 210
     for name, theirs in run["dequant"].items():
-        kind = desc[name]
-        q = read_back(t, kind, name)
-        dtype = "bfloat16" if "MXFP" in kind else "float32"  # its MX forward multiplies in bf16, int in float32
-        ours = fp8port.dequantize(q, dtype).astype(F32)
+        w = weights[name]
+        assert w.label == run["desc"][name]
+        ours = _bf16_if_mx(ascend.Ascend().values(ck, w), w.label)
         assert np.array_equal(ours.view(np.uint32), theirs.astype(F32).view(np.uint32)), name
-        n += 1
-    assert n == 210
+    info = inspect(run["dir"])
+    assert info["layout"] == "ascend" and info["quantized"] == 210
+    assert info["ascend"]["weights_per_type"] == {"FLOAT": 63, **{k: 35 if i < 2 else 28 for i, k in enumerate(TYPES)}}
+
+
+def test_dequant_diff_and_load_quantized(run, tmp_path):
+    """`fp8port dequant` and diff read it exactly; load_quantized holds each weight as codes whose
+    dequantization is its own, and gives the logits of the dequantized model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fp8port.nn import FP8Linear, load_quantized
+
+    convert(run["dir"], tmp_path / "dense", Options(mode="dequant", dtype="fp32"), progress=None)
+    assert diff(run["dir"], tmp_path / "dense")["identical"]  # every value, the lm_head clone's bytes too
+    model = load_quantized(run["dir"], dtype=torch.float32)
+    for name, theirs in run["dequant"].items():
+        m = model.get_submodule(name[: -len(".weight")])
+        assert isinstance(m, FP8Linear), name
+        ours = _bf16_if_mx(m.dequantized_weight().numpy(), run["desc"][name])
+        assert np.array_equal(ours.view(np.uint32), theirs.astype(F32).view(np.uint32)), name
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3458, 314]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, dense(ids).logits)
 
 
 # ---------------------------------------------------------------- identify names its rules
 
 def test_identify_names_its_rules_on_real_weights(run):
-    """Rows of SmolLM2 weights with what msModelSlim made of them, as cases of our own: identify picks
-    msModelSlim's bf16 rules (not OCP FLOOR) and its elements (ties away), with no deviation."""
-    t, src = run["tensors"], run["src"]
+    """Rows of SmolLM2 weights with what msModelSlim made of them (read by the AscendV1 layout), as cases of our
+    own: identify picks msModelSlim's bf16 rules (not OCP FLOOR) and its elements (ties away), no deviation."""
+    src = run["src"]
+    ck, weights = _reader(run["dir"])
     bundle = {}
     for kind, layer in (("W8A16", 0), ("W8A8_MXFP8", 2), ("W4A4_MXFP4", 3), ("W4A8_DYNAMIC", 5)):
         name = f"model.layers.{layer}.mlp.down_proj.weight"
-        q = read_back(t, kind, name)
+        q = ascend.Ascend().read(ck, weights[name])
         w = src[name].astype(F32)
         preset = TYPES[kind][2]
         rows = _telling_rows(w, preset)
@@ -322,10 +368,8 @@ def test_identify_names_its_rules_on_real_weights(run):
         bundle[case + "/scales"] = np.asarray(q.scale).view(np.uint8)[rows] if "mx" in preset else q.scale_fp32[rows]
     rep = identify(Outputs.from_arrays(bundle))
     best = {g.group: g for g in rep.groups}
-    for preset, rule, prof in (("msmodelslim-int8", "msmodelslim_int", None),
-                               ("msmodelslim-mxfp8", "msmodelslim_mx", None),
-                               ("msmodelslim-mxfp4", "msmodelslim_mxfp4", None),
-                               ("msmodelslim-int4", "msmodelslim_int", None)):
+    for preset, rule in (("msmodelslim-int8", "msmodelslim_int"), ("msmodelslim-mxfp8", "msmodelslim_mx"),
+                         ("msmodelslim-mxfp4", "msmodelslim_mxfp4"), ("msmodelslim-int4", "msmodelslim_int")):
         g = best[f"{preset}/weight"]
         assert g.best == rule and not g.deviations and g.versus_preset is None, g.summary
 

@@ -78,9 +78,12 @@ def test_auto_backend_equals_reference(name):
     x[0, :4] = [-0.0, 0.0, 1.0625, -1e-38]
     x[1, 0] = 3.0e38
     x = x.astype(BF16).astype(F32)
-    a, r = quantize(x, name), quantize(x, name, backend="reference")
-    assert np.array_equal(a.codes, r.codes) and np.array_equal(a.scale_fp32, r.scale_fp32)
-    assert np.array_equal(dequantize(a, "float32"), dequantize(r, "float32"))
+    bf16 = (np.arange(0, 1 << 16, dtype=np.uint32) << 16).view(F32)  # every finite bf16 value, in 1x32 rows
+    every = np.sort(bf16[np.isfinite(bf16)]).reshape(-1, 32)  # neighbours in a block: ties and carries in each
+    for x in (x, every, every * F32(2.0**-100)):
+        a, r = quantize(x, name), quantize(x, name, backend="reference")
+        assert np.array_equal(a.codes, r.codes) and np.array_equal(a.scale_fp32, r.scale_fp32)
+        assert np.array_equal(dequantize(a, "float32"), dequantize(r, "float32"))
 
 
 def test_presets_describe_their_rules():

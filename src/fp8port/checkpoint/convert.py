@@ -137,12 +137,9 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
 
 def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict:
     """Index, config, side files, the source's other files, and the summary; all into staging."""
-    if len(plan.shard_names) > 1:
-        weight_map = {n: plan.shard_names[si] for si, idx in enumerate(plan.shards)
-                      for ji in idx for n, _, _ in plan.jobs[ji].outputs}
-        total = sum(j.nbytes for j in plan.jobs)
-        write_json_atomic(stage.dir / plan.writer.index_name, {"metadata": {"total_size": total},
-                                                               "weight_map": weight_map})
+    index = plan.writer.index(plan)
+    if index is not None:
+        write_json_atomic(stage.dir / plan.writer.index_name, index)
     for name, obj in plan.writer.side_files(plan).items():
         write_json_atomic(stage.dir / name, obj)
     if plan.config is not None:

@@ -83,7 +83,7 @@ class Plan:
     jobs: list[Job]
     shards: list[list[int]]  # job indices per shard
     shard_names: list[str]
-    config: dict | None
+    config: dict | str | None  # config.json to write (its text where the layout formats it)
     writer: Writer
     read_layout: LayoutName = LayoutName.DENSE
     notes: list[str] = field(default_factory=list)
@@ -175,6 +175,7 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
             for name, w in layouts.in_order(ckpt, source.weights)]
     jobs += [Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
              for src, out in writer.extra_copies()]
+    jobs = writer.arrange(jobs)
     writer.review(jobs)
     config = writer.config(ckpt.config, jobs)
     shards = shard(jobs, opts.shard_size)

@@ -49,8 +49,8 @@ def _error(ref: np.ndarray, q: QuantizedTensor) -> dict:
 
 def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], dict]:
     """The arrays of a job's outputs, and its per-tensor report."""
-    if job.action is Action.COPY:
-        return [ckpt.read(job.source)], {}
+    if job.action is Action.COPY:  # in the dtype the writer chose (Writer.arrange), where it differs
+        return [ckpt.read(job.source).astype(DTYPES[job.outputs[0][1]][0], copy=False)], {}
     reader = layouts.get(plan.read_layout)
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
@@ -105,7 +105,7 @@ def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -
         for k, (n, d, s) in enumerate(job.outputs):
             entries.append(Entry(n, d, s, lambda make=make, k=k: make(k=k)))
     try:
-        write_file(path, entries, {"format": "pt"})
+        write_file(path, entries, plan.writer.file_metadata)
     except BaseException:
         path.unlink(missing_ok=True)  # a half-written shard is worth nothing; free its space
         raise

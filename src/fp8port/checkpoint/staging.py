@@ -41,10 +41,14 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, obj) -> None:
+    """`obj` as sorted, indented JSON; a str is written as it is (a layout that formats its own files)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
+        if isinstance(obj, str):
+            f.write(obj)
+        else:
+            json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -26,7 +26,8 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
     for job in plan.jobs:
         n = job.source
         if job.action is Action.COPY:
-            if not np.array_equal(src.read(n).view(np.uint8), out.read(job.outputs[0][0]).view(np.uint8)):
+            want = src.read(n).astype(DTYPES[job.outputs[0][1]][0], copy=False)
+            if not np.array_equal(want.view(np.uint8), out.read(job.outputs[0][0]).view(np.uint8)):
                 failures.append(f"{n}: copy differs")
             continue
         got = (np.asarray(writer.values(out, written[n]), np.float32) if n in written

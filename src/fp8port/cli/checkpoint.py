@@ -53,8 +53,9 @@ def add_parser(subparsers) -> None:
                                           "re-lay out / requantize a quantized one into any layout fp8port writes.")
     _common(p)
     p.add_argument("--preset", help="deepseek-v3.1, deepseek-v3, mxfp8, mxfp4, nvfp4, hif8, ...; with --layout "
-                   "ascend an AscendV1 type: W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, W8A16, W8A8; deepseek-v4: routed "
-                   "experts MXFP4, the rest FP8 (DeepSeek-V4 layout). Without it "
+                   "ascend an AscendV1 type (msModelSlim's bytes): W8A8_MXFP8, W4A8_MXFP, W4A4_MXFP4, W8A8_DYNAMIC, "
+                   "W8A16, W4A8_DYNAMIC, W8A8, or TYPE:PRESET (W8A8_MXFP8:mxfp8); deepseek-v4: routed experts MXFP4, "
+                   "the rest FP8 (DeepSeek-V4 layout). Without it "
                    "a quantized SRC keeps its scheme: codes kept, scales moved (lossless where the formats allow)")
     p.add_argument("--layout", help="deepseek (FP8 presets' default) | compressed-tensors | fp8port (other presets' "
                    "default) | deepseek-v4 | gpt-oss (MoE experts in MXFP4) | ascend (msModelSlim AscendV1) | dense; "

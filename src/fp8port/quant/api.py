@@ -7,7 +7,11 @@ import numpy as np
 
 from ..arrays import OUT_DTYPES, dtype_name, is_torch, to_numpy, to_torch, torch_module
 from ..backends import Backend
+from ..codec import fast as codec_fast
+from ..codec import reference as codec_reference
+from ..codec.policy import Rounding
 from ..errors import Fp8portError, UnsupportedInputError
+from ..formats import Kind
 from ..names import NamedEnum
 from . import devices, fast, reference
 from . import storage as st
@@ -137,9 +141,9 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
             stored = stored.view(ml_dtypes.float8_e4m3fn)
         else:
             stored = stored.view(ml_dtypes.float8_e8m0fnu)
-    else:
-        codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme,
-                                                            check=policy is NonFinite.ERROR)
+    else:  # the reference's scale and apply steps; with `auto`, the codec's fused element encoder
+        codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme, check=policy is NonFinite.ERROR,
+                                                            encoder=None if be is Backend.REFERENCE else _encode)
     if out is not None:
         if codes.ctypes.data != codes_out.ctypes.data:  # the reference path wrote elsewhere
             np.copyto(codes_out, codes)
@@ -152,6 +156,17 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(arr.shape), scheme=scheme,
                            role=role, src_dtype=src, framework=framework,
                            tensor_scale=None if tensor_scale is None else float(tensor_scale))
+
+
+def _encode(y: np.ndarray, spec, rules) -> np.ndarray:
+    """Element codes of float32 `y` by the codec's fused kernel (bit for bit its reference, which stochastic
+    rounding keeps); it forms INT codes in 8 bits, so a narrower INT keeps its low bits (two's complement)."""
+    if rules.rounding is Rounding.STOCHASTIC:
+        return codec_reference.encode(y.astype(np.float64), spec, rules)
+    codes, bad = codec_fast.encode(y, spec, rules)
+    if bad is not None and bad.any():
+        codec_reference.raise_first(y, bad.astype(bool), spec, "value")
+    return codes & np.uint8((1 << spec.bits) - 1) if spec.kind is Kind.INT and spec.bits < 8 else codes
 
 
 def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):

@@ -155,11 +155,14 @@ def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
     return _finish_scales(scheme.scale_rule.fn(amax, scheme.element, scheme), amax, scheme)[0]
 
 
-def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=None, dtype: str = "bfloat16"):
+def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=None, dtype: str = "bfloat16",
+             encoder=None):
     """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None).
 
     NVFP4 rules only: tensor_amax is the amax the per-tensor scale comes from (a fused q/k/v or gate/up
-    group's; default this tensor's), dtype the weight dtype compressed-tensors computes in."""
+    group's; default this tensor's), dtype the weight dtype compressed-tensors computes in.
+    encoder(y_float32, element, rules): another element encoder for the last step (api.py passes the
+    codec's fused one, tested bit for bit against the codec reference used by default)."""
     x = np.asarray(x, dtype=F32)
     if check:
         check_finite(x)
@@ -179,7 +182,10 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=N
         s, stored = _finish_scales(s, amax, scheme)
         y = _apply(xb, _expand(s, ext), scheme.apply)
     y = _crop(y, x.shape)
-    codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
+    if encoder is None:
+        codes = encode(y.astype(np.float64), scheme.element, scheme.rules)
+    else:
+        codes = encoder(np.ascontiguousarray(y, F32), scheme.element, scheme.rules)
     if _ct_mx_fp4(scheme):
         codes = nvfp4.ct_unsigned_zero(codes, y)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:

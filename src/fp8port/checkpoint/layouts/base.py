@@ -254,6 +254,7 @@ class Writer(ABC):
     preset: Preset | None = None
     measures_error: bool = False  # report the SQNR of every quantized weight, not only requantized ones
     index_name: str = INDEX
+    file_metadata: dict[str, str] | None = field(default_factory=lambda: {"format": "pt"})  # shards' __metadata__
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -329,12 +330,16 @@ class Writer(ABC):
         return {}
 
     # -- files
+    def arrange(self, jobs: list[Job]) -> list[Job]:
+        """Every planned job, in the order this layout writes them (and copies in the dtype it writes)."""
+        return jobs
+
     def review(self, jobs: list[Job]) -> None:
         """Called once with every planned job: checks that span tensors (raise), notes (self.notes)."""
 
     @abstractmethod
-    def config(self, config: dict | None, jobs: list[Job]) -> dict | None:
-        """config.json to write: the source's with this layout's quantization_config (or none)."""
+    def config(self, config: dict | None, jobs: list[Job]) -> dict | str | None:
+        """config.json to write: the source's with this layout's quantization_config (or none), or its text."""
 
     def schemes(self, jobs: list[Job]) -> list[Scheme]:
         """The distinct schemes written, in order (the preset's when nothing is quantized)."""
@@ -346,8 +351,12 @@ class Writer(ABC):
         return out
 
     def side_files(self, plan) -> dict[str, object]:
-        """JSON files written beside the shards when the output is complete: {file name: object}."""
+        """JSON files written beside the shards when the output is complete: {file name: object, or its text}."""
         return {}
+
+    def index(self, plan) -> object | None:
+        """The index file's content (`index_name`): an object, its text, or None (one shard needs none)."""
+        return index_object(plan) if len(plan.shard_names) > 1 else None
 
     def shard_names(self, n: int) -> list[str]:
         return [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
@@ -368,6 +377,13 @@ def with_config(config: dict | None, qc: dict | None) -> dict | None:
     else:
         out["quantization_config"] = qc
     return out
+
+
+def index_object(plan) -> dict:
+    """{"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}} in the plan's order."""
+    weight_map = {n: plan.shard_names[si] for si, idx in enumerate(plan.shards) for ji in idx
+                  for n, _, _ in plan.jobs[ji].outputs}
+    return {"metadata": {"total_size": sum(j.nbytes for j in plan.jobs)}, "weight_map": weight_map}
 
 
 def ignored_modules(jobs: list[Job]) -> list[str]:

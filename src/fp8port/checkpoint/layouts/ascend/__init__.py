@@ -1,13 +1,16 @@
-"""msModelSlim's AscendV1 layout: what vLLM-Ascend and SGLang-on-Ascend load.
+"""msModelSlim's AscendV1 layout: what vLLM-Ascend and SGLang-on-Ascend load, written as msModelSlim writes it.
 
 Files (shared/research/ascend-layout.md §1): `quant_model_description.json` (one quant type
 per tensor plus global keys), `quant_model_weights.safetensors` or numbered shards with
 `quant_model_weights.safetensors.index.json`, and config.json without quantization_config.
-Types differ per tensor (§2): FLOAT copies, int8 per output channel (W8A8_DYNAMIC, W8A16,
-W8A8 static), E4M3 or packed E2M1 codes with one E8M0 byte per 1x32 block along K (MX types).
+Types differ per tensor (§2): FLOAT copies, int8 / int4 / E4M3 per output channel (W8A8_DYNAMIC,
+W8A16, W8A8 static, W4A8_DYNAMIC, WFP8AFP8_DYNAMIC), E4M3 or packed E2M1 codes with one E8M0 byte per
+1x32 block along K (MX types). By default each type is quantized with msModelSlim 26.1.0's rule and the
+folder laid out as its AscendV1Saver does (issue 24; tests/peers/test_msmodelslim.py proves the bytes).
 
-types.py: the types and the tensors each stores; rules.py: what stays FLOAT and what is fused;
-codec.py: weights to and from values; description.py: the description file; inspect.py: loaders.
+types.py: the types, what each stores, the default rule per type; rules.py: what stays FLOAT, what is
+fused, the write order; codec.py: weights to and from values; description.py: the description file;
+inspect.py: loaders.
 """
 
 from __future__ import annotations
@@ -15,21 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ....errors import ConversionError
+from ....quant import Scheme
 from ...folder import DESCRIPTION
 from ...selection import quantizable
-from ..base import Action, LayoutHandler, LayoutName, Source, StoredWeight, WriteRequest, Writer, with_config
+from ..base import (Action, LayoutHandler, LayoutName, Source, StoredWeight, WriteRequest, Writer, index_object,
+                    with_config)
 from . import codec
-from .codec import bf16_ceil, int8_per_channel  # noqa: F401  (part of the layout's API)
 from .description import INDEX, description, quantized_types, shard_names
 from .inspect import describe
-from .rules import FLOAT_RULES, check_fits, check_groups, float_reason, layer_kind, mtp_layers  # noqa: F401
-from .types import LOADERS, PRIORITY, WRITABLE, AscendType, entries, logical  # noqa: F401
+from .rules import (FLOAT_RULES, check_fits, check_groups, float_reason, layer_kind, module_order,  # noqa: F401
+                    mtp_layers)
+from .types import LOADERS, PRIORITY, WRITABLE, AscendType, entries, logical, target  # noqa: F401
+
+FLOAT = AscendType.FLOAT
+EMBED = "model.embed_tokens.weight"
 
 
 def _load_activations(path) -> tuple[dict, str]:
@@ -78,7 +86,7 @@ class Ascend(LayoutHandler):
         if request.preset is None:
             raise ConversionError("--layout ascend needs --preset TYPE, one of: "
                                   + ", ".join(t.value for t in WRITABLE))
-        atype = AscendType.writable(request.preset)
+        atype, scheme = target(request.preset, source.model_dtype)
         if source.layout is LayoutName.ASCEND:
             raise ConversionError(f"{source.ckpt.root} is already AscendV1; `fp8port dequant` it first to change types")
         if request.storage or request.block:
@@ -88,9 +96,13 @@ class Ascend(LayoutHandler):
             raise ConversionError("W8A8 (static) needs calibrated input_scale/input_offset per Linear, which "
                                   "fp8port cannot compute without data (ascend-layout.md §4.4); pass "
                                   "--activation-scales FILE.json, or use W8A8_DYNAMIC")
-        w = AscendWriter(self.name, request, source, atype=atype, measures_error=True, index_name=INDEX)
-        w.deq_int64 = source.model_dtype == "F16"
+        w = AscendWriter(self.name, request, source, atype=atype, scheme=scheme, measures_error=True,
+                         index_name=INDEX, file_metadata=None)
+        w.deq_int64 = source.model_dtype != "BF16"  # msModelSlim deqscale2int64_by_dtype
         w.mtp = mtp_layers(source.ckpt.tensors, source.ckpt.config)
+        if source.model_dtype == "F16" and ":" not in request.preset:
+            w.notes.append("msModelSlim computes scales in float16 on a float16 model; fp8port's msmodelslim-* rules "
+                           "model its bf16 and float32 arithmetic, so a scale may differ from its in the last bit")
         if request.activation_scales:
             if atype is not AscendType.W8A8:
                 raise ConversionError("--activation-scales is for --preset W8A8 (static)")
@@ -101,11 +113,13 @@ class Ascend(LayoutHandler):
 
 @dataclass
 class AscendWriter(Writer):
-    """What `convert --layout ascend --preset TYPE` writes: a type per tensor, recorded for the description."""
+    """What `convert --layout ascend --preset TYPE[:PRESET]` writes: what msModelSlim's AscendV1Saver writes, a
+    type per tensor recorded for the description, in its module order, lm_head cloned from a tied embedding."""
 
     atype: AscendType = AscendType.FLOAT
-    types: dict[str, AscendType] = field(default_factory=dict)  # every written tensor -> its description entry
-    deq_int64: bool = False  # W8A8 deq_scale as int64 fp32 bits (fp16 models, §2.1)
+    scheme: Scheme | None = None  # what the weights are quantized with (`target`)
+    types: dict[str, AscendType] = field(default_factory=dict)  # every source tensor -> its description entry
+    deq_int64: bool = False  # W8A8 deq_scale as int64 fp32 bits (§2.1)
     activations: dict = field(default_factory=dict)  # module -> (input_scale, input_offset)
     mtp: set = field(default_factory=set)
 
@@ -124,20 +138,16 @@ class AscendWriter(Writer):
             t = AscendType.W8A8_DYNAMIC  # W8A8 static has no MoE scheme (§2.1); msModelSlim mixes the same way
         check_fits(t, name, shape, f"{name[: -len('.weight')]}.bias" in self.source.ckpt.tensors, self.activations)
         self.types[name] = t
-        return t.scheme
+        return self.scheme
 
     def outputs(self, name, shape, scheme):
-        t = self.types[name]
-        out = entries(t, name, shape, self.source.model_dtype, self.deq_int64)
-        self.types.update((n, t) for n, _, _ in out)
-        return out
+        return entries(self.types[name], name, shape, self.deq_int64)
 
     def encode(self, name, x, scheme, nonfinite):
-        return codec.encode(self.types[name], np.asarray(x, np.float32), name, nonfinite)
+        return codec.encode(self.types[name], np.asarray(x, np.float32), scheme, name, nonfinite)
 
     def arrays(self, name, q):
-        t = self.types[name]
-        return codec.arrays(t, q, self.activations.get(name[: -len(".weight")]), self.deq_int64)
+        return codec.arrays(self.types[name], name, q, self.activations.get(name[: -len(".weight")]), self.deq_int64)
 
     def report(self, name, q):
         return {"type": self.types[name].value}
@@ -153,11 +163,39 @@ class AscendWriter(Writer):
             self.notes.append(f"{lossy} FP8 weights have scales that are not powers of two (or blocks that are "
                               "not 1xK-splittable): requantized to MXFP8, error per tensor in the summary")
 
+    def extra_copies(self):
+        """msModelSlim writes lm_head.weight for tied embeddings ("so both keys exist for tie_word_embeddings")."""
+        names, cfg = self.source.ckpt.tensors, self.source.ckpt.config or {}
+        tied = cfg.get("tie_word_embeddings", True) and "lm_head.weight" not in names
+        return [(EMBED, "lm_head.weight")] if tied and EMBED in names else []
+
+    def arrange(self, jobs):
+        """msModelSlim's order (rules.module_order), and float32 biases for quantized Linears (its saver writes
+        `module.bias.to(torch.float32)`)."""
+        out = []
+        for j in sorted(jobs, key=lambda j: module_order(j.outputs[0][0])):
+            if j.action is Action.COPY and j.source.endswith(".bias"):
+                if self.types.get(j.source[: -len(".bias")] + ".weight", FLOAT) is not FLOAT:
+                    (n, _, shape), = j.outputs
+                    j = replace(j, outputs=((n, "F32", shape),))
+            out.append(j)
+        return out
+
     def config(self, config, jobs):
-        return with_config(config, None)
+        """config.json as msModelSlim leaves it: unchanged, unless it has a quantization_config to remove."""
+        if config is None:
+            return None
+        if "quantization_config" in config or "quantization_config" in (config.get("text_config") or {}):
+            return json.dumps(with_config(config, None), indent=2)
+        return (self.source.ckpt.root / "config.json").read_text()
 
     def side_files(self, plan):
-        return {DESCRIPTION: description(self.types)}
+        types = {n: self.types[j.source] for j in plan.jobs for n, _, _ in j.outputs}
+        return {DESCRIPTION: json.dumps(description(types), indent=4)}
+
+    def index(self, plan):
+        """Always written (also for one shard), in the description's order, as msModelSlim's saver does."""
+        return json.dumps(index_object(plan), indent=2)
 
     def shard_names(self, n):
         return shard_names(n)

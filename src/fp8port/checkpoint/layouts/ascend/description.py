@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ....errors import CheckpointError, UnknownNameError
-from ...folder import ASCEND_INDEX, ASCEND_SINGLE, DESCRIPTION, Checkpoint
+from ...folder import ASCEND_INDEX, DESCRIPTION, Checkpoint
 from .types import MX_GROUP, PRIORITY, AscendType
 
 VERSION = "1.0.0"
@@ -48,14 +48,17 @@ def quantized_types(ckpt: Checkpoint) -> dict[str, AscendType]:
 
 
 def description(types: dict[str, AscendType]) -> dict:
+    """The description of tensors of these types (in this order), with msModelSlim's global keys in its order.
+    model_quant_type is the highest-priority type present; W4A8_DYNAMIC is not in its list, so a W4A8_DYNAMIC
+    model says FLOAT (its lm_head is a FLOAT Linear)."""
     present = set(types.values()) | {AscendType.FLOAT}
-    top = max(present, key=PRIORITY.index)
+    top = max((t for t in present if t in PRIORITY), key=PRIORITY.index)
     desc = {n: t.value for n, t in types.items()}
-    desc.update(model_quant_type=top.value, version=VERSION, group_size=MX_GROUP if any(t.mx for t in present) else 0,
-                metadata={}, optional={})
+    desc.update(version=VERSION, model_quant_type=top.value, metadata={},
+                group_size=MX_GROUP if any(t.mx for t in present) else 0, optional={})
     return desc
 
 
 def shard_names(n: int) -> list[str]:
-    return [ASCEND_SINGLE] if n == 1 else [f"quant_model_weights-{i + 1:05d}-of-{n:05d}.safetensors"
-                                           for i in range(n)]
+    """msModelSlim numbers its shards also when there is one."""
+    return [f"quant_model_weights-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]

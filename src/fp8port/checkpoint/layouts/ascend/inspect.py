@@ -35,7 +35,8 @@ def describe(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
             if ".kv_b_proj." in n:
                 refuse["vllm-ascend"].append(f"{n} is quantized: {why}")
         for loader, reg in LOADERS.items():
-            if v not in reg[layer_kind(n)]:
+            if v not in reg[layer_kind(n)] and not any(r.startswith(f"no {layer_kind(n)} scheme for {v} ")
+                                                       for r in refuse[loader]):
                 refuse[loader].append(f"no {layer_kind(n)} scheme for {v} (e.g. {n})")
     if AscendType.WFP8AFP8_DYNAMIC.value in counts:
         msg = ("WFP8AFP8_DYNAMIC: msModelSlim writes this name but vLLM-Ascend registers W8A8FP8_DYNAMIC and "

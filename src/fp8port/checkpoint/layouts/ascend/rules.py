@@ -6,7 +6,7 @@ import re
 from fnmatch import fnmatchcase
 
 from ....errors import ConversionError
-from .types import AscendType
+from .types import AscendType, scale_bias_slices
 
 # What stays FLOAT in a DeepSeek-style model (§2.8, §4.6), with the reason a loader needs it.
 FLOAT_RULES = (
@@ -67,11 +67,38 @@ def fused_group(name: str) -> str | None:
     return None
 
 
+# transformers' module order (each class's __init__): what msModelSlim's saver walks, layer by layer.
+MODULE_ORDER = {n: i for i, n in enumerate((
+    "model", "embed_tokens", "layers", "norm", "lm_head",  # the model; its layers are written first (below)
+    "self_attn", "mlp", "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",  # a decoder layer
+    "q_proj", "q_a_proj", "q_a_layernorm", "q_b_proj", "k_proj", "v_proj", "kv_a_proj_with_mqa", "kv_a_layernorm",
+    "kv_b_proj", "o_proj", "q_norm", "k_norm",  # attention (Llama, Qwen3, DeepSeek MLA)
+    "gate_proj", "up_proj", "down_proj", "experts", "gate", "shared_experts",  # MLP and MoE
+    "weight", "weight_scale", "weight_offset", "scale_bias", "quant_bias", "input_scale", "input_offset",
+    "deq_scale", "bias"))}  # a module's tensors, as its saver writes them
+
+
+def module_order(name: str) -> tuple:
+    """Sort key giving the order msModelSlim writes tensors in: every decoder layer by index, each in module
+    order (names above; others after them, alphabetically), then the rest of the model (embedding, final norm,
+    lm_head). Its saver runs layer by layer, then walks what is left."""
+    m = _LAYER.match(name)
+    parts = name.split(".")
+    return (0 if m else 1, *((0, int(p), "") if p.isdigit() else (1, MODULE_ORDER.get(p, len(MODULE_ORDER)), p)
+                             for p in parts))
+
+
 def check_fits(t: AscendType, name: str, shape, has_bias: bool, activations: dict) -> None:
-    k = shape[1]
+    n, k = shape
     if t.fp4 and k % 2:
         raise ConversionError(f"{name} {list(shape)}: K = {k} is odd, so its E2M1 codes do not fill whole bytes "
                               "along K (two per byte, §2.7); keep it FLOAT with --exclude or choose W8A8_MXFP8")
+    if t is AscendType.W4A8_DYNAMIC:
+        slices = scale_bias_slices(name)
+        if n % 2 or k % slices:
+            raise ConversionError(f"{name} {list(shape)}: W4A8_DYNAMIC packs pairs of rows (N even) and sums K in "
+                                  f"{slices} slices; keep it FLOAT with --exclude")
     base = name[: -len(".weight")]
     if t is AscendType.W8A8:
         if base not in activations:
