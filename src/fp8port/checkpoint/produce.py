@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import engines
 from ..errors import NonFiniteError
 from ..quant import QuantizedTensor, dequantize
 from ..quant.metrics import max_abs_error, sqnr_db
@@ -55,6 +56,14 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
         return [reader.values(ckpt, job.weight, DTYPES[job.outputs[0][1]][0].name)], {}
+    if job.action is Action.ENGINE:  # what the engine of `rescale --to ENGINE` holds after loading
+        engine, ctx = engines.get(plan.options.to), engines.Context.from_config(ckpt.config)
+        q = reader.read(ckpt, job.weight)
+        held = engine.apply(engine.plan(job.weight, ctx), q, ctx)
+        arrays = (plan.writer.arrays(job.source, held.q) if job.scheme is not None
+                  else [held.values.astype(DTYPES[job.outputs[0][1]][0])])
+        src = np.asarray(reader.values(ckpt, job.weight), np.float32)
+        return arrays, {"sqnr_db": round(sqnr_db(src, held.values), 3), "max_abs_error": max_abs_error(src, held.values)}
     if job.action is Action.REPLICATE:
         q = relayout(reader.read(ckpt, job.weight), job.scheme)
         return plan.writer.arrays(job.source, q), {"exact": True, **plan.writer.report(job.source, q)}

@@ -111,6 +111,7 @@ class Action(enum.Enum):
     REQUANTIZE = "requantize"  # a quantized source's values into another scheme (lossy: SQNR reported)
     REPLICATE = "replicate-scales"  # codes kept, each scale copied onto the target blocks it covers (exact)
     WIDEN = "fp4-to-fp8"  # E2M1 codes widened to E4M3 by DeepSeek's rule (exact unless `lossless` says not)
+    ENGINE = "engine"  # what an engine holds after loading the weight (rescale --to ENGINE; fp8port.engines)
 
 
 @dataclass(frozen=True)
