@@ -146,17 +146,18 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     ckpt = Checkpoint.open(path)
     handler, detected = layouts.detect(ckpt)
     stored_layout = handler.name.value
+    is_dense = stored_layout == layouts.LayoutName.DENSE.value
+    if chosen and is_dense:
+        raise CheckpointError(f"{path} is dense; --as evaluates how engines load a quantized checkpoint")
     if reference is not None:
         reference = Path(reference)
         dense, layout = _is_dense(reference)
         if not dense:
             raise CheckpointError(f"--reference {reference} is a {layout} checkpoint; the reference must be dense "
                                   "(the BF16 / F32 original)")
-    elif stored_layout == layouts.LayoutName.DENSE.value:
+    elif is_dense:
         raise CheckpointError(f"{path} is dense: compare it with --reference DENSE, or evaluate presets on it "
                               "(fp8port eval MODEL --presets ...)")
-    if chosen and stored_layout == layouts.LayoutName.DENSE.value:
-        raise CheckpointError(f"{path} is dense; --as evaluates how engines load a quantized checkpoint")
 
     say(f"loading {path} ({stored_layout} layout) with fp8port's loader")
     model = _load(path)
