@@ -48,7 +48,8 @@ def test_deepgemm_details():
 def test_vllm_ascend():
     step = plan("vllm-ascend-950", (576, 576))
     assert step.action is Action.REQUANTIZE and step.scheme == MXFP8.with_(name="vllm-ascend-950/weight")
-    assert plan("vllm-ascend-950", (512, 7168), name="model.layers.0.self_attn.kv_b_proj.weight").dtype is Dense.BFLOAT16
+    kv_b = plan("vllm-ascend-950", (512, 7168), name="model.layers.0.self_attn.kv_b_proj.weight")
+    assert kv_b.action is Action.DEQUANTIZE and kv_b.dtype is Dense.BFLOAT16
     assert plan("vllm-ascend-950", (64, 100)).action is Action.DEQUANTIZE  # K % 32
     ascend_v1 = Context(Dense.BFLOAT16, "deepseek_v3", None)
     assert plan("vllm-ascend-950", (576, 576), MXFP8, ascend_v1).action is Action.KEEP

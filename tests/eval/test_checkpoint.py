@@ -135,3 +135,28 @@ def test_inspect_says_what_each_engine_does(tiny, capsys):
     assert main(["inspect", str(tiny[1]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert not info["engines"]["transformers-cpu"]["loads"] and info["engines"]["vllm-sm100"]["transforms"]
+
+
+@pytest.mark.slow
+def test_smollm2_deepseek_v3_as_engines_equals_rescale_by_hand(tmp_path, capsys):
+    """The issue's check: SmolLM2 as deepseek-v3 (float32 scales), `eval --reference --as vllm-sm100,
+    vllm-ascend-950,vllm-ascend-a2`; each engine's figures equal `rescale --to ENGINE` then `eval`."""
+    from fp8port.models import smollm2
+
+    dense = smollm2()
+    v3 = tmp_path / "v3"
+    run(dense, v3, Options(mode="convert", preset="deepseek-v3"), progress=None)
+    small = ["--reference", str(dense), "--max-tokens", "32", "--seq-len", "32", "--sensitivity-layers", "0", "--json"]
+    names = ["vllm-sm100", "vllm-ascend-950", "vllm-ascend-a2"]
+    assert main(["eval", str(v3), "--as", ",".join(names), *small]) == 0
+    d = json.loads(capsys.readouterr().out)
+    stored = _row(d, "as stored")
+    for name in names:
+        run(v3, tmp_path / name, Options(mode="rescale", to=name), progress=None)
+        assert main(["eval", str(tmp_path / name), *small]) == 0
+        by_hand = json.loads(capsys.readouterr().out)
+        assert {k: _row(by_hand, "as stored")[k] for k in FIGURES} == {k: _row(d, name)[k] for k in FIGURES}, name
+        assert _row(d, name)["kl"] >= stored["kl"] * 0.5  # an engine row, not the stored one again
+    sec = {s["engine"]: s for s in d["checkpoint"]["engines"]}
+    assert sec["vllm-sm100"]["counts"]["requantize"] == 30  # the 30 down_proj (576 x 1536): N % 64, K % 128
+    assert _row(d, "vllm-ascend-950")["kl"] > 2 * stored["kl"]

@@ -41,9 +41,9 @@ def _encode(plan: Plan, job: Job, x, where: str) -> QuantizedTensor:
         raise NonFiniteError(f"{where}: {e}{block} (use --nonfinite keep or zero)") from None
 
 
-def _error(ref: np.ndarray, q: QuantizedTensor) -> dict:
-    """SQNR and max |error| of a lossy step, over the finite values."""
-    got = np.asarray(dequantize(q, "float32"), np.float32)
+def _error(ref: np.ndarray, q: QuantizedTensor | np.ndarray) -> dict:
+    """SQNR and max |error| of a lossy step (its codes, or the values it gives), over the finite values."""
+    got = np.asarray(q if isinstance(q, np.ndarray) else dequantize(q, "float32"), np.float32)
     fin = np.isfinite(got) & np.isfinite(ref)
     return {"sqnr_db": round(sqnr_db(ref[fin], got[fin]), 3), "max_abs_error": max_abs_error(ref[fin], got[fin])}
 
@@ -62,8 +62,7 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
         held = engine.apply(engine.plan(job.weight, ctx), q, ctx)
         arrays = (plan.writer.arrays(job.source, held.q) if job.scheme is not None
                   else [held.values.astype(DTYPES[job.outputs[0][1]][0])])
-        src = np.asarray(reader.values(ckpt, job.weight), np.float32)
-        return arrays, {"sqnr_db": round(sqnr_db(src, held.values), 3), "max_abs_error": max_abs_error(src, held.values)}
+        return arrays, _error(np.asarray(reader.values(ckpt, job.weight), np.float32), held.values)
     if job.action is Action.REPLICATE:
         q = relayout(reader.read(ckpt, job.weight), job.scheme)
         return plan.writer.arrays(job.source, q), {"exact": True, **plan.writer.report(job.source, q)}

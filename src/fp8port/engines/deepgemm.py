@@ -87,9 +87,9 @@ class SglangSm100(DeepGemmRequant):
     name = "sglang-sm100"
     summary = ("SGLang on Blackwell with DeepGEMM: 128x128 block-FP8 layers DeepGEMM runs (N % 64, K % 128) are "
                "dequantized to bfloat16 and requantized with bitwise UE8M0 scales")
-    source = ("sglang 0.5.23 (PyPI wheel): srt/layers/quantization/fp8_utils.py requant_block_scale_ue8m0_for_deepgemm, "
-              "requant_weight_ue8m0, block_quant_dequant, quant_weight_ue8m0, per_block_cast_to_fp8, ceil_to_ue8m0; "
-              "srt/model_loader/utils.py should_deepgemm_weight_requant_ue8m0")
+    source = ("sglang 0.5.23 (PyPI wheel): srt/layers/quantization/fp8_utils.py "
+              "requant_block_scale_ue8m0_for_deepgemm, requant_weight_ue8m0, block_quant_dequant, quant_weight_ue8m0, "
+              "per_block_cast_to_fp8, ceil_to_ue8m0; srt/model_loader/utils.py should_deepgemm_weight_requant_ue8m0")
     dequant_dtype = Dense.BFLOAT16
     rule = "ue8m0"
     only_128 = True

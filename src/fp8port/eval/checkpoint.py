@@ -38,11 +38,6 @@ STORED = "as stored"
 WORST = 5  # layers listed per engine as losing most
 
 
-def _is_dense(path) -> tuple[bool, str]:
-    handler, _ = layouts.detect(Checkpoint.open(path))
-    return handler.name is layouts.LayoutName.DENSE, handler.name.value
-
-
 def _load(path: Path) -> nn.Module:
     try:
         return load_quantized(path, dtype=torch.float32)
@@ -142,22 +137,10 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     path = Path(path)
+    reference = Path(reference) if reference is not None else None
     chosen = eng.parse_list(engines)
     ckpt = Checkpoint.open(path)
-    handler, detected = layouts.detect(ckpt)
-    stored_layout = handler.name.value
-    is_dense = stored_layout == layouts.LayoutName.DENSE.value
-    if chosen and is_dense:
-        raise CheckpointError(f"{path} is dense; --as evaluates how engines load a quantized checkpoint")
-    if reference is not None:
-        reference = Path(reference)
-        dense, layout = _is_dense(reference)
-        if not dense:
-            raise CheckpointError(f"--reference {reference} is a {layout} checkpoint; the reference must be dense "
-                                  "(the BF16 / F32 original)")
-    elif is_dense:
-        raise CheckpointError(f"{path} is dense: compare it with --reference DENSE, or evaluate presets on it "
-                              "(fp8port eval MODEL --presets ...)")
+    stored_layout, detected = _validate(ckpt, reference, chosen)
 
     say(f"loading {path} ({stored_layout} layout) with fp8port's loader")
     model = _load(path)
@@ -204,19 +187,8 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     proxies = {n: output_sqnr(inputs[n], torch.from_numpy(ref_w[n]), torch.from_numpy(stored_values[n]))
                for n in names}
 
-    sections = []
-    for e in chosen:
-        say(f"{e.name}: planning {len(names)} linears")
-        section, swaps = _engine(e, layers, ctx, ref_w, stored_values, stored, variants)
-        sections.append(section)
-        if swaps is None:
-            say(f"{e.name}: {section['message']}")
-            continue
-        say(f"{e.name}: forward pass ({len(swaps)} linears changed)")
-        with swapped(model, swaps):
-            logp = log_probs(model, ids)
-        rows.append(_row(e.name, logp, ref_logp, ids, variants[e.name], dense_bytes))
-        section.update({k: rows[-1][k] for k in ("ppl", "kl", "top1", "weight_sqnr_db")})
+    sections = [_run_engine(e, model, layers, ctx, ref_w, stored_values, variants, rows, ids, ref_logp, dense_bytes,
+                            say) for e in chosen]
 
     sensitivity = _sensitivity(ref_model, model, dense, ids, ref_logp, proxies, sensitivity_layers, say)
     sensitivity["full_kl_all_rows"] = rows[0]["kl"]
@@ -237,6 +209,24 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     return report.to_dict()
 
 
+def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[str, str]:
+    """(the checkpoint's layout, why) once the arguments fit: a dense reference, a quantized checkpoint
+    for --as or without a reference."""
+    handler, detected = layouts.detect(ckpt)
+    is_dense = handler.name is layouts.LayoutName.DENSE
+    if chosen and is_dense:
+        raise CheckpointError(f"{ckpt.root} is dense; --as evaluates how engines load a quantized checkpoint")
+    if reference is not None:
+        ref_handler, _ = layouts.detect(Checkpoint.open(reference))
+        if ref_handler.name is not layouts.LayoutName.DENSE:
+            raise CheckpointError(f"--reference {reference} is a {ref_handler.name.value} checkpoint; the reference "
+                                  "must be dense (the BF16 / F32 original)")
+    elif is_dense:
+        raise CheckpointError(f"{ckpt.root} is dense: compare it with --reference DENSE, or evaluate presets on it "
+                              "(fp8port eval MODEL --presets ...)")
+    return handler.name.value, detected
+
+
 def _reference(reference: Path, path: Path, layers: dict, say) -> tuple[nn.Module, dict]:
     """The reference model (float32) and its weight of every compared linear, checked against the checkpoint."""
     say(f"reference {reference}")
@@ -252,6 +242,21 @@ def _reference(reference: Path, path: Path, layers: dict, say) -> tuple[nn.Modul
                                   f"{[m.out_features, m.in_features]}")
         ref_w[n] = r.weight.detach().numpy()  # float32: BF16 widened exactly
     return ref_model, ref_w
+
+
+def _run_engine(e: eng.Engine, model, layers, ctx, ref_w, stored_values, variants, rows, ids, ref_logp,
+                dense_bytes, say) -> dict:
+    """One engine: its plan, then (where it loads the checkpoint) what it holds, one forward pass, its row."""
+    say(f"{e.name}: planning {len(layers)} linears")
+    section, swaps = _engine(e, layers, ctx, ref_w, stored_values, variants[STORED], variants)
+    if swaps is None:
+        say(f"{e.name}: {section['message']}")
+        return section
+    say(f"{e.name}: forward pass ({len(swaps)} linears changed)")
+    with swapped(model, swaps):
+        logp = log_probs(model, ids)
+    rows.append(_row(e.name, logp, ref_logp, ids, variants[e.name], dense_bytes))
+    return {**section, **{k: rows[-1][k] for k in ("ppl", "kl", "top1", "weight_sqnr_db")}}
 
 
 def _row(name: str, logp, ref_logp, ids, v: _Variant, dense_bytes: int) -> dict:
