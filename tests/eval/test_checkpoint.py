@@ -109,7 +109,8 @@ def test_every_readable_layout_evaluates_or_gives_one_line(layout, tiny, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (lambda d, q: [q, "--reference", q], "the reference must be dense"),
+    (lambda d, q: [q, "--reference", q], "is a deepseek checkpoint where a dense model is needed"),
+    (lambda d, q: [q + "-missing", "--as", "vllm-sm100"], "-missing"),
     (lambda d, q: [d, "--as", "vllm-sm100"], "--as evaluates how engines load a quantized checkpoint"),
     (lambda d, q: [q, "--as", "vllm-h100"], "unknown engine 'vllm-h100'; valid: gguf-q8_0"),
     (lambda d, q: [q, "--presets", "mxfp8"], "--presets applies to a dense model"),

@@ -38,13 +38,18 @@ STORED = "as stored"
 WORST = 5  # layers listed per engine as losing most
 
 
-def _load(path: Path) -> nn.Module:
+def _load(ckpt: Checkpoint) -> nn.Module:
+    """The checkpoint as fp8port's loader builds it (float32), a causal LM or a typed error."""
+    archs = (ckpt.config or {}).get("architectures") or []
+    if not any(str(a).endswith("ForCausalLM") for a in archs):
+        raise CheckpointError(f"{ckpt.root}: eval needs a causal LM; config.json names architectures {archs}")
     try:
-        return load_quantized(path, dtype=torch.float32)
+        return load_quantized(ckpt.root, dtype=torch.float32)
     except Fp8portError:
         raise
     except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:  # transformers cannot build it
-        raise CheckpointError(f"{path}: transformers cannot build the model from its config.json ({e})") from None
+        raise CheckpointError(f"{ckpt.root}: transformers cannot build the model from its config.json "
+                              f"({' '.join(str(e).split())[:300]})") from None
 
 
 def _tokenizer(folder: Path):
@@ -143,7 +148,7 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     stored_layout, detected = _validate(ckpt, reference, chosen)
 
     say(f"loading {path} ({stored_layout} layout) with fp8port's loader")
-    model = _load(path)
+    model = _load(ckpt)
     tok = _tokenizer(reference or path)
     batch = token_batch(tok, read_texts(texts), max_tokens, seq_len)
     ids = batch.ids
@@ -210,18 +215,13 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
 
 
 def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[str, str]:
-    """(the checkpoint's layout, why) once the arguments fit: a dense reference, a quantized checkpoint
-    for --as or without a reference."""
+    """(the checkpoint's layout, why) once the arguments fit: a quantized checkpoint for --as or without a
+    reference (load_reference checks that the reference is dense)."""
     handler, detected = layouts.detect(ckpt)
     is_dense = handler.name is layouts.LayoutName.DENSE
     if chosen and is_dense:
         raise CheckpointError(f"{ckpt.root} is dense; --as evaluates how engines load a quantized checkpoint")
-    if reference is not None:
-        ref_handler, _ = layouts.detect(Checkpoint.open(reference))
-        if ref_handler.name is not layouts.LayoutName.DENSE:
-            raise CheckpointError(f"--reference {reference} is a {ref_handler.name.value} checkpoint; the reference "
-                                  "must be dense (the BF16 / F32 original)")
-    elif is_dense:
+    if reference is None and is_dense:
         raise CheckpointError(f"{ckpt.root} is dense: compare it with --reference DENSE, or evaluate presets on it "
                               "(fp8port eval MODEL --presets ...)")
     return handler.name.value, detected
