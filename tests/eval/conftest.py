@@ -15,7 +15,6 @@ def tiny_lm(folder: Path, seed: int = 0, hidden: int = 128) -> Path:
     """A random 2-layer Llama (BF16) with a word-level tokenizer over 28 ids, saved to `folder`."""
     import torch
     import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=320, num_hidden_layers=2,
@@ -28,6 +27,14 @@ def tiny_lm(folder: Path, seed: int = 0, hidden: int = 128) -> Path:
             if p.dim() == 2:
                 p.mul_(torch.exp(torch.randn(p.shape[0], 1)))
     model.to(torch.bfloat16).save_pretrained(folder)
+    return save_tokenizer(folder)
+
+
+def save_tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer over WORDS (ids 0 to 27, eos 1) saved beside a model."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
     vocab = {"<unk>": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -145,7 +145,8 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     reference = Path(reference) if reference is not None else None
     chosen = eng.parse_list(engines)
     ckpt = Checkpoint.open(path)
-    stored_layout, detected = _validate(ckpt, reference, chosen)
+    handler, detected = _validate(ckpt, reference, chosen)
+    stored_layout, stored_weights = handler.name.value, handler.weights(ckpt)
 
     say(f"loading {path} ({stored_layout} layout) with fp8port's loader")
     model = _load(ckpt)
@@ -192,8 +193,8 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     proxies = {n: output_sqnr(inputs[n], torch.from_numpy(ref_w[n]), torch.from_numpy(stored_values[n]))
                for n in names}
 
-    sections = [_run_engine(e, model, layers, ctx, ref_w, stored_values, variants, rows, ids, ref_logp, dense_bytes,
-                            say) for e in chosen]
+    sections = [_run_engine(e, stored_weights, model, layers, ctx, ref_w, stored_values, variants, rows, ids,
+                            ref_logp, dense_bytes, say) for e in chosen]
 
     sensitivity = _sensitivity(ref_model, model, dense, ids, ref_logp, proxies, sensitivity_layers, say)
     sensitivity["full_kl_all_rows"] = rows[0]["kl"]
@@ -214,8 +215,8 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     return report.to_dict()
 
 
-def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[str, str]:
-    """(the checkpoint's layout, why) once the arguments fit: a quantized checkpoint for --as or without a
+def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[layouts.LayoutHandler, str]:
+    """(the checkpoint's layout handler, why) once the arguments fit: a quantized checkpoint for --as or without a
     reference (load_reference checks that the reference is dense)."""
     handler, detected = layouts.detect(ckpt)
     is_dense = handler.name is layouts.LayoutName.DENSE
@@ -224,7 +225,7 @@ def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[s
     if reference is None and is_dense:
         raise CheckpointError(f"{ckpt.root} is dense: compare it with --reference DENSE, or evaluate presets on it "
                               "(fp8port eval MODEL --presets ...)")
-    return handler.name.value, detected
+    return handler, detected
 
 
 def _reference(reference: Path, path: Path, layers: dict, say) -> tuple[nn.Module, dict]:
@@ -244,11 +245,11 @@ def _reference(reference: Path, path: Path, layers: dict, say) -> tuple[nn.Modul
     return ref_model, ref_w
 
 
-def _run_engine(e: eng.Engine, model, layers, ctx, ref_w, stored_values, variants, rows, ids, ref_logp,
-                dense_bytes, say) -> dict:
+def _run_engine(e: eng.Engine, stored_weights, model, layers, ctx, ref_w, stored_values, variants, rows, ids,
+                ref_logp, dense_bytes, say) -> dict:
     """One engine: its plan, then (where it loads the checkpoint) what it holds, one forward pass, its row."""
     say(f"{e.name}: planning {len(layers)} linears")
-    section, swaps = _engine(e, layers, ctx, ref_w, stored_values, variants[STORED], variants)
+    section, swaps = _engine(e, stored_weights, layers, ctx, ref_w, stored_values, variants[STORED], variants)
     if swaps is None:
         say(f"{e.name}: {section['message']}")
         return section
@@ -266,25 +267,35 @@ def _row(name: str, logp, ref_logp, ids, v: _Variant, dense_bytes: int) -> dict:
             "weight_sqnr_db": v.weight_sqnr_db}
 
 
-def _engine(e: eng.Engine, layers: dict, ctx: eng.Context, ref_w: dict, stored_values: dict, stored: _Variant,
-            variants: dict) -> tuple[dict, dict | None]:
+def _covered(name: str, covered: set[str]) -> bool:
+    """Whether a stored weight's module is one of the compared linears (names may differ by a base prefix)."""
+    mod = name.removesuffix(".weight")
+    return mod in covered or any(c.endswith("." + mod) or mod.endswith("." + c) for c in covered)
+
+
+def _engine(e: eng.Engine, stored_weights: dict, layers: dict, ctx: eng.Context, ref_w: dict, stored_values: dict,
+            stored: _Variant, variants: dict) -> tuple[dict, dict | None]:
     """(the engine's section, {layer: module it holds} for the changed layers), or None for the modules
-    when the engine does not load the checkpoint (or fp8port does not model how it would)."""
-    steps = {}
-    for n, m in layers.items():
-        if not isinstance(m, FP8Linear):
-            steps[n] = eng.Step(eng.Action.KEEP, "dense in the checkpoint")
-            continue
-        info = SimpleNamespace(name=f"{n}.weight", shape=(m.out_features, m.in_features), scheme=m.scheme)
-        steps[n] = e.plan(info, ctx)
+    when the engine does not load the checkpoint, fp8port does not model how it would, or it changes
+    weights the eval does not swap (3-D experts)."""
+    plans = {n: e.plan(w, ctx) for n, w in stored_weights.items()}
     section = {"engine": e.name, "summary": e.summary, "source": e.source,
-               "counts": {a.value: sum(s.action is a for s in steps.values()) for a in eng.Action},
-               "reasons": sorted({s.why for s in steps.values()})}
-    failed = [n for n, s in steps.items() if s.action is eng.Action.FAIL]
+               "counts": {a.value: sum(s.action is a for s in plans.values()) for a in eng.Action},
+               "reasons": sorted({s.why for s in plans.values()})}
+    failed = [n for n, s in plans.items() if s.action is eng.Action.FAIL]
+    covered = {n for n, m in layers.items() if isinstance(m, FP8Linear)}
+    beyond = [n for n, s in plans.items() if s.changes and not _covered(n, covered)]
     if failed:
-        section.update(status="no figures", message=f"{failed[0]}: {steps[failed[0]].why}"
-                       + (f" (and {len(failed) - 1} more linears)" if len(failed) > 1 else ""))
+        section.update(status="no figures", message=f"{failed[0]}: {plans[failed[0]].why}"
+                       + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else ""))
         return section, None
+    if beyond:
+        section.update(status="no figures", message=f"{beyond[0]}: {plans[beyond[0]].why}; eval applies engine "
+                       f"transforms to 2-D linears only (rescale --to {e.name}, then eval the result)")
+        return section, None
+    steps = {n: e.plan(SimpleNamespace(name=f"{n}.weight", shape=(m.out_features, m.in_features), scheme=m.scheme),
+                       ctx) if isinstance(m, FP8Linear) else eng.Step(eng.Action.KEEP, "dense in the checkpoint")
+             for n, m in layers.items()}
     v, swaps = _Variant(), {}
     for i, (n, m) in enumerate(layers.items()):
         s = steps[n]
