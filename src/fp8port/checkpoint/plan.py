@@ -34,7 +34,7 @@ class Operation(NamedEnum):
 
 class RescaleTarget(NamedEnum):
     __label__ = "rescale target"
-    UE8M0 = "ue8m0"  # fp32 block scales -> UE8M0 (what vLLM/SGLang do at load time): requantized
+    UE8M0 = "ue8m0"  # fp32 block scales -> UE8M0, DeepGEMM's bitwise rule, every weight (engines: --to ENGINE)
     MXFP8 = "mxfp8"  # UE8M0 128x128 -> MXFP8 1x32: codes kept, scale bytes copied
 
 
@@ -228,7 +228,15 @@ def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
     return plan(source, opts, LayoutName.FP8PORT, req, Relayout.REQUIRE)
 
 
-_DENSE = {engines.Dense.BFLOAT16: "BF16", engines.Dense.FLOAT16: "F16", engines.Dense.FLOAT32: "F32"}
+def _holds(layout: LayoutName, request: WriteRequest, source: Source, schemes: dict) -> bool:
+    """Whether `layout`'s writer holds every {weight: scheme}."""
+    try:
+        writer = layouts.get(layout).writer(request, source)
+        for n, scheme in schemes.items():
+            writer.hold(n, source.weights[n].shape, scheme)
+    except Fp8portError:
+        return False
+    return True
 
 
 def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
@@ -245,14 +253,8 @@ def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
     held = {n: s.scheme if s.scheme is not None else source.weights[n].scheme
             for n, s in steps.items() if s.action is not engines.Action.DEQUANTIZE}
     request = WriteRequest(requantize_only=True)
-    target = LayoutName.DENSE if not held else source.layout
-    if held:
-        try:
-            writer = layouts.get(target).writer(request, source)
-            for n, scheme in held.items():
-                writer.hold(n, source.weights[n].shape, scheme)
-        except Fp8portError:
-            target = LayoutName.FP8PORT
+    target = (LayoutName.DENSE if not held else source.layout if _holds(source.layout, request, source, held)
+              else LayoutName.FP8PORT)
     writer = layouts.get(target).writer(request, source)
     jobs = []
     for name, w in layouts.in_order(ckpt, source.weights):
@@ -260,7 +262,8 @@ def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
             info = ckpt.info(name)
             jobs.append(Job(Action.COPY, name, ((name, info.dtype, tuple(info.shape)),)))
         elif steps[name].action is engines.Action.DEQUANTIZE:
-            jobs.append(Job(Action.ENGINE, name, ((name, _DENSE[steps[name].dtype], w.shape),), w))
+            dtype = DenseDtype.parse(steps[name].dtype.value).safetensors
+            jobs.append(Job(Action.ENGINE, name, ((name, dtype, w.shape),), w))
         else:
             scheme = writer.hold(name, w.shape, held[name])
             action = Action.REPLICATE if steps[name].action is engines.Action.KEEP else Action.ENGINE

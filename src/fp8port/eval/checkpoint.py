@@ -29,7 +29,7 @@ from ..nn.load import set_module, target_linears
 from ..quant.metrics import ratio_db
 from . import metrics
 from .harness import capture_inputs, load_reference, log_probs, swapped
-from .pipeline import MB, _dense_bf16_bytes, _stderr
+from .pipeline import MB, dense_bf16_bytes, to_stderr
 from .report import Report
 from .sensitivity import KEEP_SHARE, output_sqnr, scan
 from .texts import read_texts, token_batch
@@ -130,7 +130,7 @@ def _code_stats(x: np.ndarray, q) -> dict:
 
 def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir=None, *, max_tokens: int = 512,
                         seq_len: int = 128, sensitivity_layers: int = 6, note: str = "",
-                        progress: Callable[[str], None] | None = _stderr) -> dict:
+                        progress: Callable[[str], None] | None = to_stderr) -> dict:
     """Fidelity of a checkpoint as stored and as each engine in `engines` holds it (names or a comma list).
 
     reference: a dense folder of the same model (its BF16 original); None compares with the checkpoint's
@@ -179,7 +179,7 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
         stored_logp = ref_logp
 
     ctx = eng.Context.from_config(ckpt.config)
-    dense_bytes = _dense_bf16_bytes(model, {id(p) for m in dense.values() for p in m.parameters(recurse=False)})
+    dense_bytes = dense_bf16_bytes(model, {id(p) for m in dense.values() for p in m.parameters(recurse=False)})
     linear_bf16 = sum(m.out_features * m.in_features * 2 for m in layers.values())
     ref_row = {"ppl": metrics.perplexity(ref_logp, ids), "weight_mb": (dense_bytes + linear_bf16) / MB,
                "linear_mb": linear_bf16 / MB,
