@@ -54,31 +54,21 @@ def _db(v) -> str:
     return v if isinstance(v, str) else f"{v:.2f}"  # the report writes inf / nan as strings
 
 
-def _quantized(path) -> bool:
-    from ..checkpoint import layouts
-    from ..checkpoint.folder import Checkpoint
-
-    handler, _ = layouts.detect(Checkpoint.open(path))
-    return handler.name is not layouts.LayoutName.DENSE
-
-
 def run(args) -> int:
+    from ..eval import evaluate, evaluate_checkpoint, is_quantized
+
     if args.max_tokens < 2:
         raise Fp8portError("--max-tokens must be at least 2")
     common = dict(texts=args.text, report_dir=args.report, max_tokens=args.max_tokens, seq_len=args.seq_len,
                   sensitivity_layers=args.sensitivity_layers)
-    if args.reference or args.engines or _quantized(args.model):
+    if args.reference or args.engines or is_quantized(args.model):
         for flag, value in (("--presets", args.presets), ("--modes", args.modes),
                             ("--sensitivity-preset", args.sensitivity_preset)):
             if value:
                 raise Fp8portError(f"{flag} applies to a dense model; {args.model} is evaluated as a checkpoint "
                                    "(as stored, and --as ENGINE)")
-        from ..eval.checkpoint import evaluate_checkpoint
-
         report = evaluate_checkpoint(args.model, reference=args.reference, engines=args.engines or (), **common)
     else:
-        from ..eval import evaluate
-
         presets = [p for p in (args.presets or DEFAULT).split(",") if p.strip()]
         modes = [m for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
         report = evaluate(args.model, presets=presets, modes=modes, sensitivity_preset=args.sensitivity_preset,

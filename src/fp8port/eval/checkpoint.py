@@ -38,6 +38,12 @@ STORED = "as stored"
 WORST = 5  # layers listed per engine as losing most
 
 
+def is_quantized(path) -> bool:
+    """Whether a folder holds a quantized checkpoint (any layout but dense): eval then evaluates it as one."""
+    handler, _ = layouts.detect(Checkpoint.open(path))
+    return handler.name is not layouts.LayoutName.DENSE
+
+
 def _load(ckpt: Checkpoint) -> nn.Module:
     """The checkpoint as fp8port's loader builds it (float32), a causal LM or a typed error."""
     archs = (ckpt.config or {}).get("architectures") or []
