@@ -1,4 +1,4 @@
-"""Imports run one way: formats -> codec -> quant -> checkpoint -> nn -> eval, CLI on top.
+"""Imports run one way: formats -> codec -> quant -> engines -> checkpoint -> nn -> eval, CLI on top.
 
 The graph is read with `ast` from src/fp8port: module-level and function-level (lazy) imports
 alike, since a lazy import is still a dependency. Each package has a rank; an import may only go
@@ -15,8 +15,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fp8port"
 FLOOR = {"errors", "names", "jsonsafe", "arrays", "backends"}
-RANK = {"cpu": 1, "formats": 1, "codec": 2, "quant": 3, "kernels": 4, "checkpoint": 4, "conform": 4, "deploy": 4,
-        "distributed": 4, "models": 4, "nn": 5, "eval": 6, "demo": 7, "cli": 8, "__main__": 9}
+RANK = {"cpu": 1, "formats": 1, "codec": 2, "quant": 3, "engines": 3.5, "kernels": 4, "checkpoint": 4, "conform": 4,
+        "deploy": 4, "distributed": 4, "models": 4, "nn": 5, "eval": 6, "demo": 7, "cli": 8, "__main__": 9}
 
 
 def _module(path: Path) -> list[str]:

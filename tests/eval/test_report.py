@@ -2,18 +2,20 @@
 and the page rendered in headless Chromium with its plots."""
 
 import argparse
+import html
 import json
 import os
 import shutil
 import struct
 import subprocess
 import zlib
+from collections import Counter
 from html.parser import HTMLParser
 
 import pytest
 
 from fp8port.eval import evaluate, plots
-from fp8port.eval.report import COLUMNS, SENS_COLUMNS, format_cell
+from fp8port.eval.report import COLUMNS, ENGINE_COLUMNS, SENS_COLUMNS, format_cell
 
 pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,7 +113,7 @@ def test_page_shows_exactly_the_json(evaluated):
 
 
 def _png_pixels(path):
-    """(width, height, set of RGB tuples) of an 8-bit RGB/RGBA, non-interlaced PNG."""
+    """(width, height, Counter of RGB tuples) of an 8-bit RGB/RGBA, non-interlaced PNG."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, width = 8, b"", None
@@ -126,7 +128,7 @@ def _png_pixels(path):
             idat += body
         pos += 12 + n
     raw, stride = zlib.decompress(idat), width * bpp
-    prev, colours = bytearray(stride), set()
+    prev, colours = bytearray(stride), Counter()
     for y in range(height):
         f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
         for i in range(stride):
@@ -147,19 +149,22 @@ def _png_pixels(path):
     return width, height, colours
 
 
-def test_report_renders_in_headless_chromium(evaluated, tmp_path):
+def _chromium(page, tmp_path, *args) -> subprocess.CompletedProcess:
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but `chromium` is not installed (.ci/run installs it with apt-get)")
         pytest.skip("headless Chromium not installed (apt-get install -y chromium); CI=true makes this a failure")
-    _, out = evaluated
-    shot = tmp_path / "shot.png"
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2600", f"--screenshot={shot}",
-           (out / "index.html").resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+           f"--user-data-dir={tmp_path / 'profile'}", *args, page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, timeout=120, check=True, text=True)
+
+
+def test_report_renders_in_headless_chromium(evaluated, tmp_path):
+    _, out = evaluated
+    shot = tmp_path / "shot.png"
+    _chromium(out / "index.html", tmp_path, "--window-size=1200,2600", f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 50_000
     width, height, colours = _png_pixels(shot)
     assert (width, height) == (1200, 2600)
@@ -169,6 +174,33 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
         return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
 
     # both series' legend swatches (solid rects in palette colours) and the heat maps' grey cells
-    assert {rgb(plots.colour(0)), rgb(plots.colour(1)), rgb(plots.EMPTY)} <= colours
+    assert {rgb(plots.colour(0)), rgb(plots.colour(1)), rgb(plots.EMPTY)} <= colours.keys()
     # the darkest clipping colour: mxfp4 clips on every layer
     assert any(r > 150 and g < 100 and b < 100 for r, g, b in colours)
+
+
+def _rgb(h):
+    return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_engine_sections_render_in_headless_chromium(tiny_report, tmp_path):
+    """A checkpoint report: every engine's section is in the rendered page with its figures, the engine
+    transformers cannot load says so, and each evaluated engine's bar is drawn in its series colour."""
+    d, out = tiny_report
+    dom = _chromium(out / "index.html", tmp_path, "--dump-dom").stdout
+    sections = d["checkpoint"]["engines"]
+    for sec in sections:
+        assert f"id=\"engine-{sec['engine']}\"" in dom
+        if sec["status"] == "evaluated":
+            for key, (_, fmt) in ENGINE_COLUMNS.items():
+                assert f">{format_cell(fmt, sec[key])}</td>" in dom
+        else:
+            assert f"No figures: {html.escape(sec['message'], quote=False)}" in dom
+    shot = tmp_path / "shot.png"
+    _chromium(out / "index.html", tmp_path, "--window-size=1200,6000", f"--screenshot={shot}")
+    _, _, colours = _png_pixels(shot)
+    for sec in sections:
+        if sec["status"] == "evaluated":
+            changed = sec["counts"]["requantize"] + sec["counts"]["dequantize"]
+            bar = 300 * changed // sum(sec["counts"].values()) * 14  # solid pixels of its bar
+            assert colours[_rgb(plots.colour(d["presets"].index(sec["engine"])))] >= bar * 0.9, sec["engine"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from .. import engines
 from ..errors import CheckpointError
 from . import layouts
 from .folder import Checkpoint
@@ -50,4 +51,6 @@ def inspect(path) -> dict:
     described = handler.describe(ckpt, weights)
     out.update(described)
     out["warnings"] = warnings + described.get("warnings", [])
+    # what each engine's loader does to these weights, as the engine transforms plan it (headers only)
+    out["engines"] = engines.verdicts(weights.values(), engines.Context.from_config(ckpt.config)) if weights else {}
     return out

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .. import __version__
-from ..errors import ConversionError, Fp8portError, LayoutError
+from .. import __version__, engines
+from ..errors import ConversionError, Fp8portError, LayoutError, UnknownNameError
 from ..names import NamedEnum
 from ..quant import BlockShape, ScaleStorage
 from ..quant.relayout import blocker, rounding, widen_blocker
@@ -34,12 +34,22 @@ class Operation(NamedEnum):
 
 class RescaleTarget(NamedEnum):
     __label__ = "rescale target"
-    UE8M0 = "ue8m0"  # fp32 block scales -> UE8M0 (what vLLM/SGLang do at load time): requantized
+    UE8M0 = "ue8m0"  # fp32 block scales -> UE8M0, DeepGEMM's bitwise rule, every weight (engines: --to ENGINE)
     MXFP8 = "mxfp8"  # UE8M0 128x128 -> MXFP8 1x32: codes kept, scale bytes copied
 
 
+def rescale_target(value) -> RescaleTarget | engines.EngineName:
+    """--to: a scale format (ue8m0, mxfp8), or an engine whose load-time transform is applied."""
+    for parse in (RescaleTarget.parse, engines.EngineName.parse):
+        try:
+            return parse(value)
+        except UnknownNameError:
+            pass
+    raise UnknownNameError("rescale target", value, [t.value for t in RescaleTarget] + list(engines.ENGINES))
+
+
 _PARSE = {"mode": Operation.parse, "layout": LayoutName.parse, "scale_dtype": ScaleStorage.parse,
-          "block": BlockShape.parse, "dtype": DenseDtype.parse, "to": RescaleTarget.parse,
+          "block": BlockShape.parse, "dtype": DenseDtype.parse, "to": rescale_target,
           "nonfinite": NonFinitePolicy.parse}
 
 
@@ -54,7 +64,7 @@ class Options:
     scale_dtype: ScaleStorage | None = None
     block: BlockShape | None = None  # --block MxN: re-block every quantized weight
     dtype: DenseDtype = DenseDtype.BF16  # dequant output
-    to: RescaleTarget | None = None
+    to: RescaleTarget | engines.EngineName | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     shard_size: int = 5 * 1024**3
@@ -206,16 +216,64 @@ def plan_dequant(ckpt: Checkpoint, opts: Options) -> Plan:
 
 def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
     if opts.to is None:
-        raise ConversionError("rescale needs --to ue8m0 or --to mxfp8")
+        raise ConversionError("rescale needs --to ue8m0, --to mxfp8 or --to ENGINE")
     source = read_source(ckpt)
     if not source.weights:
         raise ConversionError(f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} holds no quantized "
                               "weights")
+    if isinstance(opts.to, engines.EngineName):
+        return plan_engine(source, opts, engines.get(opts.to))
     if opts.to is RescaleTarget.UE8M0:
         req = WriteRequest("deepseek-v3.1", storage=opts.scale_dtype, exclude=opts.exclude, requantize_only=True)
         return plan(source, opts, LayoutName.DEEPSEEK, req, Relayout.NEVER)
     req = WriteRequest("mxfp8", exclude=opts.exclude, requantize_only=True)
     return plan(source, opts, LayoutName.FP8PORT, req, Relayout.REQUIRE)
+
+
+def _holds(layout: LayoutName, request: WriteRequest, source: Source, schemes: dict) -> bool:
+    """Whether `layout`'s writer holds every {weight: scheme}."""
+    try:
+        writer = layouts.get(layout).writer(request, source)
+        for n, scheme in schemes.items():
+            writer.hold(n, source.weights[n].shape, scheme)
+    except Fp8portError:
+        return False
+    return True
+
+
+def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
+    """The checkpoint as `engine` holds it after loading: kept weights re-laid out as they are (exact),
+    the others requantized or dequantized by the engine's transform. Written in the source's layout where
+    its writer holds every resulting scheme, else in fp8port's; dense when nothing stays quantized."""
+    ckpt = source.ckpt
+    ctx = engines.Context.from_config(ckpt.config)
+    steps = {n: engine.plan(w, ctx) for n, w in source.weights.items()}
+    failed = [(n, s.why) for n, s in steps.items() if s.action is engines.Action.FAIL]
+    if failed:
+        raise ConversionError(f"{engine.name} does not load {ckpt.root}: {failed[0][0]}: {failed[0][1]}"
+                              + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else ""))
+    held = {n: s.scheme if s.scheme is not None else source.weights[n].scheme
+            for n, s in steps.items() if s.action is not engines.Action.DEQUANTIZE}
+    request = WriteRequest(requantize_only=True)
+    target = (LayoutName.DENSE if not held else source.layout if _holds(source.layout, request, source, held)
+              else LayoutName.FP8PORT)
+    writer = layouts.get(target).writer(request, source)
+    jobs = []
+    for name, w in layouts.in_order(ckpt, source.weights):
+        if w is None:
+            info = ckpt.info(name)
+            jobs.append(Job(Action.COPY, name, ((name, info.dtype, tuple(info.shape)),)))
+        elif steps[name].action is engines.Action.DEQUANTIZE:
+            dtype = DenseDtype.parse(steps[name].dtype.value).safetensors
+            jobs.append(Job(Action.ENGINE, name, ((name, dtype, w.shape),), w))
+        else:
+            scheme = writer.hold(name, w.shape, held[name])
+            action = Action.REPLICATE if steps[name].action is engines.Action.KEEP else Action.ENGINE
+            jobs.append(Job(action, name, tuple(writer.outputs(name, w.shape, scheme)), w, scheme))
+    writer.review(jobs)
+    shards = shard(jobs, opts.shard_size)
+    return Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), writer.config(ckpt.config, jobs),
+                writer, source.layout, list(writer.notes) + [f"{engine.name}: {engine.summary}"])
 
 
 PLANNERS = {Operation.CONVERT: plan_convert, Operation.DEQUANT: plan_dequant, Operation.RESCALE: plan_rescale}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import engines
 from ..errors import NonFiniteError
 from ..quant import QuantizedTensor, dequantize
 from ..quant.metrics import max_abs_error, sqnr_db
@@ -40,9 +41,9 @@ def _encode(plan: Plan, job: Job, x, where: str) -> QuantizedTensor:
         raise NonFiniteError(f"{where}: {e}{block} (use --nonfinite keep or zero)") from None
 
 
-def _error(ref: np.ndarray, q: QuantizedTensor) -> dict:
-    """SQNR and max |error| of a lossy step, over the finite values."""
-    got = np.asarray(dequantize(q, "float32"), np.float32)
+def _error(ref: np.ndarray, q: QuantizedTensor | np.ndarray) -> dict:
+    """SQNR and max |error| of a lossy step (its codes, or the values it gives), over the finite values."""
+    got = np.asarray(q if isinstance(q, np.ndarray) else dequantize(q, "float32"), np.float32)
     fin = np.isfinite(got) & np.isfinite(ref)
     return {"sqnr_db": round(sqnr_db(ref[fin], got[fin]), 3), "max_abs_error": max_abs_error(ref[fin], got[fin])}
 
@@ -55,6 +56,13 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     if job.action is Action.DEQUANTIZE:
         return [reader.values(ckpt, job.weight, DTYPES[job.outputs[0][1]][0].name)], {}
+    if job.action is Action.ENGINE:  # what the engine of `rescale --to ENGINE` holds after loading
+        engine, ctx = engines.get(plan.options.to), engines.Context.from_config(ckpt.config)
+        q = reader.read(ckpt, job.weight)
+        held = engine.apply(engine.plan(job.weight, ctx), q, ctx)
+        arrays = (plan.writer.arrays(job.source, held.q) if job.scheme is not None
+                  else [held.values.astype(DTYPES[job.outputs[0][1]][0])])
+        return arrays, _error(np.asarray(reader.values(ckpt, job.weight), np.float32), held.values)
     if job.action in (Action.REPLICATE, Action.RECIPROCAL):
         src = reader.read(ckpt, job.weight)
         q = relayout(src, job.scheme)

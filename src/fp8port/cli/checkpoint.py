@@ -74,10 +74,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", default="bf16", help="bf16 (default) | fp16 | fp32")
     p.set_defaults(run=run, mode="dequant")
 
-    p = subparsers.add_parser("rescale", help="fp32 block scales -> UE8M0, or UE8M0 128x128 -> MXFP8 1x32",
-                              description="Move an FP8 block checkpoint to another scale format.")
+    p = subparsers.add_parser("rescale", help="fp32 block scales -> UE8M0, UE8M0 128x128 -> MXFP8 1x32, or what an "
+                              "engine holds after loading",
+                              description="Move an FP8 block checkpoint to another scale format, or write it as an "
+                                          "engine transforms it at load (--to vllm-sm100, ...).")
     _common(p)
-    p.add_argument("--to", required=True, help="ue8m0 | mxfp8")
+    p.add_argument("--to", required=True, help="ue8m0 | mxfp8 | an engine: vllm-sm100, sglang-sm100, vllm-ascend-950, "
+                   "vllm-ascend-a2, transformers-cpu, gguf-q8_0")
     p.add_argument("--scale-dtype", help="with --to ue8m0: f32 (default) | e8m0")
     p.set_defaults(run=run, mode="rescale")
 
@@ -165,6 +168,11 @@ def run_inspect(args) -> int:
         print(f"loaded by {loader}: {note}")
     for p in info.get("pitfalls", []):
         print(f"pitfall: {p}")
+    for name, v in info["engines"].items():
+        what = ", ".join(f"{n} {a}" for a, n in v["counts"].items())
+        verdict = (v["first_failure"] if not v["loads"] else
+                   "transforms the weights when loading" if v["transforms"] else "runs the weights as stored")
+        print(f"{name}: {verdict} ({what})")
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0

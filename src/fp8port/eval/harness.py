@@ -14,19 +14,31 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import layouts
+from ..checkpoint.folder import Checkpoint
+from ..errors import CheckpointError
 from ..nn.load import set_module
 
 
 def load_reference(model_path: Path):
-    """(model in float32, eval mode; tokenizer) from a Hugging Face folder, offline."""
+    """(model in float32, eval mode; tokenizer) from a dense Hugging Face causal-LM folder, offline.
+    Anything else is a typed error (a quantized folder: fp8port eval evaluates it as a checkpoint)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    handler, _ = layouts.detect(Checkpoint.open(model_path))
+    if handler.name is not layouts.LayoutName.DENSE:
+        raise CheckpointError(f"{model_path} is a {handler.name.value} checkpoint where a dense model is needed "
+                              "(fp8port eval evaluates a quantized folder as a checkpoint)")
     hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(model_path)
-    # float32: the reference is the checkpoint's values exactly (BF16 widens without rounding)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+        # float32: the reference is the checkpoint's values exactly (BF16 widens without rounding)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    except (ValueError, OSError, KeyError, TypeError) as e:  # not a causal LM, no tokenizer, a broken config
+        raise CheckpointError(f"{model_path}: transformers cannot load it as a causal LM with its tokenizer "
+                              f"({' '.join(str(e).split())[:300]})") from None
     return model, tok
 
 

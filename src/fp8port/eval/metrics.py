@@ -103,5 +103,7 @@ def error_histogram(x, y) -> tuple[list[int], int]:
     rms = math.sqrt(float(np.mean(x * x))) or 1.0
     nz = err[err > 0] / rms
     rel = np.clip(np.log10(nz), HIST_EDGES[0], HIST_EDGES[-1] - 1e-9)
-    counts, _ = np.histogram(rel, bins=np.array(HIST_EDGES))
+    # np.histogram's bins (edges[i] <= x < edges[i + 1]) without sorting the data
+    idx = np.searchsorted(np.array(HIST_EDGES), rel, side="right") - 1
+    counts = np.bincount(idx, minlength=len(HIST_EDGES) - 1)
     return [int(c) for c in counts], int(err.size - nz.size)

@@ -23,11 +23,11 @@ DEFAULT_PRESETS = ("deepseek-v3", "deepseek-v3.1", "mxfp8", "mxfp4", "nvfp4", "h
 MB = 1e6
 
 
-def _stderr(message: str) -> None:
+def to_stderr(message: str) -> None:
     print(f"fp8port eval: {message}", file=sys.stderr, flush=True)
 
 
-def _dense_bf16_bytes(model, skip: set[int]) -> int:
+def dense_bf16_bytes(model, skip: set[int]) -> int:
     """Bytes of every parameter outside the quantized linears, stored as BF16 (tied once)."""
     seen, total = set(), 0
     for p in model.parameters():
@@ -40,7 +40,7 @@ def _dense_bf16_bytes(model, skip: set[int]) -> int:
 def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-only", "w8a8"), report_dir=None,
              *, max_tokens: int = 512, seq_len: int = 128, sensitivity_preset: str | None = None,
              sensitivity_layers: int = 6, note: str = "", extra: dict | None = None,
-             progress: Callable[[str], None] | None = _stderr) -> dict:
+             progress: Callable[[str], None] | None = to_stderr) -> dict:
     """Fidelity of a causal LM (Hugging Face folder) under each preset and mode.
 
     texts: files to evaluate on (default: /usr/share/common-licenses). The first `max_tokens`
@@ -64,7 +64,7 @@ def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-onl
         f"{len(names)} linears to quantize")
     ref_logp, inputs = capture_inputs(model, batch.ids, names, rows=1)
     sens_ids, sens_ref = batch.ids[:1], ref_logp[:1]
-    dense_bytes = _dense_bf16_bytes(model, {id(m.weight) for m in linears.values()} |
+    dense_bytes = dense_bf16_bytes(model, {id(m.weight) for m in linears.values()} |
                                     {id(m.bias) for m in linears.values() if m.bias is not None})
     linear_bf16 = sum(m.weight.numel() * 2 + (0 if m.bias is None else m.bias.numel() * 2) for m in linears.values())
     reference = {"ppl": metrics.perplexity(ref_logp, batch.ids), "weight_mb": (dense_bytes + linear_bf16) / MB,

@@ -64,6 +64,7 @@ class Report:
     sensitivity: dict
     note: str = ""
     extra: dict = field(default_factory=dict)  # anything a caller adds (the demo's generations)
+    checkpoint: dict | None = None  # evaluate_checkpoint: path, layout, reference, one section per engine
 
     def to_dict(self) -> dict:
         return _round(asdict(self))
@@ -91,7 +92,14 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .note { background: #fff7e0; border-left: 4px solid #e0a000; padding: 8px 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.engine { border-top: 2px solid #ccc; margin-top: 18px; }
+.fail { background: #fdecea; border-left: 4px solid #d62728; padding: 8px 12px; }
+.src { color: #666; font-size: 12px; }
 """
+
+ENGINE_COLUMNS = {k: COLUMNS[k] for k in ("ppl", "kl", "top1", "weight_sqnr_db")}
+WORST_COLUMNS = {"stored_sqnr_db": ("SQNR as stored (dB)", "{:.2f}"), "sqnr_db": ("SQNR as held (dB)", "{:.2f}"),
+                 "changed": ("elements changed", "{:.4f}")}
 
 
 def _short(name: str) -> str:
@@ -107,7 +115,7 @@ def _summary_table(d: dict) -> str:
     ref = d["reference"]
     cells = "".join(f"<td class='num' data-row='reference' data-key='{k}'>{format_cell(f, ref[k])}</td>"
                     if k in ref else "<td></td>" for k, (_, f) in COLUMNS.items())
-    out.append(f"<tr><td>unquantized (BF16)</td><td>-</td>{cells}</tr>")
+    out.append(f"<tr><td>{escape(ref.get('label', 'unquantized (BF16)'))}</td><td>-</td>{cells}</tr>")
     for i, r in enumerate(d["rows"]):
         cells = "".join(f"<td class='num' data-row='{i}' data-key='{k}'>{format_cell(f, r[k])}</td>"
                         for k, (_, f) in COLUMNS.items())
@@ -172,6 +180,62 @@ def _charts(d: dict) -> str:
             f"<div class='charts'>{clip}{flush}{sub}</div>")
 
 
+def _changed_bar(changed: int, total: int, rgb: str) -> str:
+    """A 300-pixel bar: the share of linears the engine changes, in its series colour, the rest grey."""
+    w = round(300 * changed / max(total, 1))
+    return (f"<svg width='310' height='18'><rect x='0' y='2' width='300' height='14' fill='{plots.EMPTY}'/>"
+            f"<rect x='0' y='2' width='{w}' height='14' fill='{rgb}'/></svg>")
+
+
+def _engine_sections(d: dict) -> str:
+    ck = d.get("checkpoint")
+    if not ck or not ck["engines"]:
+        return ""
+    out = [f"<h2>As each engine loads it</h2><p>{escape(ck['path'])} ({escape(ck['layout'])} layout) as the engine "
+           "holds it after loading: the transform is fp8port's own code, transcribed from the engine's source and "
+           "tested against that transcription. Figures are against the same reference as the table above.</p>"]
+    for sec in ck["engines"]:
+        name = sec["engine"]
+        total = sum(sec["counts"].values())
+        changed = sec["counts"].get("requantize", 0) + sec["counts"].get("dequantize", 0)
+        out.append(f"<section class='engine' id='engine-{escape(name)}'><h3>{escape(name)}</h3>"
+                   f"<p>{escape(sec['summary'])}</p><p class='src'>Transcribed from {escape(sec['source'])}</p>")
+        reasons = "".join(f"<li>{escape(r)}</li>" for r in sec["reasons"])
+        counts = ", ".join(f"{v} {k}" for k, v in sec["counts"].items() if v)
+        if sec["status"] != "evaluated":
+            out.append(f"<p class='fail'>No figures: {escape(sec['message'])}</p><p>Linears: {escape(counts)}</p>"
+                       f"<ul>{reasons}</ul></section>")
+            continue
+        colour = plots.colour(d["presets"].index(name))
+        head = "".join(f"<th>{escape(h)}</th>" for h, _ in ENGINE_COLUMNS.values())
+        cells = "".join(f"<td class='num' data-engine='{escape(name)}' data-key='{k}'>{format_cell(f, sec[k])}</td>"
+                        for k, (_, f) in ENGINE_COLUMNS.items())
+        out.append(f"<table><tr>{head}</tr><tr>{cells}</tr></table>"
+                   f"<p>Linears changed by loading: {changed} of {total} ({escape(counts)})</p>"
+                   f"{_changed_bar(changed, total, colour)}<ul>{reasons}</ul>")
+        if sec["worst"]:
+            wh = "".join(f"<th>{escape(h)}</th>" for h, _ in WORST_COLUMNS.values())
+            rows = "".join(f"<tr><td>{escape(r['layer'])}</td>" + "".join(
+                f"<td class='num'>{format_cell(f, r[k])}</td>" for k, (_, f) in WORST_COLUMNS.items()) + "</tr>"
+                for r in sec["worst"])
+            out.append(f"<p>The layers that lose most:</p><table><tr><th>layer</th>{wh}</tr>{rows}</table>")
+        out.append("</section>")
+    return "\n".join(out)
+
+
+def _sensitivity_html(s: dict) -> str:
+    if not s["measured"]:
+        return (f"<h2>Layer sensitivity ({escape(s['preset'])})</h2><p>Not measured: without a reference the "
+                "checkpoint is its own reference (give --reference to rank its layers).</p>")
+    keep = ", ".join(s["keep"]) or "none"
+    return f"""<h2>Layer sensitivity ({escape(s['preset'])})</h2>
+<p>Every layer's output SQNR on real inputs ranks the layers; the {len(s['measured'])} worst are then quantized
+one at a time (all else unquantized) and the KL measured on {s['tokens']} tokens. The whole model quantized
+gives KL {format_cell('{:.5f}', s['full_kl'])} on those tokens; a layer that alone causes at least
+{100 * s['keep_share']:.0f}% of it is worth keeping in higher precision: <b>{escape(keep)}</b>.</p>
+{_sensitivity_table(s)}"""
+
+
 def render_html(d: dict) -> str:
     t = d["texts"]
     s = d["sensitivity"]
@@ -182,7 +246,6 @@ def render_html(d: dict) -> str:
         extra = (f"<h2>Generation (greedy)</h2><p><b>prompt:</b> {escape(gen['prompt'])}</p>"
                  f"<p><b>original:</b> {escape(gen['original'])}</p>"
                  f"<p><b>{escape(gen['preset'])} checkpoint:</b> {escape(gen['quantized'])}</p>")
-    keep = ", ".join(s["keep"]) or "none"
     payload = json.dumps(d, allow_nan=False).replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fp8port fidelity: {escape(d['model'])}</title>
@@ -194,16 +257,12 @@ KL is KL(reference ‖ quantized) of the next-token distributions, in nats per t
 top-1 agreement is the share of positions whose most likely next token is unchanged.
 Weight-only runs dequantize weights for a dense matmul; w8a8 also quantizes activations with the preset's
 activation scheme. Sizes count the quantized linears' codes and scales plus every other weight in BF16.</p>
-<h2>Preset comparison</h2>
+<h2>{"As stored, and as each engine holds it" if d.get("checkpoint") else "Preset comparison"}</h2>
 {_summary_table(d)}
 {extra}
+{_engine_sections(d)}
 {_charts(d)}
-<h2>Layer sensitivity ({escape(s['preset'])})</h2>
-<p>Every layer's output SQNR on real inputs ranks the layers; the {len(s['measured'])} worst are then quantized
-one at a time (all else unquantized) and the KL measured on {s['tokens']} tokens. The whole model quantized
-gives KL {format_cell('{:.5f}', s['full_kl'])} on those tokens; a layer that alone causes at least
-{100 * s['keep_share']:.0f}% of it is worth keeping in higher precision: <b>{escape(keep)}</b>.</p>
-{_sensitivity_table(s)}
+{_sensitivity_html(s)}
 <script type="application/json" id="report-data">{payload}</script>
 </body></html>
 """

@@ -114,6 +114,7 @@ class Action(enum.Enum):
     # codes and block scales kept, NVFP4's tensor scale inverted (divisor g <-> multiplier fp32(1/g)): exact
     # where 1/g is a power of two, else some block multipliers move by one float32 rounding (reported)
     RECIPROCAL = "reciprocal-tensor-scale"
+    ENGINE = "engine"  # what an engine holds after loading the weight (rescale --to ENGINE; fp8port.engines)
 
 
 @dataclass(frozen=True)
