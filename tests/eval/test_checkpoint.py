@@ -87,7 +87,7 @@ def _build(layout, dense, dst):
     """A checkpoint of a tiny model in `layout` (every layout the registry reads needs an entry)."""
     kw = {"deepseek": dict(preset="deepseek-v3.1"), "compressed-tensors": dict(preset="deepseek-v3"),
           "fp8port": dict(preset="mxfp4"), "ascend": dict(preset="W8A8_MXFP8"), "deepseek-v4": {},
-          "gpt-oss": dict(preset="mxfp4")}
+          "gpt-oss": dict(preset="mxfp4"), "modelopt": dict(preset="nvfp4")}
     if layout == "dense":
         return dense
     if layout not in kw:
