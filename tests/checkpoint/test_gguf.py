@@ -175,22 +175,21 @@ def test_inspect_and_diff_read_gguf(smol, tmp_path):
     assert row["name_b"] == "blk.0.attn_q.weight" and row["dtype_b"] == "Q8_0" and 35 < row["sqnr_db"] < 60
 
 
-def test_mxfp4_repack_is_lossless_in_ggufs_own_dequantization(tmp_path):
-    """fp8port MXFP4 -> GGUF MXFP4 keeps every code and scale byte: gguf's dequantization of the file
-    equals ours of the source bit for bit (signed zeros aside), q/k rows in llama.cpp's order."""
+@pytest.mark.parametrize("preset", ["mxfp4", "ct-mxfp4"])
+def test_mxfp4_repack_is_lossless_in_ggufs_own_dequantization(preset, tmp_path):
+    """fp8port's and compressed-tensors' MXFP4 -> GGUF MXFP4 keeps every code and scale byte: gguf's
+    dequantization of the file equals ours of the source bit for bit (signed zeros aside), q/k rows in
+    llama.cpp's order."""
+    from fp8port.checkpoint import layouts
     from tests.peers.oracles import smollm2_layers
 
-    src = smollm2_layers(2)
-    run(src, tmp_path / "mx", Options(mode="convert", preset="mxfp4"), progress=None)
+    run(smollm2_layers(2), tmp_path / "mx", Options(mode="convert", preset=preset), progress=None)
     res = run(tmp_path / "mx", tmp_path / "mx.gguf", _opts("mxfp4"), progress=None, verify=True)
     assert res.summary["counts"]["replicate-scales"] == 14 and res.summary["verify"]["ok"]
     ours = Checkpoint.open(tmp_path / "mx")
-    from fp8port.checkpoint import layouts
-
     handler, _ = layouts.detect(ours)
-    weights = handler.weights(ours)
     t = _tensors(tmp_path / "mx.gguf")
-    for name, w in weights.items():
+    for name, w in handler.weights(ours).items():
         want = np.asarray(handler.values(ours, w), np.float32)
         gname = res.plan.writer.model.tensor_name(name)
         if ".attn_q." in gname or ".attn_k." in gname:
@@ -198,6 +197,26 @@ def test_mxfp4_repack_is_lossless_in_ggufs_own_dequantization(tmp_path):
         assert t[gname].tensor_type == Q.MXFP4
         got = gguf_dequantize(t[gname].data, Q.MXFP4)
         assert np.array_equal((got + np.float32(0)).view(np.uint32), (want + np.float32(0)).view(np.uint32)), name
+
+
+@pytest.mark.parametrize("preset", ["nvfp4", "ct-nvfp4"])
+def test_nvfp4_keeps_codes_and_block_scales(preset, tmp_path):
+    """NVFP4 (fp8port's multiplier, compressed-tensors' divisor) -> GGUF NVFP4: codes and E4M3 block scale
+    bytes kept, the tensor scale as llama.cpp's F32 `.scale` multiplier; values to one float32 rounding."""
+    from tests.peers.oracles import smollm2_layers
+
+    run(smollm2_layers(2), tmp_path / "nv", Options(mode="convert", preset=preset), progress=None)
+    res = run(tmp_path / "nv", tmp_path / "nv.gguf", _opts("nvfp4"), progress=None, verify=True)
+    counts = res.summary["counts"]
+    assert counts["requantize"] == counts["quantize"] == 0
+    assert counts["replicate-scales"] + counts["reciprocal-tensor-scale"] == 14
+    # exact from fp8port's multiplier; from compressed-tensors' divisor g, fp32(1/g) may move a value by
+    # one float32 rounding (SQNR ~ 140 dB)
+    assert res.summary["verify"]["ok"]
+    assert all(v["exact"] or v["sqnr_db"] > 120 for v in res.summary["verify"]["tensors"].values())
+    assert all(v["exact"] for v in res.summary["verify"]["tensors"].values()) == (preset == "nvfp4")
+    t = _tensors(tmp_path / "nv.gguf")
+    assert t["blk.0.ffn_down.weight"].tensor_type == Q.NVFP4 and t["blk.0.ffn_down.scale"].tensor_type == Q.F32
 
 
 def test_gguf_sources_are_refused_by_name(smol, tmp_path, capsys):
