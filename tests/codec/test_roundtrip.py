@@ -51,6 +51,9 @@ def test_decode_matches_libraries(fmt):
         assert np.array_equal(ours, np.where(codes > 7, codes.astype(np.int64) - 16, codes) / 4.0)
         assert np.array_equal(ours[:8] * 4, np.arange(8).astype(ml_dtypes.int4).astype(np.float64))
         checked += 1
+    if fmt == "qint8":  # numpy's own int8: value = code (GGUF Q8_0)
+        assert np.array_equal(ours, codes.view(np.int8).astype(np.float64))
+        checked += 1
     assert checked
 
 

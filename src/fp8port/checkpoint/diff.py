@@ -30,20 +30,33 @@ class _Values:
         return self.ckpt.read(n).astype(np.float64)
 
 
+def _pairs(A: _Values, B: _Values) -> dict[str, str]:
+    """A's tensor -> B's that holds it: the same name, or where one layout renames tensors (GGUF), its map."""
+    b_of = {n: m for n, m in B.handler.counterparts(B.ckpt, A.names).items() if m in B.names}
+    a_of = {n: m for n, m in A.handler.counterparts(A.ckpt, B.names).items() if m in A.names}
+    b_of.update({m: n for n, m in a_of.items() if m not in b_of})
+    return b_of
+
+
 def diff(a, b) -> dict:
     A, B = _Values(a), _Values(b)
-    rows, only_a, only_b = [], [n for n in A.names if n not in B.names], [n for n in B.names if n not in A.names]
+    b_of = _pairs(A, B)
+    rows, only_a = [], [n for n in A.names if n not in b_of]
+    only_b = [n for n in B.names if n not in set(b_of.values())]
     for n in A.names:
-        if n not in B.names:
+        if n not in b_of:
             continue
-        row = {"name": n, "dtype_a": A.dtype(n), "dtype_b": B.dtype(n), "shape": list(A.shape(n))}
-        if tuple(A.shape(n)) != tuple(B.shape(n)):
-            row.update(status="shape differs", shape_b=list(B.shape(n)))
+        m = b_of[n]
+        row = {"name": n, "dtype_a": A.dtype(n), "dtype_b": B.dtype(m), "shape": list(A.shape(n))}
+        if m != n:
+            row["name_b"] = m
+        if tuple(A.shape(n)) != tuple(B.shape(m)):
+            row.update(status="shape differs", shape_b=list(B.shape(m)))
             rows.append(row)
             continue
-        same_bytes = (n not in A.weights and n not in B.weights and A.dtype(n) == B.dtype(n)
-                      and np.array_equal(A.ckpt.read(n).view(np.uint8), B.ckpt.read(n).view(np.uint8)))
-        va, vb = A.values(n), B.values(n)
+        same_bytes = (n not in A.weights and m not in B.weights and A.dtype(n) == B.dtype(m)
+                      and np.array_equal(A.ckpt.read(n).view(np.uint8), B.ckpt.read(m).view(np.uint8)))
+        va, vb = A.values(n), B.values(m)
         err = np.abs(va - vb)
         row.update(
             bytes_equal=bool(same_bytes),

@@ -43,10 +43,13 @@ class Checkpoint:
     @classmethod
     def open(cls, path) -> "Checkpoint":
         path = Path(path)
-        gguf = path.is_dir() and any(path.glob("*.gguf")) and not any(path.glob("*.safetensors"))
-        if path.suffix == ".gguf" or gguf:
-            raise LayoutError(f"{path}: a GGUF file (llama.cpp), which fp8port does not read or write yet "
-                              "(read: safetensors folders)")
+        if path.suffix == ".gguf" and path.is_file():
+            from .gguf_file import open_gguf  # a container of its own; it subclasses Checkpoint
+
+            return open_gguf(path)
+        if path.is_dir() and not any(path.glob("*.safetensors")) and (found := sorted(path.glob("*.gguf"))):
+            raise LayoutError(f"{path}: a folder of GGUF files ({', '.join(p.name for p in found[:3])}); name the "
+                              ".gguf file itself")
         if path.is_file() and path.suffix == ".safetensors":
             root, files, weight_map, idx_meta = path.parent, [path], None, {}
         elif not path.is_dir():

@@ -70,6 +70,8 @@ class Options:
     shard_size: int = 5 * 1024**3
     nonfinite: NonFinitePolicy = NonFinitePolicy.ERROR
     activation_scales: str | None = None  # JSON of calibrated input scales (AscendV1 W8A8 static)
+    type: str | None = None  # the target layout's own tensor type (GGUF --type); parsed by that layout
+    exact: bool = False  # refuse every step that could change a value (quantize, requantize, a lossy cast)
 
     def __post_init__(self):
         for name, parse in _PARSE.items():
@@ -150,9 +152,10 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
         also = f"; layouts that hold it: {', '.join(holders)}" if holders else ""
         raise LayoutError(f"{name}: {e}{also}") from None
     if scheme is None:
-        if stored is None:
-            return Job(Action.COPY, name, ((name, info.dtype, shape),))
-        return Job(Action.DEQUANTIZE, name, ((name, writer.dense_dtype(name, info.dtype), shape),), stored)
+        out = writer.dense_output(name, info.dtype, shape, stored)
+        if stored is not None:
+            return Job(Action.DEQUANTIZE, name, (out,), stored)
+        return Job(Action.COPY if out[1] == info.dtype else Action.CAST, name, (out,))
     outputs = tuple(writer.outputs(name, shape, scheme))
     if stored is None:
         return Job(Action.QUANTIZE, name, outputs, None, scheme)
@@ -167,9 +170,23 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
     return Job(Action.REQUANTIZE, name, outputs, stored, scheme)
 
 
+def _refuse_lossy(jobs: list[Job]) -> None:
+    """--exact: a step that changes values by design is refused before anything is written (casts and
+    dequantizations are checked value by value while writing)."""
+    for j in jobs:
+        if j.action is Action.QUANTIZE:
+            raise ConversionError(f"--exact: {j.source}: quantizing a dense tensor into {j.scheme.name} changes its "
+                                  "values; drop --exact, or exclude it (--exclude)")
+        if j.action is Action.REQUANTIZE:
+            why = blocker(j.weight.scheme, j.scheme, j.weight.shape) or "the scales do not carry over"
+            raise ConversionError(f"--exact: {j.source}: {j.weight.scheme.name} cannot be held exactly as "
+                                  f"{j.scheme.name} ({why}); drop --exact, or choose a type that holds it")
+
+
 def read_source(ckpt: Checkpoint) -> Source:
     """The checkpoint's layout and stored weights, validated from the headers (errors name file and tensor)."""
     handler, _ = layouts.detect(ckpt)
+    handler.check_source(ckpt)
     return Source(ckpt, handler.name, handler.weights(ckpt))
 
 
@@ -179,7 +196,7 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
     re-lay out (codes kept) or requantize, in source order."""
     ckpt = source.ckpt
     request = request or WriteRequest(opts.preset, opts.block, opts.scale_dtype, None, opts.include, opts.exclude,
-                                      opts.activation_scales)
+                                      opts.activation_scales, type=opts.type)
     writer = layouts.get(target).writer(request, source)
     jobs = [_job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
             for name, w in layouts.in_order(ckpt, source.weights)]
@@ -187,8 +204,10 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
              for src, out in writer.extra_copies()]
     jobs = writer.arrange(jobs)
     writer.review(jobs)
+    if opts.exact:
+        _refuse_lossy(jobs)
     config = writer.config(ckpt.config, jobs)
-    shards = shard(jobs, opts.shard_size)
+    shards = [list(range(len(jobs)))] if writer.single_file else shard(jobs, opts.shard_size)
     p = Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), config, writer, source.layout,
              list(writer.notes))
     if request.preset and not any(j.scheme is not None for j in jobs):
@@ -198,8 +217,9 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
 
 def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
     source = read_source(ckpt)
-    if opts.preset is None and not source.weights:
-        raise ConversionError(f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it")
+    if opts.preset is None and opts.type is None and not source.weights:
+        raise ConversionError(f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it "
+                              "(or --layout gguf --type T)")
     if opts.preset is None and opts.layout is None and opts.block is None and opts.scale_dtype is None:
         raise ConversionError(f"{ckpt.root} is already in the {source.layout.value} layout: name --preset, --layout, "
                               "--block or --scale-dtype (or `fp8port dequant` it)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import engines
-from ..errors import NonFiniteError
+from ..errors import ConversionError, NonFiniteError
 from ..quant import QuantizedTensor, dequantize
 from ..quant.metrics import max_abs_error, sqnr_db
 from ..quant.relayout import relayout, widen
@@ -48,20 +48,44 @@ def _error(ref: np.ndarray, q: QuantizedTensor | np.ndarray) -> dict:
     return {"sqnr_db": round(sqnr_db(ref[fin], got[fin]), 3), "max_abs_error": max_abs_error(ref[fin], got[fin])}
 
 
+def _dense(x: np.ndarray, dtype: str, exact: bool, where: str) -> tuple[np.ndarray, dict]:
+    """float32 values written in a dense dtype; whether that kept every value (a typed error under --exact)."""
+    out = x.astype(DTYPES[dtype][0])
+    back = out.astype(np.float32)
+    same = (back == x) | (np.isnan(back) & np.isnan(x))
+    if same.all():
+        return out, {"exact": True}
+    if exact:
+        i = tuple(int(k) for k in np.argwhere(~same)[0])
+        raise ConversionError(f"{where}: --exact: {dtype} cannot hold {float(x[i])!r} at index {i} (it becomes "
+                              f"{float(back[i])!r}); drop --exact, or choose a wider type")
+    fin = np.isfinite(x) & np.isfinite(back)
+    return out, {"exact": False, "sqnr_db": round(sqnr_db(x[fin], back[fin]), 3),
+                 "max_abs_error": max_abs_error(x[fin], back[fin])}
+
+
 def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], dict]:
     """The arrays of a job's outputs, and its per-tensor report."""
     if job.action is Action.COPY:  # in the dtype the writer chose (Writer.arrange), where it differs
         return [ckpt.read(job.source).astype(DTYPES[job.outputs[0][1]][0], copy=False)], {}
     reader = layouts.get(plan.read_layout)
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
+    dtype = job.outputs[0][1]
+    if job.action is Action.CAST:
+        a, rep = _dense(dense_source(ckpt, job.source, plan.options.nonfinite).astype(np.float32), dtype,
+                        plan.options.exact, where)
+        return [a], rep
     if job.action is Action.DEQUANTIZE:
-        return [reader.values(ckpt, job.weight, DTYPES[job.outputs[0][1]][0].name)], {}
+        if plan.options.exact:  # values in float32 first, to check that the dtype holds them
+            a, rep = _dense(np.asarray(reader.values(ckpt, job.weight), np.float32), dtype, True, where)
+            return [a], rep
+        return [reader.values(ckpt, job.weight, DTYPES[dtype][0].name)], {}
     if job.action is Action.ENGINE:  # what the engine of `rescale --to ENGINE` holds after loading
         engine, ctx = engines.get(plan.options.to), engines.Context.from_config(ckpt.config)
         q = reader.read(ckpt, job.weight)
         held = engine.apply(engine.plan(job.weight, ctx), q, ctx)
         arrays = (plan.writer.arrays(job.source, held.q) if job.scheme is not None
-                  else [held.values.astype(DTYPES[job.outputs[0][1]][0])])
+                  else [held.values.astype(DTYPES[dtype][0])])
         return arrays, _error(np.asarray(reader.values(ckpt, job.weight), np.float32), held.values)
     if job.action in (Action.REPLICATE, Action.RECIPROCAL):
         src = reader.read(ckpt, job.weight)

@@ -64,12 +64,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+def check_destination(src: Path, dst: Path, overwrite: bool, single: bool = False) -> None:
+    """DST outside SRC and free (or --overwrite): a folder, or with `single` one file."""
     s, d = src.resolve(), dst.resolve()
     if d == s or d.is_relative_to(s if s.is_dir() else s.parent):
         raise ConversionError(f"destination {dst} is inside the source {src}; choose a folder outside it")
     if s.is_relative_to(d):
         raise ConversionError(f"the source {src} is inside the destination {dst}")
+    if single:
+        if dst.is_dir() or (dst.exists() and not dst.is_file()):
+            raise ConversionError(f"destination {dst} exists and is not a file")
+        if dst.exists() and not overwrite:
+            raise ConversionError(f"destination {dst} exists; pass --overwrite to replace it")
+        return
     if dst.exists() and not dst.is_dir():
         raise ConversionError(f"destination {dst} exists and is not a folder")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
@@ -138,8 +145,15 @@ class Staging:
         """Remove the staging folder (a failure that a rerun would only repeat)."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def publish(self, overwrite: bool) -> None:
-        """Make DST the finished output in one rename; the lock and journal do not travel."""
+    def publish(self, overwrite: bool, file: str | None = None) -> None:
+        """Make DST the finished output in one rename; the lock and journal do not travel. With
+        `file`, DST is that one file of the staging folder, which is then removed."""
+        if file is not None:
+            if self.dst.exists() and not overwrite:
+                raise ConversionError(f"destination {self.dst} appeared during the conversion")
+            os.replace(self.dir / file, self.dst)
+            shutil.rmtree(self.dir)
+            return
         (self.dir / JOURNAL).unlink(missing_ok=True)
         for p in self.dir.glob("*.partial"):
             p.unlink()

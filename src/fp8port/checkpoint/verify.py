@@ -13,7 +13,7 @@ from .plan import Plan
 from .produce import dense_source
 from .safetensors_io import DTYPES
 
-EXACT = (Action.DEQUANTIZE, Action.REPLICATE)  # the lossless steps
+EXACT = (Action.DEQUANTIZE, Action.REPLICATE, Action.CAST)  # lossless (dense ones: in the dtype written)
 
 
 def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
@@ -30,13 +30,14 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
             if not np.array_equal(want.view(np.uint8), out.read(job.outputs[0][0]).view(np.uint8)):
                 failures.append(f"{n}: copy differs")
             continue
-        got = (np.asarray(writer.values(out, written[n]), np.float32) if n in written
-               else out.read(job.outputs[0][0]).astype(np.float32))
+        first = job.outputs[0][0]  # a weight is found under its codes tensor's name (a layout may rename it)
+        got = (np.asarray(writer.values(out, written[first]), np.float32) if first in written
+               else out.read(first).astype(np.float32))
         if job.weight is not None:
             ref = np.asarray(reader.values(src, job.weight), np.float32)
         else:
             ref = dense_source(src, n, plan.options.nonfinite).astype(np.float32)
-        if job.action is Action.DEQUANTIZE:  # compare in the dense dtype written
+        if job.action in (Action.DEQUANTIZE, Action.CAST):  # compare in the dense dtype written
             ref = ref.astype(DTYPES[job.outputs[0][1]][0]).astype(np.float32)
         exact = bool(np.array_equal(got, ref, equal_nan=True))
         with np.errstate(invalid="ignore"):  # Inf - Inf where both overflowed (E8M0 254 x 6)

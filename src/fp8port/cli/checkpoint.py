@@ -33,7 +33,8 @@ def parse_size(text: str) -> int:
 def _common(p, out=True):
     p.add_argument("src", metavar="SRC", help="a Hugging Face model folder (or one .safetensors file)")
     if out:
-        p.add_argument("dst", metavar="DST", help="the output folder (created; must be empty, or --overwrite)")
+        p.add_argument("dst", metavar="DST", help="the output folder (created; must be empty, or --overwrite); "
+                       "with --layout gguf one .gguf file")
         p.add_argument("--shard-size", default="5GB", help="largest output shard (default 5GB)")
         p.add_argument("--workers", type=int, default=1, help="shards written in parallel processes")
         p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -58,8 +59,11 @@ def add_parser(subparsers) -> None:
                    "the rest FP8 (DeepSeek-V4 layout). Without it "
                    "a quantized SRC keeps its scheme: codes kept, scales moved (lossless where the formats allow)")
     p.add_argument("--layout", help="deepseek (FP8 presets' default) | compressed-tensors | fp8port (other presets' "
-                   "default) | deepseek-v4 | gpt-oss (MoE experts in MXFP4) | ascend (msModelSlim AscendV1) | dense; "
-                   "without --preset: SRC's layout")
+                   "default) | deepseek-v4 | gpt-oss (MoE experts in MXFP4) | ascend (msModelSlim AscendV1) | gguf (DST "
+                   "is one .gguf file) | dense; without --preset: SRC's layout")
+    p.add_argument("--type", help="with --layout gguf: f32 | f16 | bf16 | q8_0 | mxfp4 | nvfp4")
+    p.add_argument("--exact", action="store_true", help="refuse any step that could change a value (quantizing, "
+                   "requantizing, a dtype that cannot hold every value): typed error, nothing written")
     p.add_argument("--block", help="re-block every quantized weight, e.g. 64x64 (exact from 128x128), 1x32")
     p.add_argument("--activation-scales", help="ascend W8A8 static: JSON {module: {input_scale, input_offset}}")
     p.add_argument("--scale-dtype", help="f32 | bf16 | e8m0 (one-byte scales, DeepSeek-V4 style)")
@@ -104,6 +108,7 @@ def _options(args) -> Options:
         to=getattr(args, "to", None), include=tuple(getattr(args, "include", ())),
         exclude=tuple(getattr(args, "exclude", ())), shard_size=parse_size(args.shard_size),
         nonfinite=getattr(args, "nonfinite", "error"), activation_scales=getattr(args, "activation_scales", None),
+        type=getattr(args, "type", None), exact=getattr(args, "exact", False),
     )
 
 
@@ -138,8 +143,9 @@ def run(args) -> int:
           f"{len(s['files'])} file(s), {secs:.1f} s" + (f" ({res.resumed_shards} shard(s) resumed)" if res.resumed_shards else ""))
     sqnr = sorted(t["sqnr_db"] for t in s["tensors"].values() if t.get("sqnr_db") is not None)
     if sqnr:
+        where = "--json" if res.plan.writer.single_file else SUMMARY  # a one-file output has no summary file
         print(f"sqnr vs source: min {sqnr[0]:.2f} dB, median {sqnr[len(sqnr) // 2]:.2f} dB over {len(sqnr)} "
-              f"tensors (per tensor in {SUMMARY})")
+              f"tensors (per tensor in {where})")
     if "verify" in s:
         v = s["verify"]
         exact = sum(t["exact"] for t in v["tensors"].values())

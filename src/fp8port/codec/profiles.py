@@ -95,7 +95,7 @@ PROFILES: dict[str, Profile] = {
             "default",
             "Exact IEEE semantics: round to nearest even, overflow to Inf/NaN (saturate where the "
             "format has neither), float64 inputs rounded once. HiF8 rounds ties away (its design); "
-            "INT8 saturates.",
+            "INT8 and QINT8 saturate.",
             per_format={
                 "float6_e2m3fn": {"nan_code": 0x20},
                 "float6_e3m2fn": {"nan_code": 0x20},
@@ -107,6 +107,7 @@ PROFILES: dict[str, Profile] = {
                 "float8_e8m0fnu": {"nan_signed": False},
                 "int8": {"overflow": _SAT, "inf": _SAT, "nan_signed": False},
                 "int4": {"overflow": _SAT, "inf": _SAT, "nan_signed": False},
+                "qint8": {"overflow": _SAT, "inf": _SAT, "nan_signed": False},
             },
         ),
         Profile(

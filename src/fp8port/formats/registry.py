@@ -43,6 +43,8 @@ FORMATS: dict[str, FormatSpec] = {
                    summary="MXINT8 element: two's complement, value = code / 64"),
         FormatSpec("int4", Kind.INT, 4, mbits=2,
                    summary="4-bit int element, MXINT8's convention: two's complement, value = code / 4"),
+        FormatSpec("qint8", Kind.INT, 8, mbits=0, safetensors="I8",
+                   summary="plain int8 integer, value = code (GGUF Q8_0, per-channel INT8)"),
     )
 }
 

@@ -13,7 +13,7 @@ from ..codec.policy import Rounding
 from ..errors import Fp8portError, UnsupportedInputError
 from ..formats import Kind
 from ..names import NamedEnum
-from . import devices, fast, reference
+from . import devices, fast, integer, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
 from .scheme import Scheme, ScaleStorage
@@ -141,6 +141,8 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
             stored = stored.view(ml_dtypes.float8_e4m3fn)
         else:
             stored = stored.view(ml_dtypes.float8_e8m0fnu)
+    elif be is not Backend.REFERENCE and integer.covers(scheme, arr.shape) and np.isfinite(x32 := _as_f32(arr)).all():
+        codes, stored, s = integer.quantize(x32, scheme)
     else:  # the reference's scale and apply steps; with `auto`, the codec's fused element encoder
         codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme, check=policy is NonFinite.ERROR,
                                                             encoder=None if be is Backend.REFERENCE else _encode)

@@ -32,8 +32,8 @@ def numba_unsupported_reason(scheme: Scheme) -> str | None:
         return "stochastic rounding has no fast kernel"
     if scheme.element.kind is Kind.INT or scheme.element.mbits > 5:
         return f"element {scheme.element.name} has more than 6 significand bits (LUT encode needs <= 6)"
-    if scheme.storage is ScaleStorage.BFLOAT16 and not rule.power_of_two:
-        return "bfloat16 storage of float scales rounds the scale (reference only)"
+    if scheme.storage in (ScaleStorage.BFLOAT16, ScaleStorage.FLOAT16) and not rule.power_of_two:
+        return f"{scheme.storage.value} storage of float scales rounds the scale (reference only)"
     return None
 
 

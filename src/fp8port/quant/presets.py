@@ -57,6 +57,9 @@ def _build() -> dict[str, Preset]:
     hif8_desc = ("HiF8 elements (ties away, overflow to Inf) with power-of-two float32 scales: per output "
                  "channel (row) for weights, per tensor for activations; 2^ceil(log2(amax / 2^15)) (RCEIL). "
                  "How Ascend AMCT picks the exponent is UNVERIFIED; this never overflows.")
+    q8_desc = ("GGUF / ggml Q8_0: int8 integers in 1x32 blocks along the last axis, d = fp32(amax / 127) stored "
+               "as fp16; codes roundf(x * fp32(1/d)) from the unrounded d, ties away (ggml quantize_row_q8_0_ref); "
+               "value code * fp16(d).")
     presets = [
         _ds("deepseek-v3", "v3_float",
             "DeepSeek-V3: E4M3, fp32 scale amax/448 (amax clamped to 1e-4), x / s; 128x128 weights, "
@@ -86,6 +89,9 @@ def _build() -> dict[str, Preset]:
         _nvfp4("ct-nvfp4", "ct_nvfp4", "compressed-tensors NVFP4", "compressed-tensors / llm-compressor NVFP4A16: "
                "E2M1, E4M3 scale per 16, a float32 global scale g = 2688 / amax in the weight's dtype stored as a "
                "DIVISOR (rules.ct_nvfp4); q/k/v and gate/up share one amax when written to a checkpoint."),
+        Preset("q8_0", *(Scheme.build("qint8", "v3_float", "1x32", storage="float16", rounding="away",
+                                      apply="reciprocal_unrounded", name=f"q8_0/{role}", description=q8_desc)
+                         for role in ("weight", "activation")), q8_desc),
         Preset("hif8",
                Scheme.build("hifloat8", "rceil", "row", storage="float32", name="hif8/weight",
                             description=hif8_desc),

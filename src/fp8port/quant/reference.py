@@ -57,6 +57,8 @@ def _apply(xb, s_b, apply: Apply):
     with np.errstate(all="ignore"):
         if apply is Apply.RECIPROCAL:
             y = (xb * (F32(1) / s_b).astype(F32)).astype(F32)
+        elif apply is Apply.RECIPROCAL_UNROUNDED:
+            y = (xb * np.where(s_b == 0, F32(0), F32(1) / s_b).astype(F32)).astype(F32)
         else:
             y = (xb / s_b).astype(F32)
         if apply is Apply.BF16_DIVIDE:
@@ -179,8 +181,9 @@ def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=N
         y = (xb * _expand(mult, ext)).astype(F32)
     else:
         s = _mse(xb, axes, amax, scheme) if rule is ScaleRule.MSE_POW2 else rule.fn(amax, scheme.element, scheme)
+        s_rule = s
         s, stored = _finish_scales(s, amax, scheme)
-        y = _apply(xb, _expand(s, ext), scheme.apply)
+        y = _apply(xb, _expand(s_rule if scheme.apply is Apply.RECIPROCAL_UNROUNDED else s, ext), scheme.apply)
     y = _crop(y, x.shape)
     if encoder is None:
         codes = encode(y.astype(np.float64), scheme.element, scheme.rules)

@@ -54,8 +54,8 @@ def blocker(src: Scheme, dst: Scheme, shape) -> str | None:
         return why
     if dst.storage is ScaleStorage.E8M0:
         return f"the source's scales are not all powers of two ({src.scale_rule.value} rule), as E8M0 needs"
-    if dst.storage is ScaleStorage.BFLOAT16 and src.storage is ScaleStorage.FLOAT32:
-        return f"the source's float32 scales ({src.scale_rule.value} rule) need not be bfloat16 values"
+    if dst.storage in (ScaleStorage.BFLOAT16, ScaleStorage.FLOAT16) and src.storage is ScaleStorage.FLOAT32:
+        return f"the source's float32 scales ({src.scale_rule.value} rule) need not be {dst.storage.value} values"
     return None
 
 

@@ -21,9 +21,11 @@ class ScaleStorage(NamedEnum):
     """How the per-block scale is stored (`QuantizedTensor.scale`)."""
 
     __label__ = "scale storage"
-    __aliases__ = {"float32": ("f32", "fp32"), "bfloat16": ("bf16",), "e8m0": ("ue8m0", "float8_e8m0fnu")}
+    __aliases__ = {"float32": ("f32", "fp32"), "bfloat16": ("bf16",), "float16": ("f16", "fp16"),
+                   "e8m0": ("ue8m0", "float8_e8m0fnu")}
     FLOAT32 = "float32"  # DeepSeek V3/V3.1 checkpoints (`weight_scale_inv`, F32)
     BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"  # GGUF Q8_0's per-block `d`
     E8M0 = "e8m0"  # one float8_e8m0fnu byte: 2^(b-127), 0xFF NaN (OCP MX, DeepSeek V4)
     E4M3_TENSOR = "e4m3_tensor"  # NVFP4: float8_e4m3fn per block plus one fp32 per tensor
 
@@ -49,7 +51,7 @@ def _stored(fmt: str) -> tuple[str, int]:
 
 
 # The one table of scale storage: safetensors dtype and bytes per block scale.
-_STORED = {ScaleStorage.FLOAT32: ("F32", 4), ScaleStorage.BFLOAT16: ("BF16", 2),
+_STORED = {ScaleStorage.FLOAT32: ("F32", 4), ScaleStorage.BFLOAT16: ("BF16", 2), ScaleStorage.FLOAT16: ("F16", 2),
            ScaleStorage.E8M0: _stored("float8_e8m0fnu"), ScaleStorage.E4M3_TENSOR: _stored("float8_e4m3fn")}
 
 
@@ -63,6 +65,9 @@ class Apply(NamedEnum):
     BF16_DIVIDE = "bf16_divide"  # y = bf16(x / s) + 0: int_quantize / fp8_quantize on a bf16 model
     MSMODELSLIM_MXFP8 = "msmodelslim_mxfp8"  # y = x / s, a zero quotient +0: mxfp_per_block_quantize
     MSMODELSLIM_MXFP4 = "msmodelslim_mxfp4"  # y = x / s, a zero input +0 (sign(x) * |y|): mxfp4_quantize
+    # y = x * fp32(1/s) with s as the rule gave it, before its storage rounds it, and 0 where s = 0
+    # (ggml quantize_row_q8_0_ref: codes from the float32 d, d then stored as fp16)
+    RECIPROCAL_UNROUNDED = "reciprocal_unrounded"
 
 
 class ZeroBlock(NamedEnum):

@@ -30,6 +30,8 @@ def store(s: np.ndarray, storage: ScaleStorage) -> np.ndarray:
         return np.asarray(s, dtype=F32)
     if storage is ScaleStorage.BFLOAT16:
         return np.asarray(s, dtype=F32).astype(ml_dtypes.bfloat16)
+    if storage is ScaleStorage.FLOAT16:
+        return np.asarray(s, dtype=F32).astype(np.float16)
     if storage is ScaleStorage.E8M0:
         return e8m0_bytes(s).view(ml_dtypes.float8_e8m0fnu)
     raise ValueError(f"{storage} scales are produced by the nvfp4 rule itself")

@@ -22,6 +22,7 @@ from .deepseek import DeepSeek
 from .deepseek_v4 import DeepSeekV4
 from .dense import Dense
 from .fp8port import Fp8port
+from .gguf import Gguf
 from .gpt_oss import GptOss
 from .modelopt import ModelOpt
 
@@ -60,8 +61,10 @@ class Planned(LayoutHandler):
         raise self.refuse(ckpt.root, "asked to read it")
 
 
-# Order matters: the AscendV1 description file first, DeepSeek-V4 before the V3 "fp8" it extends.
+# Order matters: a GGUF file is one by its container, before any layout looks at files beside it; the
+# AscendV1 description file next, DeepSeek-V4 before the V3 "fp8" it extends.
 HANDLERS: list[LayoutHandler] = [
+    Gguf(),
     Ascend(),
     DeepSeekV4(),
     DeepSeek(),
@@ -69,7 +72,6 @@ HANDLERS: list[LayoutHandler] = [
     GptOss(),
     ModelOpt(),
     Fp8port(),
-    Planned(LayoutName.GGUF, "a GGUF file (llama.cpp)", quant_methods=("gguf",)),
     Dense(),
 ]
 

@@ -108,6 +108,7 @@ class Action(enum.Enum):
     COPY = "copy"  # bytes unchanged
     QUANTIZE = "quantize"  # a dense source into the target scheme
     DEQUANTIZE = "dequantize"  # a quantized source into a dense dtype (exact in float32)
+    CAST = "cast"  # a dense source into another dense dtype (exact where every value fits)
     REQUANTIZE = "requantize"  # a quantized source's values into another scheme (lossy: SQNR reported)
     REPLICATE = "replicate-scales"  # codes kept, each scale copied onto the target blocks it covers (exact)
     WIDEN = "fp4-to-fp8"  # E2M1 codes widened to E4M3 by DeepSeek's rule (exact unless `lossless` says not)
@@ -148,6 +149,7 @@ class WriteRequest:
     exclude: tuple[str, ...] = ()
     activation_scales: str | None = None  # a JSON file (AscendV1 W8A8 static)
     requantize_only: bool = False  # dense source tensors stay dense (rescale)
+    type: str | None = None  # a layout's own tensor type name (GGUF: --type q8_0)
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,15 @@ class LayoutHandler:
     def writer(self, request: WriteRequest, source: Source) -> "Writer":
         """The writer of one conversion into this layout (validates the request)."""
         raise LayoutError(f"fp8port reads the {self.name.value} layout but does not write it")
+
+    def check_source(self, ckpt: Checkpoint) -> None:
+        """Raise a typed error where a checkpoint in this layout cannot be converted from (it is still
+        read by inspect, diff and --verify)."""
+
+    def counterparts(self, ckpt: Checkpoint, names: list[str]) -> dict[str, str]:
+        """For tensor names of another checkpoint, the tensor of this one that holds each (diff pairs
+        them): the same name by default; layouts that rename tensors map them."""
+        return {n: n for n in names if n in ckpt.tensors}
 
 
 def in_order(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> list[tuple[str, StoredWeight | None]]:
@@ -312,6 +323,12 @@ class Writer(ABC):
         """The safetensors dtype of a dequantized weight."""
         return self.request.dense.safetensors if self.request.dense else self.source.model_dtype
 
+    def dense_output(self, name: str, dtype: str, shape: tuple[int, ...], stored: StoredWeight | None) -> Output:
+        """What a tensor written dense becomes: a dense source is copied as it is, a quantized one
+        dequantized into `dense_dtype`. A layout that renames or retypes dense tensors overrides this
+        (a dense source in another dtype is then a cast)."""
+        return name, self.dense_dtype(name, dtype) if stored else dtype, tuple(shape)
+
     # -- tensors
     @abstractmethod
     def outputs(self, name: str, shape: tuple[int, ...], scheme: Scheme) -> list[Output]:
@@ -365,6 +382,14 @@ class Writer(ABC):
     def extra_copies(self) -> list[tuple[str, str]]:
         """Source tensors written once more under another name: [(source, output name)]."""
         return []
+
+    # A layout whose output is one file, not a folder of shards (GGUF), sets single_file and
+    # implements write_single; convert stages the file beside DST and renames it when complete.
+    single_file = False
+
+    def write_single(self, path, plan, arrays) -> None:
+        """Write the whole output to `path`: `arrays` yields each job's arrays in plan order."""
+        raise NotImplementedError
 
 
 def with_config(config: dict | None, qc: dict | None) -> dict | None:
