@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from tests.peers.oracles import smollm2_layers
 from fp8port.checkpoint import Options, layouts, run
 from fp8port.checkpoint.folder import Checkpoint
 from fp8port.cli.main import main
@@ -87,11 +88,14 @@ def _build(layout, dense, dst):
     """A checkpoint of a tiny model in `layout` (every layout the registry reads needs an entry)."""
     kw = {"deepseek": dict(preset="deepseek-v3.1"), "compressed-tensors": dict(preset="deepseek-v3"),
           "fp8port": dict(preset="mxfp4"), "ascend": dict(preset="W8A8_MXFP8"), "deepseek-v4": {},
-          "gpt-oss": dict(preset="mxfp4"), "modelopt": dict(preset="nvfp4")}
+          "gpt-oss": dict(preset="mxfp4"), "modelopt": dict(preset="nvfp4"),
+          "gguf": dict(preset=None, type="q8_0")}
     if layout == "dense":
         return dense
     if layout not in kw:
         pytest.fail(f"layout {layout!r} is readable: add how to write a tiny checkpoint in it to _build")
+    if layout == "gguf":  # one .gguf file; llama.cpp needs a byte-level BPE tokenizer: SmolLM2's first two layers
+        dense, dst = smollm2_layers(2), dst.with_suffix(".gguf")
     if layout == "gpt-oss":  # it holds MoE experts only
         dense = save_tokenizer(gpt_oss_folder(dst.with_name("gpt-oss-bf16")))
     run(dense, dst, Options(mode="convert", layout=layout, **{"preset": "deepseek-v3.1", **kw[layout]}),
@@ -102,6 +106,7 @@ def _build(layout, dense, dst):
 @pytest.mark.parametrize("layout", [n.value for n in layouts.readable()])
 def test_every_readable_layout_evaluates_or_gives_one_line(layout, tiny, tmp_path, capsys):
     ckpt = _build(layout, tiny[0], tmp_path / layout)
+    capsys.readouterr()  # the build's progress lines
     small = ["--max-tokens", "32", "--seq-len", "16", "--sensitivity-layers", "1", "--json"]
     extra = ["--presets", "deepseek-v3.1", "--modes", "weight-only"] if layout == "dense" else ["--as", ALL_ENGINES]
     rc = main(["eval", str(ckpt), *extra, *small])
