@@ -6,6 +6,7 @@ import torch
 from fp8port.conform import Outputs, check, identify, read_bundle
 from fp8port.conform.quirks import torchao_018
 from fp8port.quant import get_preset, quantize
+from fp8port.quant.scheme import Apply, ScaleRule
 
 ELEM = ("float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
 
@@ -140,3 +141,11 @@ def test_cases_of_your_own_are_scored_when_their_inputs_come_along():
         assert g.best.split(" ")[0] == best and not g.deviations, g.summary
         assert rep.unknown == ("block/msmodelslim-mxfp8/weight/no-inputs",)
     assert "elements: ties round to nearest even" in g.best  # the OCP bytes, in words
+
+
+def test_every_scale_rule_and_apply_mode_has_words():
+    # identify explains a difference in words: a new ScaleRule or Apply member without them is a KeyError there
+    from fp8port.conform.identify import APPLY_WORDS, RULE_WORDS
+
+    assert set(APPLY_WORDS) == set(Apply)
+    assert set(RULE_WORDS) == set(ScaleRule)

@@ -56,6 +56,7 @@ APPLY_WORDS = {
     Apply.BF16_DIVIDE: "bf16(x / s) + 0 (msModelSlim on a bf16 model)",
     Apply.MSMODELSLIM_MXFP8: "x / s with zero quotients +0 (msModelSlim MXFP8)",
     Apply.MSMODELSLIM_MXFP4: "x / s with zero inputs +0 (msModelSlim MXFP4)",
+    Apply.RECIPROCAL_UNROUNDED: "x * fp32(1/s) from s before its storage rounds it (ggml Q8_0)",
 }
 _RULE_FIELDS = ("rounding", "overflow", "inf", "nan_code", "nan_signed", "zero", "underflow", "negative",
                 "f32_subnormal_ceil")
