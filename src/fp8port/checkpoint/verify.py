@@ -30,8 +30,10 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
             if not np.array_equal(want.view(np.uint8), out.read(job.outputs[0][0]).view(np.uint8)):
                 failures.append(f"{n}: copy differs")
             continue
-        first = job.outputs[0][0]  # a weight is found under its codes tensor's name (a layout may rename it)
-        got = (np.asarray(writer.values(out, written[first]), np.float32) if first in written
+        # a weight is found under its source name, or its codes tensor's where the layout renames it (GGUF)
+        first = job.outputs[0][0]
+        key = n if n in written else first
+        got = (np.asarray(writer.values(out, written[key]), np.float32) if key in written
                else out.read(first).astype(np.float32))
         if job.weight is not None:
             ref = np.asarray(reader.values(src, job.weight), np.float32)
