@@ -72,8 +72,46 @@ def lean_encoder(spec: FormatSpec, rules: Rules) -> tuple[cpu.Fast, cpu.Pow2] | 
     fast = cpu.Fast(rnd_off=(e.half_n - 1 - e.nrm_off) % (1 << 32), S=e.S, magic=magic,
                     magic_bits=int(magic.view(np.uint32)), min_normal=e.nrm_fexp << 23, maxq=e.maxq_pos,
                     ovf=e.ovf_pos, sign_shift=spec.bits - 1)
-    return fast, cpu.Pow2(M=spec.mbits, bias=spec.bias, emin=emin, maxq=e.maxq_pos, ovf=e.ovf_pos,
-                          sign_shift=spec.bits - 1)
+    pow2 = cpu.Pow2(M=spec.mbits, bias=spec.bias, emin=emin, maxq=e.maxq_pos, ovf=e.ovf_pos, sign_shift=spec.bits - 1)
+    steps = thresholds(spec, rules) if e.ovf_pos <= NTHR else None
+    if steps is not None:
+        t16, t32 = steps
+        z = int(t16[0] >> 7) - 1  # the codes are counted on |x| - 2^(E + z), where every threshold is normal
+        pad = [(0x7FFF, 0x7FFFFFFF)] * (NTHR - len(t16))
+        rel = [(int(a) - (z << 7) - 1, int(b) - (z << 23) - 1) for a, b in zip(t16, t32)] + pad
+        pow2.nthr, pow2.z = NTHR, z
+        pow2.thr16[:], pow2.thr32[:] = [r[0] for r in rel], [r[1] for r in rel]
+    return fast, pow2
+
+
+NTHR = 7  # the threshold encoder's compares: formats of at most 7 magnitudes above zero (FP4)
+
+
+def thresholds(spec: FormatSpec, rules: Rules) -> tuple[np.ndarray, np.ndarray] | None:
+    """For magnitude codes i = 1 .. overflow code: the smallest bf16 and float32 bit patterns the
+    reference encodes to code i or above (its codes grow with |x|), or None where they do not."""
+    from . import reference
+
+    ncodes = special_codes(spec, rules, rules.overflow)[0]
+
+    def mag(bits):
+        x = np.asarray(bits, np.uint32).view(np.float32).astype(np.float64)
+        return reference.encode(x, spec, rules).astype(np.int64) & ~spec.sign_bit
+
+    b16 = np.arange(0x7F81, dtype=np.uint32) << 16  # every finite bf16 and +inf
+    c16 = mag(b16)
+    if np.any(np.diff(c16) < 0) or c16[-1] != ncodes or ncodes < 1:
+        return None
+    want = np.arange(1, ncodes + 1)
+    t16 = np.searchsorted(c16, want).astype(np.uint32)
+    lo, hi = np.zeros(ncodes, np.int64), np.full(ncodes, 0x7F800000, np.int64)  # code(hi) >= want
+    while np.any(hi - lo > 1):  # bisection on float32 patterns: code(lo) < want <= code(hi)
+        mid = (lo + hi) // 2
+        up = mag(mid) >= want
+        lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+    if c16[0] != 0 or np.any(t16 >> 7 < 2):  # zero codes to 0; every threshold is a normal number
+        return None
+    return t16, hi.astype(np.uint32)
 
 
 def covers(spec: FormatSpec, rules: Rules) -> bool:

@@ -58,7 +58,8 @@ class Pow2(ctypes.Structure):
     """pow2_t: the power-of-two path's view of a sign-bit float format (codec/native.py fills it)."""
 
     _fields_ = [("M", _i32), ("bias", _i32), ("emin", _i32), ("maxq", ctypes.c_uint32), ("ovf", ctypes.c_uint32),
-                ("sign_shift", ctypes.c_uint32)]
+                ("sign_shift", ctypes.c_uint32), ("nthr", _i32), ("z", _i32), ("thr16", ctypes.c_uint32 * 7),
+                ("thr32", ctypes.c_uint32 * 7)]
 
 
 class Quant(ctypes.Structure):
@@ -68,7 +69,8 @@ class Quant(ctypes.Structure):
                 ("bn", _i64), ("steps", _ptr), ("clamp", _f32), ("maxv", _f32), ("p", _f32), ("use_clamp", _i32),
                 ("zero_unit", _i32), ("reciprocal", _i32), ("stored_kind", _i32), ("enc", Enc), ("fast", Fast), ("lean", _i32), ("pow2", Pow2),
                 ("e4m3", Enc),
-                ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr), ("stream", _i32)]
+                ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr), ("stream", _i32), ("aff", _i32), ("aff_d", _i32),
+                ("aff_t", _i32), ("aff_flo", _i32), ("aff_fhi", _i32)]
 
 
 class Dequant(ctypes.Structure):

@@ -193,12 +193,21 @@ static __attribute__((noinline)) void T(nvfp4_scales)(const uint32_t *restrict a
 }
 
 /* Power-of-two blocks of sign-bit float formats, rounded to nearest even (pow2_t): the scaled value
- * x * 2^-E is never formed. One saturating subtraction of k = (E + 127 - bias) << mb from |x|'s bits
- * both divides by 2^E and rebiases to the format; the normal codes are that pattern rounded right
- * by mb - M bits. Lanes below the format's normal range take a rounded variable shift of the
- * significand, computed only where a vector holds one. Needs E >= bias + M - 126, so that a
- * subnormal input lands below every half step (checked per block by the caller). One body for
- * 16-bit lanes (bf16 input, mb = 7) and 32-bit lanes (float32 input, mb = 23). */
+ * x * 2^-E is never formed; the codes come from integer operations on |x|'s bits, in 16-bit lanes for
+ * bf16 input (mb = 7 mantissa bits) and 32-bit lanes for float32 (mb = 23). Two encoders:
+ *   - shift: one saturating subtraction of k = (E + 127 - bias) << mb both divides by 2^E and
+ *     rebiases to the format; the normal codes are that pattern rounded right by mb - M bits (a carry
+ *     moves the exponent), capped at the overflow code. Lanes below the format's normal range take a
+ *     rounded variable shift of the significand, out of line, only where a vector holds one (rare
+ *     for FP8). Needs E >= bias + M - 126 (then a subnormal input lands below every half step).
+ *   - thresholds (formats of at most 7 magnitudes above zero, FP4): the code is the number of
+ *     thresholds |x| reaches. thr[i] (codec/native.py, from the reference encoder) is the smallest
+ *     pattern that codes to i + 1 or more, kept relative to 2^(E + z): one saturating subtraction of
+ *     (E + z) << mb from |x| and seven compares give the code, subnormal range included. Needs
+ *     0 <= E + z <= 254.
+ * The block's scale comes from the rule's step table (step_scale) over an integer amax of the bits.
+ * SUBS (saturating subtract), MINU (unsigned min) and PACK (code vectors to one vector of bytes) are
+ * this tier's instructions (native.c). */
 /* (mant + half - 1 + lsb) >> sh per lane, rounding to nearest even. AVX2 and SSE2 have no 16-bit
  * variable shifts (GCC emulates them lane by lane): there 16-bit lanes are widened to 32 bits. */
 #define SUBNORMAL_EXACT(V, mant, sh) (((mant) + (((V){0} + 1) << ((sh) - 1)) - 1 + (((mant) >> (sh)) & 1)) >> (sh))
@@ -210,129 +219,257 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
     __builtin_convertvector(SUBNORMAL_EXACT(T(wide32), __builtin_convertvector(mant, T(wide32)),          \
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
+typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
 
-#define POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL)                                                    \
-    m = p & absm;                                                                                        \
-    v = m - k; /* negative (as signed) below k: masked by the signed test below */                       \
-    const V normal = (V)((SV)v >= (STYPE)nrm);                                                           \
-    q = (v + h1 + ((v >> S) & one)) >> S;                                                                \
-    c = (V)(q > maxq);                                                                                   \
-    c = ((c & ovf) | (~c & q)) & normal;                                                                 \
-    const V sub = ~normal & (V)(m >= ks);                                                                \
-    if (ANY(sub)) {                                                                                      \
-        V mant = (m & mmask) | nrm, sh = shc - (m >> MB), sn;                                            \
-        const V big = (V)(sh > shmax);                                                                   \
-        sh = (big & shmax) | (~big & sh);                                                                \
-        sn = SUBNORMAL(V, mant, sh);                                                                     \
-        c = (sub & sn) | (~sub & c);                                                                     \
+/* Scales of nb blocks (amax bits a[j], float32 position) of a row group under a power-of-two step rule:
+ * sgrid, stored bytes and E[j] (NO_POW2 where the scale is fine but outside the power-of-two path).
+ * Where the rule is affine on the amax's exponent field (quant_t aff: E = f + d + (mantissa >= t)
+ * for f in [flo, fhi], read off its step table in quant/steps.py), a vector of blocks at a time;
+ * the rest, and every other rule, by the step table. Returns 1 where a block is non-finite or its
+ * scale unusable (the group goes to the general kernel). */
+typedef uint32_t T(u32v) __attribute__((vector_size(VBYTES)));
+typedef int32_t T(i32v) __attribute__((vector_size(VBYTES)));
+typedef uint8_t T(u8q) __attribute__((vector_size(VBYTES / 4)));
+static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64_t g0, int32_t *E)
+{
+    const pow2_t *P = &Q->pow2;
+    int64_t j = 0;
+    if (Q->aff) {
+        typedef T(i32v) I;
+        const int32_t elo = P->nthr ? -P->z : P->bias + P->M - 126, ehi = P->nthr ? 254 - P->z : 127;
+        const int lanes = VBYTES / 4;
+        for (; j + lanes <= nb; j += lanes) {
+            I v;
+            memcpy(&v, a + j, sizeof v);
+            const I f = (I)((T(u32v))v >> 23), e = f + Q->aff_d - (I)((v & 0x7FFFFF) >= (int32_t)Q->aff_t);
+            const I ok = (f >= Q->aff_flo) & (f <= Q->aff_fhi) & (e >= elo) & (e <= ehi);
+            if (ANY(~ok)) break; /* the rest block by block */
+            memcpy(E + j, &e, sizeof e);
+            const I sb = (e + 127) << 23;
+            memcpy(Q->sgrid + g0 + j, &sb, sizeof sb);
+            if (Q->stored_kind == 1) {
+                const T(u8q) st = __builtin_convertvector(e + 127, T(u8q));
+                memcpy(Q->stored + g0 + j, &st, sizeof st);
+            }
+        }
     }
+    for (; j < nb; j++) {
+        if (a[j] >= 0x7F800000u) return 1;
+        const uint32_t sb = step_scale(Q->steps, a[j]);
+        const float s = u2f(sb);
+        if (!(s > 0.0f) || sb >= 0x7F800000u) return 1;
+        Q->sgrid[g0 + j] = s;
+        if (Q->stored_kind == 1) Q->stored[g0 + j] = (uint8_t)(sb >> 23);
+        const int32_t e = (int32_t)(sb >> 23) - 127;
+        E[j] = sb >= 0x00800000u && !(sb & 0x7FFFFFu) && pow2_ok(P, e, a[j]) ? e : NO_POW2;
+    }
+    return 0;
+}
 
-#define POW2_BLOCK(NAME, ELT, STYPE, MB, SUBNORMAL)                                                                 \
-    typedef ELT T(NAME##_v) __attribute__((vector_size(VBYTES)));                                       \
-    typedef STYPE T(NAME##_s) __attribute__((vector_size(VBYTES)));                                     \
-    typedef uint8_t T(NAME##_b) __attribute__((vector_size(VBYTES / sizeof(ELT))));                     \
-    static __attribute__((noinline)) void T(NAME)(const ELT *restrict x, int64_t xs, int64_t nr, int64_t nb,  \
-                                                  int64_t bn, const int32_t *E, const pow2_t P,          \
-                                                  uint8_t *restrict out, int64_t os, const ELT *pf,      \
-                                                  int32_t stream)                                        \
-    {                                                                                                    \
-        typedef T(NAME##_v) V;                                                                           \
-        typedef T(NAME##_s) SV;                                                                          \
-        const int lanes = VBYTES / sizeof(ELT);                                                          \
-        const ELT one = 1, absm = (ELT)(((ELT)1 << (sizeof(ELT) * 8 - 1)) - 1), nrm = (ELT)((ELT)1 << MB); \
-        const ELT S = (ELT)(MB - P.M), h1 = (ELT)(((ELT)1 << (S - 1)) - 1), mmask = (ELT)(nrm - 1);     \
-        const ELT shmax = (ELT)(MB + 1), maxq = (ELT)P.maxq, ovf = (ELT)P.ovf;                          \
-        for (int64_t j = 0; j < nb; j++) {                                                               \
-            if (E[j] == NO_POW2) continue;                                                               \
-            const ELT k = (ELT)((ELT)(E[j] + 127 - P.bias) << MB);                                       \
-            const ELT ks = (ELT)((ELT)(E[j] + 127 - P.bias - P.M) << MB);                                \
-            const ELT shc = (ELT)(127 + MB + P.emin - P.M + E[j]);                                       \
-            for (int64_t r = 0; r < nr; r++) {                                                           \
-                const ELT *xr = x + r * xs + j * bn, *pr = pf + r * xs + j * bn;                         \
-                uint8_t *o = out + r * os + j * bn;                                                      \
-                for (int64_t i = 0; i < bn; i += lanes) {                                                \
-                    V p, m, v, q, c;                                                                     \
-                    __builtin_prefetch(pr + i); /* the next row group, read while this one computes */   \
-                    memcpy(&p, xr + i, sizeof p);                                                        \
-                    POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL);                                       \
-                    c |= (p >> (sizeof(ELT) * 8 - 1)) << P.sign_shift;                                   \
-                    const T(NAME##_b) bytes = __builtin_convertvector(c, T(NAME##_b));                   \
-                    STORE_CODES(o + i, bytes, stream);                                                   \
-                }                                                                                        \
-            }                                                                                            \
-        }                                                                                                \
+#define POW2_PATH(W, ELT, STYPE, MB, SUBNORMAL, SUBS, MINU, MAXU, PACK, NV)                                    \
+    typedef ELT T(v##W) __attribute__((vector_size(VBYTES)));                                              \
+    typedef STYPE T(s##W) __attribute__((vector_size(VBYTES)));                                            \
+    typedef uint8_t T(b##W) __attribute__((vector_size(VBYTES / sizeof(ELT))));                            \
+    /* Constants of one call, in registers for the loops below. */                                         \
+    typedef struct {                                                                                        \
+        T(v##W) absm, h1, one, cap, nrm1, thr[7];                                                           \
+        ELT S, sign_shift, kbase, ksbase, zbase;                                                            \
+        int32_t nthr;                                                                                       \
+    } T(consts##W);                                                                                         \
+    static inline T(consts##W) T(consts_of##W)(const pow2_t *P)                                            \
+    {                                                                                                       \
+        T(consts##W) c;                                                                                     \
+        const ELT S = (ELT)(MB - P->M);                                                                     \
+        c.absm = (T(v##W)){0} + (ELT)(((ELT)1 << (8 * sizeof(ELT) - 1)) - 1);                              \
+        c.h1 = (T(v##W)){0} + (ELT)(((ELT)1 << (S - 1)) - 1);                                               \
+        c.one = (T(v##W)){0} + 1;                                                                           \
+        c.cap = (T(v##W)){0} + (ELT)P->ovf;                                                                 \
+        c.nrm1 = (T(v##W)){0} + (ELT)(((ELT)1 << MB) - 1);                                                  \
+        for (int i = 0; i < 7; i++) c.thr[i] = (T(v##W)){0} + (ELT)(sizeof(ELT) == 2 ? P->thr16[i] : P->thr32[i]); \
+        c.S = S;                                                                                            \
+        c.sign_shift = (ELT)(8 * sizeof(ELT) - 1 - P->sign_shift);                                          \
+        c.kbase = (ELT)(127 - P->bias);                                                                     \
+        c.ksbase = (ELT)(127 - P->bias - P->M);                                                             \
+        c.zbase = (ELT)P->z;                                                                                \
+        c.nthr = P->nthr;                                                                                   \
+        return c;                                                                                           \
+    }                                                                                                       \
+    /* codes of one vector, shift encoder, for lanes outside the subnormal range [ks, k + 2^mb):        \
+     * (v + lsb) >> S with v = |x| - (k - half + 1) saturated at 0 rounds to nearest even (the half - 1  \
+     * added before the subtraction leaves bit S as it is wherever the lsb decides a tie) */               \
+    static inline __attribute__((always_inline)) T(v##W) T(enc_shift##W)(T(v##W) p, const T(consts##W) *C,  \
+                                                                        T(v##W) kh)                         \
+    {                                                                                                       \
+        typedef T(v##W) V;                                                                                  \
+        const V v = SUBS(p & C->absm, kh);                                                                  \
+        const V q = (v + ((v >> C->S) & C->one)) >> C->S;                                                   \
+        return MINU(q, C->cap) | ((p & ~C->absm) >> C->sign_shift);                                         \
+    }                                                                                                       \
+    /* the lanes in the subnormal range: ks <= |x| < kn, as one signed compare (bias by the sign bit) */   \
+    static inline __attribute__((always_inline)) T(v##W) T(sub_lanes##W)(T(v##W) p, const T(consts##W) *C,  \
+                                                                        T(v##W) sa, T(v##W) sr)             \
+    {                                                                                                       \
+        typedef T(s##W) SV;                                                                                 \
+        return (T(v##W))((SV)sr > (SV)((p & C->absm) + sa));                                               \
+    }                                                                                                       \
+    /* the codes of the lanes of p in the subnormal range (shift encoder; rare, out of line) */          \
+    static __attribute__((noinline)) void T(subnormal##W)(const T(v##W) *pp, const T(consts##W) *C,         \
+                                                          const pow2_t *P, int32_t E, T(v##W) sa, T(v##W) sr, \
+                                                          T(v##W) *c)                                       \
+    {                                                                                                       \
+        typedef T(v##W) V;                                                                                  \
+        const V m = *pp & C->absm, sub = T(sub_lanes##W)(*pp, C, sa, sr);                                   \
+        const ELT shmax = MB + 1, shc = (ELT)(127 + MB + P->emin - P->M + E);                               \
+        V mant = (m & (ELT)((1u << MB) - 1)) | (ELT)(1u << MB), sh = shc - (m >> MB);                       \
+        const V big = (V)(sh > shmax);                                                                      \
+        sh = (big & shmax) | (~big & sh);                                                                   \
+        const V sn = SUBNORMAL(V, mant, sh) | ((*pp & ~C->absm) >> C->sign_shift);                          \
+        *c = (sub & sn) | (~sub & *c);                                                                      \
+    }                                                                                                       \
+    /* codes of one vector: threshold encoder */                                                           \
+    static inline __attribute__((always_inline)) T(v##W) T(enc_thr##W)(T(v##W) p, const T(consts##W) *C,    \
+                                                                      T(v##W) kq)                          \
+    {                                                                                                       \
+        typedef T(v##W) V;                                                                                  \
+        typedef T(s##W) SV;                                                                                 \
+        const V w = SUBS(p & C->absm, kq);                                                                  \
+        V c = (V)((SV)w > (SV)C->thr[0]);                                                                   \
+        for (int i = 1; i < 7; i++) c += (V)((SV)w > (SV)C->thr[i]);                                        \
+        return (0 - c) | ((p & ~C->absm) >> C->sign_shift);                                                 \
+    }                                                                                                       \
+    /* Codes of n elements (n a multiple of the lanes) of one block row at x, scale 2^E, into o. */        \
+    static inline __attribute__((always_inline)) void T(enc_span##W)(const ELT *restrict x, uint8_t *restrict o, \
+                                                                    int64_t n, int32_t E, const T(consts##W) *C, \
+                                                                    const pow2_t *P, int32_t stream, const ELT *pf) \
+    {                                                                                                       \
+        typedef T(v##W) V;                                                                                  \
+        const int64_t lanes = VBYTES / sizeof(ELT);                                                         \
+        const ELT top = (ELT)((ELT)1 << (8 * sizeof(ELT) - 1));                                             \
+        int64_t i = 0;                                                                                      \
+        if (C->nthr) {                                                                                      \
+            const V kq = (V){0} + (ELT)((ELT)(E + C->zbase) << MB);                                         \
+            for (; i + VBYTES <= n; i += VBYTES) {                                                          \
+                V p[NV], c[NV];                                                                             \
+                for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
+                for (int u = 0; u < NV; u++) memcpy(&p[u], x + i + u * lanes, sizeof p[u]);                \
+                for (int u = 0; u < NV; u++) c[u] = T(enc_thr##W)(p[u], C, kq);                             \
+                const T(bytes) bv = PACK(c);                                                                \
+                STORE_CODES(o + i, bv, stream);                                                             \
+            }                                                                                               \
+            for (; i < n; i += lanes) {                                                                     \
+                V p;                                                                                        \
+                memcpy(&p, x + i, sizeof p);                                                                \
+                const T(b##W) bv = __builtin_convertvector(T(enc_thr##W)(p, C, kq), T(b##W));               \
+                memcpy(o + i, &bv, sizeof bv);                                                              \
+            }                                                                                               \
+            return;                                                                                         \
+        }                                                                                                   \
+        const ELT k = (ELT)((ELT)(E + C->kbase) << MB), ks = (ELT)((ELT)(E + C->ksbase) << MB);             \
+        const V kh = (V){0} + (ELT)(k - C->h1[0]);                                                          \
+        const V sa = (V){0} + (ELT)(top - ks), sr = (V){0} + (ELT)((ELT)(k + ((ELT)1 << MB) - ks) ^ top);   \
+        for (; i + VBYTES <= n; i += VBYTES) {                                                              \
+            V p[NV], c[NV], sub = {0};                                                                      \
+            for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
+            for (int u = 0; u < NV; u++) memcpy(&p[u], x + i + u * lanes, sizeof p[u]);                    \
+            for (int u = 0; u < NV; u++) {                                                                  \
+                c[u] = T(enc_shift##W)(p[u], C, kh);                                                        \
+                sub |= T(sub_lanes##W)(p[u], C, sa, sr);                                                    \
+            }                                                                                               \
+            if (ANY(sub))                                                                                   \
+                for (int u = 0; u < NV; u++) T(subnormal##W)(&p[u], C, P, E, sa, sr, &c[u]);                \
+            const T(bytes) bv = PACK(c);                                                                    \
+            STORE_CODES(o + i, bv, stream);                                                                 \
+        }                                                                                                   \
+        for (; i < n; i += lanes) {                                                                         \
+            V p, c;                                                                                         \
+            memcpy(&p, x + i, sizeof p);                                                                    \
+            c = T(enc_shift##W)(p, C, kh);                                                                  \
+            if (ANY(T(sub_lanes##W)(p, C, sa, sr))) T(subnormal##W)(&p, C, P, E, sa, sr, &c);               \
+            const T(b##W) bv = __builtin_convertvector(c, T(b##W));                                         \
+            memcpy(o + i, &bv, sizeof bv);                                                                  \
+        }                                                                                                   \
+    }                                                                                                       \
+    /* horizontal max of a vector of |x| bits, in float32 position */                                    \
+    static inline uint32_t T(hmaxv##W)(T(v##W) acc)                                                         \
+    {                                                                                                       \
+        uint32_t a;                                                                                         \
+        if (HMAX(ELT, acc, a)) { /* this tier's horizontal max; else lane by lane */                        \
+            a = 0;                                                                                          \
+            for (int l = 0; l < (int)(VBYTES / sizeof(ELT)); l++) a = acc[l] > a ? acc[l] : a;              \
+        }                                                                                                   \
+        return a << (32 - 8 * sizeof(ELT));                                                                 \
+    }                                                                                                       \
+    /* One row group (nr rows of N, blocks nr x bn, N % bn == 0, bn a multiple of the lanes) under a        \
+     * power-of-two step rule: the blocks' amaxes, their scales (pow2_scales), then the codes of the blocks  \
+     * the path takes (E[j] != NO_POW2). A row is in L1 while its three passes run; tiles read their rows   \
+     * in order for the amaxes (the prefetchers see one stream), then again for the codes. a: gn words of   \
+     * scratch, acc: gn vectors. Returns 1 where the group must go to the general kernel (non-finite). */   \
+    static __attribute__((noinline)) int T(pow2_group##W)(const quant_t *Q, const ELT *restrict x, int64_t nr, \
+                                                          int64_t g0, uint8_t *restrict out, const ELT *pf,     \
+                                                          int32_t *E, uint32_t *a, T(v##W) *acc)           \
+    {                                                                                                       \
+        typedef T(v##W) V;                                                                                  \
+        const int64_t N = Q->N, bn = Q->bn, gn = N / bn, lanes = VBYTES / sizeof(ELT);                     \
+        const T(consts##W) C = T(consts_of##W)(&Q->pow2);                                                   \
+        if (nr == 1) {                                                                                      \
+            for (int64_t j = 0; j < gn; j++) {                                                              \
+                const ELT *xb = x + j * bn;                                                                 \
+                V m0 = {0}, m1 = {0}, p0, p1;                                                               \
+                int64_t i = 0;                                                                              \
+                for (; i + 2 * lanes <= bn; i += 2 * lanes) {                                               \
+                    memcpy(&p0, xb + i, sizeof p0);                                                         \
+                    memcpy(&p1, xb + i + lanes, sizeof p1);                                                 \
+                    m0 = MAXU(m0, p0 & C.absm);                                                             \
+                    m1 = MAXU(m1, p1 & C.absm);                                                             \
+                }                                                                                           \
+                if (i < bn) {                                                                               \
+                    memcpy(&p0, xb + i, sizeof p0);                                                         \
+                    m0 = MAXU(m0, p0 & C.absm);                                                             \
+                }                                                                                           \
+                a[j] = T(hmaxv##W)(MAXU(m0, m1));                                                            \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (int64_t j = 0; j < gn; j++) acc[j] = (V){0};                                               \
+            for (int64_t r = 0; r < nr; r++) {                                                              \
+                const ELT *xr = x + r * N;                                                                  \
+                for (int64_t j = 0; j < gn; j++) {                                                          \
+                    V m = acc[j];                                                                           \
+                    for (int64_t i = j * bn; i < (j + 1) * bn; i += lanes) {                                \
+                        V p;                                                                                \
+                        memcpy(&p, xr + i, sizeof p);                                                       \
+                        m = MAXU(m, p & C.absm);                                                            \
+                    }                                                                                       \
+                    acc[j] = m;                                                                             \
+                }                                                                                           \
+            }                                                                                               \
+            for (int64_t j = 0; j < gn; j++) a[j] = T(hmaxv##W)(acc[j]);                                     \
+        }                                                                                                   \
+        if (T(pow2_scales)(Q, a, gn, g0, E)) return 1;                                                      \
+        for (int64_t r = 0; r < nr; r++)                                                                    \
+            for (int64_t j = 0; j < gn; j++)                                                                \
+                if (E[j] != NO_POW2)                                                                        \
+                    T(enc_span##W)(x + r * N + j * bn, out + r * N + j * bn, bn, E[j], &C, &Q->pow2, Q->stream, \
+                                   pf + r * N + j * bn);                                                    \
+        return 0;                                                                                           \
+    }                                                                                                       \
+    /* Codes of the blocks j < nb of a row strip (nr rows, strides xs / os) whose E[j] != NO_POW2. */      \
+    static __attribute__((noinline)) void T(pow2_blocks##W)(const ELT *restrict x, int64_t xs, int64_t nr,  \
+                                                            int64_t nb, int64_t bn, const int32_t *E,       \
+                                                            const pow2_t *P, uint8_t *restrict out, int64_t os, \
+                                                            const ELT *pf)                                  \
+    {                                                                                                       \
+        const T(consts##W) C = T(consts_of##W)(P);                                                          \
+        for (int64_t j = 0; j < nb; j++)                                                                    \
+            if (E[j] != NO_POW2)                                                                            \
+                for (int64_t r = 0; r < nr; r++)                                                            \
+                    T(enc_span##W)(x + r * xs + j * bn, out + r * os + j * bn, bn, E[j], &C, P, 0,          \
+                                   pf + r * xs + j * bn);                                                   \
     }
 /* the lanes of one vector: blocks whose width is a multiple of it take the power-of-two path */
 static inline int64_t T(pow2_lanes)(int32_t bf16) { return bf16 ? VBYTES / 2 : VBYTES / 4; }
-POW2_BLOCK(pow2_16, uint16_t, int16_t, 7, SUBNORMAL_16)
-POW2_BLOCK(pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT)
-/* One row of 1 x bn blocks under a power-of-two rule, one pass per block: amax (vector max, then a
- * halving ladder of lane shuffles), the scale from the step table, the codes from the same cached
- * bytes. done[j] = 0 leaves block j to the caller (a scale outside the power-of-two path's range);
- * returns 1 where a block is non-finite or its scale unusable (the row goes to the general kernel). */
-#define ROW_POW2(NAME, ELT, STYPE, MB, SUBNORMAL, VN)                                                    \
-    static __attribute__((noinline)) int T(NAME)(const ELT *restrict x, int64_t nb, int64_t bn, const quant_t *Q, \
-                                                 int64_t g0, uint8_t *restrict out, const ELT *pf, uint8_t *done) \
-    {                                                                                                    \
-        typedef T(VN##_v) V;                                                                             \
-        typedef T(VN##_s) SV;                                                                            \
-        const pow2_t P = Q->pow2;                                                                        \
-        const int lanes = VBYTES / sizeof(ELT);                                                          \
-        const ELT one = 1, absm = (ELT)(((ELT)1 << (sizeof(ELT) * 8 - 1)) - 1), nrm = (ELT)((ELT)1 << MB); \
-        const ELT S = (ELT)(MB - P.M), h1 = (ELT)(((ELT)1 << (S - 1)) - 1), mmask = (ELT)(nrm - 1);     \
-        const ELT shmax = (ELT)(MB + 1), maxq = (ELT)P.maxq, ovf = (ELT)P.ovf;                          \
-        const int32_t e_min = P.bias + P.M - 126;                                                        \
-        SV hm[8];                                                                                        \
-        int nh = 0;                                                                                      \
-        for (int w = lanes / 2; w >= 1; w /= 2, nh++)                                                    \
-            for (int l = 0; l < lanes; l++) hm[nh][l] = (STYPE)((l + w) % lanes);                        \
-        for (int64_t j = 0; j < nb; j++) {                                                               \
-            const ELT *xb = x + j * bn;                                                                  \
-            SV acc = {0};                                                                                \
-            for (int64_t i = 0; i < bn; i += lanes) {                                                    \
-                V p;                                                                                     \
-                memcpy(&p, xb + i, sizeof p);                                                            \
-                const SV m = (SV)(p & absm), gt = (SV)(m > acc);                                         \
-                acc = (gt & m) | (~gt & acc);                                                            \
-            }                                                                                            \
-            uint32_t a;                                                                                  \
-            if (HMAX(ELT, acc, a)) { /* this tier's horizontal max; else a halving ladder of shuffles */ \
-                for (int h = 0; h < nh; h++) {                                                           \
-                    const SV o = __builtin_shuffle(acc, hm[h]), gt = (SV)(o > acc);                      \
-                    acc = (gt & o) | (~gt & acc);                                                        \
-                }                                                                                        \
-                a = (uint32_t)(ELT)acc[0];                                                               \
-            }                                                                                            \
-            a <<= 32 - 8 * sizeof(ELT);                                                                  \
-            if (a >= 0x7F800000u) return 1;                                                              \
-            const uint32_t sb = step_scale(Q->steps, a);                                                 \
-            const float s = u2f(sb);                                                                     \
-            if (!(s > 0.0f) || sb >= 0x7F800000u) return 1;                                              \
-            Q->sgrid[g0 + j] = s;                                                                        \
-            if (Q->stored_kind == 1) Q->stored[g0 + j] = (uint8_t)(sb >> 23);                            \
-            const int32_t E = (int32_t)(sb >> 23) - 127;                                                 \
-            done[j] = sb >= 0x00800000u && !(sb & 0x7FFFFFu) && E >= e_min && (int32_t)(a >> 23) - E <= 254; \
-            if (!done[j]) continue;                                                                      \
-            const ELT k = (ELT)((ELT)(E + 127 - P.bias) << MB);                                          \
-            const ELT ks = (ELT)((ELT)(E + 127 - P.bias - P.M) << MB);                                   \
-            const ELT shc = (ELT)(127 + MB + P.emin - P.M + E);                                          \
-            for (int64_t i = 0; i < bn; i += lanes) {                                                    \
-                V p, m, v, q, c;                                                                         \
-                __builtin_prefetch(pf + j * bn + i);                                                     \
-                memcpy(&p, xb + i, sizeof p);                                                            \
-                POW2_ENCODE(V, SV, STYPE, ELT, MB, SUBNORMAL);                                           \
-                c |= (p >> (sizeof(ELT) * 8 - 1)) << P.sign_shift;                                       \
-                const T(VN##_b) bytes = __builtin_convertvector(c, T(VN##_b));                           \
-                STORE_CODES(out + j * bn + i, bytes, Q->stream);                                         \
-            }                                                                                            \
-        }                                                                                                \
-        return 0;                                                                                        \
-    }
-ROW_POW2(row_pow2_16, uint16_t, int16_t, 7, SUBNORMAL_16, pow2_16)
-ROW_POW2(row_pow2_32, uint32_t, int32_t, 23, SUBNORMAL_EXACT, pow2_32)
-#undef ROW_POW2
-#undef POW2_ENCODE
-#undef POW2_BLOCK
+POW2_PATH(16, uint16_t, int16_t, 7, SUBNORMAL_16, SUBS16, MINU16, MAXU16, PACK16, 2)
+POW2_PATH(32, uint32_t, int32_t, 23, SUBNORMAL_EXACT, SUBS32, MINU32, MAXU32, PACK32, 4)
+#undef POW2_PATH
 #undef SUBNORMAL_16
 #undef SUBNORMAL_EXACT
 
@@ -351,20 +488,23 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     uint32_t *a = (uint32_t *)scratch;
     int32_t *E = (int32_t *)(a + chunk), *dv = E + chunk;
     float *mul = (float *)(dv + chunk);
-    uint8_t *lean = (uint8_t *)(mul + chunk), *full = lean + chunk, *nvc = full + chunk, *done = nvc + chunk;
-    const int32_t fused = bm == 1 && whole && Q->mode == 0 && Q->lean;
+    uint8_t *lean = (uint8_t *)(mul + chunk), *full = lean + chunk, *nvc = full + chunk;
+    const int32_t fused = whole && Q->mode == 0 && Q->lean;
+    int32_t *Ef = fused ? malloc(gn * 2 * sizeof(int32_t)) : NULL;
+    void *acc = fused && bm > 1 ? aligned_alloc(VBYTES, gn * VBYTES) : NULL;
     int64_t bad = 0;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const char *xg = (const char *)Q->x + (b * M + r0) * N * es;
         uint8_t *cg = Q->codes + (b * M + r0) * N;
-        if (fused) {  /* the common case: every block of the row in one pass */
-            const char *pf = xg + N * es;
-            const int r = bf ? T(row_pow2_16)((const uint16_t *)xg, gn, bn, Q, t * gn, cg, (const uint16_t *)pf, done)
-                             : T(row_pow2_32)((const uint32_t *)xg, gn, bn, Q, t * gn, cg, (const uint32_t *)pf, done);
+        if (fused) {  /* the common case: the whole row group on the power-of-two path */
+            const char *pf = xg + nr * N * es;
+            uint32_t *af = (uint32_t *)(Ef + gn);
+            const int r = bf ? T(pow2_group16)(Q, (const uint16_t *)xg, nr, t * gn, cg, (const uint16_t *)pf, Ef, af, acc)
+                             : T(pow2_group32)(Q, (const uint32_t *)xg, nr, t * gn, cg, (const uint32_t *)pf, Ef, af, acc);
             int all = !r;
-            for (int64_t j = 0; j < gn && all; j++) all &= done[j];
-            if (all) continue;  /* else the row again, by the general path below */
+            for (int64_t j = 0; j < gn && all; j++) all &= Ef[j] != NO_POW2;
+            if (all) continue;  /* else the group again, by the general path below */
         }
         int isbad = 0;
         for (int64_t j0 = 0; j0 < gn && !isbad; j0 += chunk) {
@@ -395,7 +535,7 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
                 /* the lean encoders need every scaled value finite */
                 const float ymax = dv[j] ? u2f(a[j]) / mul[j] : u2f(a[j]) * mul[j];
                 const int ok = Q->lean && (f2u(ymax) & 0x7FFFFFFFu) < 0x7F800000u;
-                E[j] = whole && ok ? pow2_exponent(Q, mul[j], dv[j]) : NO_POW2;
+                E[j] = whole && ok ? pow2_exponent(Q, mul[j], dv[j], a[j]) : NO_POW2;
                 lean[j] = E[j] == NO_POW2 && ok;
                 full[j] = E[j] == NO_POW2 && !ok;
                 any_pow2 |= E[j] != NO_POW2;
@@ -408,8 +548,8 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
             const char *pf = bm == 1 ? xj + nr * N * es : (j0 + 1 < gn ? xj + bn * es : xg + nr * N * es);
             const int64_t Nj = N - j0 * bn;
             if (any_pow2) {
-                if (bf) T(pow2_16)((const uint16_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint16_t *)pf, Q->stream);
-                else T(pow2_32)((const uint32_t *)xj, N, nr, nb, bn, E, Q->pow2, cj, N, (const uint32_t *)pf, Q->stream);
+                if (bf) T(pow2_blocks16)((const uint16_t *)xj, N, nr, nb, bn, E, &Q->pow2, cj, N, (const uint16_t *)pf);
+                else T(pow2_blocks32)((const uint32_t *)xj, N, nr, nb, bn, E, &Q->pow2, cj, N, (const uint32_t *)pf);
             }
             for (int pass = 0; pass < 2; pass++) {  /* lean, then full; multiply, then divide */
                 if (!(pass ? any_full : any_lean)) continue;
@@ -426,6 +566,8 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
         bad += isbad;
     }
     free(scratch);
+    free(Ef);
+    free(acc);
     return bad;
 }
 
@@ -549,3 +691,11 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef ANY
 #undef STORE_CODES
 #undef HMAX
+#undef SUBS16
+#undef MINU16
+#undef SUBS32
+#undef MINU32
+#undef MAXU16
+#undef MAXU32
+#undef PACK16
+#undef PACK32

@@ -72,11 +72,14 @@ typedef struct {
     uint32_t sign_shift;        /* bits - 1 */
 } fast_t;
 
-/* The power-of-two path (kernels.h POW2_BLOCK): sign-bit float formats, RNE, finite blocks. */
+/* The power-of-two path (kernels.h POW2_PATH): sign-bit float formats, RNE, finite blocks. */
 typedef struct {
     int32_t M, bias, emin;      /* mantissa bits, exponent bias, exponent of the smallest normal */
     uint32_t maxq, ovf;         /* largest finite magnitude code; code of overflow (without sign) */
     uint32_t sign_shift;        /* bits - 1 */
+    int32_t nthr;               /* 7: the threshold encoder (FP4), with z and thr16 / thr32; 0: shift */
+    int32_t z;                  /* thresholds are kept relative to 2^(E + z) */
+    uint32_t thr16[7], thr32[7]; /* bf16 / float32 bits: code > i where |x| - ((E + z) << mb) > thr[i] */
 } pow2_t;
 
 /* Block quantization of x (B, M, N) in bm x bn blocks (partial blocks at the ends allowed). */
@@ -98,6 +101,7 @@ typedef struct {
     float *sgrid;               /* (B, ceil(M / bm), ceil(N / bn)) */
     uint8_t *stored;            /* same grid, stored_kind != 0 */
     int32_t stream;             /* codes are large: aligned vectors of them bypass the cache */
+    int32_t aff, aff_d, aff_t, aff_flo, aff_fhi; /* mode 0: the steps as E = f + d + (mantissa >= t), f in [flo, fhi] */
 } quant_t;
 
 typedef struct {
@@ -173,13 +177,20 @@ static inline __attribute__((always_inline)) int block_scale(const quant_t *Q, u
 
 #define NO_POW2 (-1000)
 
+/* Whether a block of scale 2^E (amax bits a) takes the power-of-two path (kernels.h POW2_PATH). */
+static inline int pow2_ok(const pow2_t *P, int32_t E, uint32_t a)
+{
+    if ((int32_t)(a >> 23) - E > 254 || (P->ovf != P->maxq && P->ovf != P->maxq + 1)) return 0;
+    return P->nthr ? E + P->z >= 0 && E + P->z <= 254 : E >= P->bias + P->M - 126;
+}
+
 /* E where the block's multiplier is 2^-E and the power-of-two path applies, else NO_POW2 */
-static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div)
+static inline int32_t pow2_exponent(const quant_t *Q, float mul, int32_t div, uint32_t a)
 {
     const uint32_t b = f2u(mul);
     if (!Q->lean || div || b < 0x00800000u || (b & 0x7FFFFFu)) return NO_POW2;
     const int32_t E = 127 - (int32_t)(b >> 23);
-    return E >= Q->pow2.bias + Q->pow2.M - 126 ? E : NO_POW2;
+    return pow2_ok(&Q->pow2, E, a) ? E : NO_POW2;
 }
 
 #define TIER_SCALAR 0
@@ -199,7 +210,46 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 {
     return hmax16_avx2(_mm256_max_epu16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));
 }
+__attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
+{
+    __m128i h = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4E));
+    return (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(h, _mm_shuffle_epi32(h, 0xB1)));
+}
+/* this tier's saturating subtract and unsigned min (16 / 32-bit lanes; the 32-bit "saturating" one
+ * needs a, b < 2^31) and its packing of code vectors (2 of 16-bit, 4 of 32-bit lanes) into bytes */
+#define VX(v) ((__m256i)(v))
+#define ZX(v) ((__m512i)(v))
+#define SUBS16_AVX2(a, b) ((__typeof__(a))_mm256_subs_epu16(VX(a), VX(b)))
+#define MINU16_AVX2(a, b) ((__typeof__(a))_mm256_min_epu16(VX(a), VX(b)))
+#define SUBS32_AVX2(a, b) ((__typeof__(a))_mm256_max_epi32(_mm256_sub_epi32(VX(a), VX(b)), _mm256_setzero_si256()))
+#define MINU32_AVX2(a, b) ((__typeof__(a))_mm256_min_epu32(VX(a), VX(b)))
+#define MAXU16_AVX2(a, b) ((__typeof__(a))_mm256_max_epu16(VX(a), VX(b)))
+#define MAXU32_AVX2(a, b) ((__typeof__(a))_mm256_max_epu32(VX(a), VX(b)))
+#define PACK16_AVX2(c) _mm256_permute4x64_epi64(_mm256_packus_epi16(VX((c)[0]), VX((c)[1])), 0xD8)
+#define PACK32_AVX2(c)                                                                                      \
+    _mm256_permutevar8x32_epi32(_mm256_packus_epi16(_mm256_packus_epi32(VX((c)[0]), VX((c)[1])),               \
+                                                    _mm256_packus_epi32(VX((c)[2]), VX((c)[3]))),              \
+                                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+#define SUBS16_AVX512(a, b) ((__typeof__(a))_mm512_subs_epu16(ZX(a), ZX(b)))
+#define MINU16_AVX512(a, b) ((__typeof__(a))_mm512_min_epu16(ZX(a), ZX(b)))
+#define SUBS32_AVX512(a, b) ((__typeof__(a))_mm512_max_epi32(_mm512_sub_epi32(ZX(a), ZX(b)), _mm512_setzero_si512()))
+#define MINU32_AVX512(a, b) ((__typeof__(a))_mm512_min_epu32(ZX(a), ZX(b)))
+#define MAXU16_AVX512(a, b) ((__typeof__(a))_mm512_max_epu16(ZX(a), ZX(b)))
+#define MAXU32_AVX512(a, b) ((__typeof__(a))_mm512_max_epu32(ZX(a), ZX(b)))
+#define PACK16_AVX512(c) \
+    _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), _mm512_packus_epi16(ZX((c)[0]), ZX((c)[1])))
+#define PACK32_AVX512(c)                                                                                    \
+    _mm512_permutexvar_epi32(_mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0),            \
+                             _mm512_packus_epi16(_mm512_packus_epi32(ZX((c)[0]), ZX((c)[1])),                  \
+                                                 _mm512_packus_epi32(ZX((c)[2]), ZX((c)[3]))))
 #endif
+/* the same in plain vector C (the baseline and NEON tiers) */
+#define MINU_ANY(a, b) ({ __typeof__(a) mu_a = (a), mu_b = (b), mu_lt = (__typeof__(a))(mu_a < mu_b); \
+                          (mu_lt & mu_a) | (~mu_lt & mu_b); })
+#define MAXU_ANY(a, b) ({ __typeof__(a) mx_a = (a), mx_b = (b), mx_lt = (__typeof__(a))(mx_a < mx_b); \
+                          (mx_lt & mx_b) | (~mx_lt & mx_a); })
+#define SUBS_ANY(a, b) ({ __typeof__(a) su_a = (a); su_a - MINU_ANY(su_a, (b)); })
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
@@ -210,6 +260,14 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
  * bits and one minpos of the complement, 32-bit lanes by the reduce intrinsic */
 #define HMAX(ELT, v, a) (sizeof(ELT) == 2 ? ((a) = hmax16_avx512((__m512i)(v)), 0) \
                                           : ((a) = (uint32_t)_mm512_reduce_max_epi32((__m512i)(v)), 0))
+#define SUBS16 SUBS16_AVX512
+#define MINU16 MINU16_AVX512
+#define SUBS32 SUBS32_AVX512
+#define MINU32 MINU32_AVX512
+#define MAXU16 MAXU16_AVX512
+#define MAXU32 MAXU32_AVX512
+#define PACK16(c) ((T(bytes))PACK16_AVX512(c))
+#define PACK32(c) ((T(bytes))PACK32_AVX512(c))
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -219,7 +277,15 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 #define T(name) name##_avx2
 #define VBYTES 32
 #define ANY(v) (!_mm256_testz_si256((__m256i)(v), (__m256i)(v)))
-#define HMAX(ELT, v, a) (sizeof(ELT) == 2 ? ((a) = hmax16_avx2((__m256i)(v)), 0) : 1)
+#define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? hmax16_avx2((__m256i)(v)) : hmax32_avx2((__m256i)(v)), 0)
+#define SUBS16 SUBS16_AVX2
+#define MINU16 MINU16_AVX2
+#define SUBS32 SUBS32_AVX2
+#define MINU32 MINU32_AVX2
+#define MAXU16 MAXU16_AVX2
+#define MAXU32 MAXU32_AVX2
+#define PACK16(c) ((T(bytes))PACK16_AVX2(c))
+#define PACK32(c) ((T(bytes))PACK32_AVX2(c))
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -227,6 +293,18 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static inline uint32_t hmax16_a
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2) or aarch64 NEON */
 #define VBYTES 16
+#define SUBS16 SUBS_ANY
+#define MINU16 MINU_ANY
+#define SUBS32 SUBS_ANY
+#define MINU32 MINU_ANY
+#define MAXU16 MAXU_ANY
+#define MAXU32 MAXU_ANY
+#define PACK16(c) __builtin_shufflevector((T(bytes))(c)[0], (T(bytes))(c)[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, \
+                                          22, 24, 26, 28, 30)
+#define PACK32(c) __builtin_shufflevector(                                                                   \
+    __builtin_shufflevector((T(bytes))(c)[0], (T(bytes))(c)[1], 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0), \
+    __builtin_shufflevector((T(bytes))(c)[2], (T(bytes))(c)[3], 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0), \
+    0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
 #define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)

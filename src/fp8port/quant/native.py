@@ -16,7 +16,7 @@ from ..codec.profiles import resolve
 from . import reference
 from .rules import ScaleRule
 from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
-from .steps import step_table
+from .steps import affine, step_table
 
 _STORED = {ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 2}
 STREAM_BYTES = 8 << 20  # codes this large are written around the cache (non-temporal stores)
@@ -68,6 +68,9 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
     else:
         table = step_table(scheme)
         q.steps = table.ctypes.data
+        aff = affine(table)
+        if aff is not None:
+            q.aff, (q.aff_d, q.aff_t, q.aff_flo, q.aff_fhi) = 1, aff
     stored = np.empty(sgrid.shape, np.uint8) if q.stored_kind else None
     if stored is not None:
         q.stored = stored.ctypes.data

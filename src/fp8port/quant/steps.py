@@ -93,3 +93,27 @@ def step_table(scheme: Scheme) -> np.ndarray | None:
         return None
     table.setflags(write=False)
     return table
+
+
+def affine(table: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(d, t, flo, fhi) where the step table says E = f + d + (mantissa >= t) for the amax's exponent
+    fields f in [flo, fhi] (the scale 2^E normal): the longest such run, so that kernels compute the
+    scales of many blocks at once; None where no field has that form."""
+    thr = table[: 256 * STEPS].reshape(256, STEPS).astype(np.int64)
+    sb = table[256 * STEPS: -1].reshape(256, STEPS + 1).astype(np.int64)
+    f = np.arange(256)
+    e0, e1 = (sb[:, 0] >> 23) - 127, (sb[:, 1] >> 23) - 127
+    normal = lambda b: ((b & MANT) == 0) & (b >> 23 >= 1) & (b >> 23 <= 254)  # noqa: E731
+    one = (thr[:, 1] > MANT) & (thr[:, 2] > MANT)  # at most one step in the field
+    ok = one & normal(sb[:, 0]) & ((thr[:, 0] > MANT) | (normal(sb[:, 1]) & (e1 == e0 + 1))) & (f >= 1) & (f <= 254)
+    key = np.where(ok, (e0 - f) * (1 << 24) + np.minimum(thr[:, 0], 1 << 23), -1 << 40)
+    best, start = (0, 0, 0), 0
+    for i in range(1, 257):  # runs of equal (d, t)
+        if i == 256 or key[i] != key[start]:
+            if key[start] != -1 << 40 and i - start > best[0]:
+                best = (i - start, start, i - 1)
+            start = i
+    if not best[0]:
+        return None
+    lo, hi = best[1], best[2]
+    return int(e0[lo] - lo), int(min(thr[lo, 0], 1 << 23)), lo, hi
