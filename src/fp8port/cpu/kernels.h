@@ -587,7 +587,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
 
 /* One instance per vector width VB (bytes of 16-bit lanes): the tier's, and half of it for blocks
  * narrower than a full vector (NVFP4's 16 on AVX-512). */
-#define DEQUANT_ROW(NAME, VB, ANYF)                                                                             \
+#define DEQUANT_ROW(NAME, VB, ANYF, LUT)                                                                           \
     typedef uint16_t T(NAME##_v) __attribute__((vector_size(VB)));                                         \
     typedef uint8_t T(NAME##_b) __attribute__((vector_size(VB / 2)));                                      \
     typedef uint32_t T(NAME##_w) __attribute__((vector_size(2 * VB)));                                     \
@@ -602,7 +602,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
         const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min, M = (uint16_t)D->M_; \
         const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);     \
         V tab = {0};                                                                                        \
-        for (int i = 0; i < 8; i++) tab[i] = D->subtab[i];                                                  \
+        for (int i = 0; i < lanes; i++) tab[i] = D->subtab[i & 7]; /* in every 128-bit lane */          \
         for (int64_t j0 = 0; j0 < N; j0 += bn) {                                                            \
             const int64_t n = j0 + bn < N ? bn : N - j0;                                                    \
             const float s = sg[j0 / bn];                                                                    \
@@ -619,7 +619,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
                 const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                               \
                 const V sub = (V)((mag >> M) == 0);                                                         \
                 const V nrm = (mag << sh) + kexp;                                                           \
-                const V sbn = __builtin_shuffle(tab, m) + ((V)(m != 0) & e7);                               \
+                const V sbn = LUT(tab, m) + ((V)(m != 0) & e7);                               \
                 const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
                 if (pow2 && D->bf16) {                                                                      \
                     memcpy((uint16_t *)out + k, &pat, sizeof pat);                                          \
@@ -646,9 +646,9 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
         }                                                                                                   \
     }
 #define ANY_BYTES(v) any_bytes(&(v), sizeof(v))
-DEQUANT_ROW(dequant_row, VBYTES, ANY)
+DEQUANT_ROW(dequant_row, VBYTES, ANY, LUT16)
 #if VBYTES >= 32  /* the subnormal table needs 8 lanes */
-DEQUANT_ROW(dequant_row_half, VBYTES / 2, ANY_BYTES)
+DEQUANT_ROW(dequant_row_half, VBYTES / 2, ANY_BYTES, LUT16_HALF)
 #else
 #define dequant_row_half_base dequant_row_base
 #endif
@@ -699,3 +699,5 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef MAXU32
 #undef PACK16
 #undef PACK32
+#undef LUT16
+#undef LUT16_HALF

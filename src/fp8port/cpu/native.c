@@ -244,6 +244,9 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
                              _mm512_packus_epi16(_mm512_packus_epi32(ZX((c)[0]), ZX((c)[1])),                  \
                                                  _mm512_packus_epi32(ZX((c)[2]), ZX((c)[3]))))
 #endif
+/* t[m] for 16-bit lanes m < 8 of a table held in every 128-bit lane (dequantize's subnormal codes): one
+ * byte shuffle of the indices 2m, 2m + 1 (AVX2 has no 16-bit permute; GCC would go lane by lane) */
+#define LUT16_PSHUFB(t, m, SHUF, VT) ((__typeof__(t))SHUF((VT)(t), (VT)((m) * 0x0202 + 0x0100)))
 /* the same in plain vector C (the baseline and NEON tiers) */
 #define MINU_ANY(a, b) ({ __typeof__(a) mu_a = (a), mu_b = (b), mu_lt = (__typeof__(a))(mu_a < mu_b); \
                           (mu_lt & mu_a) | (~mu_lt & mu_b); })
@@ -268,6 +271,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define MAXU32 MAXU32_AVX512
 #define PACK16(c) ((T(bytes))PACK16_AVX512(c))
 #define PACK32(c) ((T(bytes))PACK32_AVX512(c))
+#define LUT16(t, m) __builtin_shuffle(t, m)
+#define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -286,6 +291,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define MAXU32 MAXU32_AVX2
 #define PACK16(c) ((T(bytes))PACK16_AVX2(c))
 #define PACK32(c) ((T(bytes))PACK32_AVX2(c))
+#define LUT16(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
+#define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm_shuffle_epi8, __m128i)
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
 #include "kernels.h"
@@ -305,6 +312,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
     __builtin_shufflevector((T(bytes))(c)[0], (T(bytes))(c)[1], 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0), \
     __builtin_shufflevector((T(bytes))(c)[2], (T(bytes))(c)[3], 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0), \
     0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+#define LUT16(t, m) __builtin_shuffle(t, m)
+#define LUT16_HALF LUT16
 #define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
