@@ -8,7 +8,8 @@ Builds a synthetic sharded BF16 Llama-like checkpoint (4096x4096 attention, 1100
   dequant  `fp8port dequant` of that output back to bf16, in a subprocess
 
 and prints the median seconds, GB/s over the dense BF16 size (so the ratios are time ratios),
-ratios vs the copy and each subprocess's peak RSS. Peak RSS is that of the largest single
+ratios vs the copy, the CPU time (user + system) of each step beside the copy's (the figure to compare on
+a loaded machine, where wall times mostly measure the others) and each subprocess's peak RSS. Peak RSS is that of the largest single
 process (getrusage semantics): with --workers N the pool's processes add up to about N times it.
 All runs read a warm page cache (the source was just written; nothing here drops caches).
 
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,22 +115,34 @@ def copy_folder(src: Path, dst: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of a subprocess. /usr/bin/time -v where present; otherwise a fresh
-    Python parent whose RUSAGE_CHILDREN holds only this child (ours accumulates every child)."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """(seconds, peak RSS in MB, user + system CPU seconds) of a subprocess. /usr/bin/time -v where
+    present; otherwise a fresh Python parent whose RUSAGE_CHILDREN holds only this child (ours
+    accumulates every child)."""
     if Path("/usr/bin/time").exists():
         wrapped = ["/usr/bin/time", "-v", *cmd]
     else:
         wrapped = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode;"
-                   " print('Maximum resident set size (kbytes):', resource.getrusage(resource.RUSAGE_CHILDREN)"
-                   ".ru_maxrss, file=sys.stderr); sys.exit(r)", *cmd]
+                   " u = resource.getrusage(resource.RUSAGE_CHILDREN); print('Maximum resident set size (kbytes):',"
+                   " u.ru_maxrss, file=sys.stderr); print('User time (seconds):', u.ru_utime, file=sys.stderr);"
+                   " print('System time (seconds):', u.ru_stime, file=sys.stderr); sys.exit(r)", *cmd]
     t = time.perf_counter()
     proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     secs = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    kb = [line for line in proc.stderr.splitlines() if "Maximum resident set size" in line]
-    return secs, int(kb[-1].rsplit(":", 1)[1]) / 1024 if kb else float("nan")
+    def last(label):
+        v = [line.rsplit(":", 1)[1] for line in proc.stderr.splitlines() if label in line]
+        return float(v[-1]) if v else float("nan")
+
+    cpu = last("User time (seconds)") + last("System time (seconds)")
+    return secs, last("Maximum resident set size") / 1024, cpu
 
 
 def folder_bytes(p: Path) -> int:
@@ -159,22 +173,22 @@ def main(argv=None) -> int:
         common = ["-q", "--workers", str(args.workers)]
         results = {"copy": [], "convert": [], "dequant": []}
         rss = {"convert": [], "dequant": []}
+        cpu = {"copy": [], "convert": [], "dequant": []}
         sizes = {}
         for r in range(args.repeat):
             for d in ("copy", "fp8", "back"):
                 shutil.rmtree(work / d, ignore_errors=True)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_seconds()
             copy_folder(src, work / "copy")
             results["copy"].append(time.perf_counter() - t)
+            cpu["copy"].append(cpu_seconds() - c)
             shutil.rmtree(work / "copy")
-            s, m = run_measured([*FP8PORT, "convert", str(src), str(work / "fp8"), "--preset", "deepseek-v3.1",
-                                 *common])
-            results["convert"].append(s)
-            rss["convert"].append(m)
-            s, m = run_measured([*FP8PORT, "dequant", str(work / "fp8"), str(work / "back"), "--dtype", "bf16",
-                                 *common])
-            results["dequant"].append(s)
-            rss["dequant"].append(m)
+            for step, cmd in (("convert", ["convert", str(src), str(work / "fp8"), "--preset", "deepseek-v3.1"]),
+                              ("dequant", ["dequant", str(work / "fp8"), str(work / "back"), "--dtype", "bf16"])):
+                s, m, c = run_measured([*FP8PORT, *cmd, *common])
+                results[step].append(s)
+                rss[step].append(m)
+                cpu[step].append(c)
             sizes = {"fp8_bytes": folder_bytes(work / "fp8"), "dequant_bytes": folder_bytes(work / "back")}
             log(f"run {r + 1}/{args.repeat}: copy {results['copy'][-1]:.2f} s, convert {results['convert'][-1]:.2f} s "
                 f"({rss['convert'][-1]:.0f} MB), dequant {results['dequant'][-1]:.2f} s ({rss['dequant'][-1]:.0f} MB)")
@@ -185,6 +199,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
     report = {
         "environment": {**describe(), "python": platform.python_version(),
                         "repeat": args.repeat, "workers": args.workers, "shards": args.shards,
@@ -192,6 +207,7 @@ def main(argv=None) -> int:
         "results": {k: {"median_s": round(med[k], 3), "min_s": round(min(results[k]), 3),
                         "gb_per_s": round(dense / 1e9 / med[k], 3),
                         "vs_copy": round(med[k] / med["copy"], 2),
+                        "cpu_median_s": round(cmed[k], 3), "cpu_vs_copy": round(cmed[k] / cmed["copy"], 2),
                         **({"peak_rss_mb": round(max(rss[k]), 1)} if k in rss else {})}
                     for k in results},
     }
@@ -201,11 +217,12 @@ def main(argv=None) -> int:
     print(banner(report["environment"]))
     print(f"{dense / 1e9:.2f} GB BF16 in {args.shards} shards -> {sizes['fp8_bytes'] / 1e9:.2f} GB FP8; "
           f"median of {args.repeat}, workers={args.workers}, {os.cpu_count()} CPUs, warm page cache")
-    print(f"{'step':8s} {'median s':>9s} {'GB/s':>7s} {'x copy':>7s} {'peak RSS MB':>12s}")
+    print(f"{'step':8s} {'median s':>9s} {'GB/s':>7s} {'x copy':>7s} {'CPU s':>7s} {'CPU x copy':>10s} {'peak RSS MB':>12s}")
     for k, v in report["results"].items():
-        print(f"{k:8s} {v['median_s']:9.2f} {v['gb_per_s']:7.3f} {v['vs_copy']:7.2f} "
-              f"{v.get('peak_rss_mb', float('nan')):12.0f}")
-    print("GB/s are over the dense BF16 size for every step (so they compare as time ratios).")
+        print(f"{k:8s} {v['median_s']:9.2f} {v['gb_per_s']:7.3f} {v['vs_copy']:7.2f} {v['cpu_median_s']:7.2f} "
+              f"{v['cpu_vs_copy']:10.2f} {v.get('peak_rss_mb', float('nan')):12.0f}")
+    print("GB/s are over the dense BF16 size for every step (so they compare as time ratios); CPU s: user + system "
+          "seconds (a subprocess's include its start, about 0.2 s).")
     return 0
 
 

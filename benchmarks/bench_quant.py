@@ -1,13 +1,17 @@
 """Quantize / dequantize a 4096x7168 bf16 (and float32) tensor (DeepSeek UE8M0, MXFP8, MXFP4, NVFP4):
 copy vs naive torch vs ours.
 
-Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--isa avx2] [--json]
+Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--isa avx2]
+                                       [--clock wall|cpu] [--rows 4096] [--json]
 --isa runs fp8port's C kernels on a lower ISA tier of this CPU (or "numba": without them).
 loops (default): each operation --rounds times in a row after a warm-up call (the input stays in
 cache, as in shared/NOTES.md section 4); shuffled: every round times each operation once, in a
 shuffled order, so each meets a cache another operation (often the naive path's half-gigabyte of
 temporaries) has just flushed, and a noisy minute hits all of them alike;
-figures are the median and minimum over the rounds. Our reference path is slow and timed
+figures are the median and minimum over the rounds. --clock cpu times each call by the process's CPU time
+(user + system, every thread) instead of the wall clock: with --threads 1 it is the figure to compare on a
+loaded machine, where the wall clock mostly measures the others (the copy is timed the same way, so the
+ratios stay comparable); the output then also gives ns per element. Our reference path is slow and timed
 --ref-repeat times apart. Results go to stdout, progress to stderr.
 """
 
@@ -29,17 +33,22 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def rounds(fns: dict, n: int, mode: str = "loops") -> dict:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def rounds(fns: dict, n: int, mode: str = "loops", clock: str = "wall") -> dict:
     """{name: {median_ms, min_ms, runs}} after one warm-up call each. loops: n calls of one fn in
-    a row, then the next (warm caches); shuffled: each fn once per round, in a shuffled order."""
+    a row, then the next (warm caches); shuffled: each fn once per round, in a shuffled order.
+    clock: wall (perf_counter) or cpu (this process's CPU time, every thread)."""
+    now = CLOCKS[clock]
     for f in fns.values():
         f()
     ts = {k: [] for k in fns}
 
     def one(k):
-        t = time.perf_counter()
+        t = now()
         fns[k]()
-        ts[k].append(time.perf_counter() - t)
+        ts[k].append(now() - t)
 
     if mode == "loops":
         for k in fns:
@@ -104,6 +113,10 @@ def main(argv=None):
                          "interleaved rounds (every operation meets a cache another has just used)")
     ap.add_argument("--ref-repeat", type=int, default=2)
     ap.add_argument("--isa", help="ISA tier of the C kernels (scalar, avx2, avx512, neon) or numba; default: the best")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall: elapsed time (the README figures, on a quiet machine); cpu: the process's CPU time "
+                         "(with --threads 1, the figure to compare on a loaded machine)")
+    ap.add_argument("--rows", type=int, default=4096, help="rows of the rows x 7168 input")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
@@ -129,8 +142,8 @@ class _nothing:
 
 def run(a, torch, dequantize, quantize):
     log("building input ...")
-    x16 = make_input(torch)
-    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "machine": describe(),
+    x16 = make_input(torch, rows=a.rows)
+    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "clock": a.clock, "machine": describe(),
            "preset": "deepseek-v3.1", "roles": {}}
     with torch.inference_mode():
         # the bf16 tensor in both roles (naive and reference beside the 1x128 one), then as float32
@@ -150,12 +163,13 @@ def run(a, torch, dequantize, quantize):
                 fns["quantize/naive_torch"] = lambda: naive_quant(torch, x)
                 fns["dequantize/naive_torch"] = lambda: naive_dequant(torch, qn, sn)
             log(f"{key}: {a.rounds} rounds of {', '.join(fns)} ...")
-            t = rounds(fns, a.rounds, a.mode)
+            t = rounds(fns, a.rounds, a.mode, a.clock)
             if naive:
                 log("reference quantize / dequantize (slow) ...")
                 t.update(rounds({"quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role,
                                                                         backend="reference"),
-                                 "dequantize/reference": lambda: dequantize(q, backend="reference")}, a.ref_repeat))
+                                 "dequantize/reference": lambda: dequantize(q, backend="reference")}, a.ref_repeat,
+                                clock=a.clock))
                 t["bit_exact_vs_naive"] = bool(torch.equal(q.codes, qn.view(torch.uint8)))
             c = t["copy"]["median_ms"]
             for op in ("quantize", "dequantize"):
@@ -175,7 +189,7 @@ def run(a, torch, dequantize, quantize):
                 qo = quantize(x16, p)
                 fns[p + "/out"] = lambda p=p, qo=qo: quantize(x16, p, out=qo)
         log(f"mx: {a.rounds} rounds of {', '.join(fns)} ...")
-        t = rounds(fns, a.rounds, a.mode)
+        t = rounds(fns, a.rounds, a.mode, a.clock)
         for k in list(t):
             if k != "copy":
                 t[f"{k}_over_copy"] = t[k]["median_ms"] / t["copy"]["median_ms"]
@@ -187,16 +201,24 @@ def run(a, torch, dequantize, quantize):
         print(json.dumps(res, indent=1))
         return
     print(banner(res["machine"]))
-    print(f"4096x7168, {a.threads} threads; median / min ms of {a.rounds} calls ({a.mode})")
+    n = x16.numel()
+    print(f"{a.rows}x7168, {a.threads} threads; median / min {a.clock} ms of {a.rounds} calls ({a.mode})"
+          + ("; [median ns per element]" if a.clock == "cpu" else ""))
+
+    def ns(ms):  # per element, on the CPU clock
+        return f"   [{ms * 1e6 / n:.3f} ns/el]" if a.clock == "cpu" else ""
+
     for key, t in res["roles"].items():
         blocks = "128x128" if key == "weight" else "1x128"
         dtype = "float32" if key.endswith("float32") else "bf16"
         print(f"deepseek-v3.1 {key.split('/')[0]} ({blocks} UE8M0), {dtype} input")
-        print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}")
+        print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
+              + ns(t["copy"]["median_ms"]))
         for op in ("quantize", "dequantize"):
             for k in ("naive_torch", "reference", "fast", "fast_out"):
                 if f"{op}/{k}" in t:
-                    print(f"  {op:10s} {k:17s} {t[f'{op}/{k}']['median_ms']:8.2f} / {t[f'{op}/{k}']['min_ms']:.2f}")
+                    v = t[f"{op}/{k}"]
+                    print(f"  {op:10s} {k:17s} {v['median_ms']:8.2f} / {v['min_ms']:.2f}" + ns(v["median_ms"]))
             line = (f"  {op:10s} fast_out/copy = {t[f'{op}/fast_out_over_copy']:.2f}x   "
                     f"fast/copy = {t[f'{op}/fast_over_copy']:.2f}x")
             if f"{op}/naive_over_fast" in t:
@@ -207,9 +229,11 @@ def run(a, torch, dequantize, quantize):
             print(f"  fast codes == naive torch codes: {t['bit_exact_vs_naive']}")
     t = res["mx"]
     print("MX / NVFP4 weights (1x32 E8M0 FLOOR; NVFP4 1x16 E4M3 over an fp32 tensor scale), bf16 input")
-    print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}")
+    print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
+          + ns(t["copy"]["median_ms"]))
     for k in ("mxfp8", "mxfp8/out", "mxfp4", "mxfp4/out", "nvfp4"):
-        print(f"  quantize {k:20s} {t[k]['median_ms']:8.2f} / {t[k]['min_ms']:.2f}   {t[k + '_over_copy']:.2f}x the copy")
+        print(f"  quantize {k:20s} {t[k]['median_ms']:8.2f} / {t[k]['min_ms']:.2f}   {t[k + '_over_copy']:.2f}x the copy"
+              + ns(t[k]["median_ms"]))
     m = res["mse_rule_relative_mse"]
     for p in ("mxfp8", "mxfp4"):
         f, r, o = m[f"{p}/floor"], m[f"{p}/rceil"], m[f"{p}/mse_pow2"]
