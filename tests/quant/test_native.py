@@ -210,18 +210,19 @@ def test_blocks_it_cannot_do_fall_back(tier):
 
 
 @needs_native
+@pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("stream", [True, False], ids=["non-temporal", "cached"])
-def test_large_tensor_both_threads(monkeypatch, stream):
-    """A tensor large enough that each thread takes many row groups, its codes written around the
-    cache (and, forced, through it); same bytes as Numba."""
+def test_large_tensor_both_threads(monkeypatch, stream, tier):
+    """A tensor large enough that each thread takes many row groups, its codes (dequantize: its
+    output) written around the cache (and, forced, through it); same bytes as Numba."""
     monkeypatch.setattr(cpu, "threads", lambda: 2)
     monkeypatch.setattr(native, "STREAM_BYTES", 0 if stream else 1 << 62)
     rng = np.random.default_rng(9)
     x = torch.from_numpy(adversarial_bf16(rng, 2048, 4096).view(np.int16)).view(torch.bfloat16)
     for scheme in (V31.activation, V31.weight):
-        q = quantize(x, scheme, nonfinite="propagate")
+        q = on(tier, lambda: quantize(x, scheme, nonfinite="propagate"), whole=False)
         assert_same_q(q, on("numba", lambda: quantize(x, scheme, nonfinite="propagate")))
-        got = dequantize(q)
+        got = on(tier, lambda: dequantize(q), whole=False)
         want = on("numba", lambda: dequantize(q))
         assert torch.equal(got.view(torch.int16), want.view(torch.int16))
 

@@ -77,7 +77,7 @@ class Dequant(ctypes.Structure):
     _fields_ = [("codes", _ptr), ("B", _i64), ("M", _i64), ("N", _i64), ("bm", _i64), ("bn", _i64),
                 ("sgrid", _ptr), ("lut", _ptr), ("bf16", _i32), ("out", _ptr), ("arith", _i32), ("M_", _i32),
                 ("bias", _i32), ("sign_shift", _i32), ("e_lo", _i32), ("e_hi", _i32), ("special_min", ctypes.c_uint32),
-                ("subtab", ctypes.c_uint16 * 8)]
+                ("subtab", ctypes.c_uint16 * 8), ("stream", _i32)]
 
 
 @lru_cache(maxsize=1)

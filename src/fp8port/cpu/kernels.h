@@ -622,10 +622,10 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
                 const V sbn = LUT(tab, m) + ((V)(m != 0) & e7);                               \
                 const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
                 if (pow2 && D->bf16) {                                                                      \
-                    memcpy((uint16_t *)out + k, &pat, sizeof pat);                                          \
+                    STORE_OUT((uint16_t *)out + k, pat, D->stream);                                         \
                 } else if (pow2) {                                                                          \
                     const W w = __builtin_convertvector(pat, W) << 16;                                      \
-                    memcpy((uint32_t *)out + k, &w, sizeof w);                                              \
+                    STORE_OUT((uint32_t *)out + k, w, D->stream);                                           \
                 } else { /* the decoded value times s in float32, rounded like the reference */             \
                     const T(NAME##_f) v = (T(NAME##_f))(__builtin_convertvector(pat, W) << 16) * s;         \
                     if (D->bf16) {                                                                          \
@@ -690,6 +690,7 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef VBYTES
 #undef ANY
 #undef STORE_CODES
+#undef STORE_OUT
 #undef HMAX
 #undef SUBS16
 #undef MINU16

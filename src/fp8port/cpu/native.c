@@ -116,6 +116,7 @@ typedef struct {
     int32_t e_lo, e_hi;         /* scale exponents for which every finite product is a normal bf16 */
     uint32_t special_min;       /* magnitude codes from here on are Inf / NaN (256: none) */
     uint16_t subtab[8];         /* bf16 bits of subnormal code m (m < 8) times 2^0 */
+    int32_t stream;             /* the output is large: aligned vectors of it bypass the cache */
 } dequant_t;
 
 static inline uint32_t step_scale(const uint32_t *st, uint32_t a)
@@ -173,6 +174,27 @@ static inline __attribute__((always_inline)) int block_scale(const quant_t *Q, u
         } else {                                                                      \
             memcpy(dst, &(v), sizeof(v));                                             \
         }                                                                             \
+    } while (0)
+
+/* Store a vector of any width: non-temporal when asked and aligned to its size (16, 32 or, with NT64,
+ * 64 bytes), else a plain store. */
+#define STORE_WIDE(dst, v, stream, NT64)                                                                 \
+    do {                                                                                                \
+        if ((stream) && sizeof(v) >= 16 && sizeof(v) <= 64 && !((uintptr_t)(dst) & (sizeof(v) - 1))) {  \
+            if (sizeof(v) == 64) {                                                                      \
+                NT64;                                                                                   \
+            } else if (sizeof(v) == 32) {                                                               \
+                __m256i t32;                                                                            \
+                memcpy(&t32, &(v), sizeof(v) < 32 ? sizeof(v) : 32);                                    \
+                _mm256_stream_si256((__m256i *)(dst), t32);                                             \
+            } else {                                                                                    \
+                __m128i t16;                                                                            \
+                memcpy(&t16, &(v), 16);                                                                 \
+                _mm_stream_si128((__m128i *)(dst), t16);                                                \
+            }                                                                                           \
+        } else {                                                                                        \
+            memcpy(dst, &(v), sizeof(v));                                                               \
+        }                                                                                               \
     } while (0)
 
 #define NO_POW2 (-1000)
@@ -275,6 +297,12 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
+#define STORE_OUT(dst, v, stream)                                                                        \
+    STORE_WIDE(dst, v, stream, do {                                                                      \
+        __m512i t64;                                                                                    \
+        memcpy(&t64, &(v), sizeof(v) < 64 ? sizeof(v) : 64);                                            \
+        _mm512_stream_si512((void *)(dst), t64);                                                        \
+    } while (0))
 #include "kernels.h"
 #pragma GCC pop_options
 #pragma GCC push_options
@@ -295,6 +323,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm_shuffle_epi8, __m128i)
 #define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
                                              _mm_stream_si128((__m128i *)(dst), t16))
+#define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
 #include "kernels.h"
 #pragma GCC pop_options
 #endif
@@ -315,6 +344,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF LUT16
 #define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
+#define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
 #else
@@ -474,4 +504,7 @@ void fp8_dequant(const dequant_t *D, int32_t threads, int32_t tier)
     const tier_t *k = tier_of(tier);
     const int64_t groups = D->B * ((D->M + D->bm - 1) / D->bm);
     SPLIT(groups, threads, k->dequant(D, i0, i1))
+#if defined(__x86_64__)
+    if (D->stream) _mm_sfence();  /* non-temporal stores are ordered before the caller reads the output */
+#endif
 }

@@ -19,7 +19,7 @@ from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
 from .steps import affine, step_table
 
 _STORED = {ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 2}
-STREAM_BYTES = 8 << 20  # codes this large are written around the cache (non-temporal stores)
+STREAM_BYTES = 8 << 20  # codes (dequantize: outputs) this large are written around the cache (non-temporal stores)
 
 
 def unsupported_reason(scheme: Scheme) -> str | None:
@@ -85,7 +85,7 @@ def dequantize(codes3: np.ndarray, bm: int, bn: int, sgrid: np.ndarray, scheme: 
     B, M, N = codes3.shape
     lut = codec_native.lut256(scheme.element)
     d = cpu.Dequant(codes=codes3.ctypes.data, B=B, M=M, N=N, bm=bm, bn=bn, sgrid=sgrid.ctypes.data,
-                    lut=lut.ctypes.data, bf16=int(to_bf16), out=out.ctypes.data)
+                    lut=lut.ctypes.data, bf16=int(to_bf16), out=out.ctypes.data, stream=out.nbytes >= STREAM_BYTES)
     arith = codec_native.pow2_decoder(scheme.element)
     if arith is not None:
         for k, v in arith.items():
