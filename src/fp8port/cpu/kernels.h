@@ -589,6 +589,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
  * narrower than a full vector (NVFP4's 16 on AVX-512). */
 #define DEQUANT_ROW(NAME, VB, ANYF, LUT)                                                                           \
     typedef uint16_t T(NAME##_v) __attribute__((vector_size(VB)));                                         \
+    typedef int16_t T(NAME##_s) __attribute__((vector_size(VB)));                                          \
     typedef uint8_t T(NAME##_b) __attribute__((vector_size(VB / 2)));                                      \
     typedef uint32_t T(NAME##_w) __attribute__((vector_size(2 * VB)));                                     \
     typedef float T(NAME##_f) __attribute__((vector_size(2 * VB)));                                        \
@@ -599,10 +600,14 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
         typedef T(NAME##_w) W;                                                                              \
         const int lanes = VB / 2;                                                                           \
         const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);       \
-        const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min, M = (uint16_t)D->M_; \
+        const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min;                         \
         const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);     \
-        V tab = {0};                                                                                        \
-        for (int i = 0; i < lanes; i++) tab[i] = D->subtab[i & 7]; /* in every 128-bit lane */          \
+        V tab = {0}, nz = {0};                                                                              \
+        for (int i = 0; i < lanes; i++) { /* in every 128-bit lane */                                       \
+            tab[i] = D->subtab[i & 7];                                                                      \
+            nz[i] = (i & 7) ? 0xFFFF : 0;                                                                   \
+        }                                                                                                   \
+        const T(NAME##_s) lim = (T(NAME##_s)){0} + (int16_t)(1 << D->M_); /* magnitudes below: subnormal */ \
         for (int64_t j0 = 0; j0 < N; j0 += bn) {                                                            \
             const int64_t n = j0 + bn < N ? bn : N - j0;                                                    \
             const float s = sg[j0 / bn];                                                                    \
@@ -611,15 +616,16 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
             const int pow2 = sb >= 0x00800000u && sb < 0x7F800000u && !(sb & 0x7FFFFFu) && E >= D->e_lo    \
                              && E <= D->e_hi;                                                               \
             const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0); \
+            const V tabe = tab + (nz & e7); /* the block's subnormal codes: 2^E joins nonzero ones */          \
             int64_t k = j0;                                                                                 \
             for (; k + lanes <= j0 + n; k += lanes) {                                                       \
                 T(NAME##_b) cb;                                                                             \
                 memcpy(&cb, c + k, sizeof cb);                                                              \
                 const V code = __builtin_convertvector(cb, V);                                              \
                 const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                               \
-                const V sub = (V)((mag >> M) == 0);                                                         \
+                const V sub = (V)((T(NAME##_s))mag < lim);                                                  \
                 const V nrm = (mag << sh) + kexp;                                                           \
-                const V sbn = LUT(tab, m) + ((V)(m != 0) & e7);                               \
+                const V sbn = LUT(tabe, m);                                                                 \
                 const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
                 if (pow2 && D->bf16) {                                                                      \
                     STORE_OUT((uint16_t *)out + k, pat, D->stream);                                         \
