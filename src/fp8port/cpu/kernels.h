@@ -354,7 +354,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
                 for (int u = 0; u < NV; u++) memcpy(&p[u], x + i + u * lanes, sizeof p[u]);                \
                 for (int u = 0; u < NV; u++) c[u] = T(enc_thr##W)(p[u], C, kq);                             \
                 const T(bytes) bv = PACK(c);                                                                \
-                STORE_CODES(o + i, bv, stream);                                                             \
+                STORE_OUT(o + i, bv, stream);                                                                \
             }                                                                                               \
             for (; i < n; i += lanes) {                                                                     \
                 V p;                                                                                        \
@@ -378,7 +378,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             if (ANY(sub))                                                                                   \
                 for (int u = 0; u < NV; u++) T(subnormal##W)(&p[u], C, P, E, sa, sr, &c[u]);                \
             const T(bytes) bv = PACK(c);                                                                    \
-            STORE_CODES(o + i, bv, stream);                                                                 \
+            STORE_OUT(o + i, bv, stream);                                                                    \
         }                                                                                                   \
         for (; i < n; i += lanes) {                                                                         \
             V p, c;                                                                                         \
@@ -695,7 +695,6 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef T
 #undef VBYTES
 #undef ANY
-#undef STORE_CODES
 #undef STORE_OUT
 #undef HMAX
 #undef SUBS16

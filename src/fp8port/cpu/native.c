@@ -156,26 +156,6 @@ static inline __attribute__((always_inline)) int block_scale(const quant_t *Q, u
     return 0;
 }
 
-/* Store a vector of codes: non-temporal (around the cache) when asked and the address is aligned to
- * its size (32 or 16 bytes), else a plain store. */
-#define STORE_NT(dst, v, stream, size, NT32, NT16)                                     \
-    do {                                                                              \
-        if ((stream) && sizeof(v) == (size) && !((uintptr_t)(dst) & ((size) - 1))) {  \
-            __m256i t32 = _mm256_setzero_si256();                                     \
-            __m128i t16 = _mm_setzero_si128();                                        \
-            memcpy(&t32, &(v), sizeof(v) < 32 ? sizeof(v) : 32);                      \
-            memcpy(&t16, &(v), sizeof(v) < 16 ? sizeof(v) : 16);                      \
-            (void)t16, (void)t32;                                                     \
-            NT32;                                                                     \
-        } else if ((stream) && sizeof(v) == 16 && !((uintptr_t)(dst) & 15)) {         \
-            __m128i t16;                                                              \
-            memcpy(&t16, &(v), 16);                                                   \
-            NT16;                                                                     \
-        } else {                                                                      \
-            memcpy(dst, &(v), sizeof(v));                                             \
-        }                                                                             \
-    } while (0)
-
 /* Store a vector of any width: non-temporal when asked and aligned to its size (16, 32 or, with NT64,
  * 64 bytes), else a plain store. */
 #define STORE_WIDE(dst, v, stream, NT64)                                                                 \
@@ -295,8 +275,6 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX512(c))
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
-#define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 32, _mm256_stream_si256((__m256i *)(dst), t32), \
-                                             _mm_stream_si128((__m128i *)(dst), t16))
 #define STORE_OUT(dst, v, stream)                                                                        \
     STORE_WIDE(dst, v, stream, do {                                                                      \
         __m512i t64;                                                                                    \
@@ -321,8 +299,6 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX2(c))
 #define LUT16(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm_shuffle_epi8, __m128i)
-#define STORE_CODES(dst, v, stream) STORE_NT(dst, v, stream, 16, _mm_stream_si128((__m128i *)(dst), t16), \
-                                             _mm_stream_si128((__m128i *)(dst), t16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
 #include "kernels.h"
 #pragma GCC pop_options
@@ -343,7 +319,6 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
     0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF LUT16
-#define STORE_CODES(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
