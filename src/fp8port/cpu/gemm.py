@@ -9,10 +9,12 @@ the parameters from a layer's scheme.
 from __future__ import annotations
 
 import ctypes
+import os
 from contextlib import contextmanager
 from functools import lru_cache
 
-from . import Isa, _lib, _t, _tier_id, tier
+from .. import cpu as _cpu
+from . import _BIT, Isa, _lib, _t, tier
 from ..names import NamedEnum
 
 _i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
@@ -59,13 +61,29 @@ def _gemm_lib():
     return lib
 
 
+@lru_cache(maxsize=None)
+def _env_tier(want: str | None) -> int:
+    """cpu.tier()'s number for this FP8PORT_ISA where no tier is forced (-1: none); read once per value."""
+    t = tier()
+    return -1 if t is None else _BIT[t]
+
+
+def _tier_now() -> int:
+    """cpu.tier()'s number (-1: none), cheap enough for every layer call (the GEMV of a small layer
+    takes a few microseconds)."""
+    f = _cpu._forced
+    if f is not _cpu._UNSET:
+        return -1 if f is None else _BIT[f]
+    return _env_tier(os.environ.get("FP8PORT_ISA"))
+
+
 def available() -> bool:
-    return tier() is not None and _gemm_lib() is not None
+    return _gemm_lib() is not None and _tier_now() >= 0
 
 
 def lanes() -> int:
     """float32 lanes of the current tier's vectors (blocks along K should be a multiple of 16)."""
-    return int(_gemm_lib().fp8_gemm_lanes(_tier_id()))
+    return int(_gemm_lib().fp8_gemm_lanes(_tier_now()))
 
 
 _bf16_dot_on = True
@@ -90,12 +108,12 @@ def has_bf16_dot() -> bool:
 
 def gemv(g: Gemv, threads: int | None = None) -> None:
     """y = x W^T (+ bias) as `g` describes it, split along N over `threads` (default: by work)."""
-    t = _t(g.N * g.K * g.M >> 18) if threads is None else threads
-    if _gemm_lib().fp8_gemv(ctypes.byref(g), t, _tier_id(), _bf16_dot_on):
+    t = (1 if g.N * g.K * g.M < 1 << 19 else _t(g.N * g.K * g.M >> 18)) if threads is None else threads
+    if _gemm_lib().fp8_gemv(ctypes.byref(g), t, _tier_now(), _bf16_dot_on):
         raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
 
 
 def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None) -> None:
     """Rows [n0, n1) of the dequantized weight into the buffer at address `out` (float32 or bf16 bits)."""
     t = _t((n1 - n0) * g.K >> 16) if threads is None else threads
-    _gemm_lib().fp8_decode_rows(ctypes.byref(g), n0, n1, out, int(bf16), t, _tier_id())
+    _gemm_lib().fp8_decode_rows(ctypes.byref(g), n0, n1, out, int(bf16), t, _tier_now())

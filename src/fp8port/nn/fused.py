@@ -191,12 +191,15 @@ class FusedWeight:
 
     @classmethod
     def build(cls, codes, scale, scheme, shape, packed) -> "FusedWeight":
-        return cls(codes.contiguous(), scale.to(torch.float32).contiguous(), scheme, shape, packed)
+        fw = cls(codes.contiguous(), scale.to(torch.float32).contiguous(), scheme, shape, packed)
+        fw.src = codes, scale
+        return fw
 
     def holds(self, codes: torch.Tensor, scale: torch.Tensor) -> bool:
-        """Whether this plan still points at these buffers (a layer's buffers may be replaced)."""
-        return codes.data_ptr() == self.codes.data_ptr() and scale.data_ptr() == self.scale.data_ptr() and \
-            scale.dtype == torch.float32
+        """Whether this plan was made from these buffers (a layer's buffers may be replaced; the kernels
+        read them in place, so values written into the same buffers need no new plan, except codes
+        whose value is not finite: set the layer's plan to None after writing such)."""
+        return codes is self.src[0] and scale is self.src[1]
 
     def runs(self, dtype: torch.dtype) -> bool:
         """Whether the kernels take activations of this dtype (on the CPU) for this weight."""
@@ -213,22 +216,21 @@ class FusedWeight:
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., K) float32 or bf16 -> (..., N) in x's dtype."""
         n, k = self.shape
-        lead = x.shape[:-1]
         x2 = x.reshape(-1, k)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
         m = x2.shape[0]
         if m > GEMV_ROWS:
-            return self._prefill(x2, bias).reshape(*lead, n)
-        y = torch.empty((m, n), dtype=x.dtype)
+            return self._prefill(x2, bias).reshape(*x.shape[:-1], n)
+        y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
         if m == 0:
-            return y.reshape(*lead, n)
+            return y
         g, b16 = self.g, x.dtype == torch.bfloat16
-        b = self._bias32(bias)
+        b = None if bias is None else self._bias32(bias)
         g.x, g.x_bf16, g.M, g.ldx = x2.data_ptr(), b16, m, k
         g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
         gemm.gemv(g)
-        return y.reshape(*lead, n)
+        return y
 
     def _prefill(self, x2: torch.Tensor, bias) -> torch.Tensor:
         n, k = self.shape
