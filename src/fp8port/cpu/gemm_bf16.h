@@ -83,6 +83,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf_body(const gemv
     for (int64_t n = n0; n + NR <= n1; n += NR) {
         const uint8_t *row[4];
         const float *srow[4];
+        const int64_t ahead = NR * G->row_bytes;  /* the next group's rows (gemm.h: prefetch_next) */
         BF_UNROLL for (int r = 0; r < NR; r++) {
             row[r] = G->codes + (n + r) * G->row_bytes;
             srow[r] = G->sgrid + ((n + r) / G->bm) * gk;
@@ -97,7 +98,10 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf_body(const gemv
             BF_UNROLL for (int i = 0; i < MB * NR; i++) acc[i] = _mm512_setzero_ps();
             for (; k + 32 <= k1; k += 32) {
                 __m512i w[4];
-                BF_UNROLL for (int r = 0; r < NR; r++) w[r] = bf_dec(DEC, row[r], k, &c);
+                BF_UNROLL for (int r = 0; r < NR; r++) {
+                    __builtin_prefetch(row[r] + ahead + (DEC == GM_NIB ? k / 2 : k));
+                    w[r] = bf_dec(DEC, row[r], k, &c);
+                }
                 BF_UNROLL for (int m = 0; m < MB; m++) {
                     const __m512bh xv = (__m512bh)_mm512_loadu_si512(x0 + m * K + k);
                     BF_UNROLL for (int r = 0; r < NR; r++) acc[m * NR + r] = _mm512_dpbf16_ps(acc[m * NR + r], xv, (__m512bh)w[r]);
