@@ -81,6 +81,18 @@ static inline __m128i gm_widen4_sse2(uint32_t w)
 }
 #endif
 
+/* The codes per chunk along K for activation rows of `xbytes` bytes per element in all (rows x element
+ * size): their activations take at most GM_L1 bytes, so they stay in L1 while the rows of a thread's
+ * range stream past. A multiple of 64 codes (every tier's vector steps) and, where blocks are narrower
+ * than the row, of the block (chunks start on block boundaries). */
+#define GM_L1 (16 << 10)
+static inline int64_t gm_chunk(const gemv_t *G, int64_t xbytes)
+{
+    const int64_t unit = G->bn < G->K ? (G->bn % 64 ? G->bn * 4 : G->bn) : 64;  /* bn: a multiple of 16 */
+    const int64_t kc = GM_L1 / xbytes / unit * unit;
+    return kc > unit ? kc : unit;
+}
+
 /* K 6-bit codes from a little-endian bit stream (four in three bytes: codec/packing.py BITSTREAM) */
 static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict out)
 {

@@ -141,13 +141,15 @@ static inline float T(hsum)(T(vf) v)
 }
 
 /* One pass over output rows [n0, n1) in groups of NR (the caller hands the rest to NR = 1) for the
- * activation rows m0 .. m0 + MB - 1; the sums go to part (rows of pn, column n - pbase). Block mode: MB * NR accumulators over the
+ * activation rows m0 .. m0 + MB - 1 and the codes [kc0, kc1) of each row (a chunk along K whose
+ * activations stay in L1; chunks start on block boundaries); the sums go to part (rows of pn, column
+ * n - pbase), added to it after the first chunk. Block mode: MB * NR accumulators over the
  * block's codes in the chunk, folded into the totals with the block's scale. Flat mode (blocks of 16
  * or 32 codes): each vector's values times their block's scale (the reference's dequantized values)
  * go straight into the totals, which saves the per-block bookkeeping of small blocks. */
 static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, const float *xp, int64_t m0,
                                                                int64_t n0, int64_t n1, float *part, int64_t pn,
-                                                               int64_t pbase,
+                                                               int64_t pbase, int64_t kc0, int64_t kc1,
                                                                uint8_t *ubuf, const int MB, const int NR,
                                                                const int DEC)
 {
@@ -171,9 +173,9 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
         T(vf) tot[8];
         float ts[8];
         UNROLL for (int i = 0; i < MB * NR; i++) tot[i] = (T(vf)){0}, ts[i] = 0.0f;
-        int64_t k = 0;
+        int64_t k = kc0;
         if (flat) {
-            for (; k + GL <= K; k += GL) {
+            for (; k + GL <= kc1; k += GL) {
                 T(vf) w[4];
                 UNROLL for (int r = 0; r < NR; r++) {
                     T(prefetch_next)(DEC, src[r], k, ahead);
@@ -186,8 +188,8 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
                 }
             }
         }
-        while (k < K) {  /* block mode, or the tail of flat mode (K not a multiple of the lanes) */
-            const int64_t j = k / bn, k1 = (j + 1) * bn < K ? (j + 1) * bn : K;
+        while (k < kc1) {  /* block mode, or the tail of flat mode (K not a multiple of the lanes) */
+            const int64_t j = k / bn, k1 = (j + 1) * bn < kc1 ? (j + 1) * bn : kc1;
             T(vf) acc[8];
             UNROLL for (int i = 0; i < MB * NR; i++) acc[i] = (T(vf)){0};
             for (; k + GL <= k1; k += GL) {
@@ -216,7 +218,10 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
             k = k1;
         }
         UNROLL for (int m = 0; m < MB; m++)
-            UNROLL for (int r = 0; r < NR; r++) part[(m0 + m) * pn + n + r - pbase] = T(hsum)(tot[m * NR + r]) + ts[m * NR + r];
+            UNROLL for (int r = 0; r < NR; r++) {
+                float *o = part + (m0 + m) * pn + n + r - pbase;
+                *o = (kc0 ? *o : 0.0f) + (T(hsum)(tot[m * NR + r]) + ts[m * NR + r]);
+            }
     }
 }
 
@@ -224,11 +229,11 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
 #define GEMV_FN(MB, NR, DEC)                                                                                \
     static __attribute__((noinline)) void T(gemv_##MB##_##DEC)(const gemv_t *G, const float *xp, int64_t m0, \
                                                                int64_t n0, int64_t n1, float *part,         \
-                                                               uint8_t *ubuf)                               \
+                                                               int64_t kc0, int64_t kc1, uint8_t *ubuf)     \
     {                                                                                                       \
         const int64_t nf = n0 + (n1 - n0) / NR * NR;                                                        \
-        T(gemv_body)(G, xp, m0, n0, nf, part, n1 - n0, n0, ubuf, MB, NR, DEC);                              \
-        T(gemv_body)(G, xp, m0, nf, n1, part, n1 - n0, n0, ubuf, MB, 1, DEC);                               \
+        T(gemv_body)(G, xp, m0, n0, nf, part, n1 - n0, n0, kc0, kc1, ubuf, MB, NR, DEC);                    \
+        T(gemv_body)(G, xp, m0, nf, n1, part, n1 - n0, n0, kc0, kc1, ubuf, MB, 1, DEC);                     \
     }
 #if VBYTES == 64
 #define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 4, DEC) GEMV_FN(4, 2, DEC) GEMV_FN(8, 1, DEC)
@@ -244,7 +249,8 @@ GEMV_DECS(GM_GATHER)
 #undef GEMV_DECS
 #undef GEMV_FN
 
-typedef void (*T(gemv_fn))(const gemv_t *, const float *, int64_t, int64_t, int64_t, float *, uint8_t *);
+typedef void (*T(gemv_fn))(const gemv_t *, const float *, int64_t, int64_t, int64_t, float *, int64_t, int64_t,
+                           uint8_t *);
 #define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC), T(gemv_8_##DEC)}
 static const T(gemv_fn) T(gemv_table)[GM_KINDS][4] = {GEMV_ROW(GM_FLOAT), GEMV_ROW(GM_INT8), GEMV_ROW(GM_TAB16),
                                                       GEMV_ROW(GM_NIB), GEMV_ROW(GM_FP6), GEMV_ROW(GM_GATHER)};
@@ -264,7 +270,10 @@ static int T(gemv_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n
     for (int64_t m = 0; m < G->M;) {
         const int64_t left = G->M - m;
         const int i = left >= 8 ? 3 : left >= 4 ? 2 : left >= 2 ? 1 : 0;
-        T(gemv_table)[G->dec][i](G, xp, m, n0, n1, part, ubuf);
+        /* FP6 rows are unpacked whole: one chunk */
+        const int64_t kc = G->dec == GM_FP6 ? K : gm_chunk(G, (1 << i) * 4);
+        for (int64_t kc0 = 0; kc0 < K; kc0 += kc)
+            T(gemv_table)[G->dec][i](G, xp, m, n0, n1, part, kc0, kc0 + kc < K ? kc0 + kc : K, ubuf);
         m += 1 << i;
     }
     gm_finish(G, part, n0, n1);
