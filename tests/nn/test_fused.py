@@ -117,3 +117,17 @@ def test_replaced_buffers_remake_the_plan():
         fl(x)
         fl.codes = fl.codes.clone().zero_()
         assert torch.equal(fl(x), torch.zeros(1, 16))
+
+
+def test_threads_share_a_layer():
+    """Each thread fills its own copy of the kernels' parameters: concurrent calls on one layer agree."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(4)
+    fl = FP8Linear.from_linear(nn.Linear(256, 96), "mxfp4")
+    xs = [torch.randn(m, 256) for m in (1, 2, 5, 8) for _ in range(32)]
+    with torch.no_grad():
+        want = [fl(x) for x in xs]
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(fl, xs))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -188,6 +188,7 @@ class FusedWeight:
             self.g.codes, self.g.sgrid, self.g.lut = codes.data_ptr(), scale.data_ptr(), self.lut.ctypes.data
         self.bf16_exact = self.g is not None and _bf16_exact(scale.numpy(), scheme.element)
         self._bias = (None, None)
+        self._local = threading.local()
 
     @classmethod
     def build(cls, codes, scale, scheme, shape, packed) -> "FusedWeight":
@@ -225,7 +226,10 @@ class FusedWeight:
         y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
         if m == 0:
             return y
-        g, b16 = self.g, x.dtype == torch.bfloat16
+        g = getattr(self._local, "g", None)
+        if g is None:  # each thread fills its own copy of the parameters (a layer may run on several)
+            g = self._local.g = gemm.Gemv.from_buffer_copy(self.g)
+        b16 = x.dtype == torch.bfloat16
         b = None if bias is None else self._bias32(bias)
         g.x, g.x_bf16, g.M, g.ldx = x2.data_ptr(), b16, m, k
         g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
