@@ -112,14 +112,7 @@ static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #define LOAD_U8(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define LOAD_S8(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define LOAD_U8_TWICE(p) _mm512_cvtepu8_epi32(_mm_set1_epi64x(gm_load64(p)))
-#include "gemm.h"
-#undef T
-#undef VBYTES
-#undef GFMA
-#undef GATHER
-#undef LOAD_U8
-#undef LOAD_S8
-#undef LOAD_U8_TWICE
+#include "gemm.h"  /* which undefines the tier's macros */
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
@@ -130,14 +123,7 @@ static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #define LOAD_U8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
 #define LOAD_S8(p) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
 #define LOAD_U8_TWICE(p) _mm256_cvtepu8_epi32(_mm_set1_epi32((int)gm_load32(p)))
-#include "gemm.h"
-#undef T
-#undef VBYTES
-#undef GFMA
-#undef GATHER
-#undef LOAD_U8
-#undef LOAD_S8
-#undef LOAD_U8_TWICE
+#include "gemm.h"  /* which undefines the tier's macros */
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")
@@ -163,12 +149,6 @@ static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #define LOAD_U8_TWICE(p) gm_widen4_sse2(gm_load16(p) * 0x10001u)
 #endif
 #include "gemm.h"
-#undef T
-#undef VBYTES
-#undef GFMA
-#undef LOAD_U8
-#undef LOAD_S8
-#undef LOAD_U8_TWICE
 
 typedef struct {
     void (*prep)(const gemv_t *, float *);

@@ -335,3 +335,11 @@ static void T(decode_rows)(const gemv_t *G, int64_t n0, int64_t n1, void *out, i
 #undef NTAB
 #undef UNROLL
 #undef GL
+/* the including tier's macros (gemm.c) */
+#undef T
+#undef VBYTES
+#undef GFMA
+#undef GATHER
+#undef LOAD_U8
+#undef LOAD_S8
+#undef LOAD_U8_TWICE
