@@ -8,7 +8,7 @@ chunk of dense weight exists at any time and resident memory stays codes plus sc
 
 Both equal the dequantized layer (dequantize, then a float32 matmul) up to float32 reassociation: for
 an output y = sum_k x_k w_k over K terms, |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24), plus
-bf16's rounding of the output where the input is bf16 (docs/kernels.md).
+bf16's rounding of the output and the bias, 2^-8 (|y_ref| + |b|), where the input is bf16 (docs/kernels.md).
 
 `plan` picks the decoder for a scheme and checks it against the element's value table on every code;
 what it cannot take (blocks along K narrower than 16 and not whole rows, codes whose value is Inf or
