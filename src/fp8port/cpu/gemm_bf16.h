@@ -88,13 +88,13 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf_body(const gemv
             row[r] = G->codes + (n + r) * G->row_bytes;
             srow[r] = G->sgrid + ((n + r) / G->bm) * gk;
         }
-        __m512 tot[16];
-        float ts[16];
+        __m512 tot[8];
+        float ts[8];
         BF_UNROLL for (int i = 0; i < MB * NR; i++) tot[i] = _mm512_setzero_ps(), ts[i] = 0.0f;
         int64_t k = kc0;
         while (k < kc1) {
             const int64_t k1 = flat ? kc1 : ((k / bn + 1) * bn < kc1 ? (k / bn + 1) * bn : kc1);
-            __m512 acc[16];
+            __m512 acc[8];
             BF_UNROLL for (int i = 0; i < MB * NR; i++) acc[i] = _mm512_setzero_ps();
             for (; k + 32 <= k1; k += 32) {
                 __m512i w[4];
@@ -149,13 +149,13 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf_body(const gemv
         bf_body(G, xp, m0, n0, nf, part, n1 - n0, n0, kc0, kc1, MB, NR, DEC);                               \
         bf_body(G, xp, m0, nf, n1, part, n1 - n0, n0, kc0, kc1, MB, 1, DEC);                                \
     }
-BF_FN(1, 4, GM_FLOAT) BF_FN(2, 4, GM_FLOAT) BF_FN(4, 2, GM_FLOAT) BF_FN(8, 2, GM_FLOAT)
-BF_FN(1, 4, GM_NIB) BF_FN(2, 4, GM_NIB) BF_FN(4, 2, GM_NIB) BF_FN(8, 2, GM_NIB)
+BF_FN(1, 4, GM_FLOAT) BF_FN(2, 4, GM_FLOAT) BF_FN(4, 2, GM_FLOAT)
+BF_FN(1, 4, GM_NIB) BF_FN(2, 4, GM_NIB) BF_FN(4, 2, GM_NIB)
 #undef BF_FN
 
 typedef void (*bf_fn)(const gemv_t *, const uint16_t *, int64_t, int64_t, int64_t, float *, int64_t, int64_t);
-static const bf_fn BF_TABLE[2][4] = {{bf_gemv_1_GM_FLOAT, bf_gemv_2_GM_FLOAT, bf_gemv_4_GM_FLOAT, bf_gemv_8_GM_FLOAT},
-                                     {bf_gemv_1_GM_NIB, bf_gemv_2_GM_NIB, bf_gemv_4_GM_NIB, bf_gemv_8_GM_NIB}};
+static const bf_fn BF_TABLE[2][3] = {{bf_gemv_1_GM_FLOAT, bf_gemv_2_GM_FLOAT, bf_gemv_4_GM_FLOAT},
+                                     {bf_gemv_1_GM_NIB, bf_gemv_2_GM_NIB, bf_gemv_4_GM_NIB}};  /* passes of 4, 2, 1 rows */
 
 static int bf_range(const gemv_t *G, const uint16_t *xp, int64_t n0, int64_t n1)
 {
@@ -163,7 +163,7 @@ static int bf_range(const gemv_t *G, const uint16_t *xp, int64_t n0, int64_t n1)
     if (!part) return -1;
     for (int64_t m = 0; m < G->M;) {
         const int64_t left = G->M - m;
-        const int i = left >= 8 ? 3 : left >= 4 ? 2 : left >= 2 ? 1 : 0;
+        const int i = left >= 4 ? 2 : left >= 2 ? 1 : 0;
         const int64_t kc = gm_chunk(G, (1 << i) * 2);
         for (int64_t kc0 = 0; kc0 < G->K; kc0 += kc)
             BF_TABLE[G->dec == GM_NIB][i](G, xp, m, n0, n1, part, kc0, kc0 + kc < G->K ? kc0 + kc : G->K);
