@@ -131,3 +131,11 @@ def test_threads_share_a_layer():
         with ThreadPoolExecutor(4) as ex:
             got = list(ex.map(fl, xs))
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_inputs_that_need_gradients_take_the_dense_path():
+    """The kernels record no autograd graph, so such inputs get the dequantize-then-matmul path."""
+    fl = FP8Linear.from_linear(nn.Linear(64, 16), "mxfp8")
+    x = torch.randn(2, 64, requires_grad=True)
+    fl(x).sum().backward()
+    assert torch.allclose(x.grad, fl.dequantized_weight().sum(0).expand(2, 64))

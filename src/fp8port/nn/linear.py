@@ -114,7 +114,9 @@ class FP8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"FP8Linear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
-        fw = self.fused_weight() if fused.enabled() and x.device.type == "cpu" else None
+        # the kernels record no autograd graph: inputs that need gradients take the dense path
+        fused_ok = fused.enabled() and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
+        fw = self.fused_weight() if fused_ok else None
         if fw is not None and not fw.runs(torch.float32 if self.mode is Mode.W8A8 else x.dtype):
             fw = None
         if self.mode is Mode.WEIGHT_ONLY:
