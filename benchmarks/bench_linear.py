@@ -1,8 +1,13 @@
 """Linear layers at decode (M = 1, 8) and prefill (M = 512) shapes: dense fp32 / bf16 nn.Linear,
-our FP8Linear weight-only (bf16 and fp32 compute) and W8A8, and the naive dequantize-then-matmul,
-in one run; median and min of --repeat calls, ratios against fp32 and bf16 nn.Linear.
+our FP8Linear weight-only on the fused kernels (deepseek-v3.1 FP8, MXFP4, NVFP4; bf16 and fp32
+activations), the same layer's dequantize-then-matmul fallback, W8A8 and the naive dequantize-then-matmul,
+in one run; median and min of --repeat samples, ratios against fp32 and bf16 nn.Linear, and per shape the
+best fused layer against the faster dense one beside the issue's target.
 
-    python benchmarks/bench_linear.py [--repeat 7] [--json]
+    python benchmarks/bench_linear.py [--repeat 7] [--json] [--cpu-time] [--quick]
+
+--cpu-time: one thread everywhere, each call's CPU time of that thread (steadier on a shared machine
+than wall clock); --quick: SmolLM2's gate/up shape only, M = 1 and 8 (a smoke run).
 """
 
 from __future__ import annotations
@@ -17,26 +22,38 @@ import torch
 from torch import nn
 
 from _machine import banner, describe
-from fp8port.nn import FP8Linear
+from fp8port.nn import FP8Linear, fused
 
 SHAPES = [("smollm2 q/o_proj", 576, 576), ("smollm2 gate/up", 1536, 576), ("smollm2 down", 576, 1536),
           ("7168->2048", 2048, 7168)]
 MS = (1, 8, 512)
+FUSED = ("deepseek-v3.1", "mxfp4", "nvfp4")
+TARGET = {1: 2.0, 8: 1.5, 512: 1 / 1.1}  # fused vs the faster dense layer (issue 21); 4-bit at M = 1: 3x
+_clock = time.perf_counter
 
 
 def timeit(fn, repeat):
     fn()
     ts = []
     for _ in range(repeat):
-        n, t0 = 0, time.perf_counter()
+        n, t0 = 0, _clock()
         while True:  # loop each sample to >= 20 ms so tiny calls are measurable
             fn()
             n += 1
-            el = time.perf_counter() - t0
+            el = _clock() - t0
             if el > 0.02:
                 break
         ts.append(el / n)
     return statistics.median(ts) * 1e3, min(ts) * 1e3
+
+
+def target(name: str, m: int) -> float:
+    return 3.0 if m == 1 and "fp4" in name else TARGET[m]
+
+
+def fallback(layer: FP8Linear, x):
+    with fused.disabled():
+        return layer(x)
 
 
 def naive(lin8: FP8Linear, x):
@@ -50,50 +67,67 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true", help="one thread; per-call CPU time of that thread")
+    ap.add_argument("--quick", action="store_true", help="one shape, M = 1 and 8")
     args = ap.parse_args(argv)
+    global _clock
+    if args.cpu_time:
+        import numba
+
+        torch.set_num_threads(1)
+        numba.set_num_threads(1)  # the C kernels take Numba's thread count (fp8port.cpu.threads)
+        _clock = time.thread_time
     torch.manual_seed(0)
-    rows = []
+    rows, best = [], []
     with torch.inference_mode():
-        for label, n, k in SHAPES:
+        for label, n, k in SHAPES[1:2] if args.quick else SHAPES:
             dense = nn.Linear(k, n, bias=False)
             dense_bf = nn.Linear(k, n, bias=False).to(torch.bfloat16)
             dense_bf.weight.copy_(dense.weight)
-            w8 = FP8Linear.from_linear(dense, "deepseek-v3.1")
+            layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
+            w8 = layers["deepseek-v3.1"]
             a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
-            for m in MS:
+            for m in MS[:2] if args.quick else MS:
                 print(f"{label} M={m} ...", file=sys.stderr)
                 x = torch.randn(m, k)
                 xb = x.bfloat16()
-                impl = {
-                    "fp32 nn.Linear": lambda: dense(x),
-                    "bf16 nn.Linear": lambda: dense_bf(xb),
-                    "fp8 weight-only (bf16)": lambda: w8(xb),
-                    "fp8 weight-only (fp32)": lambda: w8(x),
-                    "fp8 w8a8": lambda: a8(x),
-                    "naive dequant+matmul": lambda: naive(w8, x),
-                }
+                impl = {"fp32 nn.Linear": lambda: dense(x), "bf16 nn.Linear": lambda: dense_bf(xb)}
+                for p, layer in layers.items():
+                    impl[f"{p} fused (bf16)"] = lambda layer=layer: layer(xb)
+                    impl[f"{p} fused (fp32)"] = lambda layer=layer: layer(x)
+                impl["deepseek-v3.1 dequant path (bf16)"] = lambda: fallback(w8, xb)
+                impl["deepseek-v3.1 w8a8"] = lambda: a8(x)
+                impl["naive dequant+matmul"] = lambda: naive(w8, x)
                 t = {name: timeit(fn, args.repeat) for name, fn in impl.items()}
                 base32, base16 = t["fp32 nn.Linear"][0], t["bf16 nn.Linear"][0]
                 for name, (med, mn) in t.items():
                     rows.append({"layer": label, "N": n, "K": k, "M": m, "impl": name, "median_ms": round(med, 4),
                                  "min_ms": round(mn, 4), "vs_fp32": round(med / base32, 2),
                                  "vs_bf16": round(med / base16, 2)})
+                for p in FUSED:
+                    name = min((f"{p} fused (bf16)", f"{p} fused (fp32)"), key=lambda i: t[i][0])
+                    best.append({"layer": label, "M": m, "impl": name, "speedup": round(min(base32, base16) / t[name][0], 2),
+                                 "target": round(target(name, m), 2)})
             rows.append({"layer": label, "memory": {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}})
     info = {**describe(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "repeat": args.repeat}
+            "repeat": args.repeat, "clock": "thread CPU time" if args.cpu_time else "wall"}
     if args.json:
-        print(json.dumps({"info": info, "rows": rows}, indent=1))
+        print(json.dumps({"info": info, "rows": rows, "best": best}, indent=1))
         return 0
     print(banner(info))
-    print("linear layers, deepseek-v3.1 weights; median ms (ratio to fp32 / bf16 nn.Linear)")
+    print(f"linear layers; median ms ({info['clock']}; ratio to fp32 / bf16 nn.Linear)")
     for r in rows:
         if "memory" in r:
             mem = r["memory"]
             print(f"  {r['layer']}: resident {mem['fp8_resident_bytes']:,} bytes vs bf16 {mem['bf16_bytes']:,} "
                   f"({mem['fp8_resident_bytes'] / mem['bf16_bytes']:.2f}x)")
             continue
-        print(f"{r['layer']:18s} M={r['M']:<4d} {r['impl']:24s} {r['median_ms']:9.3f}  "
+        print(f"{r['layer']:18s} M={r['M']:<4d} {r['impl']:34s} {r['median_ms']:9.3f}  "
               f"x{r['vs_fp32']:<6} x{r['vs_bf16']}")
+    print("fused vs the faster dense nn.Linear (speed-up; target)")
+    for b in best:
+        print(f"{b['layer']:18s} M={b['M']:<4d} {b['impl']:34s} {b['speedup']:6.2f}x  (>= {b['target']}x)"
+              f"{'' if b['speedup'] >= b['target'] else '  below target'}")
     return 0
 
 

@@ -7,19 +7,20 @@ from torch import nn
 
 import fp8port
 from fp8port.errors import ShapeError, UnknownNameError
-from fp8port.nn import FP8Linear, quantize_model, resident_bytes
+from fp8port.nn import FP8Linear, fused, quantize_model, resident_bytes
 from fp8port.quant import PRESETS
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("shape", [(192, 576), (256, 384)])
 def test_weight_only_equals_the_dequantized_layer(preset, shape):
+    """The dequantize-then-matmul path (the fused kernels' fallback; tests/nn/test_fused.py bounds theirs)."""
     torch.manual_seed(0)
     lin = nn.Linear(shape[1], shape[0])
     fl = FP8Linear.from_linear(lin, preset)
     w = torch.from_numpy(np.asarray(fp8port.dequantize(fp8port.quantize(lin.weight.detach(), preset), "float32")))
     x = torch.randn(3, 5, shape[1])
-    with torch.no_grad():
+    with torch.no_grad(), fused.disabled():
         assert torch.equal(fl(x), nn.functional.linear(x, w, lin.bias))
         xb = x.bfloat16()
         assert torch.equal(fl(xb), nn.functional.linear(xb, fl.dequantized_weight(torch.bfloat16), lin.bias.bfloat16()))

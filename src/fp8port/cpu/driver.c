@@ -7,9 +7,13 @@
  *   op 1 encode:   u32 bf16, u64 n, enc_t, u32 has_lut, [lut: 65536 bytes], n inputs -> n codes
  *   op 2 quant:    quant_t, steps (1793 u32), B*M*N inputs -> codes, sgrid (f32), stored (u8), i64 bad
  *   op 3 dequant:  dequant_t, B*M*N codes, grid (f32), lut (256 f32) -> B*M*N outputs
+ *   op 4 gemv:     gemv_t, N*row_bytes codes, grid (f32), lut (256 f32), u32 has_bias, [N f32],
+ *                  M*K activations -> M*N outputs (gemm.c)
+ *   op 5 decode:   gemv_t, N*row_bytes codes, grid (f32), lut (256 f32), u32 bf16 -> N*K values
  * Built without OpenMP: every call runs on one thread (the tier is the machine's best).
  */
 #include "native.c"
+#include "gemm.c"
 
 #include <stdio.h>
 
@@ -72,6 +76,30 @@ int main(void)
             fp8_dequant(d, 1, tier);
             give(d->out, total * (d->bf16 ? 2 : 4));
             free((void *)d->codes), free((void *)d->sgrid), free((void *)d->lut), free(d->out), free(d);
+        } else if (op == 4 || op == 5) {
+            gemv_t *g = take(sizeof(gemv_t));
+            const int64_t grid = ((g->N + g->bm - 1) / g->bm) * ((g->K + g->bn - 1) / g->bn);
+            g->codes = take(g->N * g->row_bytes);
+            g->sgrid = take(grid * 4);
+            g->lut = take(256 * 4);
+            uint32_t *flag = take(4);
+            void *bias = NULL, *x = NULL, *y;
+            size_t ny;
+            if (op == 4) {
+                g->bias = bias = *flag ? take(g->N * 4) : NULL;
+                g->x = x = take(g->M * g->K * (g->x_bf16 ? 2 : 4));
+                g->ldx = g->K, g->ldy = g->N;
+                ny = g->M * g->N * (g->y_bf16 ? 2 : 4);
+                g->y = y = malloc(ny + 1);
+                if (fp8_gemv(g, 1, tier, 1)) return 3;
+            } else {
+                ny = g->N * g->K * (*flag ? 2 : 4);
+                y = malloc(ny + 1);
+                fp8_decode_rows(g, 0, g->N, y, (int32_t)*flag, 1, tier);
+            }
+            give(y, ny);
+            free((void *)g->codes), free((void *)g->sgrid), free((void *)g->lut), free(flag), free(bias), free(x);
+            free(y), free(g);
         } else {
             fprintf(stderr, "driver: unknown op %u\n", op);
             return 2;

@@ -1,12 +1,14 @@
 """FP8Linear: a linear layer that holds block-scaled codes and scales, not dense weights.
 
 Two modes:
-  weight-only  the weight is dequantized on the fly into the input's dtype and used by a
-               dense GEMM (how FP8 checkpoints run on chips without FP8 units: Ascend
-               910B/C, A100, CPUs). For power-of-two scales the bf16 weights are exact.
+  weight-only  y = x W^T with W's codes decoded on the fly (how FP8 checkpoints run on chips
+               without FP8 units: Ascend 910B/C, A100, CPUs). On the CPU the fused kernels run it
+               (nn/fused.py: no dense copy of W; equal to the dequantized layer up to float32
+               reassociation); elsewhere, or for what they do not take, W is dequantized into the
+               input's dtype for a dense GEMM (exact bf16 weights for power-of-two scales).
   w8a8         activations are quantized with the preset's activation scheme (1x128 for
-               DeepSeek), then the block-scaled GEMM (`scaled_matmul`) multiplies codes
-               with both scales, as FP8 hardware does.
+               DeepSeek), then the block-scaled GEMM multiplies codes with both scales, as FP8
+               hardware does (on the CPU: the quantized activations through the fused kernels).
 Resident memory is that of the codes (one byte per element; FP4 and FP6 packed) plus one
 float32 scale per block.
 """
@@ -23,6 +25,7 @@ from ..names import NamedEnum
 from ..quant import QuantizedTensor, Role, Scheme, dequantize, get_preset, quantize
 from ..quant.api import resolve_scheme
 from ..quant.tensor import Framework
+from . import fused
 from .gemm import check_operands, scaled_matmul
 
 
@@ -61,6 +64,18 @@ class FP8Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         if self.activation is not None:
             check_operands(self._probe_activation(), self.weight_q())
+        self._fw = None  # the fused kernels' plan (nn/fused.py), made on the first forward
+
+    def __getstate__(self):  # copies and pickles drop the plan (it holds addresses)
+        return {**super().__getstate__(), "_fw": None}
+
+    def fused_weight(self) -> fused.FusedWeight:
+        """The fused kernels' view of the codes and scales (remade if the buffers were replaced)."""
+        fw = self._fw
+        if fw is None or not fw.holds(self.codes, self.scale_fp32):
+            fw = self._fw = fused.FusedWeight.build(self.codes, self.scale_fp32, self.scheme,
+                                                    (self.out_features, self.in_features), self.packed)
+        return fw
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, preset, mode="weight-only") -> "FP8Linear":
@@ -99,12 +114,21 @@ class FP8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"FP8Linear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
+        # the kernels record no autograd graph: inputs that need gradients take the dense path
+        fused_ok = fused.enabled() and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
+        fw = self.fused_weight() if fused_ok else None
+        if fw is not None and not fw.runs(torch.float32 if self.mode is Mode.W8A8 else x.dtype):
+            fw = None
         if self.mode is Mode.WEIGHT_ONLY:
+            if fw is not None:
+                return fw(x, self.bias)
             w = self.dequantized_weight(x.dtype if x.dtype in (torch.bfloat16, torch.float32) else torch.float32)
             return nn.functional.linear(x.to(w.dtype), w, None if self.bias is None else self.bias.to(w.dtype)).to(x.dtype)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float().contiguous()
         aq = quantize(x2, self.activation, role="activation", nonfinite="propagate")
+        if fw is not None:  # the activations' values (exact for power-of-two scales), then the fused GEMV / GEMM
+            return fw(torch.as_tensor(dequantize(aq, "float32")), self.bias).reshape(*lead, -1).to(x.dtype)
         y = scaled_matmul(aq, self.weight_q())
         y = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
         if self.bias is not None:

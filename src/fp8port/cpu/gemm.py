@@ -1,0 +1,119 @@
+"""The fused weight-only linear kernels (gemm.c): the ctypes view of their parameters and the calls.
+
+`gemv` computes y = x W^T (+ bias) for a few activation rows straight from W's codes and block scales;
+`decode_rows` writes rows of the dequantized W into a caller's buffer (bit-exact with the reference
+dequantize) for the prefill path, which multiplies one cache-sized chunk at a time. nn/fused.py fills
+the parameters from a layer's scheme.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+
+from .. import cpu as _cpu
+from . import _BIT, Isa, _lib, _t, tier
+from ..names import NamedEnum
+
+_i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
+
+
+class Decoder(NamedEnum):
+    """gemv_t.dec: how a vector of codes becomes float32 values (gemm.h)."""
+
+    __label__ = "GEMV decoder"
+    FLOAT = "float"  # 8-bit sign-bit float formats, by arithmetic
+    INT8 = "int8"  # a signed byte times the value of code 1
+    TAB16 = "tab16"  # 4-bit codes, one per byte: a 16-entry table in registers
+    NIB = "nib"  # 4-bit codes, two per byte (low nibble first)
+    FP6 = "fp6"  # 6-bit codes, four in three bytes (bit stream), by arithmetic
+    GATHER = "gather"  # any byte code: a gather from the 256-entry table
+
+
+DECODER_ID = {d: i for i, d in enumerate(Decoder)}  # the order of gemm.c's GM_* enum
+
+
+class Gemv(ctypes.Structure):
+    """gemv_t: one weight and one call's activations and output (pointers are addresses)."""
+
+    _fields_ = [("codes", _ptr), ("N", _i64), ("K", _i64), ("row_bytes", _i64), ("bm", _i64), ("bn", _i64),
+                ("sgrid", _ptr), ("dec", _i32), ("lsh", _i32), ("rsh", _i32), ("keep", ctypes.c_uint32),
+                ("fmul", _f32), ("tab16", _f32 * 16), ("lut", _ptr), ("bias", _ptr), ("x", _ptr), ("x_bf16", _i32),
+                ("M", _i64), ("ldx", _i64), ("y", _ptr), ("y_bf16", _i32), ("ldy", _i64), ("bf16_ok", _i32),
+                ("bf_sh", _i32), ("bf_keep", ctypes.c_uint32), ("bf_rebias", ctypes.c_uint32),
+                ("bf_expmask", ctypes.c_uint32), ("bf_tab", ctypes.c_uint16 * 32)]
+
+
+@lru_cache(maxsize=1)
+def _gemm_lib():
+    lib = _lib()
+    if lib is None:
+        return None
+    lib.fp8_gemv.argtypes = [ctypes.POINTER(Gemv), _i32, _i32, _i32]
+    lib.fp8_gemv.restype = ctypes.c_int
+    lib.fp8_decode_rows.argtypes = [ctypes.POINTER(Gemv), _i64, _i64, _ptr, _i32, _i32, _i32]
+    lib.fp8_decode_rows.restype = None
+    lib.fp8_gemm_lanes.argtypes = [_i32]
+    lib.fp8_gemm_lanes.restype = _i64
+    lib.fp8_gemm_bf16dot.restype = ctypes.c_int
+    return lib
+
+
+@lru_cache(maxsize=None)
+def _env_tier(want: str | None) -> int:
+    """cpu.tier()'s number for this FP8PORT_ISA where no tier is forced (-1: none); read once per value."""
+    t = tier()
+    return -1 if t is None else _BIT[t]
+
+
+def _tier_now() -> int:
+    """cpu.tier()'s number (-1: none), cheap enough for every layer call (the GEMV of a small layer
+    takes a few microseconds)."""
+    f = _cpu._forced
+    if f is not _cpu._UNSET:
+        return -1 if f is None else _BIT[f]
+    return _env_tier(os.environ.get("FP8PORT_ISA"))
+
+
+def available() -> bool:
+    return _gemm_lib() is not None and _tier_now() >= 0
+
+
+def lanes() -> int:
+    """float32 lanes of the current tier's vectors (blocks along K should be a multiple of 16)."""
+    return int(_gemm_lib().fp8_gemm_lanes(_tier_now()))
+
+
+_bf16_dot_on = True
+
+
+@contextmanager
+def bf16_dot(on: bool):
+    """Allow (or not) the avx512 tier's bf16 dot-product route inside the block (tests, benchmarks)."""
+    global _bf16_dot_on
+    before, _bf16_dot_on = _bf16_dot_on, on
+    try:
+        yield
+    finally:
+        _bf16_dot_on = before
+
+
+def has_bf16_dot() -> bool:
+    """Whether bf16 activations take the AVX-512 BF16 route here (vdpbf16ps): the CPU has it, the
+    avx512 tier runs, and it is not switched off."""
+    return _bf16_dot_on and tier() is Isa.AVX512 and bool(_gemm_lib().fp8_gemm_bf16dot())
+
+
+def gemv(g: Gemv, threads: int | None = None) -> None:
+    """y = x W^T (+ bias) as `g` describes it, split along N over `threads` (default: by work)."""
+    t = (1 if g.N * g.K * g.M < 1 << 19 else _t(g.N * g.K * g.M >> 18)) if threads is None else threads
+    if _gemm_lib().fp8_gemv(ctypes.byref(g), t, _tier_now(), _bf16_dot_on):
+        raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
+
+
+def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None) -> None:
+    """Rows [n0, n1) of the dequantized weight into the buffer at address `out` (float32 or bf16 bits)."""
+    t = _t((n1 - n0) * g.K >> 16) if threads is None else threads
+    _gemm_lib().fp8_decode_rows(ctypes.byref(g), n0, n1, out, int(bf16), t, _tier_now())

@@ -1,0 +1,256 @@
+"""Fused weight-only linear layers on the C kernels (cpu/gemm.c): no dense copy of the weight.
+
+Decode (at most GEMV_ROWS activation rows): the GEMV decodes codes to float32 in registers and folds
+each block's scale into the block's partial sums. Prefill (more rows): rows of the weight are
+dequantized one chunk of about CHUNK_BYTES at a time into a reused buffer (bit-exact with the
+reference dequantize; bf16 where that is exact) and multiplied by torch's GEMM, so no more than one
+chunk of dense weight exists at any time and resident memory stays codes plus scales.
+
+Both equal the dequantized layer (dequantize, then a float32 matmul) up to float32 reassociation: for
+an output y = sum_k x_k w_k over K terms, |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24), plus
+bf16's rounding of the output and the bias, 2^-8 (|y_ref| + |b|), where the input is bf16 (docs/kernels.md).
+
+`plan` picks the decoder for a scheme and checks it against the element's value table on every code;
+what it cannot take (blocks along K narrower than 16 and not whole rows, codes whose value is Inf or
+NaN) runs the dequantize-then-matmul path of FP8Linear instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from ..codec.native import lut256
+from ..cpu import gemm
+from ..formats import Kind
+from ..quant.scheme import Scheme
+
+GEMV_ROWS = 8  # activation rows up to which the GEMV runs
+CHUNK_BYTES = 4 << 20  # dense rows per prefill chunk: about this many bytes (stays in L2 / L3)
+_DTYPES = (torch.float32, torch.bfloat16)
+_on = True
+
+
+@contextmanager
+def disabled():
+    """FP8Linear runs its dequantize-then-matmul path inside the block (tests, benchmarks)."""
+    global _on
+    before, _on = _on, False
+    try:
+        yield
+    finally:
+        _on = before
+
+
+def enabled() -> bool:
+    return _on and gemm.available()
+
+
+def _float_decoder(spec) -> dict | None:
+    """gemv_t fields of the arithmetic decoder of a sign-bit float format of 8 (FLOAT) or 6 (FP6) bits."""
+    if spec.kind is not Kind.FLOAT or not spec.subnormals or spec.sign_bit != 1 << (spec.bits - 1):
+        return None
+    shift = 23 - spec.mbits  # where the magnitude's lowest bit goes
+    common = dict(keep=0x80000000 | ((spec.sign_bit - 1) << shift), fmul=np.float32(2.0 ** (127 - spec.bias)))
+    if spec.bits == 8:
+        return dict(dec=gemm.Decoder.FLOAT, lsh=shift, rsh=0, **common)
+    if spec.bits == 6:
+        return dict(dec=gemm.Decoder.FP6, lsh=32 - 6, rsh=32 - 6 - shift, **common)
+    return None
+
+
+def _decoded(d: dict, spec, fmul: np.float32) -> np.ndarray:
+    """float32 values the arithmetic decoder gives for every code (NumPy, as the kernel computes them)."""
+    c = np.arange(spec.ncodes, dtype=np.uint32)
+    if d["dec"] is gemm.Decoder.FLOAT:
+        t = (c.astype(np.int8).astype(np.int32).view(np.uint32) << np.uint32(d["lsh"])) & np.uint32(d["keep"])
+    else:
+        t = ((c << np.uint32(d["lsh"])).view(np.int32) >> np.int32(d["rsh"])).view(np.uint32) & np.uint32(d["keep"])
+    return t.view(np.float32) * fmul
+
+
+def _bf16_route(dec, spec, values: np.ndarray, bn: int, k: int) -> dict | None:
+    """gemv_t fields of the AVX-512 BF16 route (gemm_bf16.h), or None where it does not apply: every
+    finite value must be a bf16 value, and the kernel's decoder (emulated here) must give it."""
+    if dec not in (gemm.Decoder.FLOAT, gemm.Decoder.NIB) or not (bn % 32 == 0 or bn == 16 or bn >= k):
+        return None
+    fin = np.isfinite(values)
+    bits = values.astype(np.float32).view(np.uint32)
+    if (bits[fin] & 0xFFFF).any():
+        return None
+    want = (bits >> 16).astype(np.int64)
+    if dec is gemm.Decoder.NIB:
+        return dict(bf_tab=want[np.arange(32) & 15])
+    m, sh = spec.mbits, 7 - spec.mbits
+    f = dict(bf_sh=sh, bf_keep=0x8000 | (0x7F << sh), bf_rebias=(127 - spec.bias) << 7,
+             bf_expmask=(0x7F & ~((1 << m) - 1)) << sh,
+             bf_tab=(np.arange(32) * np.float32(2.0 ** (1 - spec.bias - m))).astype(np.float32).view(np.uint32) >> 16)
+    u = np.arange(256).astype(np.uint8).view(np.int8).astype(np.int64) & 0xFFFF  # the sign-extended code
+    t = (u << sh) & 0xFFFF
+    v = np.where(t & f["bf_expmask"], ((t & f["bf_keep"]) + f["bf_rebias"]) & 0xFFFF,
+                 f["bf_tab"][u & 31].astype(np.int64) | (u & 0x8000))
+    return f if np.array_equal(v[fin], want[fin]) else None
+
+
+def plan(codes: np.ndarray, packed: bool, scale: np.ndarray, scheme: Scheme, shape: tuple[int, int]):
+    """(cpu.gemm.Gemv with the weight's fields filled, None) or (None, why the fused kernels do not apply).
+
+    codes: as the layer holds them (FP4 two per byte and FP6 four in three bytes where `packed`);
+    scale: the float32 scale grid of `scheme.block` over `shape` (N, K)."""
+    n, k = shape
+    spec = scheme.element
+    if not gemm.available():
+        return None, "the C kernels are not built here (or FP8PORT_NATIVE=0)"
+    if n == 0 or k == 0:
+        return None, "an empty weight"
+    bm, bn = scheme.block.extents(shape)
+    if bn < k and bn % 16:
+        return None, f"blocks {bm}x{bn}: the kernels need blocks along K of a multiple of 16 elements (or whole rows)"
+    lut = lut256(spec)
+    fields = dict(dec=gemm.Decoder.GATHER, lsh=0, rsh=0, keep=0, fmul=np.float32(1))
+    values = lut[: spec.ncodes]
+    if packed and spec.bits == 4:
+        fields["dec"] = gemm.Decoder.NIB
+    elif packed and spec.bits == 6:
+        fields.update(_float_decoder(spec) or {})
+        if fields["dec"] is not gemm.Decoder.FP6:
+            return None, f"packed {spec.name} codes have no arithmetic decoder"
+    elif spec.bits <= 4:
+        fields["dec"] = gemm.Decoder.TAB16
+    elif spec.kind is Kind.INT and spec.bits == 8:
+        fields.update(dec=gemm.Decoder.INT8, fmul=values[1])
+    elif spec.bits == 8 and _float_decoder(spec):
+        fields.update(_float_decoder(spec))
+    special = np.flatnonzero(~np.isfinite(values))  # Inf / NaN codes: the weight must hold none
+    if special.size and (packed or np.isin(codes, special).any()):
+        return None, f"the weight holds {spec.name} codes whose value is not finite"
+    d = fields["dec"]
+    if d in (gemm.Decoder.FLOAT, gemm.Decoder.FP6):
+        got = _decoded(fields, spec, fields["fmul"])
+    elif d is gemm.Decoder.INT8:
+        got = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32) * fields["fmul"]
+    else:
+        got = values
+    fin = np.isfinite(values)
+    if not np.array_equal(got[fin].view(np.uint32), values[fin].view(np.uint32)):
+        fields.update(dec=gemm.Decoder.GATHER, lsh=0, rsh=0, keep=0, fmul=np.float32(1))
+        if packed:
+            return None, f"packed {spec.name} codes have no decoder the kernels check out"
+    g = gemm.Gemv(N=n, K=k, row_bytes=codes.shape[-1], bm=bm, bn=bn, dec=gemm.DECODER_ID[fields["dec"]],
+                  lsh=fields["lsh"], rsh=fields["rsh"], keep=fields["keep"], fmul=fields["fmul"])
+    g.tab16[: min(16, spec.ncodes)] = values[:16].tolist()
+    bf = _bf16_route(fields["dec"], spec, values, bn, k)
+    if bf is not None:
+        g.bf16_ok = 1
+        g.bf_tab[:] = bf.pop("bf_tab").tolist()
+        for name, v in bf.items():
+            setattr(g, name, v)
+    return g, None
+
+
+def _bf16_exact(scale: np.ndarray, spec) -> bool:
+    """Whether every code's value times its scale is a bf16 value: power-of-two normal scales and
+    element values with at most 8 significant bits."""
+    b = np.ascontiguousarray(scale, np.float32).view(np.uint32)
+    e = (b >> 23) & 0xFF
+    vals = lut256(spec)[: spec.ncodes]
+    vals = vals[np.isfinite(vals)]
+    as_bf16 = (vals.view(np.uint32) & 0xFFFF) == 0
+    return bool(((b & 0x807FFFFF) == 0).all() and ((e >= 1) & (e <= 254)).all() and as_bf16.all())
+
+
+class _Scratch(threading.local):
+    def __init__(self):
+        self.buf = {}
+
+    def get(self, n: int, dtype) -> torch.Tensor:
+        t = self.buf.get(dtype)
+        if t is None or t.numel() < n:
+            t = self.buf[dtype] = torch.empty(n, dtype=dtype)
+        return t[:n]
+
+
+_scratch = _Scratch()
+
+
+class FusedWeight:
+    """A layer's codes and scales with the kernels' plan; calling it runs the layer on x."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme, shape: tuple[int, int],
+                 packed: bool):
+        self.codes, self.scale, self.shape = codes, scale, shape
+        self.lut = lut256(scheme.element)
+        self.g, self.why = plan(codes.numpy(), packed, scale.numpy(), scheme, shape)
+        if self.g is not None:
+            self.g.codes, self.g.sgrid, self.g.lut = codes.data_ptr(), scale.data_ptr(), self.lut.ctypes.data
+        self.bf16_exact = self.g is not None and _bf16_exact(scale.numpy(), scheme.element)
+        self._bias = (None, None)
+        self._local = threading.local()
+
+    @classmethod
+    def build(cls, codes, scale, scheme, shape, packed) -> "FusedWeight":
+        fw = cls(codes.contiguous(), scale.to(torch.float32).contiguous(), scheme, shape, packed)
+        fw.src = codes, scale
+        return fw
+
+    def holds(self, codes: torch.Tensor, scale: torch.Tensor) -> bool:
+        """Whether this plan was made from these buffers (a layer's buffers may be replaced; the kernels
+        read them in place, so values written into the same buffers need no new plan, except codes
+        whose value is not finite: set the layer's plan to None after writing such)."""
+        return codes is self.src[0] and scale is self.src[1]
+
+    def runs(self, dtype: torch.dtype) -> bool:
+        """Whether the kernels take activations of this dtype (on the CPU) for this weight."""
+        return self.g is not None and dtype in _DTYPES
+
+    def _bias32(self, bias):
+        if bias is None:
+            return None
+        key = (bias.data_ptr(), bias._version)
+        if self._bias[0] != key:
+            self._bias = key, bias.detach().to(torch.float32).contiguous()
+        return self._bias[1]
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., K) float32 or bf16 -> (..., N) in x's dtype."""
+        n, k = self.shape
+        x2 = x.reshape(-1, k)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        m = x2.shape[0]
+        if m > GEMV_ROWS:
+            return self._prefill(x2, bias).reshape(*x.shape[:-1], n)
+        y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
+        if m == 0:
+            return y
+        g = getattr(self._local, "g", None)
+        if g is None:  # each thread fills its own copy of the parameters (a layer may run on several)
+            g = self._local.g = gemm.Gemv.from_buffer_copy(self.g)
+        b16 = x.dtype == torch.bfloat16
+        b = None if bias is None else self._bias32(bias)
+        g.x, g.x_bf16, g.M, g.ldx = x2.data_ptr(), b16, m, k
+        g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
+        gemm.gemv(g)
+        return y
+
+    def _prefill(self, x2: torch.Tensor, bias) -> torch.Tensor:
+        n, k = self.shape
+        b16 = self.bf16_exact and x2.dtype == torch.bfloat16
+        wdt = torch.bfloat16 if b16 else torch.float32
+        xw = x2 if x2.dtype == wdt else x2.to(wdt)
+        bias = None if bias is None else bias.to(wdt)
+        rows = max(16, CHUNK_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        buf = _scratch.get(min(rows, n) * k, wdt)
+        if rows >= n:
+            gemm.decode_rows(self.g, 0, n, buf.data_ptr(), b16)
+            return torch.nn.functional.linear(xw, buf.view(n, k), bias).to(x2.dtype)
+        y = torch.empty((x2.shape[0], n), dtype=x2.dtype)
+        for n0 in range(0, n, rows):
+            n1 = min(n, n0 + rows)
+            w = buf[: (n1 - n0) * k].view(n1 - n0, k)
+            gemm.decode_rows(self.g, n0, n1, w.data_ptr(), b16)
+            y[:, n0:n1] = torch.nn.functional.linear(xw, w, None if bias is None else bias[n0:n1])
+        return y

@@ -1,0 +1,141 @@
+"""The fused weight-only kernels (nn/fused.py, cpu/gemm.c) equal dequantize -> float32 matmul up to the
+float32 reassociation bound docs/kernels.md states: |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24),
+plus bf16's rounding of the output and the bias (2^-8 (|y_ref| + |b|)) where the activations are bf16. Every preset, ragged
+shapes, decode (GEMV) and prefill (chunked) row counts, both modes, every ISA tier this CPU runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fp8port
+from fp8port import cpu
+from fp8port.cpu import gemm
+from fp8port.nn import FP8Linear, fused
+from fp8port.quant import PRESETS
+
+pytestmark = pytest.mark.skipif(not gemm.available(), reason="the C kernels are not built here")
+
+U = 2.0**-24
+
+
+def _check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, what: str):
+    """y against x (float32 values) @ w.T + bias computed in float64, within the stated bound."""
+    x64, w64 = x.double(), w.double()
+    ref = x64 @ w64.T + (0 if bias is None else bias.double())
+    mag = x64.abs() @ w64.abs().T + (0 if bias is None else bias.double().abs())
+    tol = (2 * x.shape[-1] + 4) * U * mag
+    if y.dtype == torch.bfloat16:
+        tol = tol + 2.0**-8 * (ref.abs() + (0 if bias is None else bias.double().abs()))
+    err = (y.double() - ref).abs()
+    assert (err <= tol).all(), f"{what}: worst excess {(err - tol).max().item():.3g}"
+
+
+TIERS = [t.value for t in cpu.tiers()]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_weight_only_within_the_bound(preset, tier):
+    torch.manual_seed(0)
+    for n, k in [(37, 200), (130, 288)]:  # ragged: partial blocks along N and K, tails shorter than a vector
+        lin = nn.Linear(k, n)
+        fl = FP8Linear.from_linear(lin, preset)
+        w = torch.from_numpy(np.asarray(fp8port.dequantize(fp8port.quantize(lin.weight.detach(), preset), "float32")))
+        with cpu.forced(tier), torch.no_grad():
+            assert fl.fused_weight().runs(torch.float32), fl.fused_weight().why
+            for m in (1, 3, 8, 13):  # GEMV (<= 8 rows) and the chunked prefill
+                x = torch.randn(m, k)
+                _check(fl(x), x, w, lin.bias, f"{preset} {tier} {n}x{k} M={m} float32")
+                xb = x.bfloat16()
+                for dot in (False, True):
+                    with gemm.bf16_dot(dot):
+                        y = fl(xb)
+                    assert y.dtype == torch.bfloat16
+                    _check(y, xb.float(), w, lin.bias, f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot}")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("preset", ["deepseek-v3.1", "mxfp4", "nvfp4", "mxint8"])
+def test_w8a8_within_the_bound(preset, tier):
+    torch.manual_seed(1)
+    lin = nn.Linear(320, 70, bias=False)
+    fl = FP8Linear.from_linear(lin, preset, mode="w8a8")
+    w = fl.dequantized_weight()
+    with cpu.forced(tier), torch.no_grad():
+        for m in (1, 5, 12):
+            x = torch.randn(2, m, 320)
+            xq = torch.as_tensor(fp8port.dequantize(fp8port.quantize(x.reshape(-1, 320), preset, role="activation"),
+                                                    "float32"))
+            y = fl(x)
+            assert y.shape == (2, m, 70)
+            _check(y.reshape(-1, 70), xq, w, None, f"w8a8 {preset} {tier} M={m}")
+            with fused.disabled():
+                want = fl(x)
+            assert torch.allclose(y, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_decode_rows_is_the_reference_dequantize():
+    """The prefill path's dense chunks are bit-exact (float32, and bf16 where exact)."""
+    torch.manual_seed(2)
+    for preset in sorted(PRESETS):
+        lin = nn.Linear(200, 37)
+        fl = FP8Linear.from_linear(lin, preset)
+        fw = fl.fused_weight()
+        for tier in TIERS:
+            with cpu.forced(tier):
+                out = torch.empty(37, 200)
+                gemm.decode_rows(fw.g, 0, 37, out.data_ptr(), False)
+                assert torch.equal(out, fl.dequantized_weight()), f"{preset} {tier}"
+                if fw.bf16_exact:
+                    ob = torch.empty(37, 200, dtype=torch.bfloat16)
+                    gemm.decode_rows(fw.g, 0, 37, ob.data_ptr(), True)
+                    assert torch.equal(ob, fl.dequantized_weight(torch.bfloat16)), f"{preset} {tier} bf16"
+
+
+def test_non_finite_codes_fall_back():
+    """A weight holding a NaN code is not taken by the kernels (they assume finite values); the layer
+    then runs the dequantize-then-matmul path and says why."""
+    lin = nn.Linear(64, 16, bias=False)
+    fl = FP8Linear.from_linear(lin, "mxfp8")
+    fl.codes[0, 0] = 0x7F  # E4M3 NaN
+    fl._fw = None
+    fw = fl.fused_weight()
+    assert fw.g is None and "not finite" in fw.why
+    with torch.no_grad():
+        y = fl(torch.ones(1, 64))
+    assert torch.isnan(y[0, 0]) and torch.isfinite(y[0, 1:]).all()
+
+
+def test_replaced_buffers_remake_the_plan():
+    lin = nn.Linear(64, 16, bias=False)
+    fl = FP8Linear.from_linear(lin, "mxfp8")
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        fl(x)
+        fl.codes = fl.codes.clone().zero_()
+        assert torch.equal(fl(x), torch.zeros(1, 16))
+
+
+def test_threads_share_a_layer():
+    """Each thread fills its own copy of the kernels' parameters: concurrent calls on one layer agree."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(4)
+    fl = FP8Linear.from_linear(nn.Linear(256, 96), "mxfp4")
+    xs = [torch.randn(m, 256) for m in (1, 2, 5, 8) for _ in range(32)]
+    with torch.no_grad():
+        want = [fl(x) for x in xs]
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(fl, xs))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_inputs_that_need_gradients_take_the_dense_path():
+    """The kernels record no autograd graph, so such inputs get the dequantize-then-matmul path."""
+    fl = FP8Linear.from_linear(nn.Linear(64, 16), "mxfp8")
+    x = torch.randn(2, 64, requires_grad=True)
+    fl(x).sum().backward()
+    assert torch.allclose(x.grad, fl.dequantized_weight().sum(0).expand(2, 64))
