@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean browser peers qemu
+.PHONY: setup demo test bench clean browser peers qemu lint
 
 setup: $(STAMP)
 
@@ -41,7 +41,12 @@ qemu:
 peers: setup
 	$(PY) -m tests.peers.venvs
 
-test: setup browser qemu peers
+# Lint and formatting (ruff, pinned in the test extra): part of `make test`, so of CI.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup lint browser qemu peers
 	$(PY) -m pytest -q --durations=15
 
 bench: setup

@@ -39,6 +39,8 @@ def describe() -> dict:
 
 def banner(info: dict | None = None) -> str:
     d = info or describe()
-    return (f"CPU {d['cpu_model']} ({d['machine']}, {d['cpus']} CPUs); fp8port ISA tier {d['isa_tier']} "
-            f"(this CPU: {', '.join(d['isa_tiers_here']) or 'none'}); torch {d['torch_cpu_capability']}; "
-            f"{d['threads']} threads; load average {d['load_average_1min']}")
+    return (
+        f"CPU {d['cpu_model']} ({d['machine']}, {d['cpus']} CPUs); fp8port ISA tier {d['isa_tier']} "
+        f"(this CPU: {', '.join(d['isa_tiers_here']) or 'none'}); torch {d['torch_cpu_capability']}; "
+        f"{d['threads']} threads; load average {d['load_average_1min']}"
+    )

@@ -29,14 +29,23 @@ import ml_dtypes
 import numba
 import numpy as np
 import torch
-
 from _machine import banner, describe
+
 from fp8port import cpu
 from fp8port.codec.api import encode
 from fp8port.formats import get_format
 
-FORMATS = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "float6_e2m3fn",
-           "float6_e3m2fn", "float4_e2m1fn", "hifloat8")
+FORMATS = (
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float6_e2m3fn",
+    "float6_e3m2fn",
+    "float4_e2m1fn",
+    "hifloat8",
+)
 
 
 def make_inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -72,8 +81,11 @@ def implementations(fmt: str, x: np.ndarray) -> tuple[dict, str]:
         impls["en_dtypes"] = lambda: src().astype(en_dtype).view(np.uint8)
     tdtype = getattr(torch, spec.torch, None) if spec.torch else None
     if tdtype is not None and tdtype.itemsize == 1 and spec.bits == 8:  # float4_e2m1fn_x2 has no casts
-        t = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16) if x.dtype == ml_dtypes.bfloat16 else (
-            torch.from_numpy(x))
+        t = (
+            torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+            if x.dtype == ml_dtypes.bfloat16
+            else (torch.from_numpy(x))
+        )
         impls["torch"] = lambda: t.to(tdtype)
     return impls, profile
 
@@ -146,18 +158,22 @@ def environment(n: int, runs: int) -> dict:
 def print_table(report: dict) -> None:
     env = report["environment"]
     print(banner(env))
-    print(f"encode throughput, {env['elements']:,} elements, median/min of {env['runs']} runs; "
-          f"CPU capability {env['cpu_capability']}, numba threads {env['numba_threads']}, "
-          f"torch threads {env['torch_threads']}, {env['cpu_count']} CPUs, "
-          f"load average {env['load_average_1min']:.2f} at the end")
+    print(
+        f"encode throughput, {env['elements']:,} elements, median/min of {env['runs']} runs; "
+        f"CPU capability {env['cpu_capability']}, numba threads {env['numba_threads']}, "
+        f"torch threads {env['torch_threads']}, {env['cpu_count']} CPUs, "
+        f"load average {env['load_average_1min']:.2f} at the end"
+    )
     header = f"{'format':15s} {'input':18s} {'impl':10s} {'median ns/el':>12s} {'min ns/el':>10s} {'vs fast':>8s}"
     print(header)
     print("-" * len(header))
     for r in report["results"]:
         for name, t in r["impls"].items():
             ratio = r["ratios"].get(f"{name}/fast", 1.0)
-            print(f"{r['format']:15s} {r['input']:18s} {name:10s} {t['median_ns_per_elem']:12.3f} "
-                  f"{t['min_ns_per_elem']:10.3f} {ratio:7.2f}x")
+            print(
+                f"{r['format']:15s} {r['input']:18s} {name:10s} {t['median_ns_per_elem']:12.3f} "
+                f"{t['min_ns_per_elem']:10.3f} {ratio:7.2f}x"
+            )
         if not r["bit_exact"]:
             print(f"  WARNING: fast, reference and {r['profile']} disagree on this input")
     print("vs fast: median time of the implementation / median time of fp8port fast (>1: fast is faster)")

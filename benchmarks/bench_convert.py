@@ -9,8 +9,9 @@ Builds a synthetic sharded BF16 Llama-like checkpoint (4096x4096 attention, 1100
 
 and prints the median seconds, GB/s over the dense BF16 size (so the ratios are time ratios),
 ratios vs the copy, the CPU time (user + system) of each step beside the copy's (the figure to compare on
-a loaded machine, where wall times mostly measure the others) and each subprocess's peak RSS. Peak RSS is that of the largest single
-process (getrusage semantics): with --workers N the pool's processes add up to about N times it.
+a loaded machine, where wall times mostly measure the others) and each subprocess's peak RSS. Peak RSS
+is that of the largest single process (getrusage semantics): with --workers N the pool's processes add
+up to about N times it.
 All runs read a warm page cache (the source was just written; nothing here drops caches).
 
 Usage: python benchmarks/bench_convert.py [--size-gb 2] [--shards 8] [--repeat 3] [--workers 1]
@@ -36,14 +37,20 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-
 from _machine import banner, describe
+
 from fp8port.checkpoint.safetensors_io import Entry, write_file
 
 HIDDEN, INTER = 4096, 11008
-LAYER = [("self_attn.q_proj", (HIDDEN, HIDDEN)), ("self_attn.k_proj", (HIDDEN, HIDDEN)),
-         ("self_attn.v_proj", (HIDDEN, HIDDEN)), ("self_attn.o_proj", (HIDDEN, HIDDEN)),
-         ("mlp.gate_proj", (INTER, HIDDEN)), ("mlp.up_proj", (INTER, HIDDEN)), ("mlp.down_proj", (HIDDEN, INTER))]
+LAYER = [
+    ("self_attn.q_proj", (HIDDEN, HIDDEN)),
+    ("self_attn.k_proj", (HIDDEN, HIDDEN)),
+    ("self_attn.v_proj", (HIDDEN, HIDDEN)),
+    ("self_attn.o_proj", (HIDDEN, HIDDEN)),
+    ("mlp.gate_proj", (INTER, HIDDEN)),
+    ("mlp.up_proj", (INTER, HIDDEN)),
+    ("mlp.down_proj", (HIDDEN, INTER)),
+]
 NORMS = ["input_layernorm", "post_attention_layernorm"]
 FP8PORT = [sys.executable, "-c", "import sys; from fp8port.cli.main import main; sys.exit(main(sys.argv[1:]))"]
 
@@ -81,8 +88,7 @@ def build(root: Path, size_gb: float, shards: int) -> int:
         for j, (mod, shape) in enumerate(LAYER):
             tensors.append((f"model.layers.{i}.{mod}.weight", shape, lambda s=shape, k=i * 10 + j: gen(s, k)))
         for norm in NORMS:
-            tensors.append((f"model.layers.{i}.{norm}.weight", (HIDDEN,),
-                            lambda: np.ones(HIDDEN, ml_dtypes.bfloat16)))
+            tensors.append((f"model.layers.{i}.{norm}.weight", (HIDDEN,), lambda: np.ones(HIDDEN, ml_dtypes.bfloat16)))
     tensors.append(("model.norm.weight", (HIDDEN,), lambda: np.ones(HIDDEN, ml_dtypes.bfloat16)))
     total = sum(2 * math.prod(s) for _, s, _ in tensors)
     per = total / shards
@@ -99,11 +105,22 @@ def build(root: Path, size_gb: float, shards: int) -> int:
         write_file(root / name, [Entry(n, "BF16", s, p) for n, s, p in group], {"format": "pt"})
         weight_map.update({n: name for n, _, _ in group})
     (root / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
-    (root / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-        "intermediate_size": INTER, "num_hidden_layers": layers, "num_attention_heads": 32,
-        "num_key_value_heads": 32, "torch_dtype": "bfloat16"}))
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": INTER,
+                "num_hidden_layers": layers,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 32,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
     return total
 
 
@@ -128,15 +145,21 @@ def run_measured(cmd: list[str]) -> tuple[float, float, float]:
     if Path("/usr/bin/time").exists():
         wrapped = ["/usr/bin/time", "-v", *cmd]
     else:
-        wrapped = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode;"
-                   " u = resource.getrusage(resource.RUSAGE_CHILDREN); print('Maximum resident set size (kbytes):',"
-                   " u.ru_maxrss, file=sys.stderr); print('User time (seconds):', u.ru_utime, file=sys.stderr);"
-                   " print('System time (seconds):', u.ru_stime, file=sys.stderr); sys.exit(r)", *cmd]
+        wrapped = [
+            sys.executable,
+            "-c",
+            "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode;"
+            " u = resource.getrusage(resource.RUSAGE_CHILDREN); print('Maximum resident set size (kbytes):',"
+            " u.ru_maxrss, file=sys.stderr); print('User time (seconds):', u.ru_utime, file=sys.stderr);"
+            " print('System time (seconds):', u.ru_stime, file=sys.stderr); sys.exit(r)",
+            *cmd,
+        ]
     t = time.perf_counter()
     proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     secs = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+
     def last(label):
         v = [line.rsplit(":", 1)[1] for line in proc.stderr.splitlines() if label in line]
         return float(v[-1]) if v else float("nan")
@@ -183,15 +206,19 @@ def main(argv=None) -> int:
             results["copy"].append(time.perf_counter() - t)
             cpu["copy"].append(cpu_seconds() - c)
             shutil.rmtree(work / "copy")
-            for step, cmd in (("convert", ["convert", str(src), str(work / "fp8"), "--preset", "deepseek-v3.1"]),
-                              ("dequant", ["dequant", str(work / "fp8"), str(work / "back"), "--dtype", "bf16"])):
+            for step, cmd in (
+                ("convert", ["convert", str(src), str(work / "fp8"), "--preset", "deepseek-v3.1"]),
+                ("dequant", ["dequant", str(work / "fp8"), str(work / "back"), "--dtype", "bf16"]),
+            ):
                 s, m, c = run_measured([*FP8PORT, *cmd, *common])
                 results[step].append(s)
                 rss[step].append(m)
                 cpu[step].append(c)
             sizes = {"fp8_bytes": folder_bytes(work / "fp8"), "dequant_bytes": folder_bytes(work / "back")}
-            log(f"run {r + 1}/{args.repeat}: copy {results['copy'][-1]:.2f} s, convert {results['convert'][-1]:.2f} s "
-                f"({rss['convert'][-1]:.0f} MB), dequant {results['dequant'][-1]:.2f} s ({rss['dequant'][-1]:.0f} MB)")
+            log(
+                f"run {r + 1}/{args.repeat}: copy {results['copy'][-1]:.2f} s, convert {results['convert'][-1]:.2f} s "
+                f"({rss['convert'][-1]:.0f} MB), dequant {results['dequant'][-1]:.2f} s ({rss['dequant'][-1]:.0f} MB)"
+            )
             for d in ("fp8", "back"):
                 shutil.rmtree(work / d)
     finally:
@@ -201,28 +228,50 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in results.items()}
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     report = {
-        "environment": {**describe(), "python": platform.python_version(),
-                        "repeat": args.repeat, "workers": args.workers, "shards": args.shards,
-                        "dense_bytes": dense, **sizes, "page_cache": "warm"},
-        "results": {k: {"median_s": round(med[k], 3), "min_s": round(min(results[k]), 3),
-                        "gb_per_s": round(dense / 1e9 / med[k], 3),
-                        "vs_copy": round(med[k] / med["copy"], 2),
-                        "cpu_median_s": round(cmed[k], 3), "cpu_vs_copy": round(cmed[k] / cmed["copy"], 2),
-                        **({"peak_rss_mb": round(max(rss[k]), 1)} if k in rss else {})}
-                    for k in results},
+        "environment": {
+            **describe(),
+            "python": platform.python_version(),
+            "repeat": args.repeat,
+            "workers": args.workers,
+            "shards": args.shards,
+            "dense_bytes": dense,
+            **sizes,
+            "page_cache": "warm",
+        },
+        "results": {
+            k: {
+                "median_s": round(med[k], 3),
+                "min_s": round(min(results[k]), 3),
+                "gb_per_s": round(dense / 1e9 / med[k], 3),
+                "vs_copy": round(med[k] / med["copy"], 2),
+                "cpu_median_s": round(cmed[k], 3),
+                "cpu_vs_copy": round(cmed[k] / cmed["copy"], 2),
+                **({"peak_rss_mb": round(max(rss[k]), 1)} if k in rss else {}),
+            }
+            for k in results
+        },
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(banner(report["environment"]))
-    print(f"{dense / 1e9:.2f} GB BF16 in {args.shards} shards -> {sizes['fp8_bytes'] / 1e9:.2f} GB FP8; "
-          f"median of {args.repeat}, workers={args.workers}, {os.cpu_count()} CPUs, warm page cache")
-    print(f"{'step':8s} {'median s':>9s} {'GB/s':>7s} {'x copy':>7s} {'CPU s':>7s} {'CPU x copy':>10s} {'peak RSS MB':>12s}")
+    print(
+        f"{dense / 1e9:.2f} GB BF16 in {args.shards} shards -> {sizes['fp8_bytes'] / 1e9:.2f} GB FP8; "
+        f"median of {args.repeat}, workers={args.workers}, {os.cpu_count()} CPUs, warm page cache"
+    )
+    print(
+        f"{'step':8s} {'median s':>9s} {'GB/s':>7s} {'x copy':>7s} {'CPU s':>7s} {'CPU x copy':>10s} "
+        f"{'peak RSS MB':>12s}"
+    )
     for k, v in report["results"].items():
-        print(f"{k:8s} {v['median_s']:9.2f} {v['gb_per_s']:7.3f} {v['vs_copy']:7.2f} {v['cpu_median_s']:7.2f} "
-              f"{v['cpu_vs_copy']:10.2f} {v.get('peak_rss_mb', float('nan')):12.0f}")
-    print("GB/s are over the dense BF16 size for every step (so they compare as time ratios); CPU s: user + system "
-          "seconds (a subprocess's include its start, about 0.2 s).")
+        print(
+            f"{k:8s} {v['median_s']:9.2f} {v['gb_per_s']:7.3f} {v['vs_copy']:7.2f} {v['cpu_median_s']:7.2f} "
+            f"{v['cpu_vs_copy']:10.2f} {v.get('peak_rss_mb', float('nan')):12.0f}"
+        )
+    print(
+        "GB/s are over the dense BF16 size for every step (so they compare as time ratios); CPU s: user + system "
+        "seconds (a subprocess's include its start, about 0.2 s)."
+    )
     return 0
 
 

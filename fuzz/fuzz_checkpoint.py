@@ -30,8 +30,9 @@ def one_input(data: bytes) -> None:
     shard = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4096))
     index = fdp.ConsumeUnicodeNoSurrogates(512)
     (WORK / "model-00001-of-00001.safetensors").write_bytes(shard)
-    (WORK / "model.safetensors.index.json").write_text(index if index.strip() else json.dumps(
-        {"weight_map": {"t": "model-00001-of-00001.safetensors"}}))
+    (WORK / "model.safetensors.index.json").write_text(
+        index if index.strip() else json.dumps({"weight_map": {"t": "model-00001-of-00001.safetensors"}})
+    )
     try:
         ck = Checkpoint.open(WORK)
         for name in ck.tensors:

@@ -23,8 +23,9 @@ def test_caches_live_in_temporary_folders():
 
 
 def _untracked():
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True
+    )
     return {line for line in out.stdout.splitlines() if "__pycache__" not in line} if out.returncode == 0 else None
 
 
@@ -35,8 +36,12 @@ def test_cli_conversion_writes_only_where_asked(tmp_path):
 
     before = _untracked()
     src = write_dense(tmp_path / "src", tiny_llama(np.random.default_rng(0), layers=1))
-    r = subprocess.run([sys.executable, "-m", "fp8port", "convert", str(src), str(tmp_path / "out"), "--preset",
-                        "mxfp8", "-q"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fp8port", "convert", str(src), str(tmp_path / "out"), "--preset", "mxfp8", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no stray files beside DST
     if before is not None:

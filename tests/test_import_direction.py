@@ -15,8 +15,24 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fp8port"
 FLOOR = {"errors", "names", "jsonsafe", "arrays", "backends"}
-RANK = {"cpu": 1, "formats": 1, "codec": 2, "quant": 3, "engines": 3.5, "kernels": 4, "checkpoint": 4, "conform": 4,
-        "deploy": 4, "distributed": 4, "models": 4, "nn": 5, "eval": 6, "demo": 7, "cli": 8, "__main__": 9}
+RANK = {
+    "cpu": 1,
+    "formats": 1,
+    "codec": 2,
+    "quant": 3,
+    "engines": 3.5,
+    "kernels": 4,
+    "checkpoint": 4,
+    "conform": 4,
+    "deploy": 4,
+    "distributed": 4,
+    "models": 4,
+    "nn": 5,
+    "eval": 6,
+    "demo": 7,
+    "cli": 8,
+    "__main__": 9,
+}
 
 
 def _module(path: Path) -> list[str]:
@@ -40,8 +56,9 @@ def imports() -> dict[tuple[str, str], set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name.split(".") for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = (pkg[: len(pkg) - node.level + 1] if node.level else []) + (node.module.split(".")
-                                                                                    if node.module else [])
+                base = (pkg[: len(pkg) - node.level + 1] if node.level else []) + (
+                    node.module.split(".") if node.module else []
+                )
                 targets = [base + [a.name] if _is_module(base + [a.name]) else base for a in node.names]
             for t in targets:
                 if t[0] == "fp8port" and len(mod) > 1 and len(t) > 1 and t[1] != mod[1]:
@@ -58,8 +75,11 @@ def test_the_graph_is_read():
 
 
 def test_imports_point_down():
-    bad = {f"{a} -> {b} ({', '.join(sorted(m))})" for (a, b), m in EDGES.items()
-           if b not in FLOOR and (a in FLOOR or RANK[a] <= RANK[b])}
+    bad = {
+        f"{a} -> {b} ({', '.join(sorted(m))})"
+        for (a, b), m in EDGES.items()
+        if b not in FLOOR and (a in FLOOR or RANK[a] <= RANK[b])
+    }
     assert not bad, sorted(bad)
 
 
@@ -83,8 +103,15 @@ def test_nothing_imports_cli():
     assert not {a: m for (a, b), m in EDGES.items() if b == "cli" and a != "__main__"}
 
 
-@pytest.mark.parametrize("low, high", [(low, high) for low in ("cpu", "formats", "codec", "quant", "checkpoint", "kernels")
-                                       for high in ("nn", "kernels") if low != high])
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        (low, high)
+        for low in ("cpu", "formats", "codec", "quant", "checkpoint", "kernels")
+        for high in ("nn", "kernels")
+        if low != high
+    ],
+)
 def test_nothing_below_nn_imports_nn_or_kernels(low, high):
     """GPU dispatch is a registration: kernels registers its backend in quant.devices when imported."""
     assert (low, high) not in EDGES, sorted(EDGES[(low, high)])

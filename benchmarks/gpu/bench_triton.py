@@ -24,10 +24,19 @@ import sys
 import time
 
 # DeepSeek-V3 (N, K) at M = 4096 (deepseek-ue8m0.md §2.2)
-GEMM_SHAPES = [("q_a_proj", 1536, 7168), ("kv_a_proj", 576, 7168), ("q_a+kv_a", 2112, 7168),
-               ("q_b_proj", 24576, 1536), ("kv_b_proj", 32768, 512), ("o_proj", 7168, 16384),
-               ("dense gate/up", 18432, 7168), ("dense down", 7168, 18432), ("expert gate+up", 4096, 7168),
-               ("expert gate/up", 2048, 7168), ("expert down", 7168, 2048)]
+GEMM_SHAPES = [
+    ("q_a_proj", 1536, 7168),
+    ("kv_a_proj", 576, 7168),
+    ("q_a+kv_a", 2112, 7168),
+    ("q_b_proj", 24576, 1536),
+    ("kv_b_proj", 32768, 512),
+    ("o_proj", 7168, 16384),
+    ("dense gate/up", 18432, 7168),
+    ("dense down", 7168, 18432),
+    ("expert gate+up", 4096, 7168),
+    ("expert gate/up", 2048, 7168),
+    ("expert down", 7168, 2048),
+]
 QUICK = {"q_a+kv_a", "q_b_proj", "o_proj", "dense gate/up", "expert down"}
 M = 4096
 
@@ -84,14 +93,16 @@ def correctness(torch):
     from fp8port.kernels import dispatch
 
     out = []
-    cases = [("deepseek-v3.1", "activation", (130, 200), "reference"),
-             ("deepseek-v3.1", "weight", (576, 7168), "reference"),
-             ("mxfp8", "activation", (256, 7168), "reference"),
-             ("deepseek-v3.1", "activation", (4096, 7168), "fast"),
-             ("mxfp8", "weight", (4096, 7168), "fast")]
+    cases = [
+        ("deepseek-v3.1", "activation", (130, 200), "reference"),
+        ("deepseek-v3.1", "weight", (576, 7168), "reference"),
+        ("mxfp8", "activation", (256, 7168), "reference"),
+        ("deepseek-v3.1", "activation", (4096, 7168), "fast"),
+        ("mxfp8", "weight", (4096, 7168), "fast"),
+    ]
     g = torch.Generator().manual_seed(0)
     for preset, role, shape, backend in cases:
-        x = (torch.randn(shape, generator=g) * torch.exp2(torch.randint(-10, 10, shape, generator=g).float()))
+        x = torch.randn(shape, generator=g) * torch.exp2(torch.randint(-10, 10, shape, generator=g).float())
         x = x.bfloat16()
         ref = fp8port.quantize(x, preset, role=role, backend=backend)
         q = dispatch.quantize(x.cuda(), preset, role=role)
@@ -100,8 +111,15 @@ def correctness(torch):
         deq = dispatch.dequantize(q, "bfloat16").cpu()
         want = fp8port.dequantize(ref, "bfloat16", backend=backend)
         deq_ok = torch.equal(deq.view(torch.int16), want.view(torch.int16))
-        out.append({"check": f"quantize {preset}/{role} {shape[0]}x{shape[1]} vs {backend}", "codes": codes_ok,
-                    "scales": scales_ok, "dequantize": deq_ok, "ok": codes_ok and scales_ok and deq_ok})
+        out.append(
+            {
+                "check": f"quantize {preset}/{role} {shape[0]}x{shape[1]} vs {backend}",
+                "codes": codes_ok,
+                "scales": scales_ok,
+                "dequantize": deq_ok,
+                "ok": codes_ok and scales_ok and deq_ok,
+            }
+        )
         log(out[-1])
     for n, k in ((576, 7168), (7168, 2048)):
         x = torch.randn(M, k, device="cuda")
@@ -120,9 +138,11 @@ def quant_bandwidth(torch, iters):
     from fp8port.quant.presets import get_preset
 
     rows = []
-    for preset, role, shape in (("deepseek-v3.1", "activation", (4096, 7168)),
-                                ("deepseek-v3.1", "weight", (18432, 7168)),
-                                ("mxfp8", "activation", (4096, 7168))):
+    for preset, role, shape in (
+        ("deepseek-v3.1", "activation", (4096, 7168)),
+        ("deepseek-v3.1", "weight", (18432, 7168)),
+        ("mxfp8", "activation", (4096, 7168)),
+    ):
         x = torch.randn(shape, device="cuda").bfloat16()
         q = dispatch.quantize(x, preset, role=role, nonfinite="propagate")
         e = x.numel()
@@ -138,8 +158,17 @@ def quant_bandwidth(torch, iters):
         copy_gbs = moved_q / t_c / 1e9
         for op, t, moved in (("quantize", t_q, moved_q), ("dequantize", t_d, moved_d)):
             gbs = moved / t / 1e9
-            rows.append({"op": op, "scheme": f"{preset}/{role}", "shape": list(shape), "ms": t * 1e3,
-                         "GBps": gbs, "copy_GBps": copy_gbs, "pct_of_copy": 100 * gbs / copy_gbs})
+            rows.append(
+                {
+                    "op": op,
+                    "scheme": f"{preset}/{role}",
+                    "shape": list(shape),
+                    "ms": t * 1e3,
+                    "GBps": gbs,
+                    "copy_GBps": copy_gbs,
+                    "pct_of_copy": 100 * gbs / copy_gbs,
+                }
+            )
             log(rows[-1])
     return rows
 
@@ -163,8 +192,9 @@ def gemm_speed(torch, iters, quick):
         xf, wf = x.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
         one = torch.ones((), device="cuda")
         try:
-            t_sm = timed(torch, lambda: torch._scaled_mm(xf, wf.t(), scale_a=one, scale_b=one,
-                                                         out_dtype=torch.bfloat16), iters)
+            t_sm = timed(
+                torch, lambda: torch._scaled_mm(xf, wf.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16), iters
+            )
         except Exception as exc:  # record, do not stop the run
             t_sm, sm_err = None, repr(exc)[:200]
         else:
@@ -172,10 +202,17 @@ def gemm_speed(torch, iters, quick):
         xb, wb = x.bfloat16(), w.bfloat16()
         t_bf = timed(torch, lambda: torch.matmul(xb, wb.t()), iters)
         moved = M * k + n * k + a.scale_fp32.numel() * 4 + b.scale_fp32.numel() * 4 + 2 * M * n
-        row = {"layer": name, "M": M, "N": n, "K": k, "autotune_s": tune_s,
-               "triton_TFLOPS": flops / t_tr / 1e12, "triton_GBps": moved / t_tr / 1e9,
-               "scaled_mm_TFLOPS": None if t_sm is None else flops / t_sm / 1e12,
-               "bf16_matmul_TFLOPS": flops / t_bf / 1e12}
+        row = {
+            "layer": name,
+            "M": M,
+            "N": n,
+            "K": k,
+            "autotune_s": tune_s,
+            "triton_TFLOPS": flops / t_tr / 1e12,
+            "triton_GBps": moved / t_tr / 1e9,
+            "scaled_mm_TFLOPS": None if t_sm is None else flops / t_sm / 1e12,
+            "bf16_matmul_TFLOPS": flops / t_bf / 1e12,
+        }
         if sm_err:
             row["scaled_mm_error"] = sm_err
         rows.append(row)
@@ -217,13 +254,17 @@ def main(argv=None):
             print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}")
         print(f"\n{'op':<11}{'scheme':<26}{'shape':<14}{'GB/s':>8}{'copy GB/s':>11}{'% copy':>8}")
         for r in report["quant"]:
-            print(f"{r['op']:<11}{r['scheme']:<26}{'x'.join(map(str, r['shape'])):<14}{r['GBps']:>8.0f}"
-                  f"{r['copy_GBps']:>11.0f}{r['pct_of_copy']:>8.1f}")
+            print(
+                f"{r['op']:<11}{r['scheme']:<26}{'x'.join(map(str, r['shape'])):<14}{r['GBps']:>8.0f}"
+                f"{r['copy_GBps']:>11.0f}{r['pct_of_copy']:>8.1f}"
+            )
         print(f"\n{'layer':<16}{'N':>7}{'K':>7}{'triton TFLOPS':>15}{'GB/s':>8}{'_scaled_mm':>12}{'bf16':>8}")
         for r in report["gemm"]:
             sm = "err" if r["scaled_mm_TFLOPS"] is None else f"{r['scaled_mm_TFLOPS']:.0f}"
-            print(f"{r['layer']:<16}{r['N']:>7}{r['K']:>7}{r['triton_TFLOPS']:>15.0f}{r['triton_GBps']:>8.0f}"
-                  f"{sm:>12}{r['bf16_matmul_TFLOPS']:>8.0f}")
+            print(
+                f"{r['layer']:<16}{r['N']:>7}{r['K']:>7}{r['triton_TFLOPS']:>15.0f}{r['triton_GBps']:>8.0f}"
+                f"{sm:>12}{r['bf16_matmul_TFLOPS']:>8.0f}"
+            )
         print("\ntargets:", report["targets"])
     return 0 if report["targets"]["correct"] else 1
 

@@ -1,12 +1,23 @@
 """fp8port: bit-exact low-precision formats, block-scaled quantization and conversion."""
 
+from . import kernels  # noqa: F401  registers the Triton kernels for tensors on a GPU (never imports Triton)
 from .codec.api import decode, encode
 from .codec.packing import pack, unpack
 from .quant import QuantizedTensor, dequantize, quantize
-from . import kernels  # noqa: F401  registers the Triton kernels for tensors on a GPU (never imports Triton)
 
-__all__ = ["FP8Linear", "QuantizedTensor", "decode", "dequantize", "encode", "load_quantized", "pack",
-           "quantize", "quantize_model", "scaled_matmul", "unpack"]
+__all__ = [
+    "FP8Linear",
+    "QuantizedTensor",
+    "decode",
+    "dequantize",
+    "encode",
+    "load_quantized",
+    "pack",
+    "quantize",
+    "quantize_model",
+    "scaled_matmul",
+    "unpack",
+]
 __version__ = "0.1.0"
 
 _NN = {"FP8Linear", "load_quantized", "quantize_model", "scaled_matmul"}

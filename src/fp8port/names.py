@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import enum
-from functools import lru_cache
+from functools import cache
 
 from .errors import UnknownNameError
 
@@ -26,12 +26,11 @@ class NamedEnum(enum.Enum):
             return value
         m = _lookup(cls).get(_key(value))
         if m is None:
-            raise UnknownNameError(getattr(cls, "__label__", cls.__name__.lower()), value,
-                                   [str(m.value) for m in cls])
+            raise UnknownNameError(getattr(cls, "__label__", cls.__name__.lower()), value, [str(m.value) for m in cls])
         return m
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lookup(cls) -> dict:
     """{key: member} for every value, name and alias of an enum (built once per class)."""
     table = {}

@@ -37,13 +37,17 @@ def write_dense(folder: Path, tensors: dict, shards: int = 1, config: dict | Non
     weight_map = {}
     for i, group in enumerate(groups):
         fname = "model.safetensors" if shards == 1 else f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        write_file(folder / fname, [Entry(n, _DT[tensors[n].dtype], tensors[n].shape, lambda a=tensors[n]: a)
-                                    for n in group], {"format": "pt"})
+        write_file(
+            folder / fname,
+            [Entry(n, _DT[tensors[n].dtype], tensors[n].shape, lambda a=tensors[n]: a) for n in group],
+            {"format": "pt"},
+        )
         weight_map.update({n: fname for n in group})
     if shards > 1:
         (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps(config or {"architectures": ["LlamaForCausalLM"],
-                                                                "hidden_size": 576, "torch_dtype": "bfloat16"}))
+    (folder / "config.json").write_text(
+        json.dumps(config or {"architectures": ["LlamaForCausalLM"], "hidden_size": 576, "torch_dtype": "bfloat16"})
+    )
     (folder / "tokenizer.json").write_text('{"version": "1.0"}')
     return folder
 
@@ -54,16 +58,26 @@ def llama_folder(folder: Path, seed: int = 0) -> Path:
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=128, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        hidden_size=96,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+        max_position_embeddings=64,
+    )
     transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
     return folder
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file below folder (relative names), to prove a folder unchanged."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -83,10 +97,19 @@ def gpt_oss_folder(folder: Path, seed: int = 0, layers: int = 2, experts: int = 
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.GptOssConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
-                                    num_local_experts=experts, num_experts_per_tok=2, num_attention_heads=4,
-                                    num_key_value_heads=2, head_dim=16, vocab_size=128, max_position_embeddings=256,
-                                    layer_types=["full_attention"] * layers)
+    cfg = transformers.GptOssConfig(
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_local_experts=experts,
+        num_experts_per_tok=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=128,
+        max_position_embeddings=256,
+        layer_types=["full_attention"] * layers,
+    )
     transformers.GptOssForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
     return folder
 

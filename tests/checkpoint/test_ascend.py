@@ -13,9 +13,9 @@ import pytest
 
 import fp8port
 from fp8port.checkpoint import Checkpoint, Options, run
-from fp8port.checkpoint.layouts import ascend
 from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.inspect import inspect
+from fp8port.checkpoint.layouts import ascend
 from fp8port.checkpoint.staging import staging_dir
 from fp8port.errors import ConversionError, Fp8portError, NonFiniteError, UnknownNameError
 from fp8port.quant import get_preset
@@ -65,9 +65,15 @@ def deepseek_like(rng) -> dict[str, np.ndarray]:
     return {k: (v * 0.05).astype(BF16) for k, v in t.items()}
 
 
-CONFIG = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 200,
-          "num_hidden_layers": 61, "num_nextn_predict_layers": 1, "torch_dtype": "bfloat16",
-          "text_config": {"quantization_config": {"quant_method": "fp8"}}}
+CONFIG = {
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "model_type": "deepseek_v3",
+    "hidden_size": 200,
+    "num_hidden_layers": 61,
+    "num_nextn_predict_layers": 1,
+    "torch_dtype": "bfloat16",
+    "text_config": {"quantization_config": {"quant_method": "fp8"}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +86,19 @@ def synth(tmp_path_factory):
 
 
 def activation_scales(src: Path, path: Path) -> Path:
-    mods = {n[: -len(".weight")]: {"input_scale": 0.01 + 1e-4 * i, "input_offset": (i % 7) - 3}
-            for i, n in enumerate(Checkpoint.open(src).tensors) if n.endswith(".weight")}
+    mods = {
+        n[: -len(".weight")]: {"input_scale": 0.01 + 1e-4 * i, "input_offset": (i % 7) - 3}
+        for i, n in enumerate(Checkpoint.open(src).tensors)
+        if n.endswith(".weight")
+    }
     path.write_text(json.dumps(mods))
     return path
 
 
 def convert(src, dst, atype, **kw) -> dict:
-    return run(src, dst, Options(mode="convert", layout="ascend", preset=atype, **kw), progress=None,
-               verify=True).summary
+    return run(
+        src, dst, Options(mode="convert", layout="ascend", preset=atype, **kw), progress=None, verify=True
+    ).summary
 
 
 # ---- the contract, checked file by file ---------------------------------------------------------
@@ -98,8 +108,11 @@ def _shape(expr, n, k, name):
     if isinstance(expr, int):
         return expr
     if expr == "S":  # W4A8_DYNAMIC's scale_bias slices, by module name
-        return next(int(s) for s, mods in CONTRACT["types"]["W4A8_DYNAMIC"]["scale_bias_slices"].items()
-                    if any(m in name for m in mods))
+        return next(
+            int(s)
+            for s, mods in CONTRACT["types"]["W4A8_DYNAMIC"]["scale_bias_slices"].items()
+            if any(m in name for m in mods)
+        )
     return {"N": n, "K": k, "N/2": n // 2, "K/2": k // 2, "ceil(K/32)": math.ceil(k / 32)}[expr]
 
 
@@ -156,7 +169,7 @@ def check_contract(dst: Path, src: Path, fp16: bool = False) -> dict:
         spec = CONTRACT["types"][t]
         base = name[: -len(".weight")]
         n, k = Checkpoint.open(src).info(name).shape  # the source's logical shape
-        own = {x for x in entries if x.startswith(base + ".") and x[len(base) + 1:] in spec["tensors"]}
+        own = {x for x in entries if x.startswith(base + ".") and x[len(base) + 1 :] in spec["tensors"]}
         assert own == {f"{base}.{p}" for p in spec["tensors"]}, name
         for part, want in spec["tensors"].items():
             full = f"{base}.{part}"
@@ -179,8 +192,11 @@ def check_contract(dst: Path, src: Path, fp16: bool = False) -> dict:
     for loader, reg in CONTRACT["loaders"].items():
         if loader == "section":
             continue
-        ok = all(t in reg["moe" if re.search(r"\.experts\.\d+\.", n) else "linear"]
-                 for n, t in entries.items() if t != "FLOAT" and n.endswith(".weight"))
+        ok = all(
+            t in reg["moe" if re.search(r"\.experts\.\d+\.", n) else "linear"]
+            for n, t in entries.items()
+            if t != "FLOAT" and n.endswith(".weight")
+        )
         assert info["ascend"]["loaders"][loader]["accepts"] is ok, (loader, info["ascend"]["loaders"][loader])
     return desc
 
@@ -189,15 +205,19 @@ def test_contract_and_code_agree():
     assert [t.value for t in ascend.PRIORITY] == CONTRACT["description"]["priority_low_to_high"]
     assert sorted(t.value for t in ascend.WRITABLE) == sorted(TYPES)
     assert {k: {kk: sorted(vv) for kk, vv in v.items()} for k, v in ascend.LOADERS.items()} == {
-        k: {kk: sorted(vv) for kk, vv in v.items() if kk != "section"} for k, v in CONTRACT["loaders"].items()
-        if k != "section"}
+        k: {kk: sorted(vv) for kk, vv in v.items() if kk != "section"}
+        for k, v in CONTRACT["loaders"].items()
+        if k != "section"
+    }
     assert [p for p, _ in ascend.FLOAT_RULES] == CONTRACT["float_rules"]["patterns"]
     for t in TYPES:
         spec = CONTRACT["types"][t]
         for mod in ("up_proj", "o_proj"):
             got = ascend.entries(ascend.AscendType.parse(t), f"m.{mod}.weight", (70, 208))
-            assert [(n, d, list(s)) for n, d, s in got] == [(f"m.{mod}.{p}", w["dtype"], [
-                _shape(e, 70, 208, mod) for e in w["shape"]]) for p, w in spec["tensors"].items()]
+            assert [(n, d, list(s)) for n, d, s in got] == [
+                (f"m.{mod}.{p}", w["dtype"], [_shape(e, 70, 208, mod) for e in w["shape"]])
+                for p, w in spec["tensors"].items()
+            ]
 
 
 @pytest.mark.parametrize("atype", TYPES)
@@ -256,14 +276,17 @@ def test_ue8m0_source_to_mxfp8_is_a_relayout(synth, tmp_path):
     w = "model.layers.3.mlp.experts.1.gate_proj.weight"
     assert np.array_equal(fp8.read(w).view(np.uint8), mx.read(w).view(np.uint8))  # codes kept
     sc = fp8.read(w[: -len("weight")] + "weight_scale_inv")
-    assert np.array_equal(mx.read(w[: -len("weight")] + "weight_scale"),
-                          ((sc.view(np.uint32) >> 23) & 0xFF).astype(np.uint8)[np.arange(74) // 128][:, np.arange(7) // 4])
+    assert np.array_equal(
+        mx.read(w[: -len("weight")] + "weight_scale"),
+        ((sc.view(np.uint32) >> 23) & 0xFF).astype(np.uint8)[np.arange(74) // 128][:, np.arange(7) // 4],
+    )
     assert diff(synth / "v31", tmp_path / "mx")["identical"]
 
 
 def test_non_power_of_two_source_reports_the_added_error(synth, tmp_path):
-    s = run(synth / "v3", tmp_path / "mx", Options(mode="convert", layout="ascend", preset="W8A8_MXFP8"),
-            progress=None).summary
+    s = run(
+        synth / "v3", tmp_path / "mx", Options(mode="convert", layout="ascend", preset="W8A8_MXFP8"), progress=None
+    ).summary
     req = [r for r in s["tensors"].values() if r["action"] == "requantize"]
     assert req and all(r["sqnr_db"] > 25 and r["max_abs_error"] > 0 for r in req)
     assert any("not powers of two" in n for n in s["notes"])
@@ -271,18 +294,26 @@ def test_non_power_of_two_source_reports_the_added_error(synth, tmp_path):
 
 
 def test_fp16_model_writes_w8a8_deq_scale_as_int64(synth, tmp_path):
-    src = write_dense(tmp_path / "f16", {"model.layers.0.mlp.down_proj.weight":
-                                         np.random.default_rng(2).standard_normal((70, 96)).astype(np.float16),
-                                         "model.layers.0.mlp.down_proj.bias": np.zeros(70, np.float16)},
-                      config={"torch_dtype": "float16", "num_hidden_layers": 1})
+    src = write_dense(
+        tmp_path / "f16",
+        {
+            "model.layers.0.mlp.down_proj.weight": np.random.default_rng(2)
+            .standard_normal((70, 96))
+            .astype(np.float16),
+            "model.layers.0.mlp.down_proj.bias": np.zeros(70, np.float16),
+        },
+        config={"torch_dtype": "float16", "num_hidden_layers": 1},
+    )
     acts = tmp_path / "a.json"
     acts.write_text(json.dumps({"model.layers.0.mlp.down_proj": {"input_scale": 0.02, "input_offset": 5}}))
     with pytest.raises(ConversionError, match="has a bias"):
         convert(src, tmp_path / "o", "W8A8", activation_scales=str(acts))
     (src / "model.safetensors").unlink()
-    write_dense(src, {"model.layers.0.mlp.down_proj.weight":
-                      np.random.default_rng(2).standard_normal((70, 96)).astype(np.float16)},
-                config={"torch_dtype": "float16", "num_hidden_layers": 1})
+    write_dense(
+        src,
+        {"model.layers.0.mlp.down_proj.weight": np.random.default_rng(2).standard_normal((70, 96)).astype(np.float16)},
+        config={"torch_dtype": "float16", "num_hidden_layers": 1},
+    )
     convert(src, tmp_path / "o", "W8A8", activation_scales=str(acts))
     out = Checkpoint.open(tmp_path / "o")
     assert out.info("model.layers.0.mlp.down_proj.deq_scale").dtype == "I64"
@@ -312,8 +343,9 @@ def test_smollm2_through_deepseek_to_mxfp8_dequantizes_byte_for_byte(tmp_path):
     assert info["layout"] == "ascend" and info["preset"] == "W8A8_MXFP8" and info["quantized"] == 210
     assert info["parameters"] == 134_515_008 + 49152 * 576 and not info["warnings"]  # lm_head stored: a clone
     assert all(v["accepts"] for v in info["ascend"]["loaders"].values())
-    ref = fp8port.dequantize(fp8port.quantize(Checkpoint.open(src).read("model.layers.5.mlp.up_proj.weight"),
-                                              "deepseek-v3.1"), "bfloat16")
+    ref = fp8port.dequantize(
+        fp8port.quantize(Checkpoint.open(src).read("model.layers.5.mlp.up_proj.weight"), "deepseek-v3.1"), "bfloat16"
+    )
     got = Checkpoint.open(tmp_path / "b").read("model.layers.5.mlp.up_proj.weight")
     assert np.array_equal(ref.view(np.uint16), got.view(np.uint16))
 
@@ -324,16 +356,23 @@ def test_smollm2_through_deepseek_to_mxfp8_dequantizes_byte_for_byte(tmp_path):
 def test_defaults_are_msmodelslim_rules_and_variants_are_named(synth, tmp_path):
     """Each type quantizes with msModelSlim's rule (float32 twins on a float32 model); TYPE:PRESET with another
     preset that stores the same thing; a preset that stores something else is refused."""
-    for t, preset in (("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8", "msmodelslim-mxfp8"),
-                      ("W4A8_DYNAMIC", "msmodelslim-int4"), ("W4A4_MXFP4", "msmodelslim-mxfp4")):
+    for t, preset in (
+        ("W8A8_DYNAMIC", "msmodelslim-int8"),
+        ("W8A8_MXFP8", "msmodelslim-mxfp8"),
+        ("W4A8_DYNAMIC", "msmodelslim-int4"),
+        ("W4A4_MXFP4", "msmodelslim-mxfp4"),
+    ):
         assert ascend.target(t)[1] == get_preset(preset).weight
         f32 = ascend.target(t, "F32")[1]
         assert f32.scale_rule.value == get_preset(preset).weight.scale_rule.value + "_f32"
         assert f32.apply.value != "bf16_divide"
     src, w = synth / "bf16", "model.layers.0.mlp.down_proj.weight"
     x = Checkpoint.open(src).read(w).astype(np.float32)
-    for spec, preset in (("W8A8_DYNAMIC:ascend-int8-bf16ceil", "ascend-int8-bf16ceil"),
-                         ("W8A8_DYNAMIC", "msmodelslim-int8"), ("W8A8_MXFP8:mxfp8", "mxfp8")):
+    for spec, preset in (
+        ("W8A8_DYNAMIC:ascend-int8-bf16ceil", "ascend-int8-bf16ceil"),
+        ("W8A8_DYNAMIC", "msmodelslim-int8"),
+        ("W8A8_MXFP8:mxfp8", "mxfp8"),
+    ):
         run(src, tmp_path / spec, Options(mode="convert", layout="ascend", preset=spec), progress=None)
         q, out = fp8port.quantize(x, preset), Checkpoint.open(tmp_path / spec)
         assert np.array_equal(out.read(w).view(np.uint8), np.asarray(q.codes)), spec
@@ -351,29 +390,45 @@ def test_layout_as_msmodelslim_saves_it(tmp_path, rng):
     t = {"model.embed_tokens.weight": rng.standard_normal((64, 32)), "model.norm.weight": rng.standard_normal(32)}
     for i in (0, 1, 10):
         p = f"model.layers.{i}."
-        t |= {p + "self_attn.q_proj.weight": rng.standard_normal((32, 32)), p + "self_attn.q_proj.bias":
-              rng.standard_normal(32), p + "mlp.down_proj.weight": rng.standard_normal((32, 64)),
-              p + "input_layernorm.weight": rng.standard_normal(32)}
-    src = write_dense(tmp_path / "src", {k: v.astype(BF16) for k, v in t.items()},
-                      config={"architectures": ["LlamaForCausalLM"], "tie_word_embeddings": True})
-    run(src, tmp_path / "out", Options(mode="convert", layout="ascend", preset="W8A8_DYNAMIC"), progress=None,
-        verify=True)
+        t |= {
+            p + "self_attn.q_proj.weight": rng.standard_normal((32, 32)),
+            p + "self_attn.q_proj.bias": rng.standard_normal(32),
+            p + "mlp.down_proj.weight": rng.standard_normal((32, 64)),
+            p + "input_layernorm.weight": rng.standard_normal(32),
+        }
+    src = write_dense(
+        tmp_path / "src",
+        {k: v.astype(BF16) for k, v in t.items()},
+        config={"architectures": ["LlamaForCausalLM"], "tie_word_embeddings": True},
+    )
+    run(
+        src,
+        tmp_path / "out",
+        Options(mode="convert", layout="ascend", preset="W8A8_DYNAMIC"),
+        progress=None,
+        verify=True,
+    )
     out = Checkpoint.open(tmp_path / "out")
     embed = out.read("model.embed_tokens.weight")
     assert np.array_equal(out.read("lm_head.weight").view(np.uint16), embed.view(np.uint16))
     assert out.info("model.layers.1.self_attn.q_proj.bias").dtype == "F32"
     desc = json.loads((tmp_path / "out" / "quant_model_description.json").read_text())
     names = [n for n in desc if n not in ("version", "model_quant_type", "metadata", "group_size", "optional")]
-    assert names[:6] == ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.weight_scale",
-                         "model.layers.0.self_attn.q_proj.weight_offset", "model.layers.0.self_attn.q_proj.bias",
-                         "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight_scale"]
+    assert names[:6] == [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight_scale",
+        "model.layers.0.self_attn.q_proj.weight_offset",
+        "model.layers.0.self_attn.q_proj.bias",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.mlp.down_proj.weight_scale",
+    ]
     assert names.index("model.layers.10.mlp.down_proj.weight") > names.index("model.layers.1.mlp.down_proj.weight")
     assert names[-3:] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
     assert desc["model.layers.0.self_attn.q_proj.bias"] == "FLOAT" and desc["model_quant_type"] == "W8A8_DYNAMIC"
     index = json.loads((tmp_path / "out" / "quant_model_weights.safetensors.index.json").read_text())
     assert list(index["weight_map"]) == names
     shard = tmp_path / "out" / "quant_model_weights-00001-of-00001.safetensors"
-    header = json.loads(shard.read_bytes()[8:8 + int.from_bytes(shard.read_bytes()[:8], "little")])
+    header = json.loads(shard.read_bytes()[8 : 8 + int.from_bytes(shard.read_bytes()[:8], "little")])
     assert "__metadata__" not in header
     assert (tmp_path / "out" / "config.json").read_bytes() == (src / "config.json").read_bytes()
 
@@ -385,15 +440,18 @@ def _nothing_at(dst: Path):
     assert not dst.exists() and not staging_dir(dst).exists()
 
 
-@pytest.mark.parametrize("atype, kw, error, match", [
-    ("W9A9", {}, UnknownNameError, "unknown AscendV1 quant type 'W9A9'; valid: W4A4_MXFP4"),
-    ("W8A8", {}, ConversionError, "needs calibrated input_scale/input_offset"),
-    ("W4A4_DYNAMIC", {}, ConversionError, "reads but does not write"),
-    ("WFP8AFP8_DYNAMIC", {}, ConversionError, "registers W8A8FP8_DYNAMIC"),
-    ("W8A16", {}, ConversionError, "W8A16 has no MoE scheme"),
-    ("W8A8_DYNAMIC", {"exclude": ("*.q_a_proj.*",)}, ConversionError, "need one type"),
-    ("W8A8_MXFP8", {"scale_dtype": "e8m0"}, ConversionError, "does not apply"),
-])
+@pytest.mark.parametrize(
+    "atype, kw, error, match",
+    [
+        ("W9A9", {}, UnknownNameError, "unknown AscendV1 quant type 'W9A9'; valid: W4A4_MXFP4"),
+        ("W8A8", {}, ConversionError, "needs calibrated input_scale/input_offset"),
+        ("W4A4_DYNAMIC", {}, ConversionError, "reads but does not write"),
+        ("WFP8AFP8_DYNAMIC", {}, ConversionError, "registers W8A8FP8_DYNAMIC"),
+        ("W8A16", {}, ConversionError, "W8A16 has no MoE scheme"),
+        ("W8A8_DYNAMIC", {"exclude": ("*.q_a_proj.*",)}, ConversionError, "need one type"),
+        ("W8A8_MXFP8", {"scale_dtype": "e8m0"}, ConversionError, "does not apply"),
+    ],
+)
 def test_clear_errors(synth, tmp_path, atype, kw, error, match):
     with pytest.raises(error, match=match):
         convert(synth / "bf16", tmp_path / "out", atype, **kw)
@@ -401,8 +459,9 @@ def test_clear_errors(synth, tmp_path, atype, kw, error, match):
 
 
 def test_block_that_does_not_fit_and_bad_data(tmp_path, rng):
-    odd = write_dense(tmp_path / "odd", {"model.layers.0.mlp.down_proj.weight":
-                                         rng.standard_normal((64, 75)).astype(BF16)})
+    odd = write_dense(
+        tmp_path / "odd", {"model.layers.0.mlp.down_proj.weight": rng.standard_normal((64, 75)).astype(BF16)}
+    )
     for t in ("W4A4_MXFP4", "W4A8_MXFP"):
         with pytest.raises(ConversionError, match="K = 75 is odd"):
             convert(odd, tmp_path / "out", t)
@@ -441,7 +500,7 @@ def test_resume_and_dry_run(synth, tmp_path):
 
     opts = Options(mode="convert", layout="ascend", preset="W8A8_MXFP8", shard_size=100_000)
     plan = make_plan(synth / "v31", opts)
-    assert plan.shard_names[0] == "quant_model_weights-00001-of-%05d.safetensors" % len(plan.shards)
+    assert plan.shard_names[0] == f"quant_model_weights-00001-of-{len(plan.shards):05d}.safetensors"
 
     class Stop(Exception):
         pass

@@ -16,10 +16,19 @@ from fp8port.quant import PRESETS
 
 from .conftest import tiny_llama, tree_digest, write_dense
 
-QUANTIZED = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
-             "model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.gate_proj.weight"]
-DENSE_KEPT = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
-              "model.layers.0.mlp.gate.weight", "model.layers.0.input_layernorm.weight"]
+QUANTIZED = [
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.1.mlp.down_proj.weight",
+    "model.layers.0.self_attn.k_proj.weight",
+    "model.layers.0.mlp.gate_proj.weight",
+]
+DENSE_KEPT = [
+    "model.embed_tokens.weight",
+    "lm_head.weight",
+    "model.norm.weight",
+    "model.layers.0.mlp.gate.weight",
+    "model.layers.0.input_layernorm.weight",
+]
 
 
 def convert(src, dst, **kw):
@@ -42,8 +51,13 @@ def test_deepseek_v31_bytes_layout_and_config(dense, tmp_path):
     for n in DENSE_KEPT:  # embeddings, lm_head, norms, router gates stay as they were
         assert ck.info(n).dtype == "BF16" and np.array_equal(ck.read(n), tensors[n])
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert cfg["quantization_config"] == {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-                                          "weight_block_size": [128, 128], "scale_fmt": "ue8m0"}
+    assert cfg["quantization_config"] == {
+        "quant_method": "fp8",
+        "fmt": "e4m3",
+        "activation_scheme": "dynamic",
+        "weight_block_size": [128, 128],
+        "scale_fmt": "ue8m0",
+    }
     assert (tmp_path / "out" / "tokenizer.json").read_text() == '{"version": "1.0"}'
     assert res.summary["verify"]["ok"] and tree_digest(src) == before  # SRC untouched
     summary = json.loads((tmp_path / "out" / "fp8port-summary.json").read_text())
@@ -106,8 +120,15 @@ def test_sharding_and_index(dense, tmp_path):
     assert len(files) > 2 and all((tmp_path / "out" / f).exists() for f in files)
     ck = Checkpoint.open(tmp_path / "out")
     assert index["metadata"]["total_size"] == sum(i.nbytes for _, i in ck.tensors.values())
-    assert all(json.loads((tmp_path / "out" / f).read_bytes()[8:8 + int.from_bytes(
-        (tmp_path / "out" / f).read_bytes()[:8], "little")])["__metadata__"] == {"format": "pt"} for f in files)
+    assert all(
+        json.loads(
+            (tmp_path / "out" / f).read_bytes()[
+                8 : 8 + int.from_bytes((tmp_path / "out" / f).read_bytes()[:8], "little")
+            ]
+        )["__metadata__"]
+        == {"format": "pt"}
+        for f in files
+    )
 
 
 def test_rescale_to_ue8m0_and_mxfp8(dense, tmp_path):
@@ -119,8 +140,10 @@ def test_rescale_to_ue8m0_and_mxfp8(dense, tmp_path):
     assert inspect(tmp_path / "v31")["scales_all_powers_of_two"] is True
     res = run(tmp_path / "v31", tmp_path / "mx", Options(mode="rescale", to="mxfp8"), progress=None, verify=True)
     assert res.summary["verify"]["ok"] and all(t["exact"] for t in res.summary["verify"]["tensors"].values())
-    assert np.array_equal(Checkpoint.open(tmp_path / "mx").read(n).view(np.uint8),
-                          Checkpoint.open(tmp_path / "v31").read(n).view(np.uint8))  # codes kept
+    assert np.array_equal(
+        Checkpoint.open(tmp_path / "mx").read(n).view(np.uint8),
+        Checkpoint.open(tmp_path / "v31").read(n).view(np.uint8),
+    )  # codes kept
     with pytest.raises(ConversionError, match="not all powers of two"):
         run(tmp_path / "v3", tmp_path / "bad", Options(mode="rescale", to="mxfp8"), progress=None)
     assert not (tmp_path / "bad").exists()
@@ -161,13 +184,16 @@ def _corrupt(folder, name, mutate):
     p.write_bytes(mutate(p.read_bytes()))
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing-file", "does not exist"),
-    ("index-names-missing-tensor", "does not contain it"),
-    ("index-escapes", "outside the checkpoint"),
-    ("corrupt-header", "header length"),
-    ("truncated", "trailing|outside|needs"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing-file", "does not exist"),
+        ("index-names-missing-tensor", "does not contain it"),
+        ("index-escapes", "outside the checkpoint"),
+        ("corrupt-header", "header length"),
+        ("truncated", "trailing|outside|needs"),
+    ],
+)
 def test_broken_sources(dense, tmp_path, capsys, case, match):
     src, _ = dense
     index = src / "model.safetensors.index.json"
@@ -195,6 +221,7 @@ def test_quantized_sources_checked(dense, tmp_path, capsys):
     fp8 = tmp_path / "fp8"
     # a scale grid that does not fit the weight
     from fp8port.checkpoint.safetensors_io import Entry, write_file
+
     ck = Checkpoint.open(fp8)
     arrays = {n: ck.read(n) for n in ck.tensors}
     n = QUANTIZED[0][:-6] + "weight_scale_inv"

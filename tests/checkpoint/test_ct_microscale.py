@@ -26,8 +26,11 @@ L0 = "model.layers.0."
 QKV = [L0 + f"self_attn.{p}_proj.weight" for p in "qkv"]
 GATE_UP = [L0 + "mlp.gate_proj.weight", L0 + "mlp.up_proj.weight"]
 ALONE = [L0 + "self_attn.o_proj.weight", L0 + "mlp.down_proj.weight"]
-FORMATS = {"ct-nvfp4": ("nvfp4-pack-quantized", "NVFP4A16"), "ct-mxfp4": ("mxfp4-pack-quantized", "MXFP4A16"),
-           "ct-mxfp8": ("mxfp8-quantized", "MXFP8A16")}
+FORMATS = {
+    "ct-nvfp4": ("nvfp4-pack-quantized", "NVFP4A16"),
+    "ct-mxfp4": ("mxfp4-pack-quantized", "MXFP4A16"),
+    "ct-mxfp8": ("mxfp8-quantized", "MXFP8A16"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,8 @@ def _compressed_tensors_reads(folder) -> list[str]:
     from transformers import CompressedTensorsConfig
 
     sd = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16, quantization_config=CompressedTensorsConfig(dequantize=True)).state_dict()
+        folder, dtype=torch.bfloat16, quantization_config=CompressedTensorsConfig(dequantize=True)
+    ).state_dict()
     ours = _values(folder)
     assert len(ours) == 14
     return [n for n, v in ours.items() if v.tobytes() != _bf16(sd[n]).tobytes()]
@@ -100,15 +104,19 @@ def test_mx_bytes_are_the_presets(root):
 @pytest.mark.parametrize("preset", ["ct-mxfp4", "ct-mxfp8"])
 def test_mx_round_trips_through_fp8port_layout_byte_for_byte(root, tmp_path, preset):
     """compressed-tensors MX -> fp8port -> compressed-tensors without --preset: codes and E8M0 bytes kept."""
-    for src, dst, layout in ((root / preset, tmp_path / "own", "fp8port"),
-                             (tmp_path / "own", tmp_path / "back", "compressed-tensors")):
+    for src, dst, layout in (
+        (root / preset, tmp_path / "own", "fp8port"),
+        (tmp_path / "own", tmp_path / "back", "compressed-tensors"),
+    ):
         res = run(src, dst, Options(mode="convert", layout=layout), progress=None, verify=True)
         assert res.summary["counts"]["replicate-scales"] == 14 and res.summary["verify"]["ok"]
     a, b = Checkpoint.open(root / preset), Checkpoint.open(tmp_path / "back")
     assert a.tensors.keys() == b.tensors.keys()
     assert all(a.read(n).tobytes() == b.read(n).tobytes() for n in a.tensors)
-    assert json.loads((tmp_path / "back" / "config.json").read_text())["quantization_config"] == json.loads(
-        (root / preset / "config.json").read_text())["quantization_config"]
+    assert (
+        json.loads((tmp_path / "back" / "config.json").read_text())["quantization_config"]
+        == json.loads((root / preset / "config.json").read_text())["quantization_config"]
+    )
 
 
 def test_nvfp4_fused_sets_share_one_global_scale(root):
@@ -143,8 +151,9 @@ def conventions(root):
     """ct-nvfp4 -> modelopt -> compressed-tensors, without --preset (codes kept)."""
     out = {}
     for src, layout in (("ct-nvfp4", "modelopt"), ("modelopt", "compressed-tensors")):
-        out[layout] = run(root / src, root / layout, Options(mode="convert", layout=layout), progress=None,
-                          verify=True).summary
+        out[layout] = run(
+            root / src, root / layout, Options(mode="convert", layout=layout), progress=None, verify=True
+        ).summary
     return out
 
 
@@ -155,7 +164,8 @@ def test_nvfp4_convention_change_keeps_codes_and_reports_what_moves(root, conven
     for n in QKV + GATE_UP + ALONE:
         m = n[: -len("weight")]
         assert np.array_equal(mo.read(n), ct.read(n + "_packed")) and np.array_equal(
-            mo.read(m + "weight_scale").view(np.uint8), ct.read(m + "weight_scale").view(np.uint8))
+            mo.read(m + "weight_scale").view(np.uint8), ct.read(m + "weight_scale").view(np.uint8)
+        )
         g = ct.read(m + "weight_global_scale")[0]
         p = mo.read(m + "weight_scale_2")
         assert p.shape == () and p == np.float32(1) / g  # ModelOpt's multiplier: fp32(1 / g)
@@ -193,8 +203,10 @@ def test_power_of_two_global_scales_convert_exactly(tmp_path):
             a = arrays[n].astype(np.float32)
             arrays[n] = (a / np.abs(a).max() * 5.25).astype(BF16)
     (tmp_path / "bf16" / "model.safetensors").unlink()
-    write_file(tmp_path / "bf16" / "model.safetensors", [Entry(n, ck.info(n).dtype, a.shape, lambda a=a: a)
-                                                         for n, a in arrays.items()])
+    write_file(
+        tmp_path / "bf16" / "model.safetensors",
+        [Entry(n, ck.info(n).dtype, a.shape, lambda a=a: a) for n, a in arrays.items()],
+    )
     run(tmp_path / "bf16", tmp_path / "ct", Options(mode="convert", preset="ct-nvfp4"), progress=None)
     assert {float(Checkpoint.open(tmp_path / "ct").read(n[:-6] + "weight_global_scale")[0]) for n in QKV} == {512.0}
     res = run(tmp_path / "ct", tmp_path / "mo", Options(mode="convert", layout="modelopt"), progress=None, verify=True)
@@ -207,22 +219,34 @@ def test_fp8port_layout_keeps_the_divisor_convention(root, tmp_path):
     reader divides (the scheme's rule says so); re-laid out from compressed-tensors it is exact."""
     src = Checkpoint.open(root / "bf16")
     run(root / "bf16", tmp_path / "own", Options(mode="convert", preset="ct-nvfp4", layout="fp8port"), progress=None)
-    res = run(root / "ct-nvfp4", tmp_path / "relaid", Options(mode="convert", layout="fp8port"), progress=None,
-              verify=True)
+    res = run(
+        root / "ct-nvfp4", tmp_path / "relaid", Options(mode="convert", layout="fp8port"), progress=None, verify=True
+    )
     assert res.summary["counts"]["replicate-scales"] == 14 and res.summary["verify"]["ok"]
     for n in ALONE:
         want = fp8port.dequantize(fp8port.quantize(src.read(n), "ct-nvfp4"), "float32")
         assert np.array_equal(_values(tmp_path / "own", "float32")[n], want)
-    assert all(np.array_equal(a, _values(root / "ct-nvfp4", "float32")[n])
-               for n, a in _values(tmp_path / "relaid", "float32").items())
+    assert all(
+        np.array_equal(a, _values(root / "ct-nvfp4", "float32")[n])
+        for n, a in _values(tmp_path / "relaid", "float32").items()
+    )
 
 
 def test_modelopt_written_from_dense(root, tmp_path):
-    run(root / "bf16", tmp_path / "mo", Options(mode="convert", preset="nvfp4", layout="modelopt"), progress=None,
-        verify=True)
+    run(
+        root / "bf16",
+        tmp_path / "mo",
+        Options(mode="convert", preset="nvfp4", layout="modelopt"),
+        progress=None,
+        verify=True,
+    )
     hf = json.loads((tmp_path / "mo" / "hf_quant_config.json").read_text())
-    assert hf["quantization"] == {"quant_algo": "W4A16_NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
-                                  "exclude_modules": ["lm_head"]}
+    assert hf["quantization"] == {
+        "quant_algo": "W4A16_NVFP4",
+        "kv_cache_quant_algo": None,
+        "group_size": 16,
+        "exclude_modules": ["lm_head"],
+    }
     qc = json.loads((tmp_path / "mo" / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "modelopt" and qc["quant_algo"] == "W4A16_NVFP4"
     assert "input_activations" not in qc["config_groups"]["group_0"]
@@ -241,8 +265,9 @@ def test_modelopt_written_from_dense(root, tmp_path):
     assert inspect(tmp_path / "mo")["detected_by"].startswith("hf_quant_config.json")
     (tmp_path / "mo" / "hf_quant_config.json").unlink()
     assert inspect(tmp_path / "mo")["layout"] == "modelopt"
-    assert _values(tmp_path / "mo").keys() == set(QKV + GATE_UP + ALONE + [n.replace("layers.0", "layers.1")
-                                                                          for n in QKV + GATE_UP + ALONE])
+    assert _values(tmp_path / "mo").keys() == set(
+        QKV + GATE_UP + ALONE + [n.replace("layers.0", "layers.1") for n in QKV + GATE_UP + ALONE]
+    )
 
 
 def _set(folder, change, file="config.json"):
@@ -251,14 +276,17 @@ def _set(folder, change, file="config.json"):
     (folder / file).write_text(json.dumps(doc))
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("algo-fp8", LayoutError, "quant_algo 'FP8' is not read"),
-    ("algo-hf-awq", LayoutError, "quant_algo 'NVFP4_AWQ' is not read"),
-    ("group-32", CheckpointError, "group_size 32"),
-    ("nvfp4-without-input-scale", CheckpointError, "input_scale' is missing"),
-    ("ct-group-mismatch", CheckpointError, "group_size"),
-    ("ct-no-global-scale", CheckpointError, "weight_global_scale"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("algo-fp8", LayoutError, "quant_algo 'FP8' is not read"),
+        ("algo-hf-awq", LayoutError, "quant_algo 'NVFP4_AWQ' is not read"),
+        ("group-32", CheckpointError, "group_size 32"),
+        ("nvfp4-without-input-scale", CheckpointError, "input_scale' is missing"),
+        ("ct-group-mismatch", CheckpointError, "group_size"),
+        ("ct-no-global-scale", CheckpointError, "weight_global_scale"),
+    ],
+)
 def test_hostile_configs_are_typed_errors(root, tmp_path, case, error, match):
     import shutil
 

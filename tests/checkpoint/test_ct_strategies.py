@@ -22,14 +22,16 @@ def v3(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("block, strategy", [(None, "block"), ("row", "channel"), ("tensor", "tensor"),
-                                             ("1x32", "group")])
+@pytest.mark.parametrize(
+    "block, strategy", [(None, "block"), ("row", "channel"), ("tensor", "tensor"), ("1x32", "group")]
+)
 def test_compressed_tensors_reads_every_strategy_we_write(v3, block, strategy):
     from transformers import CompressedTensorsConfig
 
     out = v3 / f"ct-{strategy}"
-    res = run(v3 / "v3", out, Options(mode="convert", layout="compressed-tensors", block=block), progress=None,
-              verify=True)
+    res = run(
+        v3 / "v3", out, Options(mode="convert", layout="compressed-tensors", block=block), progress=None, verify=True
+    )
     assert res.summary["verify"]["ok"]
     # codes kept where the new blocks nest in the 128x128 ones (a 1x96 row does), else requantized
     kept = {n: res.summary["tensors"][n]["action"] == "replicate-scales" for n in res.summary["verify"]["tensors"]}
@@ -42,6 +44,7 @@ def test_compressed_tensors_reads_every_strategy_we_write(v3, block, strategy):
     assert scale == {"block": (1, 2), "channel": (96, 1), "tensor": (1,), "group": (96, 5)}[strategy]
     run(out, v3 / f"deq-{strategy}", Options(mode="dequant", dtype="fp32"), progress=None)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        out, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)).state_dict()
+        out, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    ).state_dict()
     ours = transformers.AutoModelForCausalLM.from_pretrained(v3 / f"deq-{strategy}", dtype=torch.float32).state_dict()
     assert [k for k in ours if not torch.equal(theirs[k], ours[k])] == []

@@ -27,13 +27,25 @@ torch = pytest.importorskip("torch")
 from tests.peers import deepseek_v4 as ds  # noqa: E402
 
 E8M0 = ml_dtypes.float8_e8m0fnu
-FP8 = {"layers.0.attn.wq_a": (256, 384), "layers.0.attn.wo_a": (192, 320),  # ragged: ceil grid 2x3
-       "layers.0.ffn.shared_experts.w1": (128, 256)}
+FP8 = {
+    "layers.0.attn.wq_a": (256, 384),
+    "layers.0.attn.wo_a": (192, 320),  # ragged: ceil grid 2x3
+    "layers.0.ffn.shared_experts.w1": (128, 256),
+}
 FP4 = {"w1": (128, 256), "w2": (256, 128), "w3": (128, 256)}
-CONFIG = {"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4", "expert_dtype": "fp4",
-          "torch_dtype": "bfloat16", "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
-                                                             "quant_method": "fp8", "scale_fmt": "ue8m0",
-                                                             "weight_block_size": [128, 128]}}
+CONFIG = {
+    "architectures": ["DeepseekV4ForCausalLM"],
+    "model_type": "deepseek_v4",
+    "expert_dtype": "fp4",
+    "torch_dtype": "bfloat16",
+    "quantization_config": {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "scale_fmt": "ue8m0",
+        "weight_block_size": [128, 128],
+    },
+}
 
 
 def v4_folder(path, seed=0, experts=2, spread=(118, 131), config=CONFIG, base=False):
@@ -57,12 +69,16 @@ def v4_folder(path, seed=0, experts=2, spread=(118, 131), config=CONFIG, base=Fa
             if base:
                 fp8(name, n, k)
                 continue
-            t[name + ".weight"] = ("I8", pack(rng.integers(0, 16, (n, k), dtype=np.uint8), "float4_e2m1fn").view(np.int8))
+            t[name + ".weight"] = (
+                "I8",
+                pack(rng.integers(0, 16, (n, k), dtype=np.uint8), "float4_e2m1fn").view(np.int8),
+            )
             t[name + ".scale"] = ("F8_E8M0", rng.integers(*spread, (n, k // 32), dtype=np.uint8).view(E8M0))
     t["layers.0.ffn.gate.weight"] = ("BF16", rng.standard_normal((experts, 256)).astype(BF16))
     path.mkdir(parents=True)
-    write_file(path / "model.safetensors", [Entry(n, d, a.shape, lambda a=a: a) for n, (d, a) in t.items()],
-               {"format": "pt"})
+    write_file(
+        path / "model.safetensors", [Entry(n, d, a.shape, lambda a=a: a) for n, (d, a) in t.items()], {"format": "pt"}
+    )
     if config is not None:
         (path / "config.json").write_text(json.dumps(config))
     return path
@@ -73,7 +89,8 @@ def _torch(ck, name):
     if ck.info(name).dtype == "F32":
         return torch.from_numpy(a)
     return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).view(
-        {"I8": torch.int8, "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3": torch.float8_e4m3fn}[ck.info(name).dtype])
+        {"I8": torch.int8, "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3": torch.float8_e4m3fn}[ck.info(name).dtype]
+    )
 
 
 def _bits(a):
@@ -130,10 +147,14 @@ def test_to_deepseek_widens_fp4_experts_with_deepseeks_bytes(tmp_path):
         if ".experts." in name and name.endswith(".weight"):
             w8, s8 = ds.cast_fp4_to_fp8(_torch(a, name), _torch(a, name[:-6] + "scale"))
             assert b.read(name).view(np.uint8).tobytes() == w8.view(torch.uint8).numpy().tobytes()
-            assert b.read(name[:-6] + "weight_scale_inv").view(np.uint8).tobytes() == \
-                s8.view(torch.uint8).numpy().tobytes()
+            assert (
+                b.read(name[:-6] + "weight_scale_inv").view(np.uint8).tobytes()
+                == s8.view(torch.uint8).numpy().tobytes()
+            )
     info = inspect(tmp_path / "v3")
-    assert info["layout"] == "deepseek" and "expert_dtype" not in json.loads((tmp_path / "v3" / "config.json").read_text())
+    assert info["layout"] == "deepseek" and "expert_dtype" not in json.loads(
+        (tmp_path / "v3" / "config.json").read_text()
+    )
 
 
 def test_lossy_tiles_are_reported_not_refused(tmp_path):
@@ -162,7 +183,10 @@ def test_fp8port_round_trip_and_64x64_reblocking_are_exact(tmp_path):
     assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 9
     c = Checkpoint.open(tmp_path / "64")
     assert c.info("layers.0.attn.wo_a.scale").shape == (3, 5)  # 192 x 320 in 64x64
-    assert json.loads((tmp_path / "64" / "config.json").read_text())["quantization_config"]["weight_block_size"] == [64, 64]
+    assert json.loads((tmp_path / "64" / "config.json").read_text())["quantization_config"]["weight_block_size"] == [
+        64,
+        64,
+    ]
     for n in a.tensors:
         if ".experts." in n or n.endswith(".weight"):
             assert a.read(n).tobytes() == c.read(n).tobytes(), n
@@ -186,8 +210,13 @@ def test_v31_to_v4_keeps_fp8_and_asks_fp4_by_preset(tmp_path):
     cfg = json.loads((tmp_path / "v4" / "config.json").read_text())
     assert cfg["expert_dtype"] == "fp8" and inspect(tmp_path / "v4")["layout"] == "deepseek-v4"
     assert Checkpoint.open(tmp_path / "v4").info("model.layers.0.mlp.experts.0.gate_proj.scale").dtype == "F32"  # -Base
-    back = run(tmp_path / "v4", tmp_path / "v31b", Options(mode="convert", layout="deepseek", scale_dtype="f32"),
-               progress=None, verify=True)
+    back = run(
+        tmp_path / "v4",
+        tmp_path / "v31b",
+        Options(mode="convert", layout="deepseek", scale_dtype="f32"),
+        progress=None,
+        verify=True,
+    )
     assert back.summary["verify"]["ok"]
     a, b = Checkpoint.open(v31), Checkpoint.open(tmp_path / "v31b")
     assert all(a.read(n).tobytes() == b.read(n).tobytes() for n in a.tensors)
@@ -219,8 +248,13 @@ def test_fp4_outside_the_routed_experts_is_refused(tmp_path):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(experts=st.integers(1, 2), k=st.sampled_from([128, 256]), n=st.sampled_from([128, 256]),
-       rows=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    experts=st.integers(1, 2),
+    k=st.sampled_from([128, 256]),
+    n=st.sampled_from([128, 256]),
+    rows=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_widen_equals_deepseeks_cast_per_expert_in_either_orientation(experts, k, n, rows, seed):
     """widen() on [E, N, K] (blocks along the last axis) or gpt-oss's [E, K, N] (blocks along axis -2)
     gives, per expert, DeepSeek's converter bytes on the [N, K] matrix."""
@@ -230,15 +264,27 @@ def test_widen_equals_deepseeks_cast_per_expert_in_either_orientation(experts, k
     axis = -2 if rows else -1
     c, s = (codes.transpose(0, 2, 1), sb.transpose(0, 2, 1)) if rows else (codes, sb)
     scheme = Scheme.build("float4_e2m1fn", "floor", "1x32", storage="e8m0", axis=axis)
-    q = QuantizedTensor(np.ascontiguousarray(c), np.ascontiguousarray(s).view(E8M0), e8m0_values(s), c.shape, scheme,
-                        Role.WEIGHT, "float32", Framework.NUMPY)
+    q = QuantizedTensor(
+        np.ascontiguousarray(c),
+        np.ascontiguousarray(s).view(E8M0),
+        e8m0_values(s),
+        c.shape,
+        scheme,
+        Role.WEIGHT,
+        "float32",
+        Framework.NUMPY,
+    )
     out, lossless = widen(q, widened(scheme, c.shape))
     got = out.codes.transpose(0, 2, 1) if rows else out.codes
     tiles = np.asarray(out.scale).view(np.uint8)
     tiles = tiles.transpose(0, 2, 1) if rows else tiles
     parts = [fp4_to_fp8(codes[e], sb[e]) for e in range(experts)]
-    assert np.array_equal(got, np.stack([p.codes for p in parts])) and np.array_equal(tiles, np.stack([p.scale for p in parts]))
+    assert np.array_equal(got, np.stack([p.codes for p in parts])) and np.array_equal(
+        tiles, np.stack([p.scale for p in parts])
+    )
     assert lossless == all(p.lossless for p in parts)
-    w8, s8 = ds.cast_fp4_to_fp8(torch.from_numpy(pack(codes[0], "float4_e2m1fn").view(np.int8)),
-                                torch.from_numpy(sb[0]).view(torch.float8_e8m0fnu))
+    w8, s8 = ds.cast_fp4_to_fp8(
+        torch.from_numpy(pack(codes[0], "float4_e2m1fn").view(np.int8)),
+        torch.from_numpy(sb[0]).view(torch.float8_e8m0fnu),
+    )
     assert np.array_equal(parts[0].codes, w8.view(torch.uint8).numpy())

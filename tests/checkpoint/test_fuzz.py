@@ -22,8 +22,12 @@ from fp8port.errors import Fp8portError
 
 from .conftest import tiny_llama, tiny_moe, write_dense
 
-FUZZ = settings(derandomize=True, database=None, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +77,11 @@ def test_header_byte_mutations(seed, tmp_path_factory, data):
     _expect_typed(go)
 
 
-_JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8),
-                        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                        max_leaves=6)
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @settings(FUZZ, max_examples=2500)
@@ -84,17 +90,20 @@ def test_header_field_mutations(seed, tmp_path_factory, data):
     _, files = seed
     raw = files["model-00001-of-00002.safetensors"]
     hlen = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + hlen])
+    header = json.loads(raw[8 : 8 + hlen])
     name = data.draw(st.sampled_from(sorted(header)))
     field = data.draw(st.sampled_from(["dtype", "shape", "data_offsets", None]))
     if field is None:
         header[name] = data.draw(_JSONISH)
     elif isinstance(header[name], dict):
-        header[name][field] = data.draw(_JSONISH | st.lists(st.integers(-5, 10**6), max_size=3)
-                                         | st.sampled_from(["F32", "BF16", "F4", "U8", "F8_E8M0"]))
+        header[name][field] = data.draw(
+            _JSONISH
+            | st.lists(st.integers(-5, 10**6), max_size=3)
+            | st.sampled_from(["F32", "BF16", "F4", "U8", "F8_E8M0"])
+        )
     body = json.dumps(header).encode()
     p = tmp_path_factory.getbasetemp() / "field.safetensors"
-    p.write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + hlen:])
+    p.write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + hlen :])
 
     def go():
         infos, _ = read_header(p)
@@ -116,8 +125,18 @@ def test_index_and_config_mutations(seed, tmp_path_factory, data):
     key = data.draw(st.sampled_from(sorted(wm)))
     choice = data.draw(st.integers(0, 4))
     if choice == 0:
-        wm[key] = data.draw(st.sampled_from(["../x.safetensors", "/etc/passwd", "", "nope.safetensors",
-                                             "model-00002-of-00002.safetensors", "sub/../model.safetensors"]))
+        wm[key] = data.draw(
+            st.sampled_from(
+                [
+                    "../x.safetensors",
+                    "/etc/passwd",
+                    "",
+                    "nope.safetensors",
+                    "model-00002-of-00002.safetensors",
+                    "sub/../model.safetensors",
+                ]
+            )
+        )
     elif choice == 1:
         wm[data.draw(st.text(max_size=10))] = data.draw(st.sampled_from(sorted(set(wm.values()))))
     elif choice == 2:
@@ -142,15 +161,17 @@ def test_converter_on_mutated_files(seed, tmp_path_factory, data):
     if not folder.exists():
         shutil.copytree(src, folder)
     raw = bytearray(files["model-00002-of-00002.safetensors"])
-    for pos, val in data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)),
-                                       min_size=1, max_size=4)):
+    for pos, val in data.draw(
+        st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), min_size=1, max_size=4)
+    ):
         raw[pos] = val
     (folder / "model-00002-of-00002.safetensors").write_bytes(bytes(raw))
     dst = base / "conv-out"
     shutil.rmtree(dst, ignore_errors=True)
     preset = data.draw(st.sampled_from(["deepseek-v3.1", "mxfp4", "nvfp4"]))
-    _expect_typed(lambda: run(folder, dst, Options(mode="convert", preset=preset, nonfinite="zero"),
-                              progress=None, verify=True))
+    _expect_typed(
+        lambda: run(folder, dst, Options(mode="convert", preset=preset, nonfinite="zero"), progress=None, verify=True)
+    )
     assert not list(base.glob(".conv-out.fp8port-partial"))  # failures leave nothing behind
 
 
@@ -174,14 +195,53 @@ LAYOUT_SEEDS = {
 # config.json forms whose layout marks live beside quantization_config (DeepSeek-V4's expert_dtype)
 WHOLE_CONFIG = ("deepseek-v4", "deepseek-v4-fp4")
 # the file whose JSON a seed's mutations change (default: config.json)
-SEED_FILES = {"ascend-int8": "quant_model_description.json", "ascend-mx": "quant_model_description.json",
-              "modelopt-hf": "hf_quant_config.json"}
-_PLAUSIBLE = st.sampled_from(["fp8", "compressed-tensors", "fp8port", "mxfp4", "modelopt", "float-quantized",
-                              "nvfp4-pack-quantized", "block", "group", "channel", "tensor", "ue8m0", "float",
-                              "re:.*", "re:[", "Linear", "W8A8_MXFP8", "W8A16", "FLOAT", "e8m0", "float32",
-                              "float8_e4m3fn", "1x32(axis=-1)", "128x128", "nvfp4", "hif8", "fp4", "fp6",
-                              "deepseek-v4", "mxfp4-pack-quantized", "mxfp8-quantized", "tensor_group", "local",
-                              "torch.uint8", "torch.float8_e4m3fn", "NVFP4", "W4A16_NVFP4", "NVFP4_AWQ"])
+SEED_FILES = {
+    "ascend-int8": "quant_model_description.json",
+    "ascend-mx": "quant_model_description.json",
+    "modelopt-hf": "hf_quant_config.json",
+}
+_PLAUSIBLE = st.sampled_from(
+    [
+        "fp8",
+        "compressed-tensors",
+        "fp8port",
+        "mxfp4",
+        "modelopt",
+        "float-quantized",
+        "nvfp4-pack-quantized",
+        "block",
+        "group",
+        "channel",
+        "tensor",
+        "ue8m0",
+        "float",
+        "re:.*",
+        "re:[",
+        "Linear",
+        "W8A8_MXFP8",
+        "W8A16",
+        "FLOAT",
+        "e8m0",
+        "float32",
+        "float8_e4m3fn",
+        "1x32(axis=-1)",
+        "128x128",
+        "nvfp4",
+        "hif8",
+        "fp4",
+        "fp6",
+        "deepseek-v4",
+        "mxfp4-pack-quantized",
+        "mxfp8-quantized",
+        "tensor_group",
+        "local",
+        "torch.uint8",
+        "torch.float8_e4m3fn",
+        "NVFP4",
+        "W4A16_NVFP4",
+        "NVFP4_AWQ",
+    ]
+)
 _VALUE = _JSONISH | _PLAUSIBLE | st.lists(st.integers(-3, 300), max_size=3)
 
 
@@ -260,8 +320,9 @@ def test_layout_header_mutations(layout_seeds, tmp_path_factory, data):
     shard = sorted((layout_seeds / name).glob("*.safetensors"))[0]
     raw = bytearray(shard.read_bytes())
     hlen = int.from_bytes(raw[:8], "little")
-    for pos, val in data.draw(st.lists(st.tuples(st.integers(8, 8 + hlen - 1), st.integers(0, 255)), min_size=1,
-                                       max_size=4)):
+    for pos, val in data.draw(
+        st.lists(st.tuples(st.integers(8, 8 + hlen - 1), st.integers(0, 255)), min_size=1, max_size=4)
+    ):
         raw[pos] = val
     (folder / shard.name).write_bytes(bytes(raw))
     _expect_typed(lambda: _read_all(folder))
@@ -275,11 +336,14 @@ def test_layout_header_field_mutations(layout_seeds, tmp_path_factory, data):
     shard = sorted((layout_seeds / name).glob("*.safetensors"))[0]
     raw = shard.read_bytes()
     hlen = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + hlen])
+    header = json.loads(raw[8 : 8 + hlen])
     tensor = data.draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
     field = data.draw(st.sampled_from(["dtype", "shape"]))
-    header[tensor][field] = data.draw(st.sampled_from(["F32", "BF16", "U8", "I8", "F8_E4M3", "F8_E8M0", "F4"])
-                                      if field == "dtype" else st.lists(st.integers(0, 300), max_size=3))
+    header[tensor][field] = data.draw(
+        st.sampled_from(["F32", "BF16", "U8", "I8", "F8_E4M3", "F8_E8M0", "F4"])
+        if field == "dtype"
+        else st.lists(st.integers(0, 300), max_size=3)
+    )
     body = json.dumps(header).encode()
-    (folder / shard.name).write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + hlen:])
+    (folder / shard.name).write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + hlen :])
     _expect_typed(lambda: _read_all(folder))

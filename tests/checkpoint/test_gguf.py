@@ -17,8 +17,8 @@ from fp8port.checkpoint import Checkpoint, Options, run
 from fp8port.checkpoint.diff import diff
 from fp8port.checkpoint.gguf_file import qk_order
 from fp8port.checkpoint.inspect import inspect
-from fp8port.checkpoint.layouts.gguf.types import GgufType, from_blocks, to_blocks
 from fp8port.checkpoint.layouts import StoredWeight
+from fp8port.checkpoint.layouts.gguf.types import GgufType, from_blocks, to_blocks
 from fp8port.checkpoint.staging import staging_dir
 from fp8port.cli.main import main
 
@@ -81,8 +81,17 @@ def test_blocks_dequantize_in_gguf_as_in_fp8port(t, rng=np.random.default_rng(1)
     x = _adversarial(rng)
     q = fp8port.quantize(x, t.value)
     if t is GgufType.NVFP4:  # ggml applies the per-tensor scale after its matmul: compare without it
-        q = fp8port.quant.QuantizedTensor(q.codes, q.scale, np.asarray(q.scale).astype(np.float32), q.shape,
-                                          q.scheme, q.role, q.src_dtype, q.framework, 1.0)
+        q = fp8port.quant.QuantizedTensor(
+            q.codes,
+            q.scale,
+            np.asarray(q.scale).astype(np.float32),
+            q.shape,
+            q.scheme,
+            q.role,
+            q.src_dtype,
+            q.framework,
+            1.0,
+        )
     raw = to_blocks(t, q)
     theirs = gguf_dequantize(raw, getattr(Q, t.ggml))
     ours = fp8port.dequantize(q, "float32")
@@ -150,8 +159,16 @@ def test_our_header_reader_equals_ggufs(smol):
     for path in (_wheel_gguf(),):  # Q4_1, Q8_0 and F32 tensors, every metadata type; GGUFReader takes 8 s
         r = gguf.GGUFReader(path)
         kv, infos = read_header(path)
-        assert infos == [(t.name, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape.tolist())),
-                          t.data_offset, t.data_offset + t.n_bytes) for t in r.tensors]
+        assert infos == [
+            (
+                t.name,
+                t.tensor_type.name,
+                tuple(int(d) for d in reversed(t.shape.tolist())),
+                t.data_offset,
+                t.data_offset + t.n_bytes,
+            )
+            for t in r.tensors
+        ]
         for k, f in r.fields.items():
             if not k.startswith("GGUF."):
                 long = f.types[0] is gguf.GGUFValueType.ARRAY and len(f.data) > 256
@@ -291,15 +308,32 @@ def test_exact_refuses_what_the_type_cannot_hold(fp8_v3, tmp_path, capsys):
     before = tree_digest(v3)
     dst = str(tmp_path / "o.gguf")
     # quantizing, or FP8 codes into MXFP4: refused from the plan, before anything is written
-    _fails(capsys, ["convert", str(fp8_v3 / "llama"), dst, "--layout", "gguf", "--type", "q8_0", "--exact"],
-           "--exact", "quantizing a dense tensor")
-    _fails(capsys, ["convert", str(v31), dst, "--layout", "gguf", "--type", "mxfp4", "--exact"],
-           "--exact", "cannot be held exactly", "elements differ")
+    _fails(
+        capsys,
+        ["convert", str(fp8_v3 / "llama"), dst, "--layout", "gguf", "--type", "q8_0", "--exact"],
+        "--exact",
+        "quantizing a dense tensor",
+    )
+    _fails(
+        capsys,
+        ["convert", str(v31), dst, "--layout", "gguf", "--type", "mxfp4", "--exact"],
+        "--exact",
+        "cannot be held exactly",
+        "elements differ",
+    )
     # V3's float scales give float32 values that bf16 cannot hold: found while writing, nothing left
-    _fails(capsys, ["convert", str(v3), dst, "--layout", "gguf", "--type", "bf16", "--exact"],
-           "--exact", "BF16 cannot hold")
-    _fails(capsys, ["convert", str(fp8_v3 / "llama"), dst, "--layout", "gguf", "--type", "f16", "--exact"],
-           "--exact", "F16 cannot hold")  # values below fp16's normal range lose bits (or vanish: 1e-30)
+    _fails(
+        capsys,
+        ["convert", str(v3), dst, "--layout", "gguf", "--type", "bf16", "--exact"],
+        "--exact",
+        "BF16 cannot hold",
+    )
+    _fails(
+        capsys,
+        ["convert", str(fp8_v3 / "llama"), dst, "--layout", "gguf", "--type", "f16", "--exact"],
+        "--exact",
+        "F16 cannot hold",
+    )  # values below fp16's normal range lose bits (or vanish: 1e-30)
     assert tree_digest(v3) == before
     # V3.1 (power-of-two scales): every value is a bf16 value, so --exact passes and --verify agrees
     assert main(["convert", str(v31), dst, "--layout", "gguf", "--type", "bf16", "--exact", "--verify", "-q"]) == 0
@@ -327,15 +361,24 @@ def seed_gguf(tmp_path_factory):
     T = gguf.GGUFValueType
     rng = np.random.default_rng(5)
     w = rng.standard_normal((8, 64)).astype(np.float32)
-    arrays = {"blk.0.attn_norm.weight": ("F32", np.ones(64, np.float32)),
-              "blk.0.attn_q.weight": ("BF16", w.astype(ml_dtypes.bfloat16)),
-              "blk.0.attn_k.weight": ("Q8_0", to_blocks(GgufType.Q8_0, fp8port.quantize(w, "q8_0"))),
-              "blk.0.ffn_up.weight": ("MXFP4", to_blocks(GgufType.MXFP4, fp8port.quantize(w, "mxfp4"))),
-              "blk.0.ffn_down.weight": ("NVFP4", to_blocks(GgufType.NVFP4, fp8port.quantize(w, "nvfp4"))),
-              "blk.0.ffn_down.scale": ("F32", np.ones(1, np.float32))}
-    kv = [("llama.attention.head_count", 2, T.UINT32), ("llama.attention.head_count_kv", 1, T.UINT32),
-          ("llama.block_count", 1, T.UINT32), ("general.name", "seed", None), ("x.f", 1.5, T.FLOAT32),
-          ("x.b", True, T.BOOL), ("x.i", [1, -2, 3], T.INT64), ("tokenizer.ggml.tokens", ["a", "b", "ccc"], None)]
+    arrays = {
+        "blk.0.attn_norm.weight": ("F32", np.ones(64, np.float32)),
+        "blk.0.attn_q.weight": ("BF16", w.astype(ml_dtypes.bfloat16)),
+        "blk.0.attn_k.weight": ("Q8_0", to_blocks(GgufType.Q8_0, fp8port.quantize(w, "q8_0"))),
+        "blk.0.ffn_up.weight": ("MXFP4", to_blocks(GgufType.MXFP4, fp8port.quantize(w, "mxfp4"))),
+        "blk.0.ffn_down.weight": ("NVFP4", to_blocks(GgufType.NVFP4, fp8port.quantize(w, "nvfp4"))),
+        "blk.0.ffn_down.scale": ("F32", np.ones(1, np.float32)),
+    }
+    kv = [
+        ("llama.attention.head_count", 2, T.UINT32),
+        ("llama.attention.head_count_kv", 1, T.UINT32),
+        ("llama.block_count", 1, T.UINT32),
+        ("general.name", "seed", None),
+        ("x.f", 1.5, T.FLOAT32),
+        ("x.b", True, T.BOOL),
+        ("x.i", [1, -2, 3], T.INT64),
+        ("tokenizer.ggml.tokens", ["a", "b", "ccc"], None),
+    ]
     infos = [(n, a.shape, t, a.nbytes) for n, (t, a) in arrays.items()]
     path = tmp_path_factory.mktemp("gguf-seed") / "seed.gguf"
     write_gguf(path, "llama", kv, infos, iter(a for _, a in arrays.values()))
@@ -358,17 +401,25 @@ def test_seed_gguf_reads_back(seed_gguf):
     path, _ = seed_gguf
     ckpt = Checkpoint.open(path)
     assert {n: i.dtype for n, (_, i) in ckpt.tensors.items()}["blk.0.ffn_down.weight"] == "NVFP4"
-    assert ckpt.kv["x.i"] == [1, -2, 3] and ckpt.kv["x.b"] is True and ckpt.kv["tokenizer.ggml.tokens"] == ["a", "b", "ccc"]
+    assert (
+        ckpt.kv["x.i"] == [1, -2, 3]
+        and ckpt.kv["x.b"] is True
+        and ckpt.kv["tokenizer.ggml.tokens"] == ["a", "b", "ccc"]
+    )
     _read_all(path)
 
 
-@settings(derandomize=True, database=None, deadline=None, max_examples=1500,
-          suppress_health_check=[__import__("hypothesis").HealthCheck.function_scoped_fixture])
+@settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=1500,
+    suppress_health_check=[__import__("hypothesis").HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_gguf_header_mutations_are_typed_errors(seed_gguf, tmp_path_factory, data):
-    from fp8port.errors import Fp8portError
-
     from fp8port.checkpoint.gguf_file import read_header
+    from fp8port.errors import Fp8portError
 
     path, raw = seed_gguf
     raw = bytearray(raw)

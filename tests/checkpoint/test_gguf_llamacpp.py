@@ -18,12 +18,16 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
 DRIVER = Path(__file__).resolve().parents[1] / "peers" / "llamacpp_driver.py"
-PROMPTS = ["What is the capital of France? Answer in one sentence.",
-           "Explain in two sentences why the sky is blue.",
-           "Write a short poem about the sea."]
-TEXTS = ["Hello world! It's 2026: 12345 apples cost $3.50 (or €3,20).\n\n  indented\tline",
-         "Don't we'LL see? I'M sure they've 1000000 ideas, naïve café Zürich 東京 😀.",
-         "def f(x):\n    return x**2  # 42\r\n"]
+PROMPTS = [
+    "What is the capital of France? Answer in one sentence.",
+    "Explain in two sentences why the sky is blue.",
+    "Write a short poem about the sea.",
+]
+TEXTS = [
+    "Hello world! It's 2026: 12345 apples cost $3.50 (or €3,20).\n\n  indented\tline",
+    "Don't we'LL see? I'M sure they've 1000000 ideas, naïve café Zürich 東京 😀.",
+    "def f(x):\n    return x**2  # 42\r\n",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +55,17 @@ def _tiny(folder: Path, arch: str, **kw) -> Path:
     from fp8port.models import smollm2
 
     cls = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}[arch]
-    cfg = getattr(transformers, f"{cls}Config")(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                                num_attention_heads=4, num_key_value_heads=2, vocab_size=49152,
-                                                max_position_embeddings=256, tie_word_embeddings=False, **kw)
+    cfg = getattr(transformers, f"{cls}Config")(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        **kw,
+    )
     torch.manual_seed(0)
     model = getattr(transformers, f"{cls}ForCausalLM")(cfg)
     with torch.no_grad():  # weights large enough for logits that differ clearly between tokens
@@ -74,8 +86,12 @@ def test_llama_cpp_computes_the_logits_transformers_computes(arch, kw, judge, tm
     src = _tiny(tmp_path / arch, arch, **kw)
     _gguf(src, tmp_path / "m.gguf", "f32")
     ids = [int(i) for i in np.random.default_rng(0).integers(0, 49152, 48)]
-    got = np.load(judge({"model": str(tmp_path / "m.gguf"), "n_ctx": 64, "rows": [ids],
-                         "logits_out": str(tmp_path / "logits.npy")}, tmp_path)["logits_out"])
+    got = np.load(
+        judge(
+            {"model": str(tmp_path / "m.gguf"), "n_ctx": 64, "rows": [ids], "logits_out": str(tmp_path / "logits.npy")},
+            tmp_path,
+        )["logits_out"]
+    )
     model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     with torch.no_grad():
         want = model(torch.tensor([ids])).logits[0].double().numpy()
@@ -118,8 +134,14 @@ def test_llama_cpp_tokenizes_as_tokenizers_does(pre, judge, tmp_path):
 
     src = _tiny(tmp_path / "m", "llama")
     tok = json.loads((src / "tokenizer.json").read_text())
-    steps = [{"add_prefix_space": False, "trim_offsets": True, **s} if s["type"] == "ByteLevel" else
-             {"invert": False, **s} if s["type"] == "Split" else s for s in PRE_TOKENIZERS[pre]]
+    steps = [
+        {"add_prefix_space": False, "trim_offsets": True, **s}
+        if s["type"] == "ByteLevel"
+        else {"invert": False, **s}
+        if s["type"] == "Split"
+        else s
+        for s in PRE_TOKENIZERS[pre]
+    ]
     tok["pre_tokenizer"] = steps[0] if len(steps) == 1 else {"type": "Sequence", "pretokenizers": steps}
     (src / "tokenizer.json").write_text(json.dumps(tok))
     res = _gguf(src, tmp_path / "m.gguf", "f32")
@@ -141,15 +163,16 @@ def smol_sources(tmp_path_factory):
 
 
 def _chat_ids(tok):
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in PROMPTS]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in PROMPTS
+    ]
     return texts, [tok(t)["input_ids"] for t in texts]
 
 
 def _greedy(model, ids, n=32):
     with torch.no_grad():
-        return [model.generate(torch.tensor([i]), do_sample=False, max_new_tokens=n)[0, len(i):].tolist()
-                for i in ids]
+        return [model.generate(torch.tensor([i]), do_sample=False, max_new_tokens=n)[0, len(i) :].tolist() for i in ids]
 
 
 @pytest.mark.slow
@@ -166,14 +189,23 @@ def test_smollm2_ggufs_load_and_generate_in_llama_cpp(source, smol_sources, judg
     tok = transformers.AutoTokenizer.from_pretrained(smol_sources["bf16"])
     texts, ids = _chat_ids(tok)
     for t in ("bf16", "q8_0", "mxfp4"):
-        res = run(src, tmp_path / f"{t}.gguf", Options(mode="convert", layout="gguf", type=t), progress=None,
-                  verify=True)
+        res = run(
+            src, tmp_path / f"{t}.gguf", Options(mode="convert", layout="gguf", type=t), progress=None, verify=True
+        )
         assert res.summary["verify"]["ok"]
         if t == "bf16" or (source == "mxfp4" and t == "mxfp4"):  # lossless: every value kept
             assert res.summary["counts"]["requantize"] == res.summary["counts"]["quantize"] == 0
             assert all(v["exact"] for v in res.summary["verify"]["tensors"].values())
-        got = judge({"model": str(tmp_path / f"{t}.gguf"), "tokenize": texts, "generate": ids, "new_tokens": 32,
-                     "eos": tok.eos_token_id}, tmp_path)
+        got = judge(
+            {
+                "model": str(tmp_path / f"{t}.gguf"),
+                "tokenize": texts,
+                "generate": ids,
+                "new_tokens": 32,
+                "eos": tok.eos_token_id,
+            },
+            tmp_path,
+        )
         assert got["tokens"] == ids  # llama.cpp's tokenizer (our metadata) equals transformers'
         assert all(len(g) >= 4 for g in got["generated"]), (t, got["generated"])
         if source == "bf16" and t == "bf16":

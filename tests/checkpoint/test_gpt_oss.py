@@ -38,7 +38,8 @@ def written(tmp_path_factory):
 
 def _theirs(folder):
     return transformers.AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16, quantization_config=transformers.Mxfp4Config(dequantize=True))
+        folder, dtype=torch.bfloat16, quantization_config=transformers.Mxfp4Config(dequantize=True)
+    )
 
 
 def test_transformers_loads_ours_with_our_logits(written):
@@ -101,8 +102,9 @@ def test_round_trips_through_fp8port_keep_every_byte(tmp_path):
 
     folder = oracles.gpt_oss_mxfp4()
     run(folder, tmp_path / "own", Options(mode="convert", layout="fp8port"), progress=None, verify=True)
-    res = run(tmp_path / "own", tmp_path / "back", Options(mode="convert", layout="gpt-oss"), progress=None,
-              verify=True)
+    res = run(
+        tmp_path / "own", tmp_path / "back", Options(mode="convert", layout="gpt-oss"), progress=None, verify=True
+    )
     assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 2
     src, back = Checkpoint.open(folder), Checkpoint.open(tmp_path / "back")
     assert set(src.tensors) == set(back.tensors)
@@ -116,8 +118,12 @@ def test_a_dense_model_has_nothing_gpt_oss_holds(tmp_path, capsys):
     assert "holds only MoE experts" in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and not staging_dir(tmp_path / "o").exists()
     with pytest.raises(Exception, match="cannot hold nvfp4"):  # and experts it cannot hold are named
-        run(gpt_oss_folder(tmp_path / "g", layers=1), tmp_path / "n", Options(mode="convert", preset="nvfp4",
-                                                                              layout="gpt-oss"), progress=None)
+        run(
+            gpt_oss_folder(tmp_path / "g", layers=1),
+            tmp_path / "n",
+            Options(mode="convert", preset="nvfp4", layout="gpt-oss"),
+            progress=None,
+        )
 
 
 def test_inspect_names_layout_scheme_and_loaders(written):
@@ -130,15 +136,23 @@ def test_inspect_names_layout_scheme_and_loaders(written):
     assert any("interleaved" in w for w in info["warnings"])
 
 
-@pytest.mark.parametrize("case, match", [
-    ("no-scales", "have no scales"), ("no-blocks", "have no blocks"), ("rank", "gpt-oss blocks are U8"),
-    ("grid", "need \\[2, 8, 2\\]"), ("dtype", "scales are U8"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("no-scales", "have no scales"),
+        ("no-blocks", "have no blocks"),
+        ("rank", "gpt-oss blocks are U8"),
+        ("grid", "need \\[2, 8, 2\\]"),
+        ("dtype", "scales are U8"),
+    ],
+)
 def test_broken_folders_are_typed_errors_naming_the_tensor(tmp_path, case, match):
     from fp8port.checkpoint.safetensors_io import Entry, write_file
 
-    t = {EXPERTS + "down_proj_blocks": np.zeros((2, 8, 2, 16), np.uint8),
-         EXPERTS + "down_proj_scales": np.full((2, 8, 2), 127, np.uint8)}
+    t = {
+        EXPERTS + "down_proj_blocks": np.zeros((2, 8, 2, 16), np.uint8),
+        EXPERTS + "down_proj_scales": np.full((2, 8, 2), 127, np.uint8),
+    }
     if case == "no-scales":
         del t[EXPERTS + "down_proj_scales"]
     elif case == "no-blocks":
@@ -151,8 +165,9 @@ def test_broken_folders_are_typed_errors_naming_the_tensor(tmp_path, case, match
         t[EXPERTS + "down_proj_scales"] = np.ones((2, 8, 2), ml_dtypes.bfloat16)
     dtypes = {np.dtype(np.uint8): "U8", np.dtype(ml_dtypes.bfloat16): "BF16"}
     (tmp_path / "f").mkdir()
-    write_file(tmp_path / "f" / "model.safetensors", [Entry(n, dtypes[a.dtype], a.shape, lambda a=a: a)
-                                                      for n, a in t.items()])
+    write_file(
+        tmp_path / "f" / "model.safetensors", [Entry(n, dtypes[a.dtype], a.shape, lambda a=a: a) for n, a in t.items()]
+    )
     (tmp_path / "f" / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "mxfp4"}}))
     ck = Checkpoint.open(tmp_path / "f")
     with pytest.raises(CheckpointError, match=match):

@@ -57,24 +57,30 @@ def _rewrite(folder: Path, change):
     write_file(folder / "model.safetensors", [Entry(n, dtypes[n], a.shape, lambda a=a: a) for n, a in arrays.items()])
 
 
-@pytest.mark.parametrize("case,match", [
-    ("scale-nan", "finite and positive"),
-    ("scale-zero", "finite and positive"),
-    ("scale-e8m0-nan", "finite and positive"),
-    ("scale-int", "is I32"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("scale-nan", "finite and positive"),
+        ("scale-zero", "finite and positive"),
+        ("scale-e8m0-nan", "finite and positive"),
+        ("scale-int", "is I32"),
+    ],
+)
 def test_bad_scales(fp8, tmp_path, capsys, case, match):
     s = W[:-6] + "weight_scale_inv"
 
     def change(a, d):
         if case == "scale-nan":
-            a[s] = a[s].copy(); a[s][1, 2] = np.nan
+            a[s] = a[s].copy()
+            a[s][1, 2] = np.nan
         elif case == "scale-zero":
             a[s] = np.zeros_like(a[s])
         elif case == "scale-e8m0-nan":
-            a[s] = np.full(a[s].shape, 0xFF, np.uint8).view(ml_dtypes.float8_e8m0fnu); d[s] = "F8_E8M0"
+            a[s] = np.full(a[s].shape, 0xFF, np.uint8).view(ml_dtypes.float8_e8m0fnu)
+            d[s] = "F8_E8M0"
         else:
-            a[s] = np.ones(a[s].shape, np.int32); d[s] = "I32"
+            a[s] = np.ones(a[s].shape, np.int32)
+            d[s] = "I32"
 
     _rewrite(fp8, change)
     err = _one_line_error(capsys, ["dequant", str(fp8), str(tmp_path / "out")])
@@ -82,13 +88,16 @@ def test_bad_scales(fp8, tmp_path, capsys, case, match):
     assert not (tmp_path / "out").exists() and not staging_dir(tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("qc,match", [
-    ({"quant_method": "fp8", "weight_block_size": "128"}, "weight_block_size"),
-    ({"quant_method": "fp8", "weight_block_size": [0, 128]}, "weight_block_size"),
-    ({"quant_method": "fp8port", "preset": "fp9"}, "unknown preset"),
-    ({"quant_method": "fp8port"}, "has no preset"),
-    ({"quant_method": "compressed-tensors", "config_groups": {}}, "block_structure"),
-])
+@pytest.mark.parametrize(
+    "qc,match",
+    [
+        ({"quant_method": "fp8", "weight_block_size": "128"}, "weight_block_size"),
+        ({"quant_method": "fp8", "weight_block_size": [0, 128]}, "weight_block_size"),
+        ({"quant_method": "fp8port", "preset": "fp9"}, "unknown preset"),
+        ({"quant_method": "fp8port"}, "has no preset"),
+        ({"quant_method": "compressed-tensors", "config_groups": {}}, "block_structure"),
+    ],
+)
 def test_bogus_quantization_config(fp8, tmp_path, capsys, qc, match):
     cfg = json.loads((fp8 / "config.json").read_text())
     cfg["quantization_config"] = qc

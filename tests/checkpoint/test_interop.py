@@ -127,8 +127,9 @@ def test_transformers_finegrained_fp8_reads_deepseek_layout_bit_exact(ckpt, mode
     ref_dir = ckpt("minilm", preset, dequant="fp32")
     assert Checkpoint.open(q).info("encoder.layer.0.attention.self.query.weight").dtype == "F8_E4M3"
 
-    model = AutoModel.from_pretrained(q, dtype=torch.float32,
-                                      quantization_config=FineGrainedFP8Config(dequantize=True)).eval()
+    model = AutoModel.from_pretrained(
+        q, dtype=torch.float32, quantization_config=FineGrainedFP8Config(dequantize=True)
+    ).eval()
     dense = AutoModel.from_pretrained(ref_dir, dtype=torch.float32).eval()
     query = model.encoder.layer[0].attention.self.query
     # dequantize=True keeps plain nn.Linear in float32 and drops the quantization config
@@ -169,7 +170,9 @@ def test_fp8block_dequantizer_matches_fp8port_dequant_on_partial_blocks(ckpt):
     q = ckpt("smollm2", "deepseek-v3.1")
     ours = load_file(str(ckpt("smollm2", "deepseek-v3.1", dequant="bf16") / "model.safetensors"))
     tensors = load_file(str(q / "model.safetensors"))  # safetensors itself reads our file
-    ragged = [n for n, t in tensors.items() if t.dtype == torch.float8_e4m3fn and (t.shape[0] % 128 or t.shape[1] % 128)]
+    ragged = [
+        n for n, t in tensors.items() if t.dtype == torch.float8_e4m3fn and (t.shape[0] % 128 or t.shape[1] % 128)
+    ]
     assert len(ragged) == 210  # every projection of the 30 layers has a partial block
 
     conv = FP8BlockDequantizer.from_pretrained(q)  # targets every module with a weight_scale_inv
@@ -195,11 +198,14 @@ def test_convert_checkpoint_end_to_end_matches_fp8port_dequant(ckpt, tmp_path):
     assert "quantization_config" not in json.loads((tmp_path / "ct" / "config.json").read_text())
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="compressed-tensors 0.20.1 bug, not ours: FP8BlockDequantizer crops padded "
-                          "columns with a slice, and convert_file's save_file rejects the non-contiguous "
-                          "tensor ('You are trying to save a non contiguous tensor'). Calling the converter "
-                          "directly (test above) is exact. strict: an upgrade that fixes it must drop this.")
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="compressed-tensors 0.20.1 bug, not ours: FP8BlockDequantizer crops padded "
+    "columns with a slice, and convert_file's save_file rejects the non-contiguous "
+    "tensor ('You are trying to save a non contiguous tensor'). Calling the converter "
+    "directly (test above) is exact. strict: an upgrade that fixes it must drop this.",
+)
 def test_convert_checkpoint_end_to_end_on_partial_blocks(ckpt, tmp_path):
     pytest.importorskip("compressed_tensors")
     from compressed_tensors.entrypoints.convert import FP8BlockDequantizer, convert_checkpoint
@@ -225,8 +231,9 @@ def test_compressed_tensors_layout_dequantize_true_is_bit_exact(ckpt, model_name
     for name in list(ct_ref.tensors)[:40]:
         assert np.array_equal(ct_ref.read(name), ds_ref.read(name)), name
 
-    model = cls.from_pretrained(q, dtype=torch.float32,
-                                quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
+    model = cls.from_pretrained(
+        q, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    ).eval()
     dense = cls.from_pretrained(ref_dir, dtype=torch.float32).eval()
     assert _state_dicts_bit_equal(model.state_dict(), dense.state_dict()) == []
     enc = _tokens(q)
@@ -244,8 +251,9 @@ def test_compressed_tensors_default_load_differs_only_by_activation_quantization
 
     q = ckpt("minilm", "deepseek-v3.1", "compressed-tensors")
     model = AutoModel.from_pretrained(q, dtype=torch.float32).eval()
-    dense = AutoModel.from_pretrained(ckpt("minilm", "deepseek-v3.1", "compressed-tensors", dequant="fp32"),
-                                      dtype=torch.float32).eval()
+    dense = AutoModel.from_pretrained(
+        ckpt("minilm", "deepseek-v3.1", "compressed-tensors", dequant="fp32"), dtype=torch.float32
+    ).eval()
     query = model.encoder.layer[0].attention.self.query
     assert query.weight.dtype == torch.float8_e4m3fn  # loaded compressed
     enc = _tokens(q)
@@ -277,8 +285,9 @@ def test_transformers_cpu_load_of_partial_blocks_fails_as_inspect_warns(ckpt):
     fails = [w for w in warnings if "fails to load it on CPU" in w]
     assert len(fails) == len(warnings) == 4  # 576x576, 192x576, 1536x576, 576x1536 (one per shape)
     with _LogRecords() as log, pytest.raises(RuntimeError, match="automatic conversion"):
-        AutoModelForCausalLM.from_pretrained(q, dtype=torch.float32,
-                                             quantization_config=FineGrainedFP8Config(dequantize=True))
+        AutoModelForCausalLM.from_pretrained(
+            q, dtype=torch.float32, quantization_config=FineGrainedFP8Config(dequantize=True)
+        )
     text = "\n".join(log.text)
     for w in fails:
         # "NAME [N, K]: ... ('not divisible by scale grid (GN, GK)') ..." -> transformers' own message
@@ -293,8 +302,15 @@ def test_transformers_cpu_load_silently_wrong_as_inspect_warns(tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=256, intermediate_size=192, num_hidden_layers=1, num_attention_heads=4,
-                      num_key_value_heads=4, vocab_size=1000, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=192,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=1000,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "dense")
     _cli("convert", tmp_path / "dense", tmp_path / "q", "--preset", "deepseek-v3")
     _cli("dequant", tmp_path / "q", tmp_path / "ref", "--dtype", "fp32")
@@ -304,9 +320,14 @@ def test_transformers_cpu_load_silently_wrong_as_inspect_warns(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=torch.float32)  # no error
     ref = Checkpoint.open(tmp_path / "ref")
     mlp = model.model.layers[0].mlp
-    for name, w in [("gate_proj", mlp.gate_proj.weight), ("up_proj", mlp.up_proj.weight),
-                    ("down_proj", mlp.down_proj.weight)]:
+    for name, w in [
+        ("gate_proj", mlp.gate_proj.weight),
+        ("up_proj", mlp.up_proj.weight),
+        ("down_proj", mlp.down_proj.weight),
+    ]:
         assert not np.array_equal(w.detach().numpy(), ref.read(f"model.layers.0.mlp.{name}.weight")), name
     # the aligned 256x256 attention weights are read right: the damage is confined to the warned shapes
-    assert np.array_equal(model.model.layers[0].self_attn.q_proj.weight.detach().numpy(),
-                          ref.read("model.layers.0.self_attn.q_proj.weight"))
+    assert np.array_equal(
+        model.model.layers[0].self_attn.q_proj.weight.detach().numpy(),
+        ref.read("model.layers.0.self_attn.q_proj.weight"),
+    )

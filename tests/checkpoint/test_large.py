@@ -27,15 +27,17 @@ RSS_LIMIT_MB = 1024
 
 # A fresh Python parent holds only this one child, so its RUSAGE_CHILDREN peak is the child's own
 # (pytest's RUSAGE_CHILDREN would carry the peak of every subprocess any earlier test started).
-_MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+_MEASURE = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+)
 _FP8PORT = "import sys; from fp8port.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _build(root):
     rng = np.random.default_rng(0)
     # one random base, scaled per tensor: the bytes differ per tensor but building stays fast
-    base = (rng.standard_normal((ROWS, COLS), dtype=np.float32) * 0.02)
+    base = rng.standard_normal((ROWS, COLS), dtype=np.float32) * 0.02
     per_shard = N_MATRICES // N_SHARDS
     weight_map = {}
     root.mkdir()
@@ -43,10 +45,22 @@ def _build(root):
         name = f"model-{s + 1:05d}-of-{N_SHARDS:05d}.safetensors"
         entries = []
         for i in range(s * per_shard, (s + 1) * per_shard):
-            entries.append(Entry(f"model.layers.{i}.mlp.up_proj.weight", "BF16", (ROWS, COLS),
-                                 lambda k=i: (base * np.float32(1 + k / 64)).astype(ml_dtypes.bfloat16)))
-            entries.append(Entry(f"model.layers.{i}.input_layernorm.weight", "BF16", (ROWS,),
-                                 lambda: np.ones(ROWS, ml_dtypes.bfloat16)))
+            entries.append(
+                Entry(
+                    f"model.layers.{i}.mlp.up_proj.weight",
+                    "BF16",
+                    (ROWS, COLS),
+                    lambda k=i: (base * np.float32(1 + k / 64)).astype(ml_dtypes.bfloat16),
+                )
+            )
+            entries.append(
+                Entry(
+                    f"model.layers.{i}.input_layernorm.weight",
+                    "BF16",
+                    (ROWS,),
+                    lambda: np.ones(ROWS, ml_dtypes.bfloat16),
+                )
+            )
         write_file(root / name, entries, {"format": "pt"})
         weight_map.update({e.name: name for e in entries})
     (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
@@ -62,9 +76,27 @@ def test_multi_gb_checkpoint_converts_under_1gb_rss(tmp_path):
         assert size > 2e9 and len(list(src.glob("*.safetensors"))) == N_SHARDS
 
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-c", _FP8PORT, "convert",
-                               str(src), str(dst), "--preset", "deepseek-v3.1", "--shard-size", "300MB", "-q"],
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _MEASURE,
+                sys.executable,
+                "-c",
+                _FP8PORT,
+                "convert",
+                str(src),
+                str(dst),
+                "--preset",
+                "deepseek-v3.1",
+                "--shard-size",
+                "300MB",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         secs = time.perf_counter() - t
         assert proc.returncode == 0, proc.stderr[-3000:]
         peak_mb = int(proc.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
@@ -78,8 +110,9 @@ def test_multi_gb_checkpoint_converts_under_1gb_rss(tmp_path):
         assert len(out.files) > 1  # the output is sharded too (--shard-size 300MB over ~1.08 GB)
         w = [n for n in out.tensors if n.endswith("up_proj.weight")]
         assert len(w) == N_MATRICES and {out.info(n).dtype for n in w} == {"F8_E4M3"}
-        assert all(out.info(n[: -len("weight")] + "weight_scale_inv").shape == (ROWS // 128, math.ceil(COLS / 128))
-                   for n in w)
+        assert all(
+            out.info(n[: -len("weight")] + "weight_scale_inv").shape == (ROWS // 128, math.ceil(COLS / 128)) for n in w
+        )
         assert {out.info(n).dtype for n in out.tensors if "layernorm" in n} == {"BF16"}
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # 3+ GB: do not leave it to pytest's tmp retention

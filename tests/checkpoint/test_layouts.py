@@ -50,7 +50,9 @@ def test_every_name_is_a_module_or_a_typed_refusal(capsys, tmp_path):
     planned = [n.value for n in LayoutName if n not in layouts.readable()]
     if planned:
         src = write_dense(tmp_path / "src", tiny_llama(np.random.default_rng(0), layers=1))
-        err = _cli_error(capsys, ["convert", str(src), str(tmp_path / "o"), "--preset", "mxfp4", "--layout", planned[0]])
+        err = _cli_error(
+            capsys, ["convert", str(src), str(tmp_path / "o"), "--preset", "mxfp4", "--layout", planned[0]]
+        )
         assert planned[0] in err and "does not read or write yet" in err
         assert not (tmp_path / "o").exists() and not staging_dir(tmp_path / "o").exists()
 
@@ -69,14 +71,21 @@ def _set_qc(folder, qc, **top):
     (folder / "config.json").write_text(json.dumps(cfg))
 
 
-@pytest.mark.parametrize("qc, names", [
-    ({"quant_method": "awq", "bits": 4}, ["'awq'", "fp8", "compressed-tensors", "fp8port", "deepseek", "ascend"]),
-    ({"bits": 8}, ["no quant_method", "fp8"]),
-    ({"quant_method": "compressed-tensors", "format": "int-quantized"}, ["'int-quantized'", "is unknown",
-                                                                        "float-quantized"]),
-    ({"quant_method": "compressed-tensors", "format": "mxfp6-pack-quantized"}, ["is not read yet", "float-quantized",
-                                                                                "nvfp4-pack-quantized"]),
-])
+@pytest.mark.parametrize(
+    "qc, names",
+    [
+        ({"quant_method": "awq", "bits": 4}, ["'awq'", "fp8", "compressed-tensors", "fp8port", "deepseek", "ascend"]),
+        ({"bits": 8}, ["no quant_method", "fp8"]),
+        (
+            {"quant_method": "compressed-tensors", "format": "int-quantized"},
+            ["'int-quantized'", "is unknown", "float-quantized"],
+        ),
+        (
+            {"quant_method": "compressed-tensors", "format": "mxfp6-pack-quantized"},
+            ["is not read yet", "float-quantized", "nvfp4-pack-quantized"],
+        ),
+    ],
+)
 @pytest.mark.parametrize("verb", ["inspect", "dequant", "convert"])
 def test_unknown_quant_method_or_format_is_named(fp8, tmp_path, capsys, qc, names, verb):
     _set_qc(fp8, qc)
@@ -90,23 +99,31 @@ def _u8(*shape):
     return "U8", np.zeros(shape, np.uint8)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("modelopt", "ModelOpt"),
-    ("modelopt-hf-quant-config", "ModelOpt"),
-    ("weight_scale-no-config", "several layouts|no quantization_config"),
-    ("f8-no-config", "no quantization_config to say how it is scaled"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("modelopt", "ModelOpt"),
+        ("modelopt-hf-quant-config", "ModelOpt"),
+        ("weight_scale-no-config", "several layouts|no quantization_config"),
+        ("f8-no-config", "no quantization_config to say how it is scaled"),
+    ],
+)
 def test_quantized_looking_folders_are_never_dense(tmp_path, capsys, case, match):
     tensors = {"model.norm.weight": ("BF16", np.ones(8, BF16))}
     config, files = None, ()
     if case.startswith("modelopt"):
-        tensors |= {"x.weight": _u8(16, 8), "x.weight_scale": ("F8_E4M3", np.zeros((16, 1), ml_dtypes.float8_e4m3fn)),
-                    "x.weight_scale_2": ("F32", np.ones((), np.float32))}
+        tensors |= {
+            "x.weight": _u8(16, 8),
+            "x.weight_scale": ("F8_E4M3", np.zeros((16, 1), ml_dtypes.float8_e4m3fn)),
+            "x.weight_scale_2": ("F32", np.ones((), np.float32)),
+        }
         config = {"quantization_config": {"quant_method": "modelopt"}} if case == "modelopt" else None
         files = ("hf_quant_config.json",) if case == "modelopt-hf-quant-config" else ()
     elif case == "weight_scale-no-config":
-        tensors |= {"x.weight": ("F8_E4M3", np.zeros((16, 16), ml_dtypes.float8_e4m3fn)),
-                    "x.weight_scale": ("F32", np.ones((1, 1), np.float32))}
+        tensors |= {
+            "x.weight": ("F8_E4M3", np.zeros((16, 16), ml_dtypes.float8_e4m3fn)),
+            "x.weight_scale": ("F32", np.ones((1, 1), np.float32)),
+        }
     else:
         tensors |= {"x.weight": ("F8_E4M3", np.zeros((16, 16), ml_dtypes.float8_e4m3fn))}
     folder = _folder(tmp_path / case, tensors, config, files)
@@ -148,8 +165,13 @@ def _codes(folder, name=W):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 300), cols=st.integers(1, 300), preset=st.sampled_from(["deepseek-v3", "deepseek-v3.1"]),
-       e8m0=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 300),
+    preset=st.sampled_from(["deepseek-v3", "deepseek-v3.1"]),
+    e8m0=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_layout_round_trip_is_exact(tmp_path_factory, rows, cols, preset, e8m0, seed):
     """deepseek -> compressed-tensors -> fp8port -> deepseek, ragged shapes included: codes and values kept."""
     rng = np.random.default_rng(seed)
@@ -185,13 +207,18 @@ def test_reblock_64x64_is_exact_for_float_and_power_of_two_scales(tmp_path, caps
         assert np.array_equal(_codes(out).codes, _codes(tmp_path / preset).codes)
         assert fp8port.checkpoint.diff.diff(tmp_path / preset, out)["identical"]
     # blocks that do not nest: requantized from the exact values, the added error reported
-    res = run(tmp_path / "deepseek-v3", tmp_path / "96", Options(mode="convert", block="96x96"), progress=None,
-              verify=True)
+    res = run(
+        tmp_path / "deepseek-v3", tmp_path / "96", Options(mode="convert", block="96x96"), progress=None, verify=True
+    )
     assert res.summary["counts"]["requantize"] == 4
     assert all(25 < t["sqnr_db"] < 60 for t in res.summary["tensors"].values() if t["action"] == "requantize")
     with pytest.raises(fp8port.errors.Fp8portError, match="cannot hold"):
-        run(tmp_path / "deepseek-v3", tmp_path / "bad", Options(mode="convert", block="1x32", layout="deepseek"),
-            progress=None)
+        run(
+            tmp_path / "deepseek-v3",
+            tmp_path / "bad",
+            Options(mode="convert", block="1x32", layout="deepseek"),
+            progress=None,
+        )
     assert not (tmp_path / "bad").exists()
 
 
@@ -208,8 +235,13 @@ def test_what_a_layout_cannot_hold_names_the_layouts_that_can(tmp_path, capsys):
     run(src, tmp_path / "mx8", Options(mode="convert", preset="mxfp8"), progress=None)
     for dtype, fmt, group in ((None, "mxfp8-quantized", "MXFP8A16"), ("f32", "float-quantized", "group_0")):
         out = tmp_path / f"ct-{fmt}"
-        res = run(tmp_path / "mx8", out, Options(mode="convert", layout="compressed-tensors", scale_dtype=dtype),
-                  progress=None, verify=True)
+        res = run(
+            tmp_path / "mx8",
+            out,
+            Options(mode="convert", layout="compressed-tensors", scale_dtype=dtype),
+            progress=None,
+            verify=True,
+        )
         assert res.summary["verify"]["ok"] and res.summary["counts"]["replicate-scales"] == 4
         qc = json.loads((out / "config.json").read_text())["quantization_config"]
         assert qc["format"] == fmt

@@ -111,8 +111,19 @@ def test_kill_minus_nine_at_random_points(source, reference, tmp_path, seed):
     kill_after = int(np.random.default_rng(seed).integers(1, 8))
     dst = tmp_path / "out"
     before = tree_digest(source)
-    cmd = [sys.executable, "-m", "fp8port", "convert", str(source), str(dst), "--preset", "deepseek-v3.1",
-           "--shard-size", "600000", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fp8port",
+        "convert",
+        str(source),
+        str(dst),
+        "--preset",
+        "deepseek-v3.1",
+        "--shard-size",
+        "600000",
+        "-q",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while p.poll() is None and _done_shards(dst) < kill_after and time.monotonic() < deadline:

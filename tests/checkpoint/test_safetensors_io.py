@@ -16,13 +16,18 @@ from fp8port.errors import CheckpointError
 
 def test_library_reads_what_we_write(tmp_path):
     rng = np.random.default_rng(1)
-    arrays = {"a": rng.standard_normal((3, 5)).astype(ml_dtypes.bfloat16),
-              "b": rng.integers(0, 256, (7,), dtype=np.uint8).view(ml_dtypes.float8_e4m3fn),
-              "c": rng.standard_normal((2, 2)).astype(np.float32),
-              "d": rng.integers(0, 255, (4,), dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu)}
+    arrays = {
+        "a": rng.standard_normal((3, 5)).astype(ml_dtypes.bfloat16),
+        "b": rng.integers(0, 256, (7,), dtype=np.uint8).view(ml_dtypes.float8_e4m3fn),
+        "c": rng.standard_normal((2, 2)).astype(np.float32),
+        "d": rng.integers(0, 255, (4,), dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu),
+    }
     dts = {"a": "BF16", "b": "F8_E4M3", "c": "F32", "d": "F8_E8M0"}
-    write_file(tmp_path / "x.safetensors", [Entry(k, dts[k], v.shape, lambda v=v: v) for k, v in arrays.items()],
-               {"format": "pt"})
+    write_file(
+        tmp_path / "x.safetensors",
+        [Entry(k, dts[k], v.shape, lambda v=v: v) for k, v in arrays.items()],
+        {"format": "pt"},
+    )
     with safe_open(tmp_path / "x.safetensors", framework="pt") as f:
         assert f.metadata() == {"format": "pt"}
         for k, v in arrays.items():
@@ -32,8 +37,12 @@ def test_library_reads_what_we_write(tmp_path):
 
 
 def test_we_read_what_the_library_writes(tmp_path):
-    t = {"w": torch.randn(4, 6).bfloat16(), "s": torch.rand(2, 3), "q": torch.randn(5, 5).to(torch.float8_e4m3fn),
-         "e": torch.tensor([1.0, 2.0, 0.5]).to(torch.float8_e8m0fnu)}
+    t = {
+        "w": torch.randn(4, 6).bfloat16(),
+        "s": torch.rand(2, 3),
+        "q": torch.randn(5, 5).to(torch.float8_e4m3fn),
+        "e": torch.tensor([1.0, 2.0, 0.5]).to(torch.float8_e8m0fnu),
+    }
     save_file(t, tmp_path / "y.safetensors", metadata={"format": "pt"})
     infos, meta = read_header(tmp_path / "y.safetensors")
     assert meta == {"format": "pt"} and set(infos) == set(t)
@@ -50,21 +59,31 @@ def _file(tmp_path, header, data=b"", raw_len=None):
     return p
 
 
-@pytest.mark.parametrize("header,data,raw_len,match", [
-    ({}, b"", 10**12, "header length"),
-    (b"\xff\xfe not json", b"", None, "UTF-8 JSON"),
-    ([1, 2], b"", None, "not a JSON object"),
-    ({"t": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, None, "unknown dtype"),
-    ({"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4, None, "needs 8 bytes"),
-    ({"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 4, None, "outside"),
-    ({"t": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, None, "non-negative"),
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-      "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, None, "overlaps"),
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, None, "gap"),
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8, None, "trailing"),
-    ({"__metadata__": {"k": 1}}, b"", None, "__metadata__"),
-    ({"t": {"dtype": "F32", "shape": [1]}}, b"", None, "exactly dtype"),
-])
+@pytest.mark.parametrize(
+    "header,data,raw_len,match",
+    [
+        ({}, b"", 10**12, "header length"),
+        (b"\xff\xfe not json", b"", None, "UTF-8 JSON"),
+        ([1, 2], b"", None, "not a JSON object"),
+        ({"t": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, None, "unknown dtype"),
+        ({"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4, None, "needs 8 bytes"),
+        ({"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 4, None, "outside"),
+        ({"t": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, None, "non-negative"),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+            },
+            b"\0" * 8,
+            None,
+            "overlaps",
+        ),
+        ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, None, "gap"),
+        ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8, None, "trailing"),
+        ({"__metadata__": {"k": 1}}, b"", None, "__metadata__"),
+        ({"t": {"dtype": "F32", "shape": [1]}}, b"", None, "exactly dtype"),
+    ],
+)
 def test_bad_headers_name_the_file_and_problem(tmp_path, header, data, raw_len, match):
     p = _file(tmp_path, header, data, raw_len)
     with pytest.raises(CheckpointError, match=match) as e:

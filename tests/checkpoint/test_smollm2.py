@@ -41,8 +41,11 @@ def test_round_trip_equals_exact_dequantization(smol):
     src, fp8, bf16 = smol
     s, b = Checkpoint.open(src), Checkpoint.open(bf16)
     assert set(b.tensors) == set(s.tensors)
-    for w in ["model.layers.0.self_attn.k_proj.weight", "model.layers.17.mlp.down_proj.weight",
-              "model.layers.29.mlp.gate_proj.weight"]:
+    for w in [
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.17.mlp.down_proj.weight",
+        "model.layers.29.mlp.gate_proj.weight",
+    ]:
         want = fp8port.dequantize(fp8port.quantize(s.read(w), "deepseek-v3.1"), "bfloat16")
         assert np.array_equal(b.read(w).view(np.uint16), want.view(np.uint16)), w
     assert "quantization_config" not in json.loads((bf16 / "config.json").read_text())
@@ -52,8 +55,11 @@ def test_round_trip_equals_exact_dequantization(smol):
 def test_inspect_describes_both(smol):
     src, fp8, bf16 = smol
     d = inspect(src)
-    assert d["layout"] == "dense" and d["parameters"] == 134_515_008 and d["dtypes"] == {
-        "BF16": {"tensors": 272, "bytes": 269_030_016}}
+    assert (
+        d["layout"] == "dense"
+        and d["parameters"] == 134_515_008
+        and d["dtypes"] == {"BF16": {"tensors": 272, "bytes": 269_030_016}}
+    )
     q = inspect(fp8)
     assert q["layout"] == "deepseek" and q["preset"] == "deepseek-v3.1" and q["quantized"] == 210
     assert q["scales_all_powers_of_two"] is True and q["block"] == "128x128"

@@ -117,8 +117,9 @@ def test_profiles_text_and_json(capsys):
 
 
 def test_encode_table(capsys):
-    rc, out, err = run(capsys, "encode", "float8_e4m3fn", "1", "448", "500", "-inf", "-1e-3", "0x1.8p3",
-                       "--profile", "torch")
+    rc, out, err = run(
+        capsys, "encode", "float8_e4m3fn", "1", "448", "500", "-inf", "-1e-3", "0x1.8p3", "--profile", "torch"
+    )
     assert rc == 0 and err == ""
     assert "profile torch" in out and "overflow saturate" in out
     assert row(out, "1") == ["1", "0x38", "00111000", "1"]
@@ -171,21 +172,25 @@ def test_unknown_format_is_one_line_exit_2(capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["encode", "e4m3", "1", "--profile", "nvidia"], "unknown profile 'nvidia'"),
-    (["encode", "e4m3", "1", "--rounding", "up"], "unknown rounding 'up'"),
-    (["encode", "hifloat8", "1", "--profile", "torch"], "profile 'torch' does not define hifloat8"),
-    (["encode", "e4m3", "1000", "--overflow", "error"], "1000"),
-    (["decode", "e2m1", "0x10"], "found 0x10 at index (0,)"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["encode", "e4m3", "1", "--profile", "nvidia"], "unknown profile 'nvidia'"),
+        (["encode", "e4m3", "1", "--rounding", "up"], "unknown rounding 'up'"),
+        (["encode", "hifloat8", "1", "--profile", "torch"], "profile 'torch' does not define hifloat8"),
+        (["encode", "e4m3", "1000", "--overflow", "error"], "1000"),
+        (["decode", "e2m1", "0x10"], "found 0x10 at index (0,)"),
+    ],
+)
 def test_library_errors_are_one_line_exit_2(capsys, argv, needle):
     rc, out, err = run(capsys, *argv)
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("fp8port: error: ") and needle in err
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["decode", "e4m3", "0x100"], ["encode", "e4m3", "one"],
-                                  ["formats", "--bogus"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["frobnicate"], ["decode", "e4m3", "0x100"], ["encode", "e4m3", "one"], ["formats", "--bogus"]]
+)
 def test_usage_errors_exit_2(capsys, argv):
     rc, out, err = run(capsys, *argv)
     assert rc == 2 and out == "" and "usage: fp8port" in err
@@ -218,12 +223,17 @@ def test_every_verb_module_has_the_hook():
 
 
 def test_python_dash_m_runs_the_cli():
-    ok = subprocess.run([sys.executable, "-m", "fp8port", "formats", "float8_e4m3fn", "--json"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "fp8port", "formats", "float8_e4m3fn", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["codes"][0x7E]["value"] == 448
-    bad = subprocess.run([sys.executable, "-m", "fp8port", "formats", "nope"], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fp8port", "formats", "nope"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("fp8port: error: unknown format 'nope'; valid: float4_e1m2")

@@ -20,8 +20,10 @@ def test_numpy_and_torch_inputs_agree_and_keep_their_kind():
         assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8
         ref = fp8port.encode(t.float().numpy(), "float8_e4m3fn")
         assert np.array_equal(got.numpy(), ref)
-    assert np.array_equal(fp8port.encode(x.astype(ml_dtypes.bfloat16), "e4m3"),
-                          fp8port.encode(x.astype(ml_dtypes.bfloat16).astype(np.float32), "e4m3"))
+    assert np.array_equal(
+        fp8port.encode(x.astype(ml_dtypes.bfloat16), "e4m3"),
+        fp8port.encode(x.astype(ml_dtypes.bfloat16).astype(np.float32), "e4m3"),
+    )
     dec = fp8port.decode(torch.from_numpy(want), "float8_e4m3fn")
     assert isinstance(dec, torch.Tensor) and dec.dtype == torch.float32
     # torch's own fp8 tensors are accepted as codes
@@ -41,12 +43,15 @@ def test_aliases_parse_to_one_format():
     assert np.array_equal(fp8port.encode(x, "ue8m0"), fp8port.encode(x, "float8_e8m0fnu"))
 
 
-@pytest.mark.parametrize("kw,kind", [
-    ({"fmt": "float9"}, "format"),
-    ({"fmt": "e4m3", "rounding": "banker"}, "rounding"),
-    ({"fmt": "e4m3", "overflow": "wrap"}, "overflow policy"),
-    ({"fmt": "e4m3", "profile": "cuda"}, "profile"),
-])
+@pytest.mark.parametrize(
+    "kw,kind",
+    [
+        ({"fmt": "float9"}, "format"),
+        ({"fmt": "e4m3", "rounding": "banker"}, "rounding"),
+        ({"fmt": "e4m3", "overflow": "wrap"}, "overflow policy"),
+        ({"fmt": "e4m3", "profile": "cuda"}, "profile"),
+    ],
+)
 def test_unknown_names_list_valid_ones(kw, kind):
     with pytest.raises(UnknownNameError) as e:
         fp8port.encode(np.float32([1.0]), **kw)
@@ -59,8 +64,9 @@ def test_profile_that_lacks_a_format():
         fp8port.encode(np.float32([1.0]), "float4_e2m1fn", profile="torch")
 
 
-@pytest.mark.parametrize("x", [np.array([1, 2], np.int32), np.array([True]), torch.tensor([1, 2]),
-                               np.array(["a"]), np.array([1 + 2j])])
+@pytest.mark.parametrize(
+    "x", [np.array([1, 2], np.int32), np.array([True]), torch.tensor([1, 2]), np.array(["a"]), np.array([1 + 2j])]
+)
 def test_unsupported_inputs(x):
     with pytest.raises(UnsupportedInputError, match="not supported"):
         fp8port.encode(x, "e4m3")

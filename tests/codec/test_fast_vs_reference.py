@@ -50,8 +50,11 @@ def test_overflow_policies_agree(fmt, overflow):
         assert np.isfinite(fp8port.decode(fast[finite], fmt)).all()
 
 
-floats = arrays(np.float64, st.integers(1, 64), elements=st.floats(allow_nan=True, allow_infinity=True,
-                                                                   allow_subnormal=True, width=64))
+floats = arrays(
+    np.float64,
+    st.integers(1, 64),
+    elements=st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True, width=64),
+)
 
 
 # the kernel fixture routes the whole test, every example alike
@@ -64,8 +67,10 @@ def test_property_fast_equals_reference(x, fmt, rounding, kernel):
 
 
 @settings(max_examples=200, deadline=None)
-@given(x=arrays(np.float32, st.integers(1, 32), elements=st.floats(-1e4, 1e4, width=32)),
-       fmt=st.sampled_from(sorted(FORMATS)))
+@given(
+    x=arrays(np.float32, st.integers(1, 32), elements=st.floats(-1e4, 1e4, width=32)),
+    fmt=st.sampled_from(sorted(FORMATS)),
+)
 def test_property_nearest_is_nearest(x, fmt):
     """RNE picks a code at least as close as any other finite code (within range)."""
     spec = FORMATS[fmt]
@@ -79,8 +84,9 @@ def test_property_nearest_is_nearest(x, fmt):
 
 
 @settings(max_examples=100, deadline=None)
-@given(x=arrays(np.float32, st.integers(1, 200), elements=st.floats(-100, 100, width=32)),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    x=arrays(np.float32, st.integers(1, 200), elements=st.floats(-100, 100, width=32)), seed=st.integers(0, 2**32 - 1)
+)
 def test_stochastic_is_seeded_and_brackets(x, seed):
     a = fp8port.encode(x, "float8_e4m3fn", rounding="stochastic", seed=seed)
     b = fp8port.encode(x, "float8_e4m3fn", rounding="stochastic", seed=seed)
@@ -88,7 +94,7 @@ def test_stochastic_is_seeded_and_brackets(x, seed):
     down = fp8port.decode(fp8port.encode(x, "float8_e4m3fn", rounding="zero"), "float8_e4m3fn")
     got = fp8port.decode(a, "float8_e4m3fn")
     assert np.all(np.abs(got) >= np.abs(down))  # never below the truncated code ...
-    assert np.all(np.abs(got - x) < np.abs(down) * 2 ** -2 + 2 ** -9)  # ... and at most one step up
+    assert np.all(np.abs(got - x) < np.abs(down) * 2**-2 + 2**-9)  # ... and at most one step up
 
 
 def test_stochastic_is_unbiased():
@@ -118,8 +124,11 @@ def test_every_bf16_pattern_every_format(rounding, kernel):
         got = fp8port.encode(x, fmt, profile=profile, rounding=rounding, backend="fast")
         want = fp8port.encode(wide, fmt, profile=profile, rounding=rounding, backend="reference")
         bad = np.flatnonzero(got != want)
-        assert bad.size == 0, (fmt, profile, [(hex(int(x.view(np.uint16)[i])), hex(got[i]), hex(want[i]))
-                                             for i in bad[:5]])
+        assert bad.size == 0, (
+            fmt,
+            profile,
+            [(hex(int(x.view(np.uint16)[i])), hex(got[i]), hex(want[i])) for i in bad[:5]],
+        )
 
 
 def test_decode_equals_reference(kernel):

@@ -43,13 +43,23 @@ def _failures(backend):
     out = []
     for c in CASES:
         x = np.array([value(c)], np.float32)
-        got = int(fp8port.encode(x, c["format"], profile=c.get("profile"), rounding=c.get("rounding"),
-                                 overflow=c.get("overflow"), backend=backend)[0])
+        got = int(
+            fp8port.encode(
+                x,
+                c["format"],
+                profile=c.get("profile"),
+                rounding=c.get("rounding"),
+                overflow=c.get("overflow"),
+                backend=backend,
+            )[0]
+        )
         want = int(c["expected"], 16)
         if got != want:
             dec = fp8port.decode(np.array([got, want], np.uint8), c["format"])
-            out.append(f"{c['name']}: input {float(x[0])!r} expected 0x{want:02x} ({dec[1]}) "
-                       f"got 0x{got:02x} ({dec[0]}) -- {c['why']}")
+            out.append(
+                f"{c['name']}: input {float(x[0])!r} expected 0x{want:02x} ({dec[1]}) "
+                f"got 0x{got:02x} ({dec[0]}) -- {c['why']}"
+            )
     return out
 
 
@@ -62,8 +72,11 @@ def test_golden_cases(backend):
 def test_golden_cases_hold_for_their_libraries():
     cases = [c for c in CASES if "library" in c]
     assert len(cases) > 40
-    bad = [f"{c['name']}: expected {c['expected']}, {c['library']} gives 0x{library_byte(c):02x}"
-           for c in cases if library_byte(c) != int(c["expected"], 16)]
+    bad = [
+        f"{c['name']}: expected {c['expected']}, {c['library']} gives 0x{library_byte(c):02x}"
+        for c in cases
+        if library_byte(c) != int(c["expected"], 16)
+    ]
     assert not bad, "\n".join(bad)
 
 

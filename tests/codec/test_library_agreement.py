@@ -93,8 +93,11 @@ def test_float32_reference_full(lib, fmt, libname, big_inputs):
     _assert_same(x, got, _lib_cast(lib, libname, x), "reference f32 (all)")
 
 
-@pytest.mark.parametrize("lib,fmt,libname", [p for p in PAIRS if p[0] != "en_dtypes"],
-                         ids=[i for i, p in zip(IDS, PAIRS) if p[0] != "en_dtypes"])
+@pytest.mark.parametrize(
+    "lib,fmt,libname",
+    [p for p in PAIRS if p[0] != "en_dtypes"],
+    ids=[i for i, p in zip(IDS, PAIRS) if p[0] != "en_dtypes"],
+)
 def test_float64_goes_through_float32_like_the_library(lib, fmt, libname):
     # Both libraries cast float64 through float32 (a double rounding); the profile does too.
     x = np.array([1.0625 + 1e-12, 1.5 + 2**-40, 3 * 2**-10 + 1e-20], np.float64)

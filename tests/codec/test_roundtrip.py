@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import fp8port
-from fp8port.formats import FORMATS, Class
 from fp8port.codec.profiles import PROFILES
+from fp8port.formats import FORMATS, Class
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

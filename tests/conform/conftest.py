@@ -31,8 +31,7 @@ def to_mx():
         out = {}
         for k, x in inputs.items():
             if k.startswith(prefix) and x.shape[-1] % block == 0:
-                s, c = mod.to_mx(torch.from_numpy(x), torch.float8_e4m3fn, block,
-                                 getattr(ScaleCalculationMode, mode))
+                s, c = mod.to_mx(torch.from_numpy(x), torch.float8_e4m3fn, block, getattr(ScaleCalculationMode, mode))
                 out[f"{k}/codes"] = c.view(torch.uint8).numpy()
                 out[f"{k}/scales"] = s.view(torch.uint8).numpy()
         return out

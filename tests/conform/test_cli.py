@@ -9,11 +9,15 @@ from fp8port.conform import read_bundle
 def test_export_check_identify(tmp_path, capsys):
     assert cli.main(["conform", "export", str(tmp_path), "--formats", "e4m3", "--presets", "mxfp8"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "manifest.json").exists()
-    assert cli.main(["conform", "check", str(tmp_path / "expected" / "ml_dtypes.safetensors"),
-                     "--against", "ml_dtypes"]) == 0
+    assert (
+        cli.main(["conform", "check", str(tmp_path / "expected" / "ml_dtypes.safetensors"), "--against", "ml_dtypes"])
+        == 0
+    )
     assert "0 mismatched" in capsys.readouterr().out
-    assert cli.main(["conform", "check", str(tmp_path / "expected" / "ml_dtypes.npz"),
-                     "--against", "torch", "--json"]) == 1
+    assert (
+        cli.main(["conform", "check", str(tmp_path / "expected" / "ml_dtypes.npz"), "--against", "torch", "--json"])
+        == 1
+    )
     rep = json.loads(capsys.readouterr().out)
     assert not rep["ok"] and rep["summary"]["mismatched"] >= 1
     assert cli.main(["conform", "identify", str(tmp_path / "expected" / "mxfp8@rceil.npz")]) == 0

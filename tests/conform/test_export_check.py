@@ -3,8 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fp8port.conform import (NothingToCheckError, Outputs, OutputsNotFoundError, Status, check, export,
-                             read_bundle)
+from fp8port.conform import NothingToCheckError, Outputs, OutputsNotFoundError, Status, check, export, read_bundle
 from fp8port.errors import ShapeError, UnknownNameError
 
 from .conftest import np_save_dir
@@ -26,8 +25,13 @@ def test_manifest_names_every_case_with_params_and_why(kit, inputs):
     by = {c["name"]: c for c in m["cases"]}
     z = by["block/deepseek-v3.1/activation/zero_blocks"]
     assert z["kind"] == "block" and "1e-4" in z["why"] and z["params"]["role"] == "activation"
-    assert {"target": "deepseek-v3.1", "preset": "deepseek-v3.1", "role": "activation", "rule": "ue8m0",
-            "scale_storage": "float32"} in z["expected"]
+    assert {
+        "target": "deepseek-v3.1",
+        "preset": "deepseek-v3.1",
+        "role": "activation",
+        "rule": "ue8m0",
+        "scale_storage": "float32",
+    } in z["expected"]
     t = by["element/float8_e4m3fn/ties"]
     assert {"target": "ml_dtypes@away", "profile": "ml_dtypes", "rounding": "away"} in t["expected"]
     assert all(c["why"] for c in m["cases"])
@@ -41,8 +45,9 @@ def test_inputs_cover_the_edges(inputs):
     assert inputs["block/deepseek-v3.1/activation/partial_blocks"].shape[-1] % 128 != 0
 
 
-@pytest.mark.parametrize("target", ["ml_dtypes", "torch", "ocp-mx@away", "mxfp8", "mxfp8@rceil",
-                                    "deepseek-v3.1", "deepseek-v3.1@log2_ceil"])
+@pytest.mark.parametrize(
+    "target", ["ml_dtypes", "torch", "ocp-mx@away", "mxfp8", "mxfp8@rceil", "deepseek-v3.1", "deepseek-v3.1@log2_ceil"]
+)
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_round_trip_has_zero_mismatches(kit, target, suffix):
     f = kit / "expected" / f"{target}{suffix}"
@@ -75,7 +80,7 @@ def test_mismatch_report_names_coordinate_bytes_and_values(kit):
 def test_zero_block_scale_against_deepseek_shows_both_bytes(kit):
     arrays = dict(read_bundle(kit / "expected" / "deepseek-v3.1.npz"))
     key = "block/deepseek-v3.1/activation/zero_blocks/scales"
-    assert np.all(arrays[key] == np.float32(2.0 ** -22))
+    assert np.all(arrays[key] == np.float32(2.0**-22))
     arrays[key] = np.zeros(arrays[key].shape, np.uint8)  # torchao-style 0x00 bytes
     r = {r.case: r for r in check(Outputs.from_arrays(arrays), "deepseek-v3.1").mismatched}
     m = r["block/deepseek-v3.1/activation/zero_blocks"].first[0]

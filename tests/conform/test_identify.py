@@ -16,16 +16,22 @@ def groups(arrays):
 
 
 def test_ml_dtypes_astype_is_named_ml_dtypes(inputs):
-    out = {f"{k}/codes": x.astype(getattr(ml_dtypes, k.split("/")[1])).view(np.uint8)
-           for k, x in inputs.items() if k.startswith("element/")}
+    out = {
+        f"{k}/codes": x.astype(getattr(ml_dtypes, k.split("/")[1])).view(np.uint8)
+        for k, x in inputs.items()
+        if k.startswith("element/")
+    }
     g = groups(out)
     for f in ELEM:
         assert "ml_dtypes" in g[f].best and not g[f].deviations, g[f].summary
 
 
 def test_torch_to_is_named_torch_and_differs_from_ml_dtypes_on_e4m3_overflow(inputs):
-    out = {f"{k}/codes": torch.from_numpy(x).to(getattr(torch, k.split("/")[1])).view(torch.uint8).numpy()
-           for k, x in inputs.items() if k.startswith("element/float8")}
+    out = {
+        f"{k}/codes": torch.from_numpy(x).to(getattr(torch, k.split("/")[1])).view(torch.uint8).numpy()
+        for k, x in inputs.items()
+        if k.startswith("element/float8")
+    }
     g = groups(out)
     assert g["float8_e4m3fn"].best.startswith("torch") and not g["float8_e4m3fn"].deviations
     assert g["float8_e5m2"].best.startswith("torch")  # NaN is 0x7F, not ml_dtypes' 0x7E (D6)
@@ -97,10 +103,14 @@ def test_torchao_rceil_is_float_log2_and_deviates_at_near_ties(inputs, to_mx):
     dev = {d.scenario: d.explanation for d in g.deviations}
     assert set(dev) == {"inf_blocks", "nan_blocks", "subnormal_blocks", "zero_blocks"}, g.summary
     assert all(dev.values()), g.summary
-    assert dev["inf_blocks"] == "Inf block: scale 0xfe (2^127) instead of NaN, Inf clipped to +-448 (torchao 0.18 RCEIL, D3)"
+    assert (
+        dev["inf_blocks"]
+        == "Inf block: scale 0xfe (2^127) instead of NaN, Inf clipped to +-448 (torchao 0.18 RCEIL, D3)"
+    )
     assert dev["nan_blocks"] == "NaN block: every element +NaN, finite and -NaN ones included (torchao 0.18 RCEIL)"
-    assert dev["subnormal_blocks"] == ("scale 0x00 applied with reciprocal 1.0 (not 2^127): elements flushed to "
-                                       "+-0 (torchao 0.18 RCEIL, D4b)")
+    assert dev["subnormal_blocks"] == (
+        "scale 0x00 applied with reciprocal 1.0 (not 2^127): elements flushed to +-0 (torchao 0.18 RCEIL, D4b)"
+    )
     assert dev["zero_blocks"].startswith("scale rule floor")
 
 
@@ -134,8 +144,12 @@ def test_cases_of_your_own_are_scored_when_their_inputs_come_along():
     for made_by, best in (("msmodelslim-mxfp8", "msmodelslim_mx"), ("mxfp8", "floor")):
         q = quantize(x, made_by)
         key = "block/msmodelslim-mxfp8/weight/mine"
-        arrays = {f"{key}/inputs": x, f"{key}/codes": q.codes, f"{key}/scales": q.scale.view(np.uint8),
-                  "block/msmodelslim-mxfp8/weight/no-inputs/codes": q.codes}
+        arrays = {
+            f"{key}/inputs": x,
+            f"{key}/codes": q.codes,
+            f"{key}/scales": q.scale.view(np.uint8),
+            "block/msmodelslim-mxfp8/weight/no-inputs/codes": q.codes,
+        }
         rep = identify(Outputs.from_arrays(arrays))
         (g,) = rep.groups
         assert g.best.split(" ")[0] == best and not g.deviations, g.summary

@@ -36,8 +36,12 @@ def driver(tmp_path_factory):
     if not cpu.tiers():
         pytest.skip("the C kernels are not built here (the calls to replay come from them)")
     exe = tmp_path_factory.mktemp("aarch64") / "driver"
-    subprocess.run([CC, "-O3", "-std=gnu11", "-ffp-contract=off", "-static", str(DRIVER), "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [CC, "-O3", "-std=gnu11", "-ffp-contract=off", "-static", str(DRIVER), "-o", str(exe)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return exe
 
 
@@ -52,8 +56,13 @@ class Recorder:
 
     def encode(self, bits, enc, lut, out, _real=cpu.encode):
         _real(bits, enc, lut, out)
-        rec = [struct.pack("<IIQ", 1, int(bits.dtype == np.uint16), bits.size), bytes(enc or cpu.Enc()),
-               struct.pack("<I", lut is not None), b"" if lut is None else lut.tobytes(), bits.tobytes()]
+        rec = [
+            struct.pack("<IIQ", 1, int(bits.dtype == np.uint16), bits.size),
+            bytes(enc or cpu.Enc()),
+            struct.pack("<I", lut is not None),
+            b"" if lut is None else lut.tobytes(),
+            bits.tobytes(),
+        ]
         self.stdin.append(b"".join(rec))
         self.expect.append([out.tobytes()])
 
@@ -74,8 +83,17 @@ class Recorder:
         total = d.B * d.M * d.N
         grid = d.B * -(-d.M // d.bm) * -(-d.N // d.bn)
         _real(d, groups)
-        self.stdin.append(b"".join([struct.pack("<I", 3), bytes(d), ctypes.string_at(d.codes, total),
-                                    ctypes.string_at(d.sgrid, grid * 4), ctypes.string_at(d.lut, 1024)]))
+        self.stdin.append(
+            b"".join(
+                [
+                    struct.pack("<I", 3),
+                    bytes(d),
+                    ctypes.string_at(d.codes, total),
+                    ctypes.string_at(d.sgrid, grid * 4),
+                    ctypes.string_at(d.lut, 1024),
+                ]
+            )
+        )
         self.expect.append([ctypes.string_at(d.out, total * (2 if d.bf16 else 4))])
 
 
@@ -102,10 +120,15 @@ def test_aarch64_kernels_match(driver, monkeypatch):
                 fp8port.encode(x, fmt, profile=p)
                 fp8port.encode(x.astype(ml_dtypes.bfloat16), fmt, profile=p)
     # block quantize and dequantize: every kernel path (pow2, lean float32, full; rows and tiles; NVFP4)
-    schemes = [get_preset(n).weight for n in ("deepseek-v3.1", "deepseek-v3", "mxfp8", "mxfp4", "mxfp6_e2m3",
-                                              "mxfp6_e3m2", "mxint8", "nvfp4")]
-    schemes += [get_preset("deepseek-v3.1").activation, get_preset("deepseek-v3").activation.with_(apply="reciprocal"),
-                Scheme.build("float8_e5m2", "rceil", "1x64", storage="e8m0", profile="ocp-mx")]
+    schemes = [
+        get_preset(n).weight
+        for n in ("deepseek-v3.1", "deepseek-v3", "mxfp8", "mxfp4", "mxfp6_e2m3", "mxfp6_e3m2", "mxint8", "nvfp4")
+    ]
+    schemes += [
+        get_preset("deepseek-v3.1").activation,
+        get_preset("deepseek-v3").activation.with_(apply="reciprocal"),
+        Scheme.build("float8_e5m2", "rceil", "1x64", storage="e8m0", profile="ocp-mx"),
+    ]
     x = adversarial(rng, 136, 320)
     for scheme in schemes:
         for arr in (x, x.astype(ml_dtypes.bfloat16)):
@@ -118,12 +141,14 @@ def test_aarch64_kernels_match(driver, monkeypatch):
     out, pos, bad = run.stdout, 0, []
     for i, want in enumerate(rec.expect):
         for w, size in zip(want, _sizes(rec.stdin[i], want)):
-            got = out[pos:pos + size]
+            got = out[pos : pos + size]
             pos += size
             if w is not None and got != w:
                 bad.append(i)
     assert pos == len(out)
-    assert not bad, f"{len(bad)} of {len(rec.expect)} calls differ on aarch64, first ops: {[rec.stdin[i][:4] for i in bad[:5]]}"
+    assert not bad, (
+        f"{len(bad)} of {len(rec.expect)} calls differ on aarch64, first ops: {[rec.stdin[i][:4] for i in bad[:5]]}"
+    )
 
 
 def _sizes(record: bytes, want: list) -> list[int]:
@@ -131,6 +156,6 @@ def _sizes(record: bytes, want: list) -> list[int]:
     op = struct.unpack_from("<I", record)[0]
     if op != 2:
         return [len(w) for w in want]
-    q = cpu.Quant.from_buffer_copy(record[4:4 + ctypes.sizeof(cpu.Quant)])
+    q = cpu.Quant.from_buffer_copy(record[4 : 4 + ctypes.sizeof(cpu.Quant)])
     grid = q.B * -(-q.M // q.bm) * -(-q.N // q.bn)
     return [q.B * q.M * q.N, grid * 4, grid, 8]

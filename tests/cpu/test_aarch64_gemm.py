@@ -44,18 +44,29 @@ def test_aarch64_fused_kernels(driver):  # noqa: F811
             x = torch.randn(m, 200).to(dt)
             g.M, g.x_bf16 = m, int(dt == torch.bfloat16)
             g.y_bf16 = g.x_bf16
-            calls.append(b"".join([struct.pack("<I", 4), bytes(g), *weight, struct.pack("<I", 1),
-                                   bias.numpy().tobytes(), x.view(torch.int16 if g.x_bf16 else torch.int32)
-                                   .numpy().tobytes()]))
+            calls.append(
+                b"".join(
+                    [
+                        struct.pack("<I", 4),
+                        bytes(g),
+                        *weight,
+                        struct.pack("<I", 1),
+                        bias.numpy().tobytes(),
+                        x.view(torch.int16 if g.x_bf16 else torch.int32).numpy().tobytes(),
+                    ]
+                )
+            )
             checks.append((m * 37 * x.element_size(), (x, w, bias), f"{preset} M={m} {dt}"))
     run = subprocess.run(["qemu-aarch64", str(driver)], input=b"".join(calls), capture_output=True, timeout=600)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     out, pos = run.stdout, 0
     for size, want, what in checks:
-        got = out[pos:pos + size]
+        got = out[pos : pos + size]
         pos += size
         if isinstance(want, torch.Tensor):
-            assert got == want.view(torch.int16 if want.dtype == torch.bfloat16 else torch.int32).numpy().tobytes(), what
+            assert got == want.view(torch.int16 if want.dtype == torch.bfloat16 else torch.int32).numpy().tobytes(), (
+                what
+            )
         else:
             x, w, bias = want
             y = torch.frombuffer(bytearray(got), dtype=x.dtype).reshape(x.shape[0], 37)

@@ -6,9 +6,9 @@ from importlib import resources
 
 import pytest
 
-from fp8port.errors import UnknownNameError
 from fp8port.deploy import ChipDataError, Column, Confidence, get_chip, load_chips
 from fp8port.deploy.chips import parse_chips
+from fp8port.errors import UnknownNameError
 
 MARKERS = {c.value for c in Confidence}
 
@@ -45,9 +45,24 @@ def test_every_number_has_source_and_marker():
 
 def test_required_chips_present():
     names = set(load_chips())
-    for required in ("A100", "H100", "H800", "H20", "H200", "B200", "MI300X", "Ascend 910B", "Ascend 910C",
-                     "Ascend 950PR", "Ascend 950DT", "MLU370-X8", "MTT S4000", "MetaX C500", "BR100",
-                     "Kunlun P800"):
+    for required in (
+        "A100",
+        "H100",
+        "H800",
+        "H20",
+        "H200",
+        "B200",
+        "MI300X",
+        "Ascend 910B",
+        "Ascend 910C",
+        "Ascend 950PR",
+        "Ascend 950DT",
+        "MLU370-X8",
+        "MTT S4000",
+        "MetaX C500",
+        "BR100",
+        "Kunlun P800",
+    ):
         assert required in names
 
 
@@ -70,14 +85,17 @@ def test_aliases_and_unknown():
     assert "H800" in exc.value.valid and "tpu-v9" in str(exc.value)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["memory"].pop("source"), "source"),
-    (lambda c: c["memory"].update(confidence="maybe"), "confidence"),
-    (lambda c: c["memory"].update(unit="GiB"), "unit"),
-    (lambda c: c["throughput"]["fp8"].update(value=None, reason=""), "reason"),
-    (lambda c: c["throughput"].pop("hif8"), "hif8"),
-    (lambda c: c["native"].update(paths=["fp9"]), "fp9"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["memory"].pop("source"), "source"),
+        (lambda c: c["memory"].update(confidence="maybe"), "confidence"),
+        (lambda c: c["memory"].update(unit="GiB"), "unit"),
+        (lambda c: c["throughput"]["fp8"].update(value=None, reason=""), "reason"),
+        (lambda c: c["throughput"].pop("hif8"), "hif8"),
+        (lambda c: c["native"].update(paths=["fp9"]), "fp9"),
+    ],
+)
 def test_bad_data_rejected(edit, message):
     doc = copy.deepcopy(_raw())
     edit(doc["chips"][1])
@@ -92,6 +110,7 @@ def test_ascend_chips_list_the_ascendv1_types_they_run():
     assert ascend_types(get_chip("950pr"))[:3] == ("W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4")  # A5: MX
     assert ascend_types(get_chip("h800")) == ()
     from fp8port.checkpoint.layouts.ascend import AscendType
+
     for chip in ("910b", "910c", "950pr", "950dt"):
         for t in ascend_types(get_chip(chip)):
             AscendType.writable(t)  # every type listed is one `convert --layout ascend` writes

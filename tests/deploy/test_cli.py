@@ -20,7 +20,7 @@ def run(capsys):
 def test_targets_text(run):
     rc, out, _ = run("targets")
     assert rc == 0
-    line = next(l for l in out.splitlines() if l.startswith("H800"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("H800"))
     assert "1,979 [DS]" in line and "400 [PR]" in line
     assert "Ascend 910C (x2)" in out and "[UNVERIFIED]" in out and "[EST]" in out
 
@@ -34,19 +34,21 @@ def test_targets_json(run):
 
 
 def test_plan_text(run):
-    rc, out, _ = run("plan", "deepseek-v3", "--chip", "h800", "--preset", "bf16", "--preset", "mxfp4",
-                     "--compare", "910c", "950pr")
+    rc, out, _ = run(
+        "plan", "deepseek-v3", "--chip", "h800", "--preset", "bf16", "--preset", "mxfp4", "--compare", "910c", "950pr"
+    )
     assert rc == 0
     assert "671,026,419,200 params" in out
     assert "comparison, preset mxfp4" in out
-    rows = [l for l in out.splitlines() if l.startswith("Ascend 950PR") and "fp4" in l]
+    rows = [ln for ln in out.splitlines() if ln.startswith("Ascend 950PR") and "fp4" in ln]
     assert rows and "native (fp4)" in rows[0]
     assert "emulated (bf16)" in out and "(memory)" in out
 
 
 def test_plan_json_exact_bytes(run, tmp_path):
-    rc, out, _ = run("plan", "tiny-dense", "--chip", "H100", "--preset", "deepseek-v3", "--context", "100",
-                     "--batch", "3", "--json")
+    rc, out, _ = run(
+        "plan", "tiny-dense", "--chip", "H100", "--preset", "deepseek-v3", "--context", "100", "--batch", "3", "--json"
+    )
     r = json.loads(out)
     assert rc == 0
     e = r["results"][0]

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from fp8port.errors import UnknownNameError
 from fp8port.deploy import kv_bytes_per_token, kv_cache_bytes, load_model, min_chips, weight_bytes
 from fp8port.deploy.memory import parse_encoding, quantized_tensor_bytes
+from fp8port.errors import UnknownNameError
 from fp8port.quant import get_preset
 
 # tiny-dense: hidden 256, intermediate 688, 2 layers, 8 heads / 2 KV heads of 32, vocab 1000, untied.

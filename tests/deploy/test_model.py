@@ -25,8 +25,15 @@ def test_deepseek_v3_tensor_names():
 
 
 def test_folder_and_file(tmp_path):
-    cfg = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4,
-           "vocab_size": 10, "tie_word_embeddings": True, "attention_bias": True}
+    cfg = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "vocab_size": 10,
+        "tie_word_embeddings": True,
+        "attention_bias": True,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     m = load_model(tmp_path)
     assert m.name == tmp_path.name and load_model(tmp_path / "config.json").params() == m.params()

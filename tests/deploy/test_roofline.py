@@ -67,20 +67,23 @@ def test_moe_decode_reads_only_hit_experts():
     assert w.flops == 2 * ds.activated_params() + attention_flops_per_token(ds, 1, Phase.DECODE)
 
 
-@pytest.mark.parametrize("chip,preset,execution,path", [
-    ("H800", "deepseek-v3.1", Execution.NATIVE, MatmulPath.FP8_BLOCK),
-    ("H800", "mxfp8", Execution.NATIVE, MatmulPath.FP8_BLOCK),  # E8M0 scales widened in software
-    ("H800", "mxfp4", Execution.EMULATED, MatmulPath.BF16),
-    ("B200", "mxfp8", Execution.NATIVE, MatmulPath.MXFP8),
-    ("B200", "nvfp4", Execution.NATIVE, MatmulPath.NVFP4),
-    ("Ascend 910C", "deepseek-v3.1", Execution.EMULATED, MatmulPath.BF16),
-    ("Ascend 950PR", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
-    ("Ascend 950PR", "hif8", Execution.NATIVE, MatmulPath.HIF8),
-    ("Ascend 950PR", "nvfp4", Execution.EMULATED, MatmulPath.BF16),
-    ("A100", "deepseek-v3", Execution.EMULATED, MatmulPath.BF16),
-    ("MI355X", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
-    ("B200", "mxint8", Execution.EMULATED, MatmulPath.BF16),
-])
+@pytest.mark.parametrize(
+    "chip,preset,execution,path",
+    [
+        ("H800", "deepseek-v3.1", Execution.NATIVE, MatmulPath.FP8_BLOCK),
+        ("H800", "mxfp8", Execution.NATIVE, MatmulPath.FP8_BLOCK),  # E8M0 scales widened in software
+        ("H800", "mxfp4", Execution.EMULATED, MatmulPath.BF16),
+        ("B200", "mxfp8", Execution.NATIVE, MatmulPath.MXFP8),
+        ("B200", "nvfp4", Execution.NATIVE, MatmulPath.NVFP4),
+        ("Ascend 910C", "deepseek-v3.1", Execution.EMULATED, MatmulPath.BF16),
+        ("Ascend 950PR", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
+        ("Ascend 950PR", "hif8", Execution.NATIVE, MatmulPath.HIF8),
+        ("Ascend 950PR", "nvfp4", Execution.EMULATED, MatmulPath.BF16),
+        ("A100", "deepseek-v3", Execution.EMULATED, MatmulPath.BF16),
+        ("MI355X", "mxfp4", Execution.NATIVE, MatmulPath.MXFP4),
+        ("B200", "mxint8", Execution.EMULATED, MatmulPath.BF16),
+    ],
+)
 def test_native_or_emulated(chip, preset, execution, path):
     c = choose(get_chip(chip), parse_encoding(preset))
     assert (c.execution, c.path) == (execution, path)
@@ -88,6 +91,7 @@ def test_native_or_emulated(chip, preset, execution, path):
 
 def test_emulated_runs_at_bf16_rate_with_small_bytes():
     from fp8port.deploy import plan
+
     r = plan("deepseek-v3", "h800", presets=["bf16", "mxfp4"], context=1024, batch=1)
     bf16, fp4 = r["results"]
     assert fp4["execution"] == "emulated" and fp4["peak"]["value"] == bf16["peak"]["value"] == 989.5

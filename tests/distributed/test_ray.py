@@ -164,8 +164,19 @@ def test_transient_errors_are_retried_data_errors_are_not(source, tmp_path):
 
 def test_cli_starts_and_stops_its_own_cluster(source, local, tmp_path):
     dst = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fp8port", "convert", str(source), str(dst), "--preset", "deepseek-v3.1",
-           "--shard-size", "600000", "--ray"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fp8port",
+        "convert",
+        str(source),
+        str(dst),
+        "--preset",
+        "deepseek-v3.1",
+        "--shard-size",
+        "600000",
+        "--ray",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^ray: local cluster, \d+ CPU\(s\) on 1 node\(s\)", proc.stderr, re.M), proc.stderr

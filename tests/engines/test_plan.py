@@ -20,12 +20,16 @@ def plan(engine, shape, scheme=V3, ctx=FP8, name="model.layers.0.mlp.down_proj.w
 
 
 @pytest.mark.parametrize("engine", ["vllm-sm100", "sglang-sm100"])
-@pytest.mark.parametrize("shape, action", [
-    ((576, 1536), Action.REQUANTIZE),  # SmolLM2 down_proj: N % 64 and K % 128 hold
-    ((576, 576), Action.KEEP),  # K = 576 is not a multiple of 128: CUTLASS / Triton, stored scales
-    ((1536, 576), Action.KEEP),
-    ((96, 1536), Action.KEEP),  # N % 64
-    ((7168, 18432), Action.REQUANTIZE)])
+@pytest.mark.parametrize(
+    "shape, action",
+    [
+        ((576, 1536), Action.REQUANTIZE),  # SmolLM2 down_proj: N % 64 and K % 128 hold
+        ((576, 576), Action.KEEP),  # K = 576 is not a multiple of 128: CUTLASS / Triton, stored scales
+        ((1536, 576), Action.KEEP),
+        ((96, 1536), Action.KEEP),  # N % 64
+        ((7168, 18432), Action.REQUANTIZE),
+    ],
+)
 def test_deepgemm_requantizes_only_the_layers_it_runs(engine, shape, action):
     assert plan(engine, shape).action is action
 
@@ -70,8 +74,12 @@ def test_transformers_and_gguf():
 
 def test_context_from_config():
     assert Context.from_config(None) == Context()
-    cfg = {"torch_dtype": "float16", "model_type": "x", "text_config": {"model_type": "qwen3_5_text"},
-           "quantization_config": {"quant_method": "fp8"}}
+    cfg = {
+        "torch_dtype": "float16",
+        "model_type": "x",
+        "text_config": {"model_type": "qwen3_5_text"},
+        "quantization_config": {"quant_method": "fp8"},
+    }
     assert Context.from_config(cfg) == Context(Dense.FLOAT16, "qwen3_5_text", "fp8")
     assert Context.from_config({"dtype": "weird"}).dtype is Dense.BFLOAT16
 
@@ -80,9 +88,15 @@ def test_names_and_verdicts():
     assert [e.name for e in engines.parse_list("vllm_sm100, gguf-q8_0,vllm-sm100")] == ["vllm-sm100", "gguf-q8_0"]
     with pytest.raises(UnknownNameError, match="valid: gguf-q8_0"):
         engines.parse_list("vllm-h100")
-    ws = [SimpleNamespace(name=f"{n}.weight", shape=s, scheme=V3)
-          for n, s in [("a.q_proj", (576, 576)), ("a.down_proj", (576, 1536))]]
+    ws = [
+        SimpleNamespace(name=f"{n}.weight", shape=s, scheme=V3)
+        for n, s in [("a.q_proj", (576, 576)), ("a.down_proj", (576, 1536))]
+    ]
     v = engines.verdicts(ws, FP8)
-    assert v["vllm-sm100"] == {**v["vllm-sm100"], "loads": True, "transforms": True,
-                               "counts": {"keep": 1, "requantize": 1}}
+    assert v["vllm-sm100"] == {
+        **v["vllm-sm100"],
+        "loads": True,
+        "transforms": True,
+        "counts": {"keep": 1, "requantize": 1},
+    }
     assert not v["transformers-cpu"]["loads"] and v["transformers-cpu"]["first_failure"].startswith("a.q_proj.weight")

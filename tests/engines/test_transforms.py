@@ -51,28 +51,40 @@ def adversarial(shape, seed) -> QuantizedTensor:
             continue
         scale[r, c] = cases[case](int(k[r, c]))
         codes[blk][0, 0] = 0x7E  # the block maximum is 448 x scale
-    return QuantizedTensor(codes=codes, scale=scale, scale_fp32=scale, shape=tuple(shape), scheme=V3,
-                           role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY)
+    return QuantizedTensor(
+        codes=codes,
+        scale=scale,
+        scale_fp32=scale,
+        shape=tuple(shape),
+        scheme=V3,
+        role=Role.WEIGHT,
+        src_dtype="float32",
+        framework=Framework.NUMPY,
+    )
 
 
 def torch_pair(q):
-    return (torch.from_numpy(np.asarray(q.codes).copy()).view(torch.float8_e4m3fn),
-            torch.from_numpy(np.asarray(q.scale_fp32).copy()))
+    return (
+        torch.from_numpy(np.asarray(q.codes).copy()).view(torch.float8_e4m3fn),
+        torch.from_numpy(np.asarray(q.scale_fp32).copy()),
+    )
 
 
 def requant_step(engine, q):
     """The REQUANTIZE step the engine plans for an aligned weight of q's scheme (ragged shapes too get it
     here: the transform itself pads them; vLLM's MoE path calls it on any shape)."""
-    step = engine.plan(SimpleNamespace(name="model.layers.0.mlp.down_proj.weight", shape=(128, 128),
-                                       scheme=q.scheme), CTX)
+    step = engine.plan(
+        SimpleNamespace(name="model.layers.0.mlp.down_proj.weight", shape=(128, 128), scheme=q.scheme), CTX
+    )
     assert step.action is Action.REQUANTIZE
     return step
 
 
 def assert_same_q(held, codes: torch.Tensor, scale_fp32: torch.Tensor):
     assert np.array_equal(np.asarray(held.q.codes), codes.view(torch.uint8).numpy())
-    assert np.array_equal(np.asarray(held.q.scale_fp32, np.float32).view(np.uint32),
-                          scale_fp32.float().numpy().view(np.uint32))
+    assert np.array_equal(
+        np.asarray(held.q.scale_fp32, np.float32).view(np.uint32), scale_fp32.float().numpy().view(np.uint32)
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -128,8 +140,10 @@ def test_vllm_ascend_a2_equals_resolve_block_scales(shape):
     assert np.array_equal(held.values.view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("shape, outcome", [((256, 384), "exact"), ((64, 384), "exact"), ((192, 256), "wrong"),
-                                            ((576, 576), "fails"), ((130, 129), "fails")])
+@pytest.mark.parametrize(
+    "shape, outcome",
+    [((256, 384), "exact"), ((64, 384), "exact"), ((192, 256), "wrong"), ((576, 576), "fails"), ((130, 129), "fails")],
+)
 def test_transformers_cpu_equals_fp8_dequantize(shape, outcome):
     """Against transformers' own Fp8Dequantize (the installed version), right blocks, inferred wrong
     blocks, and the shapes it refuses."""
@@ -170,7 +184,8 @@ def test_q8_0_equals_gguf_quants():
     held = e.apply(e.plan(SimpleNamespace(name="x.weight", shape=(64, 256), scheme=q.scheme), CTX), q, CTX)
     src = np.asarray(q.codes).astype(np.intp)
     fp32 = (V3.element.values[src] * np.repeat(np.repeat(q.scale_fp32, 128, 0), 128, 1)[:64, :256]).astype(np.float32)
-    back = gguf.quants.dequantize(gguf.quants.quantize(fp32, gguf.GGMLQuantizationType.Q8_0),
-                                  gguf.GGMLQuantizationType.Q8_0)
+    back = gguf.quants.dequantize(
+        gguf.quants.quantize(fp32, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+    )
     assert np.array_equal(held.values, back)
     assert np.array_equal(want[:1], np.zeros((1, 256), np.float32))

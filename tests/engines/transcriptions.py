@@ -23,6 +23,7 @@ def expand_scales(scale: torch.Tensor, shape, block) -> torch.Tensor:
 
 # ---- vLLM 0.32.0 --------------------------------------------------------------------------------
 
+
 def vllm_ceil_to_ue8m0(x: torch.Tensor) -> torch.Tensor:
     """vllm/utils/deep_gemm.py `_ceil_to_ue8m0`: a float log2, ceil, then pow."""
     return torch.pow(2.0, torch.ceil(torch.log2(x.abs())))
@@ -58,6 +59,7 @@ def vllm_requant_weight_ue8m0_inplace(weight: torch.Tensor, scale: torch.Tensor,
 
 # ---- SGLang 0.5.23 ------------------------------------------------------------------------------
 
+
 def sglang_block_quant_dequant(w: torch.Tensor, s: torch.Tensor, block, dtype) -> torch.Tensor:
     """srt/layers/quantization/fp8_utils.py `block_quant_dequant`: w.float() * expanded scales, to dtype."""
     return (w.to(torch.float32) * expand_scales(s, w.shape, block)).to(dtype)
@@ -91,6 +93,7 @@ def sglang_requant_weight_ue8m0(weight: torch.Tensor, scale: torch.Tensor):
 
 
 # ---- vLLM-Ascend (commit 68d8ef07) and CANN -----------------------------------------------------
+
 
 def ascend_resolve_block_scales(weight: torch.Tensor, scale_inv: torch.Tensor, bn: int, bk: int, dtype):
     """vllm_ascend/quantization/methods/w8a8/fp8_block.py `resolve_block_scales` (its row chunks do not

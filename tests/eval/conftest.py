@@ -7,8 +7,34 @@ from pathlib import Path
 
 import pytest
 
-WORDS = ("the", "of", "to", "and", "a", "in", "or", "is", "that", "any", "this", "for", "by", "you", "be", "with",
-         "software", "license", "program", "work", "not", "may", "as", "on", "are", "copyright")
+WORDS = (
+    "the",
+    "of",
+    "to",
+    "and",
+    "a",
+    "in",
+    "or",
+    "is",
+    "that",
+    "any",
+    "this",
+    "for",
+    "by",
+    "you",
+    "be",
+    "with",
+    "software",
+    "license",
+    "program",
+    "work",
+    "not",
+    "may",
+    "as",
+    "on",
+    "are",
+    "copyright",
+)
 
 
 def tiny_lm(folder: Path, seed: int = 0, hidden: int = 128) -> Path:
@@ -17,10 +43,18 @@ def tiny_lm(folder: Path, seed: int = 0, hidden: int = 128) -> Path:
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=320, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=len(WORDS) + 2,
-                                   max_position_embeddings=128, eos_token_id=1, bos_token_id=1,
-                                   tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=320,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(WORDS) + 2,
+        max_position_embeddings=128,
+        eos_token_id=1,
+        bos_token_id=1,
+        tie_word_embeddings=False,
+    )
     model = transformers.LlamaForCausalLM(cfg)
     with torch.no_grad():  # spread magnitudes over rows so blocks differ
         for p in model.parameters():

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from tests.peers.oracles import smollm2_layers
 from fp8port.checkpoint import Options, layouts, run
 from fp8port.checkpoint.folder import Checkpoint
 from fp8port.cli.main import main
 from fp8port.errors import ConversionError
+from tests.peers.oracles import smollm2_layers
 
 from ..checkpoint.conftest import gpt_oss_folder
 from .conftest import ALL_ENGINES, EVAL, save_tokenizer, tiny_lm
@@ -32,16 +32,25 @@ def _row(report, name):
 
 def test_the_report(tiny_report):
     d, out = tiny_report
-    assert [r["preset"] for r in d["rows"]] == ["as stored", "vllm-sm100", "sglang-sm100", "vllm-ascend-950",
-                                                "vllm-ascend-a2", "gguf-q8_0"]
+    assert [r["preset"] for r in d["rows"]] == [
+        "as stored",
+        "vllm-sm100",
+        "sglang-sm100",
+        "vllm-ascend-950",
+        "vllm-ascend-a2",
+        "gguf-q8_0",
+    ]
     assert len(d["layers"]) == 14 and d["reference"]["label"] == "unquantized (BF16)"
     sec = {s["engine"]: s for s in d["checkpoint"]["engines"]}
     assert sec["vllm-sm100"]["counts"] == {"keep": 2, "requantize": 12, "dequantize": 0, "fail": 0}  # down_proj K=192
     assert sec["vllm-ascend-950"]["counts"]["requantize"] == 14
     tf = sec["transformers-cpu"]
     assert tf["status"] == "no figures" and tf["counts"] == {"keep": 0, "requantize": 0, "dequantize": 8, "fail": 6}
-    assert re.match(r"model\.layers\.0\.mlp\.\w+_proj\.weight: Weight shape \((320, 128|128, 320)\) not divisible by "
-                    r"scale grid", tf["message"])
+    assert re.match(
+        r"model\.layers\.0\.mlp\.\w+_proj\.weight: Weight shape \((320, 128|128, 320)\) not divisible by "
+        r"scale grid",
+        tf["message"],
+    )
     stored, a2 = _row(d, "as stored"), _row(d, "vllm-ascend-a2")
     assert 0 < stored["kl"] and stored["weight_sqnr_db"] > 25
     assert stored["weight_sqnr_db"] - 0.5 < a2["weight_sqnr_db"] < stored["weight_sqnr_db"]  # bf16 rounding
@@ -78,18 +87,37 @@ def test_engine_figures_equal_the_transform_applied_by_hand(tiny, tiny_report, t
 
 def test_same_numbers_again(tiny, tiny_report, tmp_path, capsys):
     dense, v3 = tiny
-    args = ["eval", str(v3), "--reference", str(dense), "--as", ALL_ENGINES, "--max-tokens", "48", "--seq-len", "16",
-            "--sensitivity-layers", "2", "--json"]
+    args = [
+        "eval",
+        str(v3),
+        "--reference",
+        str(dense),
+        "--as",
+        ALL_ENGINES,
+        "--max-tokens",
+        "48",
+        "--seq-len",
+        "16",
+        "--sensitivity-layers",
+        "2",
+        "--json",
+    ]
     assert main(args) == 0
     assert json.dumps(json.loads(capsys.readouterr().out), sort_keys=True) == json.dumps(tiny_report[0], sort_keys=True)
 
 
 def _build(layout, dense, dst):
     """A checkpoint of a tiny model in `layout` (every layout the registry reads needs an entry)."""
-    kw = {"deepseek": dict(preset="deepseek-v3.1"), "compressed-tensors": dict(preset="deepseek-v3"),
-          "fp8port": dict(preset="mxfp4"), "ascend": dict(preset="W8A8_MXFP8"), "deepseek-v4": {},
-          "gpt-oss": dict(preset="mxfp4"), "modelopt": dict(preset="nvfp4"),
-          "gguf": dict(preset=None, type="q8_0")}
+    kw = {
+        "deepseek": dict(preset="deepseek-v3.1"),
+        "compressed-tensors": dict(preset="deepseek-v3"),
+        "fp8port": dict(preset="mxfp4"),
+        "ascend": dict(preset="W8A8_MXFP8"),
+        "deepseek-v4": {},
+        "gpt-oss": dict(preset="mxfp4"),
+        "modelopt": dict(preset="nvfp4"),
+        "gguf": dict(preset=None, type="q8_0"),
+    }
     if layout == "dense":
         return dense
     if layout not in kw:
@@ -98,8 +126,7 @@ def _build(layout, dense, dst):
         dense, dst = smollm2_layers(2), dst.with_suffix(".gguf")
     if layout == "gpt-oss":  # it holds MoE experts only
         dense = save_tokenizer(gpt_oss_folder(dst.with_name("gpt-oss-bf16")))
-    run(dense, dst, Options(mode="convert", layout=layout, **{"preset": "deepseek-v3.1", **kw[layout]}),
-        progress=None)
+    run(dense, dst, Options(mode="convert", layout=layout, **{"preset": "deepseek-v3.1", **kw[layout]}), progress=None)
     return dst
 
 
@@ -123,14 +150,17 @@ def test_every_readable_layout_evaluates_or_gives_one_line(layout, tiny, tmp_pat
             assert all(s["status"] == "no figures" for s in sections)
 
 
-@pytest.mark.parametrize("args, message", [
-    (lambda d, q: [q, "--reference", q], "is a deepseek checkpoint where a dense model is needed"),
-    (lambda d, q: [q + "-missing", "--as", "vllm-sm100"], "-missing"),
-    (lambda d, q: [d, "--as", "vllm-sm100"], "--as evaluates how engines load a quantized checkpoint"),
-    (lambda d, q: [q, "--as", "vllm-h100"], "unknown engine 'vllm-h100'; valid: gguf-q8_0"),
-    (lambda d, q: [q, "--presets", "mxfp8"], "--presets applies to a dense model"),
-    (lambda d, q: [q, "--reference", d + "-other"], "does not match"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (lambda d, q: [q, "--reference", q], "is a deepseek checkpoint where a dense model is needed"),
+        (lambda d, q: [q + "-missing", "--as", "vllm-sm100"], "-missing"),
+        (lambda d, q: [d, "--as", "vllm-sm100"], "--as evaluates how engines load a quantized checkpoint"),
+        (lambda d, q: [q, "--as", "vllm-h100"], "unknown engine 'vllm-h100'; valid: gguf-q8_0"),
+        (lambda d, q: [q, "--presets", "mxfp8"], "--presets applies to a dense model"),
+        (lambda d, q: [q, "--reference", d + "-other"], "does not match"),
+    ],
+)
 def test_user_errors_are_one_line(tiny, tmp_path_factory, args, message, capsys):
     dense, v3 = tiny
     other = dense.parent / "bf16-other"
@@ -146,8 +176,11 @@ def test_inspect_says_what_each_engine_does(tiny, capsys):
     out = capsys.readouterr().out
     assert "vllm-sm100: transforms the weights when loading (2 keep, 12 requantize)" in out
     assert "vllm-ascend-a2: transforms the weights when loading (14 dequantize)" in out
-    assert re.search(r"transformers-cpu: model\.layers\.0\.mlp\.\w+_proj\.weight: Weight shape \(\d+, \d+\) not "
-                     r"divisible by scale grid", out)
+    assert re.search(
+        r"transformers-cpu: model\.layers\.0\.mlp\.\w+_proj\.weight: Weight shape \(\d+, \d+\) not "
+        r"divisible by scale grid",
+        out,
+    )
     assert main(["inspect", str(tiny[1]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert not info["engines"]["transformers-cpu"]["loads"] and info["engines"]["vllm-sm100"]["transforms"]

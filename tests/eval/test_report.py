@@ -20,8 +20,9 @@ from fp8port.eval.report import COLUMNS, ENGINE_COLUMNS, SENS_COLUMNS, format_ce
 pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SETTINGS = dict(presets=("deepseek-v3.1", "mxfp4"), modes=("weight-only", "w8a8"), max_tokens=64, seq_len=64,
-                sensitivity_layers=1)
+SETTINGS = dict(
+    presets=("deepseek-v3.1", "mxfp4"), modes=("weight-only", "w8a8"), max_tokens=64, seq_len=64, sensitivity_layers=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,11 @@ def evaluated(model_path, tmp_path_factory):
 def test_report_content(evaluated):
     d, out = evaluated
     assert [(r["preset"], r["mode"]) for r in d["rows"]] == [
-        ("deepseek-v3.1", "weight-only"), ("deepseek-v3.1", "w8a8"), ("mxfp4", "weight-only"), ("mxfp4", "w8a8")]
+        ("deepseek-v3.1", "weight-only"),
+        ("deepseek-v3.1", "w8a8"),
+        ("mxfp4", "weight-only"),
+        ("mxfp4", "w8a8"),
+    ]
     assert len(d["layers"]) == 210 and d["texts"]["tokens"] == 64
     wo = {r["preset"]: r for r in d["rows"] if r["mode"] == "weight-only"}
     assert 0 < wo["deepseek-v3.1"]["kl"] < wo["mxfp4"]["kl"]
@@ -60,9 +65,23 @@ def test_same_numbers_again_through_the_cli(evaluated, model_path, tmp_path, cap
     d, _ = evaluated
     parser = argparse.ArgumentParser()
     verb.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["eval", str(model_path), "--presets", "deepseek-v3.1,mxfp4", "--max-tokens", "64",
-                              "--seq-len", "64", "--sensitivity-layers", "1", "--json",
-                              "--report", str(tmp_path)])
+    args = parser.parse_args(
+        [
+            "eval",
+            str(model_path),
+            "--presets",
+            "deepseek-v3.1,mxfp4",
+            "--max-tokens",
+            "64",
+            "--seq-len",
+            "64",
+            "--sensitivity-layers",
+            "1",
+            "--json",
+            "--report",
+            str(tmp_path),
+        ]
+    )
     assert args.run(args) == 0
     again = json.loads(capsys.readouterr().out)
     assert json.dumps(again, sort_keys=True) == json.dumps(d, sort_keys=True)
@@ -118,8 +137,8 @@ def _png_pixels(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, width = 8, b"", None
     while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
+        n, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
             assert depth == 8 and ctype in (2, 6) and interlace == 0
@@ -130,7 +149,7 @@ def _png_pixels(path):
     raw, stride = zlib.decompress(idat), width * bpp
     prev, colours = bytearray(stride), Counter()
     for y in range(height):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b, c = prev[i], prev[i - bpp] if i >= bpp else 0
@@ -155,9 +174,20 @@ def _chromium(page, tmp_path, *args) -> subprocess.CompletedProcess:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but `chromium` is not installed (.ci/run installs it with apt-get)")
         pytest.skip("headless Chromium not installed (apt-get install -y chromium); CI=true makes this a failure")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", *args, page.resolve().as_uri()]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *args,
+        page.resolve().as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, timeout=120, check=True, text=True)
 
 
@@ -171,7 +201,7 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     assert len(colours) > 200  # text antialiasing, lines, heat maps: far from a blank page
 
     def rgb(h):
-        return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
+        return tuple(int(h[i : i + 2], 16) for i in (1, 3, 5))
 
     # both series' legend swatches (solid rects in palette colours) and the heat maps' grey cells
     assert {rgb(plots.colour(0)), rgb(plots.colour(1)), rgb(plots.EMPTY)} <= colours.keys()
@@ -180,7 +210,7 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
 
 
 def _rgb(h):
-    return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(int(h[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def test_engine_sections_render_in_headless_chromium(tiny_report, tmp_path):
@@ -190,7 +220,7 @@ def test_engine_sections_render_in_headless_chromium(tiny_report, tmp_path):
     dom = _chromium(out / "index.html", tmp_path, "--dump-dom").stdout
     sections = d["checkpoint"]["engines"]
     for sec in sections:
-        assert f"id=\"engine-{sec['engine']}\"" in dom
+        assert f'id="engine-{sec["engine"]}"' in dom
         if sec["status"] == "evaluated":
             for key, (_, fmt) in ENGINE_COLUMNS.items():
                 assert f">{format_cell(fmt, sec[key])}</td>" in dom

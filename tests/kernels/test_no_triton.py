@@ -31,8 +31,13 @@ except Fp8portError as e:
 
 
 def test_kernels_import_without_triton():
-    proc = subprocess.run([sys.executable, "-c", NO_TRITON], capture_output=True, text=True, timeout=120,
-                          env={"TRITON_INTERPRET": "1", "PATH": ""})
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TRITON],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"TRITON_INTERPRET": "1", "PATH": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "LOAD the Triton kernels need Triton: pip install triton==3.9.0" in proc.stdout
     assert "QUANT TritonUnavailableError" in proc.stdout and "pip install triton" in proc.stdout
@@ -41,7 +46,6 @@ def test_kernels_import_without_triton():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
 def test_gpu_benchmark_fails_fast_without_cuda():
     env = {"PATH": "", "TRITON_INTERPRET": "0"}
-    proc = subprocess.run([sys.executable, str(BENCH), "--json"], capture_output=True, text=True, timeout=120,
-                          env=env)
+    proc = subprocess.run([sys.executable, str(BENCH), "--json"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert "no CUDA device visible" in proc.stderr and proc.stdout == ""

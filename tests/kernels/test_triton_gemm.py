@@ -38,8 +38,15 @@ def _operands(m, n, k, seed=0, lead=()):
 
 def _on_device(q):
     return QuantizedTensor(
-        codes=q.codes.to(DEVICE), scale=q.scale.to(DEVICE), scale_fp32=q.scale_fp32.to(DEVICE), shape=q.shape,
-        scheme=q.scheme, role=q.role, src_dtype=q.src_dtype, framework=q.framework)
+        codes=q.codes.to(DEVICE),
+        scale=q.scale.to(DEVICE),
+        scale_fp32=q.scale_fp32.to(DEVICE),
+        shape=q.shape,
+        scheme=q.scheme,
+        role=q.role,
+        src_dtype=q.src_dtype,
+        framework=q.framework,
+    )
 
 
 @pytest.mark.parametrize("fp8_dot", [True, False])
@@ -62,7 +69,7 @@ def test_gemm_bf16_out_and_leading_dims():
     assert out.shape == (2, 40, 96) and out.dtype == torch.bfloat16
     ref32 = torch.from_numpy(reference_scaled_matmul(a, b))
     # one rounding to bf16 at the end: within half a bf16 ulp of the float32 result
-    np.testing.assert_allclose(out.float().cpu().numpy(), ref32.numpy(), rtol=2 ** -8, atol=1e-6)
+    np.testing.assert_allclose(out.float().cpu().numpy(), ref32.numpy(), rtol=2**-8, atol=1e-6)
     assert calc_diff(out.float().cpu().numpy(), x @ w.T) < 1e-3
 
 

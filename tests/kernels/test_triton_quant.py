@@ -29,15 +29,36 @@ def _data(shape, seed=0):
     x = (rng.standard_normal(shape) * np.exp2(rng.integers(-12, 12, shape))).astype(np.float32)
     flat = x.reshape(-1)
     n = flat.size
-    special = np.array([448, -448, 1.0625, 272, 1.9375, 7.75, -31, 3.875, 0.0166015625, 0.0029296875,
-                        0.000986328125, 2.0 ** -10, -(2.0 ** -11), 1e-30, -0.0, 0.0, 465, 449.0], np.float32)
+    special = np.array(
+        [
+            448,
+            -448,
+            1.0625,
+            272,
+            1.9375,
+            7.75,
+            -31,
+            3.875,
+            0.0166015625,
+            0.0029296875,
+            0.000986328125,
+            2.0**-10,
+            -(2.0**-11),
+            1e-30,
+            -0.0,
+            0.0,
+            465,
+            449.0,
+        ],
+        np.float32,
+    )
     idx = rng.choice(n, size=min(n, 400), replace=False)
     flat[idx] = rng.choice(special, size=idx.size) * np.exp2(rng.integers(-3, 4, idx.size)).astype(np.float32)
     if x.ndim >= 2 and x.shape[-2] > 3:
         x[..., 2, :] = 0.0  # whole zero rows: zero 1xB blocks (the amax clamp / lowest exponent)
-        x[..., 3, :] *= np.float32(2.0 ** -120)  # tiny blocks: FLOOR scales near 2^-127
+        x[..., 3, :] *= np.float32(2.0**-120)  # tiny blocks: FLOOR scales near 2^-127
     if x.ndim >= 2 and x.shape[-2] > 4:
-        x[..., 4, :] *= np.float32(2.0 ** -140)  # float32 subnormals: a 2^-127 scale, y = x * 2^127
+        x[..., 4, :] *= np.float32(2.0**-140)  # float32 subnormals: a 2^-127 scale, y = x * 2^127
     return x
 
 
@@ -65,8 +86,10 @@ def _check(x, preset, role, nonfinite="error"):
     assert q.codes.dtype == torch.uint8 and q.codes.shape == x.shape and q.grid == ref.grid
     assert np.array_equal(q.codes.cpu().numpy(), ref.codes), "codes differ"
     assert np.array_equal(_bits(q.scale_fp32), ref.scale_fp32.view(np.uint32)), "scales differ"
-    assert np.array_equal(_bits(q.scale), np.asarray(ref.scale).view(
-        np.uint8 if ref.scale.dtype.itemsize == 1 else np.uint32).astype(np.uint32)), "stored scales differ"
+    assert np.array_equal(
+        _bits(q.scale),
+        np.asarray(ref.scale).view(np.uint8 if ref.scale.dtype.itemsize == 1 else np.uint32).astype(np.uint32),
+    ), "stored scales differ"
     return q, ref
 
 
@@ -123,7 +146,7 @@ def test_every_e4m3_value_and_midpoint_encodes_like_the_reference():
     rows = -(-pool.size // 127)
     x = np.zeros((rows, 128), np.float32)
     x[:, 0] = float(vals.max)
-    x[:, 1:].reshape(-1)[:pool.size] = pool
+    x[:, 1:].reshape(-1)[: pool.size] = pool
     _check(x, "deepseek-v3.1", "activation")
     _check(x, "mxfp8", "activation")
 
@@ -132,8 +155,14 @@ def test_ue8m0_scale_at_power_of_two_boundaries():
     """amax = 448 * 2^k and its float32 neighbours: ceil(log2) flips exactly there."""
     k = np.arange(-13, 30)
     base = (448.0 * np.exp2(k)).astype(np.float32)
-    amax = np.concatenate([base, np.nextafter(base, np.float32(0)), np.nextafter(base, np.float32(np.inf)),
-                           np.float32([1e-4, 9.99e-5, 1.0001e-4, 3.0e38])])
+    amax = np.concatenate(
+        [
+            base,
+            np.nextafter(base, np.float32(0)),
+            np.nextafter(base, np.float32(np.inf)),
+            np.float32([1e-4, 9.99e-5, 1.0001e-4, 3.0e38]),
+        ]
+    )
     x = np.zeros((amax.size, 128), np.float32)
     x[:, 5] = amax
     x[:, 6] = -amax / 3
@@ -166,6 +195,9 @@ def test_empty_input():
 
 @pytest.mark.gpu
 def test_gpu_large_shapes_bit_exact():
-    for shape, preset, role in (((4096, 7168), "deepseek-v3.1", "activation"),
-                                ((7168, 2048), "deepseek-v3.1", "weight"), ((4096, 7168), "mxfp8", "weight")):
+    for shape, preset, role in (
+        ((4096, 7168), "deepseek-v3.1", "activation"),
+        ((7168, 2048), "deepseek-v3.1", "weight"),
+        ((4096, 7168), "mxfp8", "weight"),
+    ):
         _check(_data(shape, seed=1), preset, role)

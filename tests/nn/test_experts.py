@@ -10,8 +10,9 @@ from fp8port.nn import QuantizedExperts
 from fp8port.quant import BlockShape, get_preset
 
 
-@pytest.mark.parametrize("preset, block, axis", [("mxfp4", "1x32", -2), ("mxfp4", "1x32", 2),
-                                                 ("deepseek-v3.1", "64x64", -1)])
+@pytest.mark.parametrize(
+    "preset, block, axis", [("mxfp4", "1x32", -2), ("mxfp4", "1x32", 2), ("deepseek-v3.1", "64x64", -1)]
+)
 def test_each_expert_equals_the_sliced_dequantization(preset, block, axis, rng=np.random.default_rng(0)):
     x = (rng.standard_normal((3, 64, 96)) * np.exp(rng.standard_normal((3, 1, 96)))).astype(np.float32)
     q = quantize(x, get_preset(preset).weight.with_(block=BlockShape.parse(block, axis)))

@@ -1,7 +1,8 @@
 """The fused weight-only kernels (nn/fused.py, cpu/gemm.c) equal dequantize -> float32 matmul up to the
 float32 reassociation bound docs/kernels.md states: |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24),
-plus bf16's rounding of the output and the bias (2^-8 (|y_ref| + |b|)) where the activations are bf16. Every preset, ragged
-shapes, decode (GEMV) and prefill (chunked) row counts, both modes, every ISA tier this CPU runs."""
+plus bf16's rounding of the output and the bias (2^-8 (|y_ref| + |b|)) where the activations are bf16.
+Every preset, ragged shapes, decode (GEMV) and prefill (chunked) row counts, both modes, every ISA tier
+this CPU runs."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def test_w8a8_within_the_bound(preset, tier):
     with cpu.forced(tier), torch.no_grad():
         for m in (1, 5, 12):
             x = torch.randn(2, m, 320)
-            xq = torch.as_tensor(fp8port.dequantize(fp8port.quantize(x.reshape(-1, 320), preset, role="activation"),
-                                                    "float32"))
+            xq = torch.as_tensor(
+                fp8port.dequantize(fp8port.quantize(x.reshape(-1, 320), preset, role="activation"), "float32")
+            )
             y = fl(x)
             assert y.shape == (2, m, 70)
             _check(y.reshape(-1, 70), xq, w, None, f"w8a8 {preset} {tier} M={m}")

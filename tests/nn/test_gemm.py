@@ -66,8 +66,9 @@ def test_mismatches_are_clear():
         reference_scaled_matmul(a3, b)
 
 
-@pytest.mark.parametrize("pa,pb", [("deepseek-v3.1", "mxfp8"), ("hif8", "hif8"), ("mxfp8", "deepseek-v3.1"),
-                                   ("nvfp4", "deepseek-v3")])
+@pytest.mark.parametrize(
+    "pa,pb", [("deepseek-v3.1", "mxfp8"), ("hif8", "hif8"), ("mxfp8", "deepseek-v3.1"), ("nvfp4", "deepseek-v3")]
+)
 def test_mixed_block_layouts(pa, pb):
     """Any pair of layouts: the K block is the finest of the two (per-tensor and per-row scales too)."""
     rng = np.random.default_rng(3)

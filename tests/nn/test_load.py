@@ -22,8 +22,12 @@ def smol(tmp_path_factory):
     run(out / "fp8", out / "deq", Options(mode="dequant", dtype="fp32"), progress=None)
     run(smollm2(), out / "mx4", Options(mode="convert", preset="mxfp4"), progress=None)
     tok = transformers.AutoTokenizer.from_pretrained(out / "fp8")
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     return out, tok, ids
 
 
@@ -42,7 +46,7 @@ def test_generates_coherent_text_and_halves_weight_memory(smol):
     q = load_quantized(out / "fp8")
     with torch.inference_mode():
         gen = q.generate(ids, max_new_tokens=12, do_sample=False)
-    text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+    text = tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in text
     mem = resident_bytes(q)
     fp8_params = sum(m.codes.numel() for m in q.modules() if isinstance(m, FP8Linear))
@@ -78,8 +82,22 @@ def test_deepseek_v4_layout_runs_smollm2(smol, capsys):
     res = run(smollm2(), out / "v4", Options(mode="convert", preset="deepseek-v4"), progress=None, verify=True)
     assert res.summary["layout_out"] == "deepseek-v4" and res.summary["counts"]["quantize"] == 210
     with torch.inference_mode():
-        assert torch.equal(load_quantized(out / "v4", dtype=torch.float32)(ids).logits,
-                           load_quantized(out / "fp8", dtype=torch.float32)(ids).logits)
-    assert main(["run", str(out / "v4"), "--prompt", "What is the capital of France? Answer in one sentence.",
-                 "--max-new-tokens", "12", "--json"]) == 0
+        assert torch.equal(
+            load_quantized(out / "v4", dtype=torch.float32)(ids).logits,
+            load_quantized(out / "fp8", dtype=torch.float32)(ids).logits,
+        )
+    assert (
+        main(
+            [
+                "run",
+                str(out / "v4"),
+                "--prompt",
+                "What is the capital of France? Answer in one sentence.",
+                "--max-new-tokens",
+                "12",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert "Paris" in json.loads(capsys.readouterr().out)["text"]

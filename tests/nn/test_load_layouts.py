@@ -14,7 +14,12 @@ transformers = pytest.importorskip("transformers")
 def tiny(tmp_path_factory):
     """A random tiny Llama as DeepSeek UE8M0 FP8 in 64x64 blocks (partial blocks on 96 and 160)."""
     root = tmp_path_factory.mktemp("tiny")
-    run(llama_folder(root / "bf16"), root / "deepseek", Options(mode="convert", preset="deepseek-v3.1", block="64x64"), progress=None)
+    run(
+        llama_folder(root / "bf16"),
+        root / "deepseek",
+        Options(mode="convert", preset="deepseek-v3.1", block="64x64"),
+        progress=None,
+    )
     return root, torch.arange(20).reshape(1, 20)
 
 

@@ -11,16 +11,20 @@ import torch
 
 from fp8port.checkpoint import Checkpoint, Options, run
 from fp8port.cli.main import main
+from fp8port.nn import FP8Linear, load_quantized
 from fp8port.quant import nvfp4
 from fp8port.quant.storage import e8m0_values
-from fp8port.nn import FP8Linear, load_quantized
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
 DOWN = "model.layers.1.mlp.down_proj"
-LAYOUTS = {"ct-nvfp4": {"preset": "ct-nvfp4"}, "ct-mxfp4": {"preset": "ct-mxfp4"}, "ct-mxfp8": {"preset": "ct-mxfp8"},
-           "modelopt": {"preset": "nvfp4", "layout": "modelopt"}}
+LAYOUTS = {
+    "ct-nvfp4": {"preset": "ct-nvfp4"},
+    "ct-mxfp4": {"preset": "ct-mxfp4"},
+    "ct-mxfp8": {"preset": "ct-mxfp8"},
+    "modelopt": {"preset": "nvfp4", "layout": "modelopt"},
+}
 
 
 @pytest.fixture(scope="module")

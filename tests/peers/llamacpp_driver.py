@@ -2,12 +2,14 @@
 
     python llamacpp_driver.py REQUEST.json   ->  JSON on stdout
 
-REQUEST: {"quantize": [src, dst, ftype] (optional: llama.cpp's own quantizer first), "model": path, "n_ctx": 512, "tokenize": [text, ...], "generate": [[ids], ...], "new_tokens": 32,
-"eos": id, "rows": [[ids], ...]}. Answers: "tokens" (llama.cpp's own tokenization, BOS as the file's
+REQUEST: {"quantize": [src, dst, ftype] (optional: llama.cpp's own quantizer first), "model": path,
+"n_ctx": 512, "tokenize": [text, ...], "generate": [[ids], ...], "new_tokens": 32, "eos": id,
+"rows": [[ids], ...]}. Answers: "tokens" (llama.cpp's own tokenization, BOS as the file's
 metadata says, special tokens parsed), "generated" (greedy: argmax of llama.cpp's logits, token by
 token, stopping after `eos`), "nll" / "count" (summed negative log-likelihood of every next token of
-every row, each row evaluated from an empty cache with all logits kept), "logits_out" (the first row's logits, saved as .npy
-to the path the request names), "system" (llama.cpp's system info line). No fp8port import: this process sees only llama.cpp.
+every row, each row evaluated from an empty cache with all logits kept), "logits_out" (the first row's
+logits, saved as .npy to the path the request names), "system" (llama.cpp's system info line). No fp8port
+import: this process sees only llama.cpp.
 """
 
 import json
@@ -35,8 +37,9 @@ def main(path):
     if "model" not in req:
         return print(json.dumps({}))
     n_ctx = int(req.get("n_ctx", 512))
-    llm = Llama(model_path=req["model"], n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True, verbose=False,
-                seed=0)
+    llm = Llama(
+        model_path=req["model"], n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True, verbose=False, seed=0
+    )
     out = {"system": llama_print_system_info().decode(errors="replace").strip()}
     out["tokens"] = [llm.tokenize(t.encode("utf-8"), add_bos=True, special=True) for t in req.get("tokenize", [])]
     gens = []

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from msmodelslim.core.quantizer.base import AutoWeightQuantizer, QConfig
 from msmodelslim.core.quant_service.modelslim_v1.save.utils.pack import pack_fp4_to_uint8
+from msmodelslim.core.quantizer.base import AutoWeightQuantizer, QConfig
 from msmodelslim.ir.api.impl.fp_quantization import calculate_fp8_qparam, fp8_dequantize
 from msmodelslim.ir.api.impl.int_quantization import calculate_int_qparam, int_dequantize, int_quantize
-from msmodelslim.ir.api.impl.mx_quantization import (calculate_mx_qparam, calculate_mxfp4_qparam,
-                                                     mxfp4_quantize, mxfp_per_block_dequantize,
-                                                     mxfp_per_block_quantize)
+from msmodelslim.ir.api.impl.mx_quantization import (
+    calculate_mx_qparam,
+    calculate_mxfp4_qparam,
+    mxfp4_quantize,
+    mxfp_per_block_dequantize,
+    mxfp_per_block_quantize,
+)
 from msmodelslim.ir.qal.qbase import QDType, QParam, QScheme, QScope, QStorage
 from safetensors.torch import load_file
 
@@ -46,17 +50,22 @@ def rules(out):
     res = {}
     amax_bf16 = torch.arange(0, 0x7F81, dtype=torch.int32).to(torch.int16).view(BF16)  # +0 .. +Inf
     rng = np.random.default_rng(0)
-    b = np.concatenate([np.arange(0, 0x7F800001, 4099, dtype=np.uint32),
-                        rng.integers(0, 0x7F800001, 100_000, dtype=np.uint32).astype(np.uint32)])
+    b = np.concatenate(
+        [
+            np.arange(0, 0x7F800001, 4099, dtype=np.uint32),
+            rng.integers(0, 0x7F800001, 100_000, dtype=np.uint32).astype(np.uint32),
+        ]
+    )
     amax_f32 = torch.from_numpy(b.view(np.float32).copy())
     for tag, amax in (("bf16", amax_bf16), ("f32", amax_f32)):
         res[f"{tag}/amax"] = np32(amax)
         for fn, lo, q, scope, name in (
-                (calculate_int_qparam, -amax, QDType.INT8, QScope.PER_CHANNEL, "int8"),
-                (calculate_int_qparam, -amax, QDType.INT4, QScope.PER_CHANNEL, "int4"),
-                (calculate_mx_qparam, amax, QDType.MXFP8, QScope.PER_BLOCK, "mxfp8"),
-                (calculate_mxfp4_qparam, amax, QDType.MXFP4, QScope.PER_BLOCK, "mxfp4"),
-                (calculate_fp8_qparam, -amax, QDType.FP8_E4M3, QScope.PER_CHANNEL, "fp8")):
+            (calculate_int_qparam, -amax, QDType.INT8, QScope.PER_CHANNEL, "int8"),
+            (calculate_int_qparam, -amax, QDType.INT4, QScope.PER_CHANNEL, "int4"),
+            (calculate_mx_qparam, amax, QDType.MXFP8, QScope.PER_BLOCK, "mxfp8"),
+            (calculate_mxfp4_qparam, amax, QDType.MXFP4, QScope.PER_BLOCK, "mxfp4"),
+            (calculate_fp8_qparam, -amax, QDType.FP8_E4M3, QScope.PER_CHANNEL, "fp8"),
+        ):
             res[f"{tag}/{name}"] = np32(fn(lo, amax, q, scope, True).ext["scale"])
     x = all_bf16()
     res["x"] = np32(x)
@@ -68,7 +77,7 @@ def rules(out):
         p4 = QParam(QScheme(QScope.PER_BLOCK, QDType.MXFP4, True), ext={"scale": se})
         v = mxfp4_quantize(QStorage(QDType.FLOAT, x.clone()), p4).value
         res[f"e2m1/{e}"] = pack_fp4_to_uint8(v.reshape(1, -1)).numpy()
-    for s in (1.0, 2.0 ** -7, 0.013671875, 3.0e-5, 117.0):  # bf16 scales
+    for s in (1.0, 2.0**-7, 0.013671875, 3.0e-5, 117.0):  # bf16 scales
         st = torch.tensor([s], dtype=BF16)
         for q, name in ((QDType.INT8, "int8"), (QDType.INT4, "int4")):
             p = QParam(QScheme(QScope.PER_CHANNEL, q, True), ext={"scale": st, "offset": torch.zeros_like(st)})
@@ -102,8 +111,9 @@ def dequant(saved, out):
             if kind == "W4A8_DYNAMIC":  # int4 pairs of rows (2i low nibble, 2i+1 high) in int8 [N/2, K]
                 lo, hi = (w << 4) >> 4, w >> 4
                 w = torch.stack([lo, hi], 1).reshape(-1, w.shape[1])
-            p = QParam(QScheme(QScope.PER_CHANNEL, QDType.INT8, True),
-                       ext={"scale": s, "offset": t[base + ".weight_offset"]})
+            p = QParam(
+                QScheme(QScope.PER_CHANNEL, QDType.INT8, True), ext={"scale": s, "offset": t[base + ".weight_offset"]}
+            )
             v = int_dequantize(QStorage(QDType.INT8, w), p).value
         elif kind == "W8A8_MXFP8":
             p = QParam(QScheme(QScope.PER_BLOCK, QDType.MXFP8, True), ext={"scale": _exps(s)[..., None]})
@@ -115,8 +125,10 @@ def dequant(saved, out):
             p = QParam(QScheme(QScope.PER_BLOCK, QDType.MXFP4, True), ext={"scale": _exps(s)[..., None]})
             v = mxfp_per_block_dequantize(QStorage(QDType.MXFP4, _blocks(vals)), p).value.reshape(vals.shape)
         elif kind == "WFP8AFP8_DYNAMIC":
-            p = QParam(QScheme(QScope.PER_CHANNEL, QDType.FP8_E4M3, True),
-                       ext={"scale": s, "offset": t[base + ".weight_offset"]})
+            p = QParam(
+                QScheme(QScope.PER_CHANNEL, QDType.FP8_E4M3, True),
+                ext={"scale": s, "offset": t[base + ".weight_offset"]},
+            )
             v = fp8_dequantize(QStorage(QDType.FP8_E4M3, w), p).value
         else:
             continue
@@ -125,8 +137,10 @@ def dequant(saved, out):
 
 
 _CFG = {  # preset -> the linear_quant weight config msModelSlim would run
-    "msmodelslim-int8": ("per_channel", "int8"), "msmodelslim-int4": ("per_channel", "int4"),
-    "msmodelslim-mxfp8": ("per_block", "mxfp8"), "msmodelslim-mxfp4": ("per_block", "mxfp4"),
+    "msmodelslim-int8": ("per_channel", "int8"),
+    "msmodelslim-int4": ("per_channel", "int4"),
+    "msmodelslim-mxfp8": ("per_block", "mxfp8"),
+    "msmodelslim-mxfp4": ("per_block", "mxfp4"),
     "msmodelslim-fp8": ("per_channel", "fp8_e4m3"),
 }
 
@@ -166,9 +180,22 @@ def quant(model, work):
     from msmodelslim.cli.__main__ import main
 
     for cfg in sorted(Path(work).glob("*.yaml")):
-        sys.argv = ["msmodelslim", "quant", "--model_type", "default", "--model_path", model, "--save_path",
-                    str(cfg.with_suffix("")), "--device", "cpu", "--config_path", str(cfg), "--trust_remote_code",
-                    "False"]
+        sys.argv = [
+            "msmodelslim",
+            "quant",
+            "--model_type",
+            "default",
+            "--model_path",
+            model,
+            "--save_path",
+            str(cfg.with_suffix("")),
+            "--device",
+            "cpu",
+            "--config_path",
+            str(cfg),
+            "--trust_remote_code",
+            "False",
+        ]
         try:
             main()
         except SystemExit as e:

@@ -65,8 +65,9 @@ def smollm2_layers(n: int = 2) -> Path:
         from safetensors.torch import save_file
 
         with safe_open(src / "model.safetensors", "pt") as f:
-            keep = {k: f.get_tensor(k) for k in f.keys()
-                    if not k.startswith("model.layers.") or int(k.split(".")[2]) < n}
+            keep = {
+                k: f.get_tensor(k) for k in f.keys() if not k.startswith("model.layers.") or int(k.split(".")[2]) < n
+            }
         save_file(keep, tmp / "model.safetensors", metadata={"format": "pt"})
         config = json.loads((src / "config.json").read_text())
         config["num_hidden_layers"] = n
@@ -108,8 +109,9 @@ def quantized_weights(folder: Path) -> list[str]:
     return sorted(k.rsplit(".", 1)[0] + ".weight" for k in keys if k.endswith(".weight_scale"))
 
 
-def llmcompressor(src: Path, scheme: str, ignore=("lm_head", "model.embed_tokens", "re:.*norm.*"),
-                  dequant_dtype: str = "bfloat16") -> Path:
+def llmcompressor(
+    src: Path, scheme: str, ignore=("lm_head", "model.embed_tokens", "re:.*norm.*"), dequant_dtype: str = "bfloat16"
+) -> Path:
     """`model_free_ptq(src, scheme)` output folder, with `dequant.safetensors` holding
     compressed-tensors' own dequantization (through transformers) of every quantized weight."""
     reqs = venvs.requirements("llmcompressor")
@@ -194,10 +196,19 @@ def gpt_oss_mxfp4(seed: int = 0, experts: int = 4, hidden: int = 64, intermediat
         from transformers import AutoModelForCausalLM, GptOssConfig, GptOssForCausalLM, Mxfp4Config
 
         torch.manual_seed(seed)
-        cfg = GptOssConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=1,
-                           num_local_experts=experts, num_experts_per_tok=2, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=16, vocab_size=128, max_position_embeddings=4096,
-                           layer_types=["full_attention"])
+        cfg = GptOssConfig(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=1,
+            num_local_experts=experts,
+            num_experts_per_tok=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=128,
+            max_position_embeddings=4096,
+            layer_types=["full_attention"],
+        )
         GptOssForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp / "dense")
         sd = load_file(tmp / "dense" / "model.safetensors")
         gen = torch.Generator().manual_seed(seed + 1)
@@ -211,15 +222,28 @@ def gpt_oss_mxfp4(seed: int = 0, experts: int = 4, hidden: int = 64, intermediat
             sd[name + "_scales"] = sc
         save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
         config = json.loads((tmp / "dense" / "config.json").read_text())
-        config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
-            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+        config["quantization_config"] = {
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn",
+                "model.layers.*.mlp.router",
+                "model.embed_tokens",
+                "lm_head",
+            ],
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         shutil.rmtree(tmp / "dense")
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16,
-                                                     quantization_config=Mxfp4Config(dequantize=True))
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp, dtype=torch.bfloat16, quantization_config=Mxfp4Config(dequantize=True)
+        )
         experts_mod = model.model.layers[0].mlp.experts
-        save_file({f"model.layers.0.mlp.experts.{p}": getattr(experts_mod, p).detach().contiguous()
-                   for p in ("gate_up_proj", "down_proj")}, tmp / DEQUANT)
+        save_file(
+            {
+                f"model.layers.0.mlp.experts.{p}": getattr(experts_mod, p).detach().contiguous()
+                for p in ("gate_up_proj", "down_proj")
+            },
+            tmp / DEQUANT,
+        )
 
     return _made(folder, make)
 

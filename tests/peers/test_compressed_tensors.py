@@ -139,8 +139,12 @@ def test_fp8_block_on_aligned_minilm(peer):
     from fp8port import models
 
     peer("llmcompressor")
-    ckpt = oracles.llmcompressor(models.minilm(), "FP8_BLOCK", ignore=("re:.*LayerNorm.*", "re:.*embeddings.*",
-                                                                          "re:.*pooler.*"), dequant_dtype="float32")
+    ckpt = oracles.llmcompressor(
+        models.minilm(),
+        "FP8_BLOCK",
+        ignore=("re:.*LayerNorm.*", "re:.*embeddings.*", "re:.*pooler.*"),
+        dequant_dtype="float32",
+    )
     config = json.loads((ckpt / "config.json").read_text())["quantization_config"]
     assert config["format"] == "float-quantized"
     assert config["config_groups"]["FP8_BLOCK"]["weights"]["block_structure"] == [128, 128]
@@ -227,8 +231,13 @@ def test_rules_equal_compressed_tensors_functions(peer, tmp_path):
     xbf = x32.astype(BF16)
     amax = np.abs(rng.standard_normal(3000) * np.exp(rng.uniform(-85, 85, 3000))).astype(np.float32)
     amax[:4] = [0, 2.875, 2.0**-126, 3e38]
-    np.savez(tmp_path / "in.npz", x_float32=x32, x_bfloat16=xbf.view(np.uint16),
-             amax_float32=amax, amax_bfloat16=amax.astype(BF16).view(np.uint16))
+    np.savez(
+        tmp_path / "in.npz",
+        x_float32=x32,
+        x_bfloat16=xbf.view(np.uint16),
+        amax_float32=amax,
+        amax_bfloat16=amax.astype(BF16).view(np.uint16),
+    )
     venvs.run("llmcompressor", _PROBE, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
     o = np.load(tmp_path / "out.npz")
     for dt, x in (("bfloat16", xbf), ("float32", x32)):

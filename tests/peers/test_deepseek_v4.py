@@ -22,8 +22,12 @@ def _expert(rng, n=256, k=384, spread=(110, 140)):
     """A random FP4 expert as the checkpoint holds it: I8 [n, k/2] and E8M0 bytes [n, k/32]."""
     codes = rng.integers(0, 16, (n, k), dtype=np.uint8)
     scale = rng.integers(*spread, (n, k // 32), dtype=np.uint8)
-    return codes, scale, torch.from_numpy(pack(codes, "float4_e2m1fn").view(np.int8)), \
-        torch.from_numpy(scale).view(torch.float8_e8m0fnu)
+    return (
+        codes,
+        scale,
+        torch.from_numpy(pack(codes, "float4_e2m1fn").view(np.int8)),
+        torch.from_numpy(scale).view(torch.float8_e8m0fnu),
+    )
 
 
 def test_fp4_expert_reading_equals_deepseek(rng=np.random.default_rng(0)):

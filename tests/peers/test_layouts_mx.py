@@ -66,8 +66,12 @@ def test_convert_preset_equals_llmcompressor_byte_for_byte(llmc, scheme, tmp_pat
     assert (qa["ignore"], qb["ignore"]) == (["lm_head"], ["lm_head", "model.embed_tokens", "re:.*norm.*"])
     group = qa["config_groups"][scheme]
     assert list(qa) == list(qb) and list(group["weights"]) == list(qb["config_groups"][scheme]["weights"])  # key order
-    assert {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)} <= {"transformers_version", "_name_or_path",
-                                                                          "torch_dtype", "dtype"}
+    assert {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)} <= {
+        "transformers_version",
+        "_name_or_path",
+        "torch_dtype",
+        "dtype",
+    }
 
 
 def test_we_read_the_modelopt_export_as_modelopt_dequantizes(modelopt):
@@ -102,20 +106,24 @@ def test_modelopt_to_compressed_tensors_equals_its_own_converter(modelopt, tmp_p
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
-    res = run(modelopt, tmp_path / "ct", Options(mode="convert", layout="compressed-tensors"), progress=None,
-              verify=True)
+    res = run(
+        modelopt, tmp_path / "ct", Options(mode="convert", layout="compressed-tensors"), progress=None, verify=True
+    )
     assert res.summary["counts"]["reciprocal-tensor-scale"] == 14
     theirs = converters.ModelOptNvfp4Converter(ignore=["lm_head", "re:.*embed_tokens"], targets=["Linear"]).validate(
-        load_file(modelopt / "model.safetensors"))
+        load_file(modelopt / "model.safetensors")
+    )
     ours = load_file(tmp_path / "ct" / "model.safetensors")
     assert ours.keys() == theirs.keys()
     for n, t in theirs.items():
-        assert ours[n].numel() == t.numel() and torch.equal(ours[n].reshape(-1).view(torch.uint8),
-                                                            t.reshape(-1).view(torch.uint8)), n
+        assert ours[n].numel() == t.numel() and torch.equal(
+            ours[n].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)
+        ), n
     qc = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
     assert list(qc["config_groups"]) == ["NVFP4"]  # W4A4: the static input scales are kept
     assert qc["config_groups"]["NVFP4"]["input_activations"]["dynamic"] == "local"
-    sd = AutoModelForCausalLM.from_pretrained(tmp_path / "ct", dtype=torch.bfloat16,
-                                              quantization_config=CompressedTensorsConfig(dequantize=True)).state_dict()
+    sd = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ct", dtype=torch.bfloat16, quantization_config=CompressedTensorsConfig(dequantize=True)
+    ).state_dict()
     for n, v in _ours(tmp_path / "ct").items():
         assert bits_equal(v, sd[n].view(torch.int16).numpy().view(BF16)), n

@@ -59,19 +59,28 @@ def _side(*args):
 
 def _config(includes: dict[str, list[str]], config_id: str = "fp8port-mixed") -> str:
     """Its modelslim_v1 config: one `linear_quant` block per type over `includes` (its include patterns)."""
+
     def q(role, cfg):
-        return (f"        {role}:\n          scope: {cfg[0]}\n          dtype: {cfg[1]}\n          symmetric: True\n"
-                "          method: minmax\n") if cfg else ""
+        return (
+            (
+                f"        {role}:\n          scope: {cfg[0]}\n          dtype: {cfg[1]}\n          symmetric: True\n"
+                "          method: minmax\n"
+            )
+            if cfg
+            else ""
+        )
 
     procs = ""
     for atype, pats in includes.items():
         act, w, _ = TYPES[atype]
         layers = ", ".join(f'"{p}"' for p in pats)
         procs += f"    - type: linear_quant\n      qconfig:\n{q('act', act)}{q('weight', w)}      include: [{layers}]\n"
-    return (f"apiversion: modelslim_v1\nmetadata:\n  config_id: {config_id}\n  score: 50\n  verified_model_types: []\n"
-            "  label: {w_bit: 8, a_bit: 8, is_sparse: False, kv_cache: False}\n"
-            f"spec:\n  process:\n{procs}  runner: model_wise\n  save:\n    - type: ascendv1_saver\n"
-            "      part_file_size: 4\n")
+    return (
+        f"apiversion: modelslim_v1\nmetadata:\n  config_id: {config_id}\n  score: 50\n  verified_model_types: []\n"
+        "  label: {w_bit: 8, a_bit: 8, is_sparse: False, kv_cache: False}\n"
+        f"spec:\n  process:\n{procs}  runner: model_wise\n  save:\n    - type: ascendv1_saver\n"
+        "      part_file_size: 4\n"
+    )
 
 
 def _mixed() -> str:
@@ -118,15 +127,20 @@ def _cached(name: str, cfgs: dict[str, str], make) -> Path:
 @pytest.fixture(scope="session")
 def run(msm, smol):
     """One msModelSlim CLI run on SmolLM2 (seven types over the layers) and its own dequantization."""
+
     def make(work):
         _side("quant", smol, work)
         _side("dequant", work / "out", work / "dequant.npz")
 
     tmp = _cached("msmodelslim-smollm2", {"out": _mixed()}, make)
     out = tmp / "out"
-    return {"dir": out, "tensors": _entries(out), "src": _raw(Path(smol) / "model.safetensors"),
-            "desc": json.loads((out / "quant_model_description.json").read_text()),
-            "dequant": dict(np.load(tmp / "dequant.npz"))}
+    return {
+        "dir": out,
+        "tensors": _entries(out),
+        "src": _raw(Path(smol) / "model.safetensors"),
+        "desc": json.loads((out / "quant_model_description.json").read_text()),
+        "dequant": dict(np.load(tmp / "dequant.npz")),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -146,8 +160,11 @@ def _cut(src: Path, dst: Path, layers: int) -> None:
     ck = Checkpoint.open(src)
     keep = [n for n in ck.tensors if not n.startswith("model.layers.") or int(n.split(".")[2]) < layers]
     dst.mkdir(parents=True)
-    write_file(dst / "model.safetensors", [Entry(n, ck.info(n).dtype, tuple(ck.info(n).shape),
-                                                 lambda n=n: ck.read(n)) for n in keep], {"format": "pt"})
+    write_file(
+        dst / "model.safetensors",
+        [Entry(n, ck.info(n).dtype, tuple(ck.info(n).shape), lambda n=n: ck.read(n)) for n in keep],
+        {"format": "pt"},
+    )
     cfg = json.loads((src / "config.json").read_text())
     (dst / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": layers}, indent=2))
     for f in ck.other_files():
@@ -158,10 +175,12 @@ def _tensors(path: Path) -> tuple[dict[str, tuple[str, tuple, bytes]], dict | No
     """A safetensors file's tensors as (dtype, shape, bytes), and its __metadata__."""
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     meta = header.pop("__metadata__", None)
-    return {k: (v["dtype"], tuple(v["shape"]), raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-            for k, v in header.items()}, meta
+    return {
+        k: (v["dtype"], tuple(v["shape"]), raw[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]])
+        for k, v in header.items()
+    }, meta
 
 
 def _raw(path: Path) -> dict[str, np.ndarray]:
@@ -186,6 +205,7 @@ def _reader(folder: Path):
 
 
 # ---------------------------------------------------------------- the rules, on every bf16 input
+
 
 @pytest.fixture(scope="session")
 def rules_npz(msm, tmp_path_factory):
@@ -237,7 +257,7 @@ def test_mx_element_casts_on_every_bf16_value(rules_npz, fmt):
 def test_int_casts_on_every_bf16_value(rules_npz, fmt):
     """int_quantize: bf16(x / s) + 0, rounded half to even, clamped: Apply.BF16_DIVIDE then the codec."""
     x, step = rules_npz["x"], F32(2 ** get_preset(f"msmodelslim-{fmt}").weight.element.mbits)
-    for s in (1.0, 2.0 ** -7, 0.013671875, 3.0e-5, 117.0):
+    for s in (1.0, 2.0**-7, 0.013671875, 3.0e-5, 117.0):
         with np.errstate(all="ignore"):
             y = (x / F32(ml_dtypes.bfloat16(s))).astype(ml_dtypes.bfloat16).astype(F32) + F32(0)  # bf16 s
         ours = fp8port.encode((y / step).astype(F32), fmt, profile="msmodelslim").astype(np.int64)
@@ -247,6 +267,7 @@ def test_int_casts_on_every_bf16_value(rules_npz, fmt):
 
 
 # ---------------------------------------------------------------- SmolLM2 through its CLI: what fp8port writes
+
 
 @pytest.mark.parametrize("atype", WRITTEN)
 def test_convert_writes_its_files(per_type, atype, tmp_path):
@@ -290,8 +311,7 @@ def test_float_tensors_copied_and_lm_head_cloned(run):
     for n in floats:
         want = src["model.embed_tokens.weight"] if n == "lm_head.weight" else src[n]
         assert t[n] == ("BF16", want.shape, want.tobytes()), n
-    assert set(t) == {n for n, v in desc.items() if isinstance(v, str) and n not in (
-        "version", "model_quant_type")}
+    assert set(t) == {n for n, v in desc.items() if isinstance(v, str) and n not in ("version", "model_quant_type")}
 
 
 def test_description_order_is_module_order(run):
@@ -299,12 +319,18 @@ def test_description_order_is_module_order(run):
     desc = run["desc"]
     assert list(desc)[-5:] == ["version", "model_quant_type", "metadata", "group_size", "optional"]
     assert (desc["version"], desc["model_quant_type"], desc["metadata"], desc["group_size"], desc["optional"]) == (
-        "1.0.0", "W4A4_MXFP4", {}, 32, {})
+        "1.0.0",
+        "W4A4_MXFP4",
+        {},
+        32,
+        {},
+    )
     names = list(desc)[:-5]
     assert names == sorted(names, key=ascend.module_order) and names != sorted(names)
 
 
 # ---------------------------------------------------------------- reading what it wrote
+
 
 def _bf16_if_mx(values: np.ndarray, kind: str) -> np.ndarray:
     """Its MX forward multiplies in bf16, its int and FP8 ones in float32."""
@@ -350,6 +376,7 @@ def test_dequant_diff_and_load_quantized(run, tmp_path):
 
 # ---------------------------------------------------------------- identify names its rules
 
+
 def test_identify_names_its_rules_on_real_weights(run):
     """Rows of SmolLM2 weights with what msModelSlim made of them (read by the AscendV1 layout), as cases of our
     own: identify picks msModelSlim's bf16 rules (not OCP FLOOR) and its elements (ties away), no deviation."""
@@ -368,8 +395,12 @@ def test_identify_names_its_rules_on_real_weights(run):
         bundle[case + "/scales"] = np.asarray(q.scale).view(np.uint8)[rows] if "mx" in preset else q.scale_fp32[rows]
     rep = identify(Outputs.from_arrays(bundle))
     best = {g.group: g for g in rep.groups}
-    for preset, rule in (("msmodelslim-int8", "msmodelslim_int"), ("msmodelslim-mxfp8", "msmodelslim_mx"),
-                         ("msmodelslim-mxfp4", "msmodelslim_mxfp4"), ("msmodelslim-int4", "msmodelslim_int")):
+    for preset, rule in (
+        ("msmodelslim-int8", "msmodelslim_int"),
+        ("msmodelslim-mxfp8", "msmodelslim_mx"),
+        ("msmodelslim-mxfp4", "msmodelslim_mxfp4"),
+        ("msmodelslim-int4", "msmodelslim_int"),
+    ):
         g = best[f"{preset}/weight"]
         assert g.best == rule and not g.deviations and g.versus_preset is None, g.summary
 

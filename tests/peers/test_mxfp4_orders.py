@@ -75,8 +75,10 @@ def test_gpt_oss_gate_rows_are_compressed_tensors_weight_packed(gpt_oss):
     for expert in range(e):
         for part, rows in (("gate", slice(0, None, 2)), ("up", slice(1, None, 2))):
             packed = np.ascontiguousarray(blocks[expert, rows].reshape(n // 2, g * b))
-            sd = {"weight_packed": torch.from_numpy(packed),
-                  "weight_scale": torch.from_numpy(np.ascontiguousarray(scales[expert, rows]))}
+            sd = {
+                "weight_packed": torch.from_numpy(packed),
+                "weight_scale": torch.from_numpy(np.ascontiguousarray(scales[expert, rows])),
+            }
             got = MXFP4PackedCompressor.decompress(sd, scheme)["weight"]
             got = got.view(torch.int16).numpy().view(BF16)
             want = np.ascontiguousarray(dense[expert][:, rows].T)  # [I, H]
@@ -121,8 +123,7 @@ def test_gguf_quantizer_uses_ocp_floor_scales(rng=np.random.default_rng(3)):
     # -0 (index 8), and ggml's argmin keeps the lower index
     assert set(zip(codes[1:][differ[1:]].tolist(), ours.codes[1:][differ[1:]].tolist())) == {(0, 8)}
     assert (codes[0, 3], ours.codes[0, 3]) == (1, 2)  # the tie 0.75: ggml 0.5 (lower index), RNE 1.0
-    assert np.array_equal(dequantize(raw.reshape(64, 34), gguf.GGMLQuantizationType.MXFP4),
-                          _mx_values(codes, scale))
+    assert np.array_equal(dequantize(raw.reshape(64, 34), gguf.GGMLQuantizationType.MXFP4), _mx_values(codes, scale))
 
 
 def test_pack_orders_golden():

@@ -18,7 +18,11 @@ from tests.peers.triton_mxfp import downcast_mxfp4  # noqa: E402
 
 
 def _theirs(x: np.ndarray):
-    t = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16) if x.dtype == ml_dtypes.bfloat16 else torch.from_numpy(x)
+    t = (
+        torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+        if x.dtype == ml_dtypes.bfloat16
+        else torch.from_numpy(x)
+    )
     codes, scales = downcast_mxfp4(t)
     return codes.numpy(), scales.numpy()
 
@@ -38,7 +42,7 @@ def test_golden_rows():
     x[0] = np.arange(32) * 0.25 - 1.75  # amax 6: scale byte 127
     x[1, 0] = 6 * 2.0**-3
     x[2] = 0
-    x[3, :2] = (3 * 2.0**-133, -2.0**-149)
+    x[3, :2] = (3 * 2.0**-133, -(2.0**-149))
     x[4, :3] = (6.0, -0.1, -0.0)
     codes, scales = _check(x)
     assert scales.tolist() == [[127], [124], [0], [1], [127]]

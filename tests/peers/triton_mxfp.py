@@ -19,8 +19,11 @@ import torch
 
 def _shr(x: torch.Tensor, n) -> torch.Tensor:
     """Unsigned right shift of int32 bit patterns."""
-    return (x >> n) & ((1 << (32 - n)) - 1) if isinstance(n, int) else torch.where(
-        n >= 32, torch.zeros_like(x), (x >> n.clamp(max=31)) & ((1 << (32 - n.clamp(max=31))) - 1))
+    return (
+        (x >> n) & ((1 << (32 - n)) - 1)
+        if isinstance(n, int)
+        else torch.where(n >= 32, torch.zeros_like(x), (x >> n.clamp(max=31)) & ((1 << (32 - n.clamp(max=31))) - 1))
+    )
 
 
 def downcast_mxfp4(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,9 @@ TORCH = "torch==2.13.0"
 def requirements(name: str) -> list[str]:
     path = HERE / "requirements" / f"{name}.txt"
     if not path.is_file():
-        raise KeyError(f"no peer named {name!r}; known: {sorted(p.stem for p in (HERE / 'requirements').glob('*.txt'))}")
+        raise KeyError(
+            f"no peer named {name!r}; known: {sorted(p.stem for p in (HERE / 'requirements').glob('*.txt'))}"
+        )
     return [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
 
 
@@ -69,7 +71,9 @@ def ensure(name: str) -> tuple[Path | None, str]:
         return py, ""
 
 
-def run(name: str, script: str, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    name: str, script: str, *args: str, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `script` (Python source) with the peer's interpreter; raise with its output if it fails."""
     py, why = ensure(name)
     if py is None:
@@ -78,7 +82,9 @@ def run(name: str, script: str, *args: str, timeout: float = 900, env: dict | No
     full_env.pop("PYTHONPATH", None)  # the peer sees its own packages only
     r = subprocess.run([str(py), "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
     if r.returncode:
-        raise AssertionError(f"peer {name} script failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+        raise AssertionError(
+            f"peer {name} script failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+        )
     return r
 
 

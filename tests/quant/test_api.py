@@ -20,9 +20,20 @@ def test_every_preset_round_trips(name, role):
     assert q.scale_fp32.dtype == np.float32 and q.scale_fp32.shape == q.grid
     d = dequantize(q, "float32")
     rel = np.sqrt(np.mean((d - X) ** 2) / np.mean(X**2))
-    assert rel < {"mxfp4": 0.2, "nvfp4": 0.2, "fp4_e1m2": 0.3, "mxfp6_e2m3": 0.1, "mxfp6_e3m2": 0.1, "hif8": 0.15,
-                  "ct-mxfp4": 0.2, "ct-mxfp8": 0.1, "msmodelslim-mxfp4": 0.2, "msmodelslim-int4": 0.2,
-                  "triton-mxfp4": 0.2, "ct-nvfp4": 0.2}.get(name, 0.06)
+    assert rel < {
+        "mxfp4": 0.2,
+        "nvfp4": 0.2,
+        "fp4_e1m2": 0.3,
+        "mxfp6_e2m3": 0.1,
+        "mxfp6_e3m2": 0.1,
+        "hif8": 0.15,
+        "ct-mxfp4": 0.2,
+        "ct-mxfp8": 0.1,
+        "msmodelslim-mxfp4": 0.2,
+        "msmodelslim-int4": 0.2,
+        "triton-mxfp4": 0.2,
+        "ct-nvfp4": 0.2,
+    }.get(name, 0.06)
 
 
 def test_roles_and_grids():

@@ -5,8 +5,8 @@ byte on adversarial data. Written from the described behaviour, not copied."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import KERNELS, quantize_on
+
 from fp8port.quant import get_preset, quantize
 
 
@@ -49,8 +49,11 @@ def adversarial(m, n, seed):
     for r, k in zip(range(4, 10), (-9, -4, 0, 3, 7, 15)):
         base = torch.tensor(448.0 * 2.0**k)
         x[r] = torch.rand(n, generator=g) * base
-        x[r, ::128] = torch.nextafter(base, torch.tensor(np.inf)) if r % 3 == 0 else (
-            torch.nextafter(base, torch.tensor(0.0)) if r % 3 == 1 else base)
+        x[r, ::128] = (
+            torch.nextafter(base, torch.tensor(np.inf))
+            if r % 3 == 0
+            else (torch.nextafter(base, torch.tensor(0.0)) if r % 3 == 1 else base)
+        )
     x[10:20] = x[10:20] * 1e-4
     return x
 

@@ -10,17 +10,24 @@ from fp8port import cpu
 from fp8port.quant import Scheme, dequantize, get_preset, quantize
 
 FAST_SCHEMES = [
-    get_preset("deepseek-v3.1").activation, get_preset("deepseek-v3.1").weight,
-    get_preset("deepseek-v3").activation, get_preset("deepseek-v3").weight,
+    get_preset("deepseek-v3.1").activation,
+    get_preset("deepseek-v3.1").weight,
+    get_preset("deepseek-v3").activation,
+    get_preset("deepseek-v3").weight,
     get_preset("deepseek-v3").activation.with_(apply="reciprocal"),
     get_preset("mxfp8").activation,
     get_preset("mxfp8").activation.with_(scale_rule="rceil"),
     get_preset("mxfp8").activation.with_(scale_rule="even"),
     get_preset("mxfp8").activation.with_(scale_rule="ceil"),
     get_preset("mxfp8").activation.with_(zero_block="unit"),
-    get_preset("mxfp4").activation, get_preset("mxfp6_e3m2").activation, get_preset("mxfp6_e2m3").activation,
-    get_preset("hif8").weight, get_preset("hif8").activation, get_preset("fp4_e1m2").activation,
-    get_preset("nvfp4").activation, get_preset("mxint8").activation,
+    get_preset("mxfp4").activation,
+    get_preset("mxfp6_e3m2").activation,
+    get_preset("mxfp6_e2m3").activation,
+    get_preset("hif8").weight,
+    get_preset("hif8").activation,
+    get_preset("fp4_e1m2").activation,
+    get_preset("nvfp4").activation,
+    get_preset("mxint8").activation,
     Scheme.build("float8_e5m2", "floor", "1x16", storage="e8m0", profile="ocp-mx", axis=0),
     Scheme.build("float8_e4m3fn", "ue8m0", "4x8", amax_clamp=1e-4, exp_range=(-126, 127)),
 ]
@@ -80,10 +87,17 @@ def test_adversarial(scheme):
     check(x[10:].copy(), scheme, nonfinite="error")
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 300),
-       which=st.integers(0, len(FAST_SCHEMES) - 1), bf16=st.booleans(), lead=st.integers(1, 3))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 300),
+    which=st.integers(0, len(FAST_SCHEMES) - 1),
+    bf16=st.booleans(),
+    lead=st.integers(1, 3),
+)
 def test_property(seed, rows, cols, which, bf16, lead):
     from fp8port.quant import fast
 

@@ -3,8 +3,8 @@ subnormal and tiny blocks, saturation, partial blocks; bytes asserted on every b
 
 import numpy as np
 import pytest
-
 from conftest import backends_for, bytes_of, load_golden, quantize_on
+
 from fp8port.quant import get_preset
 
 CASES = load_golden("mx_cases.json")["cases"]
@@ -16,12 +16,13 @@ def _scheme(c):
     return s if s.storage.value == "e8m0" else s.with_(storage="e8m0")
 
 
-@pytest.mark.parametrize("c,be", [pytest.param(c, be, id=f"{c['name']}[{be}]") for c in CASES
-                                  for be in backends_for(_scheme(c))])
+@pytest.mark.parametrize(
+    "c,be", [pytest.param(c, be, id=f"{c['name']}[{be}]") for c in CASES for be in backends_for(_scheme(c))]
+)
 def test_mx_case(c, be):
     x = np.zeros((1, c["length"]), np.float32)
     x[0, : len(c["input"])] = c["input"]
     q = quantize_on(x, _scheme(c), be)
     assert [f"0x{b:02x}" for b in bytes_of(q.scale)[0]] == c["expected_scale_bytes"], c["why"]
     assert [f"0x{b:02x}" for b in q.codes[0, : len(c["expected_codes"])]] == c["expected_codes"], c["why"]
-    assert not q.codes[0, len(c["input"]):].any()
+    assert not q.codes[0, len(c["input"]) :].any()

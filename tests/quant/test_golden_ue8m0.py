@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import backends_for, bytes_of, f32, load_golden, quantize_on
+
 from fp8port.quant import dequantize, get_preset, quantize
 
 VEC = load_golden("ue8m0_vectors.json")["vectors"]
@@ -95,7 +95,10 @@ def test_t8_partial_blocks(v, be):
     q = quantize(w, scheme, backend=be)
     assert list(q.grid) == v["scale_grid"]
     assert bytes_of(q.scale).tobytes().hex() == v["expected_scale_e8m0_row_major"]
-    assert hashlib.sha256(np.ascontiguousarray(q.codes).tobytes()).hexdigest() == v["expected_codes_sha256_row_major_uint8"]
+    assert (
+        hashlib.sha256(np.ascontiguousarray(q.codes).tobytes()).hexdigest()
+        == v["expected_codes_sha256_row_major_uint8"]
+    )
     q3 = quantize(w, "deepseek-v3", backend=be)
     last = np.asarray(q3.scale_fp32)[-1, -1:].view(np.uint32)[0]
     assert f"0x{int(last):08x}" == v["expected_v3_float_scale_hex_last_block"]
@@ -117,8 +120,16 @@ def test_t10_ue8m0_to_bf16_is_exact(be):
     scheme = get_preset("deepseek-v3.1").activation
     cgrid = np.tile(np.repeat(codes, 1)[None, :], (len(ks), 1))
     s = np.ldexp(1.0, ks).astype(np.float32)[:, None]
-    q = QuantizedTensor(codes=cgrid, scale=s, scale_fp32=s, shape=cgrid.shape, scheme=scheme.with_(block="row"),
-                        role=Role.ACTIVATION, src_dtype="bfloat16", framework=Framework.NUMPY)
+    q = QuantizedTensor(
+        codes=cgrid,
+        scale=s,
+        scale_fp32=s,
+        shape=cgrid.shape,
+        scheme=scheme.with_(block="row"),
+        role=Role.ACTIVATION,
+        src_dtype="bfloat16",
+        framework=Framework.NUMPY,
+    )
     out = dequantize(q, "bfloat16", backend=be).astype(np.float64)
     exact = spec.values[codes][None, :] * np.ldexp(1.0, ks)[:, None]
     inside = ks <= hi

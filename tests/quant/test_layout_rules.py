@@ -24,19 +24,22 @@ def _byte(amax, elem):
     return 255 if np.isnan(s) else int(np.frexp(np.float64(s))[1]) + 126
 
 
-@pytest.mark.parametrize("amax, elem, byte, why", [
-    (6.0, E2M1, 127, "1.5 * 2^2 keeps its exponent at 1 mantissa bit: 2^(2 - 2)"),
-    (7.0, E2M1, 128, "1.75 * 2^2 rounds up to 2^3 (a tie goes up): 2^(3 - 2); OCP FLOOR gives 127 and clips"),
-    (6.99, E2M1, 127, "below 1.75 * 2^2 stays"),
-    (448.0, E4M3, 128, "E4M3 too rounds at E2M1's 1 bit: 1.75 * 2^8 -> 2^9, scale 2^1 (OCP: 2^0)"),
-    (320.0, E4M3, 127, "1.25 * 2^8 stays: 2^(8 - 8)"),
-    (7.5, E2M3, 127, "E2M3 rounds at its own 3 bits (0.20): 1.875 * 2^2 stays"),
-    (7.75, E2M3, 128, "1.9375 * 2^2 rounds up at 3 bits"),
-    (0.0, E2M1, 0, "a zero block: 2^-127 (its log2(0) = -inf is clamped to byte 0)"),
-    (2.0**-130, E2M1, 0, "below the range: byte 0"),
-    (float("inf"), E2M1, 255, "Inf: byte 255 (NaN)"),
-    (3.3e38, E4M3, 255, "1.94 * 2^127 rounds past the top exponent to Inf: byte 255"),
-])
+@pytest.mark.parametrize(
+    "amax, elem, byte, why",
+    [
+        (6.0, E2M1, 127, "1.5 * 2^2 keeps its exponent at 1 mantissa bit: 2^(2 - 2)"),
+        (7.0, E2M1, 128, "1.75 * 2^2 rounds up to 2^3 (a tie goes up): 2^(3 - 2); OCP FLOOR gives 127 and clips"),
+        (6.99, E2M1, 127, "below 1.75 * 2^2 stays"),
+        (448.0, E4M3, 128, "E4M3 too rounds at E2M1's 1 bit: 1.75 * 2^8 -> 2^9, scale 2^1 (OCP: 2^0)"),
+        (320.0, E4M3, 127, "1.25 * 2^8 stays: 2^(8 - 8)"),
+        (7.5, E2M3, 127, "E2M3 rounds at its own 3 bits (0.20): 1.875 * 2^2 stays"),
+        (7.75, E2M3, 128, "1.9375 * 2^2 rounds up at 3 bits"),
+        (0.0, E2M1, 0, "a zero block: 2^-127 (its log2(0) = -inf is clamped to byte 0)"),
+        (2.0**-130, E2M1, 0, "below the range: byte 0"),
+        (float("inf"), E2M1, 255, "Inf: byte 255 (NaN)"),
+        (3.3e38, E4M3, 255, "1.94 * 2^127 rounds past the top exponent to Inf: byte 255"),
+    ],
+)
 def test_ct_mx_golden(amax, elem, byte, why):
     assert _byte(amax, elem) == byte, why
 
@@ -72,7 +75,10 @@ def test_ct_nvfp4_preset_is_the_module():
 def test_conversion_exact_for_powers_of_two():
     codes = np.arange(1, 0x7F, dtype=np.uint8)  # every positive finite E4M3 scale
     assert nvfp4.conversion_report(codes, np.float32(512)) == {
-        "reciprocal_exact": True, "roundtrip_exact": True, "multiplier_mismatch": 0}
+        "reciprocal_exact": True,
+        "roundtrip_exact": True,
+        "multiplier_mismatch": 0,
+    }
     rep = nvfp4.conversion_report(codes, np.float32(936))
     assert not rep["reciprocal_exact"] and rep["multiplier_mismatch"] > 0
 

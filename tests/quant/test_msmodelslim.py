@@ -9,8 +9,14 @@ from fp8port.quant import dequantize, get_preset, quantize
 
 F32 = np.float32
 BF16 = ml_dtypes.bfloat16
-PRESETS = ["msmodelslim-int8", "msmodelslim-int4", "msmodelslim-mxfp8", "msmodelslim-mxfp4", "msmodelslim-fp8",
-           "ascend-int8-bf16ceil"]
+PRESETS = [
+    "msmodelslim-int8",
+    "msmodelslim-int4",
+    "msmodelslim-mxfp8",
+    "msmodelslim-mxfp4",
+    "msmodelslim-fp8",
+    "ascend-int8-bf16ceil",
+]
 
 
 def test_mxfp8_scale_uses_bf16_log2():
@@ -80,8 +86,8 @@ def test_auto_backend_equals_reference(name):
     x = x.astype(BF16).astype(F32)
     bf16 = (np.arange(0, 1 << 16, dtype=np.uint32) << 16).view(F32)  # every finite bf16 value, in 1x32 rows
     every = np.sort(bf16[np.isfinite(bf16)]).reshape(-1, 32)  # neighbours in a block: ties and carries in each
-    for x in (x, every, every * F32(2.0**-100)):
-        a, r = quantize(x, name), quantize(x, name, backend="reference")
+    for xs in (x, every, every * F32(2.0**-100)):
+        a, r = quantize(xs, name), quantize(xs, name, backend="reference")
         assert np.array_equal(a.codes, r.codes) and np.array_equal(a.scale_fp32, r.scale_fp32)
         assert np.array_equal(dequantize(a, "float32"), dequantize(r, "float32"))
 

@@ -14,21 +14,29 @@ from hypothesis import strategies as st
 
 from fp8port import cpu
 from fp8port.errors import UnsupportedInputError
-from fp8port.quant import Scheme, ScaleRule, dequantize, fast, get_preset, native, quantize, reference, steps
+from fp8port.quant import ScaleRule, Scheme, dequantize, fast, get_preset, native, quantize, reference, steps
 
 CPU_FLAGS = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
 TIERS = tuple(t.value for t in cpu.tiers())
 needs_native = pytest.mark.skipif(not TIERS, reason="C kernels not built here")
 
 V31 = get_preset("deepseek-v3.1")
-SCHEMES = [V31.activation, V31.weight, get_preset("mxfp8").activation,
-           get_preset("mxfp8").activation.with_(scale_rule="rceil"),
-           get_preset("mxfp8").activation.with_(scale_rule="even", zero_block="unit"),
-           # FLOOR overflows the element range and the default profile turns that into NaN (0x7F)
-           Scheme.build("float8_e4m3fn", "floor", "1x32", storage="e8m0", profile="default"),
-           get_preset("mxfp4").weight, get_preset("mxfp6_e2m3").weight, get_preset("mxfp6_e3m2").weight,
-           get_preset("nvfp4").weight, get_preset("mxint8").weight, get_preset("deepseek-v3").activation,
-           Scheme.build("float8_e5m2", "ceil", "1x64", storage="e8m0", profile="ocp-mx")]
+SCHEMES = [
+    V31.activation,
+    V31.weight,
+    get_preset("mxfp8").activation,
+    get_preset("mxfp8").activation.with_(scale_rule="rceil"),
+    get_preset("mxfp8").activation.with_(scale_rule="even", zero_block="unit"),
+    # FLOOR overflows the element range and the default profile turns that into NaN (0x7F)
+    Scheme.build("float8_e4m3fn", "floor", "1x32", storage="e8m0", profile="default"),
+    get_preset("mxfp4").weight,
+    get_preset("mxfp6_e2m3").weight,
+    get_preset("mxfp6_e3m2").weight,
+    get_preset("nvfp4").weight,
+    get_preset("mxint8").weight,
+    get_preset("deepseek-v3").activation,
+    Scheme.build("float8_e5m2", "ceil", "1x64", storage="e8m0", profile="ocp-mx"),
+]
 
 
 def test_built_and_used_where_the_cpu_has_them():
@@ -44,15 +52,25 @@ def test_built_and_used_where_the_cpu_has_them():
     assert cpu.tier().value == want[-1]
 
 
-@pytest.mark.parametrize("env,want", [({"FP8PORT_NATIVE": "0"}, "None"), ({"FP8PORT_ISA": "scalar"}, "scalar"),
-                                      ({"FP8PORT_ISA": "AVX512"}, "avx512"), ({"FP8PORT_ISA": "sse9"}, "error")])
+@pytest.mark.parametrize(
+    "env,want",
+    [
+        ({"FP8PORT_NATIVE": "0"}, "None"),
+        ({"FP8PORT_ISA": "scalar"}, "scalar"),
+        ({"FP8PORT_ISA": "AVX512"}, "avx512"),
+        ({"FP8PORT_ISA": "sse9"}, "error"),
+    ],
+)
 def test_env_switches(env, want):
     if want == "avx512" and "avx512" not in TIERS:
         pytest.skip("this CPU lacks AVX-512")
-    code = ("from fp8port import cpu\ntry:\n    t = cpu.tier()\n    print(None if t is None else t.value)\n"
-            "except Exception as e:\n    print('error', e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env}).stdout
+    code = (
+        "from fp8port import cpu\ntry:\n    t = cpu.tier()\n    print(None if t is None else t.value)\n"
+        "except Exception as e:\n    print('error', e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, **env}
+    ).stdout
     assert out.split()[0] == want, out
     if want == "error":
         assert "scalar" in out  # the message lists the tiers this CPU has
@@ -148,14 +166,21 @@ def test_equals_reference_and_numba(scheme, tier, threads, dtype, monkeypatch):
 
 @needs_native
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), nblk=st.integers(1, 6),
-       which=st.integers(0, len(SCHEMES) - 1), spread=st.integers(0, 60), f32=st.booleans(),
-       tier=st.sampled_from(TIERS or ("scalar",)), ragged=st.integers(0, 31))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 300),
+    nblk=st.integers(1, 6),
+    which=st.integers(0, len(SCHEMES) - 1),
+    spread=st.integers(0, 60),
+    f32=st.booleans(),
+    tier=st.sampled_from(TIERS or ("scalar",)),
+    ragged=st.integers(0, 31),
+)
 def test_property_random_bits(seed, rows, nblk, which, spread, f32, tier, ragged):
     """Gaussian blocks with magnitudes spread over 2^+-spread, 2 % random finite bit patterns and a
     ragged last block, as bf16 or float32: each C tier == reference."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((rows, 128 * nblk + ragged)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1))))
+    x = rng.standard_normal((rows, 128 * nblk + ragged)) * np.exp2(rng.integers(-spread, spread + 1, (rows, 1)))
     bits = x.astype(np.float32).view(np.uint32) >> (0 if f32 else 16)
     wild = rng.random(bits.shape) < 0.02
     bits[wild] = rng.integers(0, 1 << (32 if f32 else 16), int(wild.sum()), dtype=np.uint64).astype(np.uint32)
@@ -165,8 +190,10 @@ def test_property_random_bits(seed, rows, nblk, which, spread, f32, tier, ragged
     scheme = SCHEMES[which]
     # random patterns near the float32 max can give EVEN a NaN scale: such a block is handed on, so
     # only the bytes are checked here
-    assert_same_q(on(tier, lambda: quantize(xs, scheme, backend="fast", nonfinite="propagate"), whole=False),
-                  quantize(xs, scheme, backend="reference", nonfinite="propagate"))
+    assert_same_q(
+        on(tier, lambda: quantize(xs, scheme, backend="fast", nonfinite="propagate"), whole=False),
+        quantize(xs, scheme, backend="reference", nonfinite="propagate"),
+    )
 
 
 POW2_RULES = [r for r in ScaleRule if r.power_of_two and r.fn is not None]  # rules added later included
@@ -178,8 +205,12 @@ def test_step_tables_reproduce_the_rule(rule, variant):
     """A power-of-two rule's step form (every kernel's scale lookup) equals the reference's scale on
     every exponent field's edges and on 20,000 random amax patterns, or the rule is left to the
     reference (step_table None; then quantize must still agree through the reference)."""
-    base = {"mxfp8": get_preset("mxfp8").activation, "mxfp4-unit": get_preset("mxfp4").activation.with_(
-        zero_block="unit"), "clamp-range": V31.activation, "bf16-storage": V31.activation}[variant]
+    base = {
+        "mxfp8": get_preset("mxfp8").activation,
+        "mxfp4-unit": get_preset("mxfp4").activation.with_(zero_block="unit"),
+        "clamp-range": V31.activation,
+        "bf16-storage": V31.activation,
+    }[variant]
     scheme = base.with_(scale_rule=rule, **({"storage": "bfloat16"} if variant == "bf16-storage" else {}))
     table = steps.step_table(scheme)
     if table is None:
@@ -187,8 +218,17 @@ def test_step_tables_reproduce_the_rule(rule, variant):
         return
     rng = np.random.default_rng(0)
     f = np.arange(256, dtype=np.uint32)
-    a = np.concatenate([rng.integers(0, 0x7FFFFFFF, 20_000, dtype=np.uint32), f << 23, (f << 23) | 0x7FFFFF,
-                        (f << 23) | 0x600000, (f << 23) | 0x600001, (f << 23) | 0x5FFFFF, [0]]).astype(np.uint32)
+    a = np.concatenate(
+        [
+            rng.integers(0, 0x7FFFFFFF, 20_000, dtype=np.uint32),
+            f << 23,
+            (f << 23) | 0x7FFFFF,
+            (f << 23) | 0x600000,
+            (f << 23) | 0x600001,
+            (f << 23) | 0x5FFFFF,
+            [0],
+        ]
+    ).astype(np.uint32)
     want = reference.block_scales(a.view(np.float32), scheme).view(np.uint32)
     assert np.array_equal(steps.lookup(table, a), want)
 
@@ -220,10 +260,10 @@ def test_large_tensor_both_threads(monkeypatch, stream, tier):
     rng = np.random.default_rng(9)
     x = torch.from_numpy(adversarial_bf16(rng, 2048, 4096).view(np.int16)).view(torch.bfloat16)
     for scheme in (V31.activation, V31.weight):
-        q = on(tier, lambda: quantize(x, scheme, nonfinite="propagate"), whole=False)
-        assert_same_q(q, on("numba", lambda: quantize(x, scheme, nonfinite="propagate")))
-        got = on(tier, lambda: dequantize(q), whole=False)
-        want = on("numba", lambda: dequantize(q))
+        q = on(tier, lambda s=scheme: quantize(x, s, nonfinite="propagate"), whole=False)
+        assert_same_q(q, on("numba", lambda s=scheme: quantize(x, s, nonfinite="propagate")))
+        got = on(tier, lambda q=q: dequantize(q), whole=False)
+        want = on("numba", lambda q=q: dequantize(q))
         assert torch.equal(got.view(torch.int16), want.view(torch.int16))
 
 
@@ -241,12 +281,18 @@ def test_out_buffers_are_reused(framework):
         assert q2.codes is codes or np.shares_memory(np.asarray(q2.codes), np.asarray(codes))
         assert_same_q(q2, quantize(y, scheme))
         assert np.array_equal(np.asarray(q2.scale).view(np.uint8), np.asarray(quantize(y, scheme).scale).view(np.uint8))
-        out = torch.empty(64, 256, dtype=torch.bfloat16) if framework == "torch" else np.empty((64, 256), ml_dtypes.bfloat16)
+        out = (
+            torch.empty(64, 256, dtype=torch.bfloat16)
+            if framework == "torch"
+            else np.empty((64, 256), ml_dtypes.bfloat16)
+        )
         res = dequantize(q2, out=out)
         assert res is out
         want = dequantize(quantize(y, scheme))
-        assert np.array_equal(np.asarray(res.view(torch.int16) if framework == "torch" else res.view(np.int16)),
-                              np.asarray(want.view(torch.int16) if framework == "torch" else want.view(np.int16)))
+        assert np.array_equal(
+            np.asarray(res.view(torch.int16) if framework == "torch" else res.view(np.int16)),
+            np.asarray(want.view(torch.int16) if framework == "torch" else want.view(np.int16)),
+        )
         f32 = np.empty((64, 256), np.float32)
         if framework == "numpy":
             assert dequantize(q2, "float32", out=f32) is f32

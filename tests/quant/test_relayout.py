@@ -24,8 +24,13 @@ def _weights(rows, cols, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 300), cols=st.integers(1, 300), seed=st.integers(0, 2**16),
-       src=st.sampled_from([V3, V31]), block=st.sampled_from(["64x64", "32x128", "128x32", "1x128", "1x32", "128x128"]))
+@given(
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+    src=st.sampled_from([V3, V31]),
+    block=st.sampled_from(["64x64", "32x128", "128x32", "1x128", "1x32", "128x128"]),
+)
 def test_nested_blocks_keep_every_value(rows, cols, seed, src, block):
     """128x128 -> any block that divides it, ragged edges included, float or power-of-two scales."""
     q = fp8port.quantize(_weights(rows, cols, seed), src)
@@ -49,11 +54,14 @@ def test_ue8m0_to_mxfp8_bytes(rows, cols, seed):
     assert np.array_equal(_values(r), _values(q))
 
 
-@pytest.mark.parametrize("dst, match", [
-    (V3.with_(block="96x96"), "do not nest"),
-    (V3.with_(block="256x128"), "do not nest"),
-    (get_preset("mxfp4").weight, "elements differ"),
-])
+@pytest.mark.parametrize(
+    "dst, match",
+    [
+        (V3.with_(block="96x96"), "do not nest"),
+        (V3.with_(block="256x128"), "do not nest"),
+        (get_preset("mxfp4").weight, "elements differ"),
+    ],
+)
 def test_what_would_change_a_value_is_refused(dst, match):
     q = fp8port.quantize(_weights(300, 300, 1), V3)
     assert match in blocker(V3, dst, (300, 300))

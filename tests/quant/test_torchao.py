@@ -15,8 +15,8 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import KERNELS, quantize_on
+
 from fp8port.quant import get_preset
 
 with warnings.catch_warnings():
@@ -28,7 +28,8 @@ with warnings.catch_warnings():
 def data(dtype, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 512, generator=g) * torch.exp(4 * torch.randn(64, 16, 1, generator=g)).repeat_interleave(
-        32, dim=1).view(64, 512)
+        32, dim=1
+    ).view(64, 512)
     x[0, :32] = 500.0  # FLOOR overflow, clamped
     x[1, :32] = 480.0
     x[2, 0] = 448.0

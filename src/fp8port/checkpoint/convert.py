@@ -50,8 +50,19 @@ def _print_progress(event: str, **kw):
         print(f"  wrote {kw['name']} ({kw['index'] + 1}/{kw['count']})", file=sys.stderr)
 
 
-def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, executor=None, verify=False,
-        progress=_print_progress, after_shard=None) -> Result:
+def run(
+    src,
+    dst,
+    opts: Options,
+    *,
+    resume=False,
+    overwrite=False,
+    workers=1,
+    executor=None,
+    verify=False,
+    progress=_print_progress,
+    after_shard=None,
+) -> Result:
     """Plan and execute a conversion. Shards are written in this process, by `workers` local
     processes, or by any `executor` with `submit(fn, *args) -> future` (the Ray backend); a layout
     whose output is one file (GGUF) is written in this process.
@@ -84,8 +95,10 @@ def run(src, dst, opts: Options, *, resume=False, overwrite=False, workers=1, ex
     except OSError as e:
         # the machine refused (disk full, permissions): keep the finished shards for --resume
         where = e.filename or stage.dir
-        raise ResourceError(f"{where}: {e.strerror or e}; the finished shards are kept in {stage.dir}: "
-                            "free the resource and rerun the same command with --resume") from None
+        raise ResourceError(
+            f"{where}: {e.strerror or e}; the finished shards are kept in {stage.dir}: "
+            "free the resource and rerun the same command with --resume"
+        ) from None
     except Fp8portError:
         # bad data or options: a rerun would fail the same way, so leave nothing behind. An
         # interruption keeps the staging folder for --resume.
@@ -102,6 +115,7 @@ def _tensor_progress(plan: Plan, progress, done: int = 0):
         done += 1
         if progress:
             progress("tensor", job=job, done=done, total=len(plan.jobs))
+
     return on_tensor
 
 
@@ -131,8 +145,9 @@ def _write_shards(stage, src, ckpt, plan, workers, executor, progress, after_sha
             if own:
                 pool.shutdown(cancel_futures=True)
     else:
-        on_tensor = _tensor_progress(plan, progress, sum(len(plan.shards[i]) for i in range(len(plan.shards))
-                                                         if i not in todo))
+        on_tensor = _tensor_progress(
+            plan, progress, sum(len(plan.shards[i]) for i in range(len(plan.shards)) if i not in todo)
+        )
         for i in todo:
             finish(i, *write_shard(src, plan, i, stage.temp_path(plan.shard_names[i]), on_tensor))
     return _finish(stage, ckpt, plan, reports), resumed
@@ -177,8 +192,12 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the parent already runs OpenMP threads (Numba, torch), and a forked
     # child of such a process may hang. Cores are shared out so that workers do not oversubscribe.
     cores = os.cpu_count() or 1
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(max(1, cores // workers),))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(max(1, cores // workers),),
+    )
 
 
 def _finish(stage: Staging, ckpt: Checkpoint, plan: Plan, reports: dict) -> dict:

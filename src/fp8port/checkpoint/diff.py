@@ -54,8 +54,12 @@ def diff(a, b) -> dict:
             row.update(status="shape differs", shape_b=list(B.shape(m)))
             rows.append(row)
             continue
-        same_bytes = (n not in A.weights and m not in B.weights and A.dtype(n) == B.dtype(m)
-                      and np.array_equal(A.ckpt.read(n).view(np.uint8), B.ckpt.read(m).view(np.uint8)))
+        same_bytes = (
+            n not in A.weights
+            and m not in B.weights
+            and A.dtype(n) == B.dtype(m)
+            and np.array_equal(A.ckpt.read(n).view(np.uint8), B.ckpt.read(m).view(np.uint8))
+        )
         va, vb = A.values(n), B.values(m)
         err = np.abs(va - vb)
         row.update(
@@ -67,6 +71,13 @@ def diff(a, b) -> dict:
         )
         row["status"] = "identical" if row["values_equal"] else "differs"
         rows.append(row)
-    return {"a": str(A.ckpt.root), "b": str(B.ckpt.root), "layout_a": A.handler.name.value,
-            "layout_b": B.handler.name.value, "tensors": rows, "only_in_a": only_a, "only_in_b": only_b,
-            "identical": all(r["status"] == "identical" for r in rows) and not only_a and not only_b}
+    return {
+        "a": str(A.ckpt.root),
+        "b": str(B.ckpt.root),
+        "layout_a": A.handler.name.value,
+        "layout_b": B.handler.name.value,
+        "tensors": rows,
+        "only_in_a": only_a,
+        "only_in_b": only_b,
+        "identical": all(r["status"] == "identical" for r in rows) and not only_a and not only_b,
+    }

@@ -41,15 +41,16 @@ class Checkpoint:
     index_metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path) -> "Checkpoint":
+    def open(cls, path) -> Checkpoint:
         path = Path(path)
         if path.suffix == ".gguf" and path.is_file():
             from .gguf_file import open_gguf  # a container of its own; it subclasses Checkpoint
 
             return open_gguf(path)
         if path.is_dir() and not any(path.glob("*.safetensors")) and (found := sorted(path.glob("*.gguf"))):
-            raise LayoutError(f"{path}: a folder of GGUF files ({', '.join(p.name for p in found[:3])}); name the "
-                              ".gguf file itself")
+            raise LayoutError(
+                f"{path}: a folder of GGUF files ({', '.join(p.name for p in found[:3])}); name the .gguf file itself"
+            )
         if path.is_file() and path.suffix == ".safetensors":
             root, files, weight_map, idx_meta = path.parent, [path], None, {}
         elif not path.is_dir():
@@ -62,8 +63,11 @@ class Checkpoint:
                 weight_map = index["weight_map"]
             except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 raise CheckpointError(f"{index_file}: not a valid index (need a JSON object with weight_map)") from None
-            if not (isinstance(weight_map, dict) and weight_map
-                    and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+            if not (
+                isinstance(weight_map, dict)
+                and weight_map
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())
+            ):
                 raise CheckpointError(f"{index_file}: weight_map must map tensor names to file names")
             idx_meta = index.get("metadata") or {}
             if not isinstance(idx_meta, dict):
@@ -77,7 +81,9 @@ class Checkpoint:
         else:
             found = sorted(p.name for p in path.glob("*.safetensors"))
             if len(found) != 1:
-                raise CheckpointError(f"{path}: no {SINGLE} or {INDEX}" + (f" (found {', '.join(found)})" if found else ""))
+                raise CheckpointError(
+                    f"{path}: no {SINGLE} or {INDEX}" + (f" (found {', '.join(found)})" if found else "")
+                )
             root, files, weight_map, idx_meta = path, [path / found[0]], None, {}
         headers = {f: read_header(f) for f in files}
         tensors = {}
@@ -90,7 +96,9 @@ class Checkpoint:
                 f = root / rel
                 info = headers[f][0].get(name)
                 if info is None:
-                    raise CheckpointError(f"{root / INDEX}: tensor {name!r} is mapped to {rel}, which does not contain it")
+                    raise CheckpointError(
+                        f"{root / INDEX}: tensor {name!r} is mapped to {rel}, which does not contain it"
+                    )
                 tensors[name] = (f, info)
         config = None
         if (root / "config.json").exists():
@@ -123,8 +131,13 @@ class Checkpoint:
         sub-folders (sentence-transformers' 1_Pooling/config.json); not weights, not hidden files."""
         # an AscendV1 description or ModelOpt's hf_quant_config is the layout's own metadata: whatever is
         # written decides its own
-        skip = {self.root / INDEX, self.root / ASCEND_INDEX, self.root / DESCRIPTION, self.root / HF_QUANT_CONFIG,
-                self.root / "config.json"} | set(self.files)
+        skip = {
+            self.root / INDEX,
+            self.root / ASCEND_INDEX,
+            self.root / DESCRIPTION,
+            self.root / HF_QUANT_CONFIG,
+            self.root / "config.json",
+        } | set(self.files)
         out = []
         for p in sorted(self.root.rglob("*")):
             rel = p.relative_to(self.root)

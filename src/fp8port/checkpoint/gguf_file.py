@@ -22,8 +22,16 @@ from .folder import Checkpoint
 from .safetensors_io import TensorInfo, read_tensor
 
 GGUF_SUFFIX = ".gguf"
-DENSE = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F64", "I8": "I8", "I16": "I16", "I32": "I32",
-         "I64": "I64"}  # ggml type name -> safetensors dtype of the same bytes
+DENSE = {
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "F64": "F64",
+    "I8": "I8",
+    "I16": "I16",
+    "I32": "I32",
+    "I64": "I64",
+}  # ggml type name -> safetensors dtype of the same bytes
 # architectures whose q / k rows llama.cpp stores in its rotary order (convert_hf_to_gguf's LlamaModel)
 PERMUTED_QK = ("llama",)
 _QK = re.compile(r"blk\.\d+\.attn_(q|k)\.(weight|bias)$")
@@ -90,8 +98,19 @@ class GgufFile(Checkpoint):
         return []  # tokenizer and configuration live inside the file
 
 
-_SCALAR = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
-           12: "<f8"}  # GGUF value type -> little-endian NumPy dtype (7: bool)
+_SCALAR = {
+    0: "<u1",
+    1: "<i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "<u1",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}  # GGUF value type -> little-endian NumPy dtype (7: bool)
 _STRING, _ARRAY, LONG = 8, 9, 256
 
 
@@ -115,7 +134,7 @@ class _Cursor:
         if n > len(self.buf) - self.pos:
             raise ValueError("string runs past the end")
         self.pos += n
-        return self.buf[self.pos - n: self.pos].decode("utf-8", errors="replace")
+        return self.buf[self.pos - n : self.pos].decode("utf-8", errors="replace")
 
     def value(self, vtype: int):
         if vtype == _STRING:
@@ -155,8 +174,7 @@ def read_header(path: Path) -> tuple[dict, list[tuple[str, str, tuple[int, ...],
                 for _ in range(int(n_tensors)):
                     name = c.str()
                     dims = c.take("<u8", c.int("<u4")).tolist()
-                    infos.append((name, gguf.GGMLQuantizationType(c.int("<u4")).name, tuple(reversed(dims)),
-                                  c.int()))
+                    infos.append((name, gguf.GGMLQuantizationType(c.int("<u4")).name, tuple(reversed(dims)), c.int()))
                 break
             except (IndexError, ValueError) as e:
                 if len(buf) >= size:
@@ -193,8 +211,9 @@ def open_gguf(path: Path) -> GgufFile:
     kv_heads = kv.get(f"{ckpt.arch}.attention.head_count_kv", heads)
     for n, (_, info) in tensors.items():
         if ckpt.arch in PERMUTED_QK and _QK.match(n) and not (isinstance(heads, int) and isinstance(kv_heads, int)):
-            raise CheckpointError(f"{path}: {ckpt.arch}.attention.head_count(_kv) is missing or not one number; "
-                                  f"{n!r} cannot be read")
+            raise CheckpointError(
+                f"{path}: {ckpt.arch}.attention.head_count(_kv) is missing or not one number; {n!r} cannot be read"
+            )
         order = row_order(ckpt.arch, n, info.shape[0], heads, kv_heads)
         if order is not None:
             ckpt.rows[n] = order

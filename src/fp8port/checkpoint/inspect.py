@@ -31,8 +31,9 @@ def inspect(path) -> dict:
         "path": str(ckpt.root),
         "files": [f.name for f in ckpt.files],
         "tensors": len(ckpt.tensors),
-        "parameters": int(sum(math.prod(w.shape) for w in weights.values())
-                          + sum(math.prod(ckpt.info(n).shape) for n in dense)),
+        "parameters": int(
+            sum(math.prod(w.shape) for w in weights.values()) + sum(math.prod(ckpt.info(n).shape) for n in dense)
+        ),
         "bytes": int(sum(size.values())),
         "dtypes": {d: {"tensors": c, "bytes": size[d]} for d, c in sorted(dtypes.items())},
         "layout": handler.name.value,

@@ -19,8 +19,7 @@ from ..quant import BlockShape, ScaleStorage
 from ..quant.relayout import blocker, rounding, widen_blocker
 from . import layouts
 from .folder import Checkpoint
-from .layouts import (Action, DenseDtype, Job, LayoutName, NonFinitePolicy, Relayout, Source, WriteRequest,
-                      Writer)
+from .layouts import Action, DenseDtype, Job, LayoutName, NonFinitePolicy, Relayout, Source, Writer, WriteRequest
 
 SUMMARY = "fp8port-summary.json"
 
@@ -48,9 +47,15 @@ def rescale_target(value) -> RescaleTarget | engines.EngineName:
     raise UnknownNameError("rescale target", value, [t.value for t in RescaleTarget] + list(engines.ENGINES))
 
 
-_PARSE = {"mode": Operation.parse, "layout": LayoutName.parse, "scale_dtype": ScaleStorage.parse,
-          "block": BlockShape.parse, "dtype": DenseDtype.parse, "to": rescale_target,
-          "nonfinite": NonFinitePolicy.parse}
+_PARSE = {
+    "mode": Operation.parse,
+    "layout": LayoutName.parse,
+    "scale_dtype": ScaleStorage.parse,
+    "block": BlockShape.parse,
+    "dtype": DenseDtype.parse,
+    "to": rescale_target,
+    "nonfinite": NonFinitePolicy.parse,
+}
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,20 @@ class Plan:
 
     def to_json(self) -> dict:
         return {
-            "mode": self.options.mode.value, "options": self.options.to_json(),
-            "layout_in": self.read_layout.value, "layout_out": self.layout_out.value,
+            "mode": self.options.mode.value,
+            "options": self.options.to_json(),
+            "layout_in": self.read_layout.value,
+            "layout_out": self.layout_out.value,
             "shards": {n: [self.jobs[i].source for i in idx] for n, idx in zip(self.shard_names, self.shards)},
-            "tensors": [{"source": j.source, "action": j.action.value,
-                         "scheme": j.scheme.describe() if j.scheme else None,
-                         "outputs": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in j.outputs]}
-                        for j in self.jobs],
+            "tensors": [
+                {
+                    "source": j.source,
+                    "action": j.action.value,
+                    "scheme": j.scheme.describe() if j.scheme else None,
+                    "outputs": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in j.outputs],
+                }
+                for j in self.jobs
+            ],
             "notes": self.notes,
         }
 
@@ -161,8 +173,9 @@ def _job(writer: Writer, name: str, info, stored, relayout: Relayout) -> Job:
         return Job(Action.QUANTIZE, name, outputs, None, scheme)
     why = blocker(stored.scheme, scheme, shape) if relayout is not Relayout.NEVER else "requantize asked"
     if why is None:
-        return Job(Action.RECIPROCAL if rounding(stored.scheme, scheme) else Action.REPLICATE, name, outputs, stored,
-                   scheme)
+        return Job(
+            Action.RECIPROCAL if rounding(stored.scheme, scheme) else Action.REPLICATE, name, outputs, stored, scheme
+        )
     if relayout is Relayout.PREFER and widen_blocker(stored.scheme, scheme, shape) is None:
         return Job(Action.WIDEN, name, outputs, stored, scheme)
     if relayout is Relayout.REQUIRE:
@@ -175,12 +188,16 @@ def _refuse_lossy(jobs: list[Job]) -> None:
     dequantizations are checked value by value while writing)."""
     for j in jobs:
         if j.action is Action.QUANTIZE:
-            raise ConversionError(f"--exact: {j.source}: quantizing a dense tensor into {j.scheme.name} changes its "
-                                  "values; drop --exact, or exclude it (--exclude)")
+            raise ConversionError(
+                f"--exact: {j.source}: quantizing a dense tensor into {j.scheme.name} changes its "
+                "values; drop --exact, or exclude it (--exclude)"
+            )
         if j.action is Action.REQUANTIZE:
             why = blocker(j.weight.scheme, j.scheme, j.weight.shape) or "the scales do not carry over"
-            raise ConversionError(f"--exact: {j.source}: {j.weight.scheme.name} cannot be held exactly as "
-                                  f"{j.scheme.name} ({why}); drop --exact, or choose a type that holds it")
+            raise ConversionError(
+                f"--exact: {j.source}: {j.weight.scheme.name} cannot be held exactly as "
+                f"{j.scheme.name} ({why}); drop --exact, or choose a type that holds it"
+            )
 
 
 def read_source(ckpt: Checkpoint) -> Source:
@@ -190,26 +207,52 @@ def read_source(ckpt: Checkpoint) -> Source:
     return Source(ckpt, handler.name, handler.weights(ckpt))
 
 
-def plan(source: Source, opts: Options, target: LayoutName, request: WriteRequest | None = None,
-         relayout: Relayout = Relayout.PREFER) -> Plan:
+def plan(
+    source: Source,
+    opts: Options,
+    target: LayoutName,
+    request: WriteRequest | None = None,
+    relayout: Relayout = Relayout.PREFER,
+) -> Plan:
     """Every tensor of the source through the target layout's writer: copy, quantize, dequantize,
     re-lay out (codes kept) or requantize, in source order."""
     ckpt = source.ckpt
-    request = request or WriteRequest(opts.preset, opts.block, opts.scale_dtype, None, opts.include, opts.exclude,
-                                      opts.activation_scales, type=opts.type)
+    request = request or WriteRequest(
+        opts.preset,
+        opts.block,
+        opts.scale_dtype,
+        None,
+        opts.include,
+        opts.exclude,
+        opts.activation_scales,
+        type=opts.type,
+    )
     writer = layouts.get(target).writer(request, source)
-    jobs = [_job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
-            for name, w in layouts.in_order(ckpt, source.weights)]
-    jobs += [Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
-             for src, out in writer.extra_copies()]
+    jobs = [
+        _job(writer, name, ckpt.info(w.tensors[0] if w else name), w, relayout)
+        for name, w in layouts.in_order(ckpt, source.weights)
+    ]
+    jobs += [
+        Job(Action.COPY, src, ((out, ckpt.info(src).dtype, ckpt.info(src).shape),))
+        for src, out in writer.extra_copies()
+    ]
     jobs = writer.arrange(jobs)
     writer.review(jobs)
     if opts.exact:
         _refuse_lossy(jobs)
     config = writer.config(ckpt.config, jobs)
     shards = [list(range(len(jobs)))] if writer.single_file else shard(jobs, opts.shard_size)
-    p = Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), config, writer, source.layout,
-             list(writer.notes))
+    p = Plan(
+        ckpt.root,
+        opts,
+        jobs,
+        shards,
+        writer.shard_names(len(shards)),
+        config,
+        writer,
+        source.layout,
+        list(writer.notes),
+    )
     if request.preset and not any(j.scheme is not None for j in jobs):
         p.notes.append("no tensor matched the quantization rules: the output is a copy")
     return p
@@ -218,11 +261,14 @@ def plan(source: Source, opts: Options, target: LayoutName, request: WriteReques
 def plan_convert(ckpt: Checkpoint, opts: Options) -> Plan:
     source = read_source(ckpt)
     if opts.preset is None and opts.type is None and not source.weights:
-        raise ConversionError(f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it "
-                              "(or --layout gguf --type T)")
+        raise ConversionError(
+            f"{ckpt.root} holds no quantized weights: convert needs --preset to quantize it (or --layout gguf --type T)"
+        )
     if opts.preset is None and opts.layout is None and opts.block is None and opts.scale_dtype is None:
-        raise ConversionError(f"{ckpt.root} is already in the {source.layout.value} layout: name --preset, --layout, "
-                              "--block or --scale-dtype (or `fp8port dequant` it)")
+        raise ConversionError(
+            f"{ckpt.root} is already in the {source.layout.value} layout: name --preset, --layout, "
+            "--block or --scale-dtype (or `fp8port dequant` it)"
+        )
     target = opts.layout or (layouts.default_layout(opts.preset) if opts.preset else source.layout)
     return plan(source, opts, target)
 
@@ -239,8 +285,9 @@ def plan_rescale(ckpt: Checkpoint, opts: Options) -> Plan:
         raise ConversionError("rescale needs --to ue8m0, --to mxfp8 or --to ENGINE")
     source = read_source(ckpt)
     if not source.weights:
-        raise ConversionError(f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} holds no quantized "
-                              "weights")
+        raise ConversionError(
+            f"rescale reads quantized checkpoints (FP8 blocks); {ckpt.root} holds no quantized weights"
+        )
     if isinstance(opts.to, engines.EngineName):
         return plan_engine(source, opts, engines.get(opts.to))
     if opts.to is RescaleTarget.UE8M0:
@@ -270,13 +317,23 @@ def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
     steps = {n: engine.plan(w, ctx) for n, w in source.weights.items()}
     failed = [(n, s.why) for n, s in steps.items() if s.action is engines.Action.FAIL]
     if failed:
-        raise ConversionError(f"{engine.name} does not load {ckpt.root}: {failed[0][0]}: {failed[0][1]}"
-                              + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else ""))
-    held = {n: s.scheme if s.scheme is not None else source.weights[n].scheme
-            for n, s in steps.items() if s.action is not engines.Action.DEQUANTIZE}
+        raise ConversionError(
+            f"{engine.name} does not load {ckpt.root}: {failed[0][0]}: {failed[0][1]}"
+            + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else "")
+        )
+    held = {
+        n: s.scheme if s.scheme is not None else source.weights[n].scheme
+        for n, s in steps.items()
+        if s.action is not engines.Action.DEQUANTIZE
+    }
     request = WriteRequest(requantize_only=True)
-    target = (LayoutName.DENSE if not held else source.layout if _holds(source.layout, request, source, held)
-              else LayoutName.FP8PORT)
+    target = (
+        LayoutName.DENSE
+        if not held
+        else source.layout
+        if _holds(source.layout, request, source, held)
+        else LayoutName.FP8PORT
+    )
     writer = layouts.get(target).writer(request, source)
     jobs = []
     for name, w in layouts.in_order(ckpt, source.weights):
@@ -292,8 +349,17 @@ def plan_engine(source: Source, opts: Options, engine: engines.Engine) -> Plan:
             jobs.append(Job(action, name, tuple(writer.outputs(name, w.shape, scheme)), w, scheme))
     writer.review(jobs)
     shards = shard(jobs, opts.shard_size)
-    return Plan(ckpt.root, opts, jobs, shards, writer.shard_names(len(shards)), writer.config(ckpt.config, jobs),
-                writer, source.layout, list(writer.notes) + [f"{engine.name}: {engine.summary}"])
+    return Plan(
+        ckpt.root,
+        opts,
+        jobs,
+        shards,
+        writer.shard_names(len(shards)),
+        writer.config(ckpt.config, jobs),
+        writer,
+        source.layout,
+        list(writer.notes) + [f"{engine.name}: {engine.summary}"],
+    )
 
 
 PLANNERS = {Operation.CONVERT: plan_convert, Operation.DEQUANT: plan_dequant, Operation.RESCALE: plan_rescale}
@@ -304,8 +370,7 @@ def make_plan(src, opts: Options) -> Plan:
 
 
 def fingerprint(plan: Plan, ckpt: Checkpoint) -> str:
-    src = [(n, ckpt.tensors[n][0].name, i.dtype, list(i.shape), i.begin, i.end)
-           for n, (_, i) in ckpt.tensors.items()]
+    src = [(n, ckpt.tensors[n][0].name, i.dtype, list(i.shape), i.begin, i.end) for n, (_, i) in ckpt.tensors.items()]
     files = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in ckpt.files]
     blob = json.dumps({"v": __version__, "plan": plan.to_json(), "src": src, "files": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -57,11 +57,16 @@ def _dense(x: np.ndarray, dtype: str, exact: bool, where: str) -> tuple[np.ndarr
         return out, {"exact": True}
     if exact:
         i = tuple(int(k) for k in np.argwhere(~same)[0])
-        raise ConversionError(f"{where}: --exact: {dtype} cannot hold {float(x[i])!r} at index {i} (it becomes "
-                              f"{float(back[i])!r}); drop --exact, or choose a wider type")
+        raise ConversionError(
+            f"{where}: --exact: {dtype} cannot hold {float(x[i])!r} at index {i} (it becomes "
+            f"{float(back[i])!r}); drop --exact, or choose a wider type"
+        )
     fin = np.isfinite(x) & np.isfinite(back)
-    return out, {"exact": False, "sqnr_db": round(sqnr_db(x[fin], back[fin]), 3),
-                 "max_abs_error": max_abs_error(x[fin], back[fin])}
+    return out, {
+        "exact": False,
+        "sqnr_db": round(sqnr_db(x[fin], back[fin]), 3),
+        "max_abs_error": max_abs_error(x[fin], back[fin]),
+    }
 
 
 def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], dict]:
@@ -72,8 +77,9 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     where = f"{ckpt.tensors[job.weight.tensors[0] if job.weight else job.source][0]}: tensor {job.source!r}"
     dtype = job.outputs[0][1]
     if job.action is Action.CAST:
-        a, rep = _dense(dense_source(ckpt, job.source, plan.options.nonfinite).astype(np.float32), dtype,
-                        plan.options.exact, where)
+        a, rep = _dense(
+            dense_source(ckpt, job.source, plan.options.nonfinite).astype(np.float32), dtype, plan.options.exact, where
+        )
         return [a], rep
     if job.action is Action.DEQUANTIZE:
         if plan.options.exact:  # values in float32 first, to check that the dtype holds them
@@ -84,8 +90,9 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
         engine, ctx = engines.get(plan.options.to), engines.Context.from_config(ckpt.config)
         q = reader.read(ckpt, job.weight)
         held = engine.apply(engine.plan(job.weight, ctx), q, ctx)
-        arrays = (plan.writer.arrays(job.source, held.q) if job.scheme is not None
-                  else [held.values.astype(DTYPES[dtype][0])])
+        arrays = (
+            plan.writer.arrays(job.source, held.q) if job.scheme is not None else [held.values.astype(DTYPES[dtype][0])]
+        )
         return arrays, _error(np.asarray(reader.values(ckpt, job.weight), np.float32), held.values)
     if job.action in (Action.REPLICATE, Action.RECIPROCAL):
         src = reader.read(ckpt, job.weight)

@@ -25,20 +25,30 @@ MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 # safetensors dtype -> (numpy dtype of one element, bits per element)
 DTYPES: dict[str, tuple[np.dtype, int]] = {
-    "BOOL": (np.dtype(np.bool_), 8), "U8": (np.dtype(np.uint8), 8), "I8": (np.dtype(np.int8), 8),
-    "I16": (np.dtype(np.int16), 16), "U16": (np.dtype(np.uint16), 16), "I32": (np.dtype(np.int32), 32),
-    "U32": (np.dtype(np.uint32), 32), "I64": (np.dtype(np.int64), 64), "U64": (np.dtype(np.uint64), 64),
-    "F16": (np.dtype(np.float16), 16), "BF16": (np.dtype(ml_dtypes.bfloat16), 16),
-    "F32": (np.dtype(np.float32), 32), "F64": (np.dtype(np.float64), 64),
-    "F8_E4M3": (np.dtype(ml_dtypes.float8_e4m3fn), 8), "F8_E5M2": (np.dtype(ml_dtypes.float8_e5m2), 8),
+    "BOOL": (np.dtype(np.bool_), 8),
+    "U8": (np.dtype(np.uint8), 8),
+    "I8": (np.dtype(np.int8), 8),
+    "I16": (np.dtype(np.int16), 16),
+    "U16": (np.dtype(np.uint16), 16),
+    "I32": (np.dtype(np.int32), 32),
+    "U32": (np.dtype(np.uint32), 32),
+    "I64": (np.dtype(np.int64), 64),
+    "U64": (np.dtype(np.uint64), 64),
+    "F16": (np.dtype(np.float16), 16),
+    "BF16": (np.dtype(ml_dtypes.bfloat16), 16),
+    "F32": (np.dtype(np.float32), 32),
+    "F64": (np.dtype(np.float64), 64),
+    "F8_E4M3": (np.dtype(ml_dtypes.float8_e4m3fn), 8),
+    "F8_E5M2": (np.dtype(ml_dtypes.float8_e5m2), 8),
     "F8_E4M3FNUZ": (np.dtype(ml_dtypes.float8_e4m3fnuz), 8),
     "F8_E5M2FNUZ": (np.dtype(ml_dtypes.float8_e5m2fnuz), 8),
     "F8_E8M0": (np.dtype(ml_dtypes.float8_e8m0fnu), 8),
     # Sub-byte types: stored packed, shape counts logical elements; read back as raw bytes.
-    "F4": (np.dtype(np.uint8), 4), "F6_E2M3": (np.dtype(np.uint8), 6), "F6_E3M2": (np.dtype(np.uint8), 6),
+    "F4": (np.dtype(np.uint8), 4),
+    "F6_E2M3": (np.dtype(np.uint8), 6),
+    "F6_E3M2": (np.dtype(np.uint8), 6),
 }
-DTYPE_OF_NUMPY = {v[0]: k for k, v in DTYPES.items() if v[1] >= 8 and k not in ("U8",)} | {
-    np.dtype(np.uint8): "U8"}
+DTYPE_OF_NUMPY = {v[0]: k for k, v in DTYPES.items() if v[1] >= 8 and k not in ("U8",)} | {np.dtype(np.uint8): "U8"}
 
 
 def nbytes(dtype: str, shape) -> int:

@@ -7,8 +7,17 @@ from fnmatch import fnmatchcase
 # Kept in their original dtype by default, as DeepSeek's checkpoints do: embeddings and the
 # output head (shared with the embedding in tied models), norms, MoE router gates
 # (`mlp.gate.weight`, not `gate_proj`), and the multi-token-prediction head.
-KEEP_DENSE = ("*embed*", "*wte.*", "*wpe.*", "lm_head.*", "*.lm_head.*", "*norm*", "*.gate.weight",
-              "*router*", "*shared_head*")
+KEEP_DENSE = (
+    "*embed*",
+    "*wte.*",
+    "*wpe.*",
+    "lm_head.*",
+    "*.lm_head.*",
+    "*norm*",
+    "*.gate.weight",
+    "*router*",
+    "*shared_head*",
+)
 FLOAT_DTYPES = ("F32", "F16", "BF16")
 
 

@@ -90,8 +90,10 @@ class Staging:
         self.dst, self.dir, self.fingerprint = dst, staging_dir(dst), fingerprint
         existed = self.dir.exists()
         if existed and not resume:
-            raise ConversionError(f"an interrupted conversion to {dst} left {self.dir}; continue it with "
-                                  "--resume, or delete that folder to start over")
+            raise ConversionError(
+                f"an interrupted conversion to {dst} left {self.dir}; continue it with "
+                "--resume, or delete that folder to start over"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         journal = self.dir / JOURNAL
@@ -100,11 +102,14 @@ class Staging:
             j = json.loads(journal.read_text())
             if j.get("fingerprint") != fingerprint:
                 self.release()
-                raise ConversionError(f"{self.dir} belongs to a conversion with another source or other options; "
-                                      "rerun with the same command, or delete that folder to start over")
+                raise ConversionError(
+                    f"{self.dir} belongs to a conversion with another source or other options; "
+                    "rerun with the same command, or delete that folder to start over"
+                )
             # keep only shards still present and intact
-            self.done = {n: h for n, h in j.get("done", {}).items()
-                         if (self.dir / n).exists() and sha256_file(self.dir / n) == h}
+            self.done = {
+                n: h for n, h in j.get("done", {}).items() if (self.dir / n).exists() and sha256_file(self.dir / n) == h
+            }
         self._save()
 
     def _lock(self):
@@ -121,8 +126,10 @@ class Staging:
                 if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
                     lock.unlink()  # left by a killed run on this machine
                     continue
-                raise ConversionError(f"another conversion (pid {pid} on {host}) is writing {self.dst}; "
-                                      f"wait for it, or remove {lock} if it is gone") from None
+                raise ConversionError(
+                    f"another conversion (pid {pid} on {host}) is writing {self.dst}; "
+                    f"wait for it, or remove {lock} if it is gone"
+                ) from None
         raise ConversionError(f"could not lock {lock}")
 
     def _save(self):

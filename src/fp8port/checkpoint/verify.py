@@ -33,8 +33,11 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
         # a weight is found under its source name, or its codes tensor's where the layout renames it (GGUF)
         first = job.outputs[0][0]
         key = n if n in written else first
-        got = (np.asarray(writer.values(out, written[key]), np.float32) if key in written
-               else out.read(first).astype(np.float32))
+        got = (
+            np.asarray(writer.values(out, written[key]), np.float32)
+            if key in written
+            else out.read(first).astype(np.float32)
+        )
         if job.weight is not None:
             ref = np.asarray(reader.values(src, job.weight), np.float32)
         else:
@@ -44,11 +47,15 @@ def verify_output(src: Checkpoint, out: Checkpoint, plan: Plan) -> dict:
         exact = bool(np.array_equal(got, ref, equal_nan=True))
         with np.errstate(invalid="ignore"):  # Inf - Inf where both overflowed (E8M0 254 x 6)
             err = np.nan_to_num(got.astype(np.float64) - ref)
-        stats[n] = {"exact": exact, "max_abs_error": float(np.max(np.abs(err), initial=0.0)),
-                    "sqnr_db": round(sqnr_db(np.nan_to_num(ref), np.nan_to_num(ref) + err), 3)}
+        stats[n] = {
+            "exact": exact,
+            "max_abs_error": float(np.max(np.abs(err), initial=0.0)),
+            "sqnr_db": round(sqnr_db(np.nan_to_num(ref), np.nan_to_num(ref) + err), 3),
+        }
         # a widened FP4 weight must be exact wherever DeepSeek's rule keeps every value
-        expect = job.action in EXACT or (job.action is Action.WIDEN and widen(reader.read(src, job.weight),
-                                                                              job.scheme)[1])
+        expect = job.action in EXACT or (
+            job.action is Action.WIDEN and widen(reader.read(src, job.weight), job.scheme)[1]
+        )
         if expect and not exact:
             failures.append(f"{n}: expected an exact round trip, max error {stats[n]['max_abs_error']:.3g}")
         if job.action is Action.RECIPROCAL:  # codes kept: at most a float32 rounding of the multiplier apart

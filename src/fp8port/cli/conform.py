@@ -18,12 +18,19 @@ def add_parser(subparsers) -> None:
     e.set_defaults(run=run_export)
     c = sub.add_parser("check", help="compare OUTPUTS (.npz, .safetensors, .npy tree) with a target")
     c.add_argument("outputs", metavar="OUTPUTS")
-    c.add_argument("--against", required=True, metavar="PRESET_OR_PROFILE",
-                   help="a profile (ml_dtypes, torch@away) or preset (mxfp8, deepseek-v3.1@log2_ceil)")
+    c.add_argument(
+        "--against",
+        required=True,
+        metavar="PRESET_OR_PROFILE",
+        help="a profile (ml_dtypes, torch@away) or preset (mxfp8, deepseek-v3.1@log2_ceil)",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     c.set_defaults(run=run_check)
-    i = sub.add_parser("identify", help="name the known behaviour OUTPUTS implement, and the deviations "
-                       "(cases of your own: add '<case>/inputs' beside '<case>/codes')")
+    i = sub.add_parser(
+        "identify",
+        help="name the known behaviour OUTPUTS implement, and the deviations "
+        "(cases of your own: add '<case>/inputs' beside '<case>/codes')",
+    )
     i.add_argument("outputs", metavar="OUTPUTS")
     i.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     i.set_defaults(run=run_identify)
@@ -37,8 +44,14 @@ def run_export(args) -> int:
 
 
 def _mismatch_json(m) -> dict:
-    return {"array": m.array, "index": list(m.index), "expected": m.expected, "got": m.got,
-            "expected_value": jsonable(m.expected_value), "got_value": jsonable(m.got_value)}
+    return {
+        "array": m.array,
+        "index": list(m.index),
+        "expected": m.expected,
+        "got": m.got,
+        "expected_value": jsonable(m.expected_value),
+        "got_value": jsonable(m.got_value),
+    }
 
 
 def _few(names: list[str], n: int = 4) -> str:
@@ -48,25 +61,48 @@ def _few(names: list[str], n: int = 4) -> str:
 def run_check(args) -> int:
     rep = check(args.outputs, args.against)
     if args.json:
-        print_json({
-            "target": rep.target, "ok": rep.ok,
-            "summary": {"compared": len(rep.compared), "mismatched": len(rep.mismatched),
-                        "missing": len(rep.missing)},
-            "cases": [{"case": r.case, "status": r.status.value, "code_mismatches": r.code_mismatches,
-                       "scale_mismatches": r.scale_mismatches, "scales_given": r.scales_given,
-                       "first": [_mismatch_json(m) for m in r.first]} for r in rep.results],
-            "unknown_keys": list(rep.unknown),
-        })
+        print_json(
+            {
+                "target": rep.target,
+                "ok": rep.ok,
+                "summary": {
+                    "compared": len(rep.compared),
+                    "mismatched": len(rep.mismatched),
+                    "missing": len(rep.missing),
+                },
+                "cases": [
+                    {
+                        "case": r.case,
+                        "status": r.status.value,
+                        "code_mismatches": r.code_mismatches,
+                        "scale_mismatches": r.scale_mismatches,
+                        "scales_given": r.scales_given,
+                        "first": [_mismatch_json(m) for m in r.first],
+                    }
+                    for r in rep.results
+                ],
+                "unknown_keys": list(rep.unknown),
+            }
+        )
         return 0 if rep.ok else 1
     rows = []
     for r in rep.compared:
         m = r.first[0] if r.first else None
-        rows.append([r.case, r.status.value, str(r.code_mismatches), str(r.scale_mismatches),
-                     f"{m.array}{list(m.index)}" if m else "",
-                     f"{m.expected} ({number(m.expected_value)})" if m else "",
-                     f"{m.got} ({number(m.got_value)})" if m else ""])
-    print(f"against {rep.target}: {len(rep.compared)} cases compared, {len(rep.mismatched)} mismatched, "
-          f"{len(rep.missing)} missing")
+        rows.append(
+            [
+                r.case,
+                r.status.value,
+                str(r.code_mismatches),
+                str(r.scale_mismatches),
+                f"{m.array}{list(m.index)}" if m else "",
+                f"{m.expected} ({number(m.expected_value)})" if m else "",
+                f"{m.got} ({number(m.got_value)})" if m else "",
+            ]
+        )
+    print(
+        f"against {rep.target}: {len(rep.compared)} cases compared, {len(rep.mismatched)} mismatched, "
+        f"{len(rep.missing)} missing"
+    )
     print_table(["case", "status", "codes", "scales", "first at", "expected", "got"], rows, right={2, 3})
     if rep.missing:
         print(f"missing ({len(rep.missing)}): " + _few([r.case for r in rep.missing]))
@@ -78,13 +114,34 @@ def run_check(args) -> int:
 def run_identify(args) -> int:
     rep = identify(args.outputs)
     if args.json:
-        print_json({"groups": [{
-            "group": g.group, "kind": g.kind.value, "best": g.best, "matched": g.matched, "cases": g.cases,
-            "versus_preset": g.versus_preset, "runner_up": g.runner_up, "summary": g.summary,
-            "deviations": [{"case": d.case, "scenario": d.scenario, "mismatches": d.mismatches,
-                            "explanation": d.explanation, "first": [_mismatch_json(m) for m in d.first]}
-                           for d in g.deviations]} for g in rep.groups],
-            "unknown_keys": list(rep.unknown)})
+        print_json(
+            {
+                "groups": [
+                    {
+                        "group": g.group,
+                        "kind": g.kind.value,
+                        "best": g.best,
+                        "matched": g.matched,
+                        "cases": g.cases,
+                        "versus_preset": g.versus_preset,
+                        "runner_up": g.runner_up,
+                        "summary": g.summary,
+                        "deviations": [
+                            {
+                                "case": d.case,
+                                "scenario": d.scenario,
+                                "mismatches": d.mismatches,
+                                "explanation": d.explanation,
+                                "first": [_mismatch_json(m) for m in d.first],
+                            }
+                            for d in g.deviations
+                        ],
+                    }
+                    for g in rep.groups
+                ],
+                "unknown_keys": list(rep.unknown),
+            }
+        )
         return 0
     for g in rep.groups:
         print(f"{g.group}: best match {g.best} ({g.matched}/{g.cases} cases exact)")
@@ -93,6 +150,8 @@ def run_identify(args) -> int:
         for d in g.deviations:
             m = d.first[0] if d.first else None
             where = f"; first {m.array}{list(m.index)}: expected {m.expected}, got {m.got}" if m else ""
-            print(f"  except {d.scenario} ({d.mismatches} mismatches{where}): "
-                  f"{d.explanation or 'no known variant explains it'}")
+            print(
+                f"  except {d.scenario} ({d.mismatches} mismatches{where}): "
+                f"{d.explanation or 'no known variant explains it'}"
+            )
     return 0

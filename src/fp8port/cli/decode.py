@@ -41,11 +41,15 @@ def run(args) -> int:
     values = decode(codes, spec)
     classes = [spec.classes[c].value for c in args.codes]
     if args.json:
-        print_json({
-            "format": spec.name,
-            "results": [{"code": c, "hex": code_hex(c), "value": jsonable(v), "class": k}
-                        for c, v, k in zip(args.codes, values, classes)],
-        })
+        print_json(
+            {
+                "format": spec.name,
+                "results": [
+                    {"code": c, "hex": code_hex(c), "value": jsonable(v), "class": k}
+                    for c, v, k in zip(args.codes, values, classes)
+                ],
+            }
+        )
         return 0
     rows = [[code_hex(c), code_bits(c, spec.bits), number(v), k] for c, v, k in zip(args.codes, values, classes)]
     print_table(["code", "bits", "value", "class"], rows, right={2})

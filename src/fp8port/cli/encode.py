@@ -32,8 +32,9 @@ def parse_value(text: str) -> float:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=HELP)
     p.add_argument("format", help="a format name or alias")
-    p.add_argument("values", nargs="+", type=parse_value, metavar="VALUE",
-                   help="numbers: 1.5, -1e-3, nan, -inf, 0x1.8p3")
+    p.add_argument(
+        "values", nargs="+", type=parse_value, metavar="VALUE", help="numbers: 1.5, -1e-3, nan, -inf, 0x1.8p3"
+    )
     p.add_argument("--profile", help="whose edge behaviour: see `fp8port profiles` (default: default)")
     p.add_argument("--rounding", help="rne | away | zero | stochastic (default: the profile's)")
     p.add_argument("--overflow", help="saturate | nonfinite | error (default: the profile's)")
@@ -51,14 +52,18 @@ def run(args) -> int:
     codes = encode(x, spec, rounding=args.rounding, overflow=args.overflow, profile=args.profile, seed=args.seed)
     back = decode(codes, spec)
     if args.json:
-        print_json({
-            "format": spec.name,
-            "profile": profile,
-            "rounding": rules.rounding.value,
-            "overflow": rules.overflow.value,
-            "results": [{"input": jsonable(v), "code": int(c), "hex": code_hex(c), "decoded": jsonable(d)}
-                        for v, c, d in zip(x, codes, back)],
-        })
+        print_json(
+            {
+                "format": spec.name,
+                "profile": profile,
+                "rounding": rules.rounding.value,
+                "overflow": rules.overflow.value,
+                "results": [
+                    {"input": jsonable(v), "code": int(c), "hex": code_hex(c), "decoded": jsonable(d)}
+                    for v, c, d in zip(x, codes, back)
+                ],
+            }
+        )
         return 0
     print(f"{spec.name}  profile {profile}  rounding {rules.rounding.value}  overflow {rules.overflow.value}")
     rows = [[number(v), code_hex(c), code_bits(c, spec.bits), number(d)] for v, c, d in zip(x, codes, back)]

@@ -17,21 +17,39 @@ def add_parser(subparsers) -> None:
     from ..engines import ENGINES
 
     p = subparsers.add_parser("eval", help=HELP, description=HELP)
-    p.add_argument("model", help="a Hugging Face causal LM folder: dense (presets are applied to it) or quantized in "
-                                 "any layout fp8port reads (evaluated as stored)")
-    p.add_argument("--reference", metavar="DENSE", help="the dense original of a quantized MODEL to compare with "
-                   "(default: MODEL's own exact dequantization)")
-    p.add_argument("--as", dest="engines", metavar="ENGINE[,ENGINE...]",
-                   help=f"also evaluate MODEL as each engine holds it after loading: {', '.join(ENGINES)}")
+    p.add_argument(
+        "model",
+        help="a Hugging Face causal LM folder: dense (presets are applied to it) or quantized in "
+        "any layout fp8port reads (evaluated as stored)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="DENSE",
+        help="the dense original of a quantized MODEL to compare with (default: MODEL's own exact dequantization)",
+    )
+    p.add_argument(
+        "--as",
+        dest="engines",
+        metavar="ENGINE[,ENGINE...]",
+        help=f"also evaluate MODEL as each engine holds it after loading: {', '.join(ENGINES)}",
+    )
     p.add_argument("--presets", help=f"dense MODEL: comma-separated presets (default {DEFAULT})")
     p.add_argument("--modes", help=f"dense MODEL: comma-separated, of weight-only, w8a8 (default {DEFAULT_MODES})")
-    p.add_argument("--text", action="append", metavar="FILE", help="evaluation text (repeatable; "
-                   "default: /usr/share/common-licenses/*)")
+    p.add_argument(
+        "--text",
+        action="append",
+        metavar="FILE",
+        help="evaluation text (repeatable; default: /usr/share/common-licenses/*)",
+    )
     p.add_argument("--report", metavar="DIR", help="write index.html and report.json here")
     p.add_argument("--max-tokens", type=int, default=512, help="token budget (default 512)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per row (default 128)")
-    p.add_argument("--sensitivity-layers", type=int, default=6,
-                   help="layers measured one at a time (default 6; the worst by output SQNR)")
+    p.add_argument(
+        "--sensitivity-layers",
+        type=int,
+        default=6,
+        help="layers measured one at a time (default 6; the worst by output SQNR)",
+    )
     p.add_argument("--sensitivity-preset", help="dense MODEL: preset for the sensitivity scan (default: the worst)")
     p.add_argument("--json", action="store_true", help="the whole report as JSON on stdout")
     p.set_defaults(run=run)
@@ -42,8 +60,9 @@ def summary_rows(report: dict) -> list[list[str]]:
     ref = report["reference"]
     rows = [[ref.get("label", "unquantized"), "-", f"{ref['ppl']:.3f}", "0", "1", f"{ref['weight_mb']:.1f}"]]
     for r in report["rows"]:
-        rows.append([r["preset"], r["mode"], f"{r['ppl']:.3f}", f"{r['kl']:.5f}", f"{r['top1']:.4f}",
-                     f"{r['weight_mb']:.1f}"])
+        rows.append(
+            [r["preset"], r["mode"], f"{r['ppl']:.3f}", f"{r['kl']:.5f}", f"{r['top1']:.4f}", f"{r['weight_mb']:.1f}"]
+        )
     return rows
 
 
@@ -59,20 +78,31 @@ def run(args) -> int:
 
     if args.max_tokens < 2:
         raise Fp8portError("--max-tokens must be at least 2")
-    common = dict(texts=args.text, report_dir=args.report, max_tokens=args.max_tokens, seq_len=args.seq_len,
-                  sensitivity_layers=args.sensitivity_layers)
+    common = dict(
+        texts=args.text,
+        report_dir=args.report,
+        max_tokens=args.max_tokens,
+        seq_len=args.seq_len,
+        sensitivity_layers=args.sensitivity_layers,
+    )
     if args.reference or args.engines or is_quantized(args.model):
-        for flag, value in (("--presets", args.presets), ("--modes", args.modes),
-                            ("--sensitivity-preset", args.sensitivity_preset)):
+        for flag, value in (
+            ("--presets", args.presets),
+            ("--modes", args.modes),
+            ("--sensitivity-preset", args.sensitivity_preset),
+        ):
             if value:
-                raise Fp8portError(f"{flag} applies to a dense model; {args.model} is evaluated as a checkpoint "
-                                   "(as stored, and --as ENGINE)")
+                raise Fp8portError(
+                    f"{flag} applies to a dense model; {args.model} is evaluated as a checkpoint "
+                    "(as stored, and --as ENGINE)"
+                )
         report = evaluate_checkpoint(args.model, reference=args.reference, engines=args.engines or (), **common)
     else:
         presets = [p for p in (args.presets or DEFAULT).split(",") if p.strip()]
         modes = [m for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
-        report = evaluate(args.model, presets=presets, modes=modes, sensitivity_preset=args.sensitivity_preset,
-                          **common)
+        report = evaluate(
+            args.model, presets=presets, modes=modes, sensitivity_preset=args.sensitivity_preset, **common
+        )
     if args.json:
         print_json(report)
         return 0
@@ -81,12 +111,19 @@ def run(args) -> int:
         if sec["status"] != "evaluated":
             print(f"{sec['engine']}: no figures: {sec['message']}")
         elif sec["worst"]:
-            print(f"{sec['engine']}: loses most in " + ", ".join(
-                f"{w['layer']} ({_db(w['sqnr_db'])} dB, stored {_db(w['stored_sqnr_db'])})" for w in sec["worst"][:3]))
+            print(
+                f"{sec['engine']}: loses most in "
+                + ", ".join(
+                    f"{w['layer']} ({_db(w['sqnr_db'])} dB, stored {_db(w['stored_sqnr_db'])})"
+                    for w in sec["worst"][:3]
+                )
+            )
     s = report["sensitivity"]
     if s["measured"]:
-        print(f"\nmost sensitive layers under {s['preset']} (ΔKL alone): "
-              + ", ".join(f"{r['layer']} {r['delta_kl']:.4f}" for r in s["measured"][:3]))
+        print(
+            f"\nmost sensitive layers under {s['preset']} (ΔKL alone): "
+            + ", ".join(f"{r['layer']} {r['delta_kl']:.4f}" for r in s["measured"][:3])
+        )
         print(f"keep in higher precision: {', '.join(s['keep']) or 'none'}")
     if args.report:
         print(f"report: {args.report}/index.html", file=sys.stderr)

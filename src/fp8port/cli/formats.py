@@ -41,10 +41,18 @@ def _list(as_json: bool) -> None:
     rows = []
     for s in specs:
         d = s.describe()
-        rows.append([s.name, str(s.bits), _max(d["max"]), pow2(d["min_subnormal"]),
-                     _codes(d["inf_codes"]), _codes(d["nan_codes"]), d["summary"]])
-    print_table(["format", "bits", "max", "min subnormal", "Inf codes", "NaN codes", "summary"],
-                rows, right={1, 2, 3})
+        rows.append(
+            [
+                s.name,
+                str(s.bits),
+                _max(d["max"]),
+                pow2(d["min_subnormal"]),
+                _codes(d["inf_codes"]),
+                _codes(d["nan_codes"]),
+                d["summary"],
+            ]
+        )
+    print_table(["format", "bits", "max", "min subnormal", "Inf codes", "NaN codes", "summary"], rows, right={1, 2, 3})
 
 
 def _value_rows(spec):

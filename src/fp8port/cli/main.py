@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; a conversion continues with the same command and --resume",
-              file=sys.stderr)
+        print(f"{parser.prog}: interrupted; a conversion continues with the same command and --resume", file=sys.stderr)
         return 130
     except OSError as exc:  # a file the user named: missing, unreadable, a full disk
-        print(f"{parser.prog}: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"{parser.prog}: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2

@@ -22,8 +22,12 @@ def _formats(p) -> list[str] | None:
 
 def run(args) -> int:
     if args.json:
-        print_json([{"name": p.name, "description": p.description, "formats": _formats(p), "verified": p.verified}
-                    for p in PROFILES.values()])
+        print_json(
+            [
+                {"name": p.name, "description": p.description, "formats": _formats(p), "verified": p.verified}
+                for p in PROFILES.values()
+            ]
+        )
         return 0
     for i, p in enumerate(PROFILES.values()):
         if i:

@@ -40,23 +40,39 @@ def run(args) -> int:
     load_s = time.perf_counter() - t0
     print(f"fp8port: loaded {args.model} in {load_s:.1f} s ({args.mode})", file=sys.stderr)
     if tok.chat_template:
-        ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": args.prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
     else:
         ids = tok(args.prompt, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         t1 = time.perf_counter()
         out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False)
         gen_s = time.perf_counter() - t1
-    new = out[0, ids.shape[1]:]
+    new = out[0, ids.shape[1] :]
     text = tok.decode(new, skip_special_tokens=True)
     rate = len(new) / gen_s if gen_s > 0 else float("inf")
     if args.json:
-        print_json({"model": args.model, "mode": args.mode, "prompt": args.prompt, "text": text,
-                    "new_tokens": int(len(new)), "seconds": round(gen_s, 3), "tokens_per_second": round(rate, 2),
-                    "load_seconds": round(load_s, 2), "resident_bytes": resident_bytes(model)})
+        print_json(
+            {
+                "model": args.model,
+                "mode": args.mode,
+                "prompt": args.prompt,
+                "text": text,
+                "new_tokens": int(len(new)),
+                "seconds": round(gen_s, 3),
+                "tokens_per_second": round(rate, 2),
+                "load_seconds": round(load_s, 2),
+                "resident_bytes": resident_bytes(model),
+            }
+        )
         return 0
     print(text)
-    print(f"{len(new)} tokens in {gen_s:.2f} s: {rate:.1f} tokens/s; resident weights "
-          f"{resident_bytes(model)['total'] / 1e6:.1f} MB")
+    print(
+        f"{len(new)} tokens in {gen_s:.2f} s: {rate:.1f} tokens/s; resident weights "
+        f"{resident_bytes(model)['total'] / 1e6:.1f} MB"
+    )
     return 0

@@ -13,7 +13,6 @@ from . import fast, reference
 from .policy import Rounding
 from .profiles import resolve
 
-
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 _WIDEN = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
@@ -91,9 +90,17 @@ def as_codes(codes, spec) -> np.ndarray:
     """uint8 NumPy codes from uint8 arrays/tensors or arrays of the format's own dtype."""
     if is_torch(codes):
         torch = torch_module()
-        if codes.dtype.itemsize != 1 or codes.dtype.is_floating_point and codes.dtype not in (
-            torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz,
-            torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
+        if (
+            codes.dtype.itemsize != 1
+            or codes.dtype.is_floating_point
+            and codes.dtype
+            not in (
+                torch.float8_e4m3fn,
+                torch.float8_e5m2,
+                torch.float8_e4m3fnuz,
+                torch.float8_e5m2fnuz,
+                torch.float8_e8m0fnu,
+            )
         ):
             raise UnsupportedInputError(f"codes: torch dtype {codes.dtype} is not a 1-byte code type")
         arr = codes.detach().cpu().view(torch.uint8).numpy()

@@ -51,13 +51,31 @@ def encoder(spec: FormatSpec, rules: Rules) -> cpu.Enc | None:
         b = spec.bias
         nrm_fexp, nrm_off, s, sub_base = 128 - b, (127 - b) << 23, 23 - m, 151 - b - m
         maxq = (spec.max_code & ~spec.sign_bit,) * 2
-    ovf, inf, nan = (special_codes(spec, rules, rules.overflow), special_codes(spec, rules, rules.inf),
-                     nan_codes(spec, rules))
-    return cpu.Enc(nrm_fexp=nrm_fexp, nrm_off=nrm_off, S=s, half_n=1 << (s - 1), sub_base=sub_base,
-                   rne=rules.rounding is Rounding.RNE, away=rules.rounding is Rounding.AWAY, maxq_pos=maxq[0],
-                   maxq_neg=maxq[1], ovf_pos=ovf[0], ovf_neg=ovf[1], inf_pos=inf[0], inf_neg=inf[1],
-                   nan_pos=nan[0], nan_neg=nan[1], twos=spec.kind is Kind.INT, zneg=spec.has_negative_zero,
-                   sign_bit=spec.sign_bit)
+    ovf, inf, nan = (
+        special_codes(spec, rules, rules.overflow),
+        special_codes(spec, rules, rules.inf),
+        nan_codes(spec, rules),
+    )
+    return cpu.Enc(
+        nrm_fexp=nrm_fexp,
+        nrm_off=nrm_off,
+        S=s,
+        half_n=1 << (s - 1),
+        sub_base=sub_base,
+        rne=rules.rounding is Rounding.RNE,
+        away=rules.rounding is Rounding.AWAY,
+        maxq_pos=maxq[0],
+        maxq_neg=maxq[1],
+        ovf_pos=ovf[0],
+        ovf_neg=ovf[1],
+        inf_pos=inf[0],
+        inf_neg=inf[1],
+        nan_pos=nan[0],
+        nan_neg=nan[1],
+        twos=spec.kind is Kind.INT,
+        zneg=spec.has_negative_zero,
+        sign_bit=spec.sign_bit,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -69,9 +87,16 @@ def lean_encoder(spec: FormatSpec, rules: Rules) -> tuple[cpu.Fast, cpu.Pow2] | 
         return None
     emin = 1 - spec.bias
     magic = np.float32(2.0 ** (23 + emin - spec.mbits))
-    fast = cpu.Fast(rnd_off=(e.half_n - 1 - e.nrm_off) % (1 << 32), S=e.S, magic=magic,
-                    magic_bits=int(magic.view(np.uint32)), min_normal=e.nrm_fexp << 23, maxq=e.maxq_pos,
-                    ovf=e.ovf_pos, sign_shift=spec.bits - 1)
+    fast = cpu.Fast(
+        rnd_off=(e.half_n - 1 - e.nrm_off) % (1 << 32),
+        S=e.S,
+        magic=magic,
+        magic_bits=int(magic.view(np.uint32)),
+        min_normal=e.nrm_fexp << 23,
+        maxq=e.maxq_pos,
+        ovf=e.ovf_pos,
+        sign_shift=spec.bits - 1,
+    )
     pow2 = cpu.Pow2(M=spec.mbits, bias=spec.bias, emin=emin, maxq=e.maxq_pos, ovf=e.ovf_pos, sign_shift=spec.bits - 1)
     steps = thresholds(spec, rules) if e.ovf_pos <= NTHR else None
     if steps is not None:
@@ -160,6 +185,13 @@ def pow2_decoder(spec: FormatSpec) -> dict | None:
     special = mag[~np.isfinite(spec.values[: spec.sign_bit])]
     emin = 1 - spec.bias
     sub = (np.arange(8) * np.float32(2.0 ** (emin - spec.mbits))).astype(np.float32).view(np.uint32) >> 16
-    return dict(arith=1, M_=spec.mbits, bias=spec.bias, sign_shift=spec.bits - 1, e_lo=-126 - emin + spec.mbits,
-                e_hi=127 - spec.emax, special_min=int(special.min()) if special.size else 256,
-                subtab=sub.astype(np.uint16).tolist())
+    return dict(
+        arith=1,
+        M_=spec.mbits,
+        bias=spec.bias,
+        sign_shift=spec.bits - 1,
+        e_lo=-126 - emin + spec.mbits,
+        e_hi=127 - spec.emax,
+        special_min=int(special.min()) if special.size else 256,
+        subtab=sub.astype(np.uint16).tolist(),
+    )

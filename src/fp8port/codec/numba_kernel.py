@@ -16,8 +16,8 @@ import numba
 import numpy as np
 
 from ..formats import FormatSpec, Kind
-from .policy import Overflow, Rounding
 from .native import nan_codes, special_codes
+from .policy import Overflow, Rounding
 from .profiles import Rules, ZeroLess
 
 _ROUND = {Rounding.RNE: 0, Rounding.AWAY: 1, Rounding.ZERO: 2, Rounding.STOCHASTIC: 3}
@@ -32,8 +32,9 @@ def _binade_tables(spec: FormatSpec):
     es = np.arange(lo, spec.emax + 1)
     qexp = spec.quantum_exp(es).astype(np.int64)
     one = np.ldexp(1.0, es - qexp)
-    base = np.array([np.flatnonzero((spec.values == 2.0 ** float(e)) & ~np.signbit(spec.values))[0]
-                     for e in es], np.int64)
+    base = np.array(
+        [np.flatnonzero((spec.values == 2.0 ** float(e)) & ~np.signbit(spec.values))[0] for e in es], np.int64
+    )
     # IEEE-like and integer codes carry into the next binade by plain addition; HiF8's
     # tapered layout does not, so the next power of two's own code is used.
     carry = base + one.astype(np.int64)
@@ -52,12 +53,28 @@ def tables(spec: FormatSpec):
 
 
 @numba.njit(parallel=True, cache=True)
-def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down_t, one_t, base,
-                   carry, fmax, fmax_neg, p):
-    (rounding, int_kind, signed, neg_zero, sign_bit, nan_pos, nan_neg, ovf_pos, ovf_neg,
-     inf_pos, inf_neg, has_zero, zero_code, under_code, neg_nan, sub_ceil, check) = (
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12],
-        p[13], p[14], p[15], p[16])
+def _encode_kernel(
+    x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down_t, one_t, base, carry, fmax, fmax_neg, p
+):
+    (
+        rounding,
+        int_kind,
+        signed,
+        neg_zero,
+        sign_bit,
+        nan_pos,
+        nan_neg,
+        ovf_pos,
+        ovf_neg,
+        inf_pos,
+        inf_neg,
+        has_zero,
+        zero_code,
+        under_code,
+        neg_nan,
+        sub_ceil,
+        check,
+    ) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16])
     hi = base.shape[0] - 1
     sign_shift = fshift + (8 if fshift == 23 else 11)
     for i in numba.prange(x.shape[0]):
@@ -88,8 +105,10 @@ def _encode_kernel(x, xbits, fshift, fmask, fbias, out, flags, u, lo, up_t, down
         if neg and signed and (n != 0 or neg_zero):
             c = (-c) & 0xFF if int_kind else c | sign_bit
         out[i] = c
-        if not (n * down_t[k] <= (fmax_neg if neg else fmax)) or (n == 0 and not has_zero) or (
-            neg and not signed and a > 0 and neg_nan
+        if (
+            not (n * down_t[k] <= (fmax_neg if neg else fmax))
+            or (n == 0 and not has_zero)
+            or (neg and not signed and a > 0 and neg_nan)
         ):
             # NaN (fails every comparison), +-Inf, overflow, and the zero-less format's cases
             if xi != xi:
@@ -112,10 +131,22 @@ def _params(spec: FormatSpec, rules: Rules) -> np.ndarray:
     nan = nan_codes(spec, rules)
     zl = {ZeroLess.NAN: nan[0], ZeroLess.MIN: 0, ZeroLess.ABS: 0}
     return np.array(
-        [_ROUND[rules.rounding], spec.kind.value == "int", spec.signed, spec.has_negative_zero,
-         spec.sign_bit, *nan, *special_codes(spec, rules, rules.overflow), *special_codes(spec, rules, rules.inf),
-         spec.has_zero, zl[rules.zero], zl[rules.underflow], rules.negative is ZeroLess.NAN,
-         rules.f32_subnormal_ceil, rules.overflow is Overflow.ERROR],
+        [
+            _ROUND[rules.rounding],
+            spec.kind.value == "int",
+            spec.signed,
+            spec.has_negative_zero,
+            spec.sign_bit,
+            *nan,
+            *special_codes(spec, rules, rules.overflow),
+            *special_codes(spec, rules, rules.inf),
+            spec.has_zero,
+            zl[rules.zero],
+            zl[rules.underflow],
+            rules.negative is ZeroLess.NAN,
+            rules.f32_subnormal_ceil,
+            rules.overflow is Overflow.ERROR,
+        ],
         dtype=np.int64,
     )
 
@@ -134,6 +165,21 @@ def encode(x: np.ndarray, spec: FormatSpec, rules: Rules, u: np.ndarray | None =
         bits, layout = flat.view(np.uint32), (23, 0xFF, 127)
     else:
         bits, layout = flat.view(np.uint64), (52, 0x7FF, 1023)
-    _encode_kernel(flat, bits, *layout, out, flags, uu, lo, up_t, down_t, one_t, base, carry,
-                   spec.max, spec.max_negative, _params(spec, rules))
+    _encode_kernel(
+        flat,
+        bits,
+        *layout,
+        out,
+        flags,
+        uu,
+        lo,
+        up_t,
+        down_t,
+        one_t,
+        base,
+        carry,
+        spec.max,
+        spec.max_negative,
+        _params(spec, rules),
+    )
     return out.reshape(x.shape), (flags.reshape(x.shape) if flags.size == flat.size else None)

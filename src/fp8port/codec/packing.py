@@ -14,7 +14,6 @@ CPU and come back as uint8 tensors on their original device.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedInputError
@@ -166,8 +165,9 @@ def unpack(packed, fmt, *, layout=None, order=None):
     arr = _as_bytes(packed, "packed")
     if order is PackOrder.GGUF:
         g = _groups(arr, GGUF_GROUP // 2, "packed", spec)
-        return _like(np.ascontiguousarray(np.concatenate([g & 0x0F, g >> 4], axis=-1).reshape(*arr.shape[:-1], -1)),
-                     packed)
+        return _like(
+            np.ascontiguousarray(np.concatenate([g & 0x0F, g >> 4], axis=-1).reshape(*arr.shape[:-1], -1)), packed
+        )
     _, per_bytes = _GROUP[spec.bits]
     g = _groups(arr, per_bytes, "packed", spec)
     if spec.bits == 8:

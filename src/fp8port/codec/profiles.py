@@ -71,8 +71,7 @@ class Profile:
         spec = get_format(fmt)
         if not self.covers(spec):
             raise ProfileError(
-                f"profile {self.name!r} does not define {spec.name}; it covers: "
-                + ", ".join(sorted(self.formats))
+                f"profile {self.name!r} does not define {spec.name}; it covers: " + ", ".join(sorted(self.formats))
             )
         kw = {"nan_code": natural_nan(spec), **self.base, **self.per_format.get(spec.name, {})}
         return Rules(**kw)
@@ -144,9 +143,7 @@ PROFILES: dict[str, Profile] = {
                     "f32_subnormal_ceil": True,
                 },
             },
-            formats=frozenset(
-                {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
-            ),
+            formats=frozenset({"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}),
         ),
         Profile(
             "en_dtypes",
@@ -190,8 +187,10 @@ PROFILES: dict[str, Profile] = {
             "(sign * floor(|a| + 0.5)) and clamp to +-max, +-Inf saturating (torch's E4M3 cast); int "
             "elements round half to even (torch.round) and clamp to the int range.",
             base={"rounding": _AWAY, "overflow": _SAT, "inf": _SAT},
-            per_format={"int8": {"rounding": _RNE, "nan_signed": False},
-                        "int4": {"rounding": _RNE, "nan_signed": False}},
+            per_format={
+                "int8": {"rounding": _RNE, "nan_signed": False},
+                "int4": {"rounding": _RNE, "nan_signed": False},
+            },
             formats=frozenset({"float8_e4m3fn", "float4_e2m1fn", "int8", "int4"}),
             verified="read from msmodelslim ir/api/impl/mx_quantization.py and int_quantization.py; bit-exact "
             "on every bf16 input (tests/peers/test_msmodelslim.py)",

@@ -59,6 +59,7 @@ def _ulps(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- element cases
 
+
 def _finite_values(spec: FormatSpec) -> np.ndarray:
     v = spec.values[np.isfinite(spec.values)]
     return np.unique(v)  # sorted, -0 and +0 merged
@@ -69,34 +70,53 @@ def _element_inputs(spec: FormatSpec) -> list[tuple[str, str, np.ndarray]]:
     pos = v[v > 0]
     mids = (v[:-1] + v[1:]) / 2  # exact in float32 for every format here
     top = spec.max + 2.0 ** float(spec.quantum_exp(np.array(spec.emax))) / 2  # half a step past max
-    past = np.array([top, top * (1 + 2 ** -20), spec.max * 2, spec.max * 4, 1e30, float(np.finfo(F32).max)])
+    past = np.array([top, top * (1 + 2**-20), spec.max * 2, spec.max * 4, 1e30, float(np.finfo(F32).max)])
     small = pos[0] / 2
     rng = _rng("element/" + spec.name)
     lo, hi = math.log2(pos[0]), math.log2(spec.max)
     rand = np.exp2(rng.uniform(lo - 2, hi + 1, 512)) * rng.choice([-1.0, 1.0], 512)
     return [
-        ("codes", "every finite code's own value must come back as that code (both zeros included)",
-         _f32(np.concatenate([spec.values[np.isfinite(spec.values)], [-0.0]]))),
+        (
+            "codes",
+            "every finite code's own value must come back as that code (both zeros included)",
+            _f32(np.concatenate([spec.values[np.isfinite(spec.values)], [-0.0]])),
+        ),
         ("ties", "every midpoint between adjacent values: RNE vs ties-away vs truncation (D8)", _f32(mids)),
-        ("near_ties", "every midpoint one float32 ulp below and above: only the nearest value is right",
-         _ulps(mids)[len(mids):]),
-        ("overflow", "past the largest value: the half-step tie, just past it, 2x, 1e30, float32 max "
-         "(saturate vs Inf vs NaN, D5/D6/D9)", _f32(np.concatenate([past, -past]))),
-        ("specials", "+-0, +-Inf, NaN, -NaN: signed zero, Inf handling and the NaN byte (D5-D7, D9, D10)",
-         _f32([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan])),
-        ("underflow", "half the smallest value (a tie with zero) and +-1 ulp, the smallest float32 "
-         "subnormal, negatives", _f32(np.concatenate([_ulps([small]), -_ulps([small]), [1e-45, -1e-45]]))),
+        (
+            "near_ties",
+            "every midpoint one float32 ulp below and above: only the nearest value is right",
+            _ulps(mids)[len(mids) :],
+        ),
+        (
+            "overflow",
+            "past the largest value: the half-step tie, just past it, 2x, 1e30, float32 max "
+            "(saturate vs Inf vs NaN, D5/D6/D9)",
+            _f32(np.concatenate([past, -past])),
+        ),
+        (
+            "specials",
+            "+-0, +-Inf, NaN, -NaN: signed zero, Inf handling and the NaN byte (D5-D7, D9, D10)",
+            _f32([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan]),
+        ),
+        (
+            "underflow",
+            "half the smallest value (a tie with zero) and +-1 ulp, the smallest float32 subnormal, negatives",
+            _f32(np.concatenate([_ulps([small]), -_ulps([small]), [1e-45, -1e-45]])),
+        ),
         ("random", "512 log-uniform values across the whole range, both signs", _f32(rand)),
     ]
 
 
 def element_cases(fmt) -> list[Case]:
     spec = get_format(fmt)
-    return [Case(f"element/{spec.name}/{s}", CaseKind.ELEMENT, spec.name, s, why, x, fmt=spec)
-            for s, why, x in _element_inputs(spec)]
+    return [
+        Case(f"element/{spec.name}/{s}", CaseKind.ELEMENT, spec.name, s, why, x, fmt=spec)
+        for s, why, x in _element_inputs(spec)
+    ]
 
 
 # ---------------------------------------------------------------- block cases
+
 
 def _contents(scheme: Scheme) -> list[tuple[str, str, list[np.ndarray]]]:
     """Scenario name, why, and one 1-D array of leading values per block (filled later)."""
@@ -114,50 +134,92 @@ def _contents(scheme: Scheme) -> list[tuple[str, str, list[np.ndarray]]]:
     gap = 2.0 ** (emax + 1) - m
     near = [(-9, 1), (-9, 2), (-9, 4), (4, 1), (-17, 1), (-17, 5), (-17, 6), (20, 3)]
     return [
-        ("pow2_max", "T3/D1: amax exactly max*2^k and one float32 ulp either side: the ceil boundary of "
-         "RCEIL/UE8M0, and CEIL moves amax = max*2^k a binade up",
-         [one(nxt(m * 2.0 ** k, j), -m * 2.0 ** k / 2, 2.0 ** k) for k in (-9, 0, 3) for j in (-1, 0, 1)]),
-        ("pow2_binade", "FLOOR/EVEN boundaries: amax exactly 2^(emax+k) and one ulp either side",
-         [one(nxt(2.0 ** (emax + k), j), 2.0 ** (emax + k - 3)) for k in (-4, 0) for j in (-1, 0, 1)]),
-        ("above_max", "D1: amax between max and 2^(emax+1): FLOOR leaves it above max (elements must "
-         "saturate), EVEN protects only part of it, RCEIL/CEIL move a binade up",
-         [one(m + gap * f, -(m + gap * f)) for f in (0.25, 0.5, 0.75)]),
-        ("zero_blocks", "D2/T1: all-zero blocks: the 1e-4 clamp gives DeepSeek 2^-22 (0x69); OCP-style "
-         "rules follow amax to 2^-127 (0x00); float log2 gives 0/0", [one(0.0), one(-0.0), one(0.0, -0.0)]),
-        ("tiny_blocks", "D2/T4: amax under, at and just around the 1e-4 clamp",
-         [one(5e-5, -3e-5, 1e-6), one(1e-6), one(nxt(1e-4, -1)), one(1e-4), one(nxt(1e-4, 1))]),
-        ("subnormal_blocks", "D4b/T5: amax 2^-120 (scale code 0x00 = 2^-127), 2^-126, and float32 "
-         "subnormal data 2^-130, 2^-149",
-         [one(2.0 ** -120), one(2.0 ** -126, -(2.0 ** -127)), one(2.0 ** -130, -(2.0 ** -133), 3 * 2.0 ** -132),
-          one(2.0 ** -149)]),
-        ("outliers", "T7: one outlier (1000/448 * max) pushes the rest of the block to zero and "
-         "subnormal codes", [one(*(np.array([1000, 0.001, -0.001, 0.002, 0.004, 0.008, 0.1]) * m / 448)),
-                             one(-m * 64, *(np.linspace(-1, 1, 9) * m / 1000))]),
-        ("element_ties", "T12/D8: amax = max, so the scale is 1 under most rules, then element midpoints: "
-         "ties created inside a block", [one(m, *(_element_inputs(e)[1][2][::-1][:20]))]),
-        ("log2_near_ties", "T6/D4a: amax = max*2^k plus 1-6 float32 ulps: float32 log2 of amax/max rounds "
-         "to the integer k, so a float-log2 ceil picks a scale one binade too small",
-         [one(up(m * 2.0 ** k, j), m * 2.0 ** k / 3) for k, j in near]),
-        ("nan_blocks", "D3/T14: a NaN in the block: scale 0xFF (OCP), 2^127 (DeepGEMM bitwise), or NaN "
-         "everywhere (float rules)", [one(np.nan, 1.0, -2.0), one(1.0, -np.nan, 0.5)]),
-        ("inf_blocks", "D3/T14: +-Inf in the block: NaN block, 2^127, or a finite scale; and the element "
-         "cast of Inf (saturate vs NaN)", [one(np.inf, 1.0, -2.0), one(-np.inf, 1.0)]),
-        ("huge_blocks", "T10: amax near the float32 maximum: scale exponent 127 and its clamp",
-         [one(3.0e38, -1.0), one(float(np.finfo(F32).max)), one(2.0 ** 127 * 1.5)]),
-        ("random", "heavy-tailed random blocks at magnitudes 2^-20..2^20",
-         [np.array([2.0 ** s]) for s in (-20, -3, 0, 7, 20)]),
+        (
+            "pow2_max",
+            "T3/D1: amax exactly max*2^k and one float32 ulp either side: the ceil boundary of "
+            "RCEIL/UE8M0, and CEIL moves amax = max*2^k a binade up",
+            [one(nxt(m * 2.0**k, j), -m * 2.0**k / 2, 2.0**k) for k in (-9, 0, 3) for j in (-1, 0, 1)],
+        ),
+        (
+            "pow2_binade",
+            "FLOOR/EVEN boundaries: amax exactly 2^(emax+k) and one ulp either side",
+            [one(nxt(2.0 ** (emax + k), j), 2.0 ** (emax + k - 3)) for k in (-4, 0) for j in (-1, 0, 1)],
+        ),
+        (
+            "above_max",
+            "D1: amax between max and 2^(emax+1): FLOOR leaves it above max (elements must "
+            "saturate), EVEN protects only part of it, RCEIL/CEIL move a binade up",
+            [one(m + gap * f, -(m + gap * f)) for f in (0.25, 0.5, 0.75)],
+        ),
+        (
+            "zero_blocks",
+            "D2/T1: all-zero blocks: the 1e-4 clamp gives DeepSeek 2^-22 (0x69); OCP-style "
+            "rules follow amax to 2^-127 (0x00); float log2 gives 0/0",
+            [one(0.0), one(-0.0), one(0.0, -0.0)],
+        ),
+        (
+            "tiny_blocks",
+            "D2/T4: amax under, at and just around the 1e-4 clamp",
+            [one(5e-5, -3e-5, 1e-6), one(1e-6), one(nxt(1e-4, -1)), one(1e-4), one(nxt(1e-4, 1))],
+        ),
+        (
+            "subnormal_blocks",
+            "D4b/T5: amax 2^-120 (scale code 0x00 = 2^-127), 2^-126, and float32 subnormal data 2^-130, 2^-149",
+            [one(2.0**-120), one(2.0**-126, -(2.0**-127)), one(2.0**-130, -(2.0**-133), 3 * 2.0**-132), one(2.0**-149)],
+        ),
+        (
+            "outliers",
+            "T7: one outlier (1000/448 * max) pushes the rest of the block to zero and subnormal codes",
+            [
+                one(*(np.array([1000, 0.001, -0.001, 0.002, 0.004, 0.008, 0.1]) * m / 448)),
+                one(-m * 64, *(np.linspace(-1, 1, 9) * m / 1000)),
+            ],
+        ),
+        (
+            "element_ties",
+            "T12/D8: amax = max, so the scale is 1 under most rules, then element midpoints: "
+            "ties created inside a block",
+            [one(m, *(_element_inputs(e)[1][2][::-1][:20]))],
+        ),
+        (
+            "log2_near_ties",
+            "T6/D4a: amax = max*2^k plus 1-6 float32 ulps: float32 log2 of amax/max rounds "
+            "to the integer k, so a float-log2 ceil picks a scale one binade too small",
+            [one(up(m * 2.0**k, j), m * 2.0**k / 3) for k, j in near],
+        ),
+        (
+            "nan_blocks",
+            "D3/T14: a NaN in the block: scale 0xFF (OCP), 2^127 (DeepGEMM bitwise), or NaN everywhere (float rules)",
+            [one(np.nan, 1.0, -2.0), one(1.0, -np.nan, 0.5)],
+        ),
+        (
+            "inf_blocks",
+            "D3/T14: +-Inf in the block: NaN block, 2^127, or a finite scale; and the element "
+            "cast of Inf (saturate vs NaN)",
+            [one(np.inf, 1.0, -2.0), one(-np.inf, 1.0)],
+        ),
+        (
+            "huge_blocks",
+            "T10: amax near the float32 maximum: scale exponent 127 and its clamp",
+            [one(3.0e38, -1.0), one(float(np.finfo(F32).max)), one(2.0**127 * 1.5)],
+        ),
+        (
+            "random",
+            "heavy-tailed random blocks at magnitudes 2^-20..2^20",
+            [np.array([2.0**s]) for s in (-20, -3, 0, 7, 20)],
+        ),
     ]
 
 
 def _fill(lead: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
     """A block of `width`: the leading values, then random filler no larger than its amax."""
     out = np.zeros(width, dtype=np.float64)
-    out[:len(lead)] = lead
+    out[: len(lead)] = lead
     finite = lead[np.isfinite(lead)]
     amax = float(np.max(np.abs(finite))) if finite.size else 1.0
     if width > len(lead) and amax > 0:
         filler = rng.standard_normal(width - len(lead)) * np.exp2(rng.integers(-8, 1, width - len(lead)))
-        out[len(lead):] = np.clip(filler, -0.99, 0.99) * amax
+        out[len(lead) :] = np.clip(filler, -0.99, 0.99) * amax
     return out
 
 
@@ -212,8 +274,13 @@ def block_cases(preset, role=None) -> list[Case]:
         width = scheme.block.size[0] if scheme.block.kind is BlockKind.VECTOR else 32
         scen = _contents(scheme)
         if tile:  # 128x128 tiles are big: one tile per scenario's first content
-            scen = [("tiles", "one 128x128 tile per block scenario (first content of each): "
-                     + ", ".join(s for s, _, _ in scen), [b[0] for _, _, b in scen])]
+            scen = [
+                (
+                    "tiles",
+                    "one 128x128 tile per block scenario (first content of each): " + ", ".join(s for s, _, _ in scen),
+                    [b[0] for _, _, b in scen],
+                )
+            ]
         for s, why, blocks in scen:
             rng = _rng(f"block/{group}/{s}")
             arrays = _layout(scheme, blocks, rng)
@@ -222,8 +289,18 @@ def block_cases(preset, role=None) -> list[Case]:
                 out.append(Case(name, CaseKind.BLOCK, group, s, why, _f32(x), preset=preset, role=r))
         s = "partial_blocks"
         x = _partial(scheme, width, _rng(f"block/{group}/{s}"))
-        out.append(Case(f"block/{group}/{s}", CaseKind.BLOCK, group, s, (_partial.__doc__ or "").split("\n")[0]
-                        + " ...; zero padding never raises amax", _f32(x), preset=preset, role=r))
+        out.append(
+            Case(
+                f"block/{group}/{s}",
+                CaseKind.BLOCK,
+                group,
+                s,
+                (_partial.__doc__ or "").split("\n")[0] + " ...; zero padding never raises amax",
+                _f32(x),
+                preset=preset,
+                role=r,
+            )
+        )
     return out
 
 
@@ -252,8 +329,9 @@ def given_case(name: str, inputs: np.ndarray) -> Case:
         return Case(name, CaseKind.ELEMENT, spec.name, "/".join(parts[2:]), why, x, fmt=spec)
     if parts[0] == "block" and len(parts) >= 4:
         preset, role = get_preset(parts[1]), Role.parse(parts[2])
-        return Case(name, CaseKind.BLOCK, f"{preset.name}/{role.value}", "/".join(parts[3:]), why, x, preset=preset,
-                    role=role)
+        return Case(
+            name, CaseKind.BLOCK, f"{preset.name}/{role.value}", "/".join(parts[3:]), why, x, preset=preset, role=role
+        )
     raise UnknownNameError("case", name, ["element/<format>/<label>", "block/<preset>/<role>/<label>"])
 
 

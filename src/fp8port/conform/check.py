@@ -27,11 +27,11 @@ class Outputs:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)  # identify: cases outside the catalogue
 
     @classmethod
-    def read(cls, path) -> "Outputs":
+    def read(cls, path) -> Outputs:
         return cls.from_arrays(read_bundle(path))
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Outputs":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Outputs:
         codes, scales, inputs, other = {}, {}, {}, []
         for key, a in arrays.items():
             base, _, leaf = key.rpartition("/")
@@ -83,8 +83,15 @@ def check(outputs_path, against) -> CheckReport:
     outputs = outputs_path if isinstance(outputs_path, Outputs) else Outputs.read(outputs_path)
     cases = target_cases(target)
     names = {c.name for c in cases}
-    unknown = tuple(sorted({*(k for k in outputs.codes if k not in names), *outputs.other,
-                            *(k for k in outputs.scales if k not in outputs.codes)}))
+    unknown = tuple(
+        sorted(
+            {
+                *(k for k in outputs.codes if k not in names),
+                *outputs.other,
+                *(k for k in outputs.scales if k not in outputs.codes),
+            }
+        )
+    )
     results = []
     for c in cases:
         if c.name not in outputs.codes:
@@ -98,5 +105,6 @@ def check(outputs_path, against) -> CheckReport:
         sample = ", ".join(list(outputs.codes)[:3]) or "none"
         raise NothingToCheckError(
             f"the outputs name no case of target {target.name!r} (their case keys: {sample}); keys must be "
-            f"'<case>/codes' with case names from the export's manifest.json, e.g. {cases[0].name}/codes")
+            f"'<case>/codes' with case names from the export's manifest.json, e.g. {cases[0].name}/codes"
+        )
     return report

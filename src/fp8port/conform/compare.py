@@ -68,8 +68,9 @@ def _fit(a: np.ndarray, shape, case: str, what: str) -> np.ndarray:
 def as_codes(a: np.ndarray, case: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.itemsize != 1 or a.dtype.kind == "b":
-        raise UnsupportedInputError(f"case {case}: codes must be one byte per element (uint8, int8 or a "
-                                    f"float8 dtype), got {a.dtype}")
+        raise UnsupportedInputError(
+            f"case {case}: codes must be one byte per element (uint8, int8 or a float8 dtype), got {a.dtype}"
+        )
     return a.view(np.uint8)
 
 
@@ -110,15 +111,24 @@ def compare(case: Case, exp: Expected, spec: FormatSpec, codes, scales=None) -> 
     first = []
     if bad.any():
         i = tuple(int(j) for j in np.argwhere(bad)[0])
-        first.append(Mismatch("codes", i, f"0x{int(exp.codes[i]):02x}", f"0x{int(codes[i]):02x}",
-                         float(_values(exp.codes[i], spec)), float(_values(codes[i], spec))))
+        first.append(
+            Mismatch(
+                "codes",
+                i,
+                f"0x{int(exp.codes[i]):02x}",
+                f"0x{int(codes[i]):02x}",
+                float(_values(exp.codes[i], spec)),
+                float(_values(codes[i], spec)),
+            )
+        )
     n_scale = 0
     given = scales is not None or exp.scales is None
     if exp.scales is not None and scales is not None:
         got = np.asarray(scales)
         if got.dtype.kind not in "uf" or (got.dtype.kind == "u" and got.dtype.itemsize != 1):
-            raise UnsupportedInputError(f"case {case.name}: scales must be uint8 (E8M0/E4M3 bytes) or "
-                                        f"floating point, got {got.dtype}")
+            raise UnsupportedInputError(
+                f"case {case.name}: scales must be uint8 (E8M0/E4M3 bytes) or floating point, got {got.dtype}"
+            )
         got = _fit(got, exp.scales.shape, case.name, "scales")
         sbad, w, g = _diff_scales(exp.scales, got, exp.scale_kind)
         n_scale = int(sbad.sum())
@@ -129,4 +139,3 @@ def compare(case: Case, exp: Expected, spec: FormatSpec, codes, scales=None) -> 
     n_code = int(bad.sum())
     status = Status.MISMATCH if n_code or n_scale else Status.OK
     return CaseResult(case.name, status, n_code, n_scale, int(exp.codes.size), tuple(first), given)
-

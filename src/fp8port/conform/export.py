@@ -23,11 +23,11 @@ from .targets import BlockTarget, ElementTarget, block_targets, element_targets,
 LAYOUT = {
     "inputs": "inputs.npz / inputs.safetensors: key '<case>' -> float32 inputs",
     "expected": "expected/<target>.npz / .safetensors: '<case>/codes' -> uint8 codes (one per element, "
-                "the inputs' shape); block cases also '<case>/scales' -> uint8 bytes (E8M0, or E4M3 for "
-                "NVFP4) or float32 (float32-scale presets), one per block",
+    "the inputs' shape); block cases also '<case>/scales' -> uint8 bytes (E8M0, or E4M3 for "
+    "NVFP4) or float32 (float32-scale presets), one per block",
     "outputs": "write your implementation's results in the same layout (.npz, .safetensors, or a "
-               "directory with <case>/codes.npy and <case>/scales.npy) and run "
-               "`fp8port conform check OUTPUTS --against <target>`",
+    "directory with <case>/codes.npy and <case>/scales.npy) and run "
+    "`fp8port conform check OUTPUTS --against <target>`",
 }
 
 
@@ -43,16 +43,27 @@ def _target_params(case: Case, t) -> dict:
     if isinstance(t, ElementTarget):
         return {"target": t.name, "profile": t.profile.name, "rounding": t.rules(case.fmt).rounding.value}
     s = t.scheme(case.role)
-    return {"target": t.name, "preset": t.preset.name, "role": case.role.value, "rule": s.scale_rule.value,
-            "scale_storage": s.storage.value}
+    return {
+        "target": t.name,
+        "preset": t.preset.name,
+        "role": case.role.value,
+        "rule": s.scale_rule.value,
+        "scale_storage": s.storage.value,
+    }
 
 
 def _case_params(case: Case) -> dict:
     if case.kind is CaseKind.ELEMENT:
         return {"format": case.fmt.name}
     s = case.preset.scheme(case.role)
-    return {"preset": case.preset.name, "role": case.role.value, "element": s.element.name,
-            "block": str(s.block), "amax_clamp": s.amax_clamp, "preset_rule": s.scale_rule.value}
+    return {
+        "preset": case.preset.name,
+        "role": case.role.value,
+        "element": s.element.name,
+        "block": str(s.block),
+        "amax_clamp": s.amax_clamp,
+        "preset_rule": s.scale_rule.value,
+    }
 
 
 def export(directory, formats=None, presets=None) -> ExportResult:
@@ -88,15 +99,30 @@ def export(directory, formats=None, presets=None) -> ExportResult:
         "version": 1,
         "generator": f"fp8port {__version__}",
         "layout": LAYOUT,
-        "targets": [{"name": t.name, "kind": "element" if isinstance(t, ElementTarget) else "block",
-                     "description": (t.profile.description if isinstance(t, ElementTarget)
-                                     else t.preset.description)} for t in targets],
-        "cases": [{"name": c.name, "kind": c.kind.value, "group": c.group, "scenario": c.scenario,
-                   "why": c.why, "shape": list(c.inputs.shape), "dtype": "float32",
-                   "params": _case_params(c), "expected": per_case[c.name]} for c in cases],
+        "targets": [
+            {
+                "name": t.name,
+                "kind": "element" if isinstance(t, ElementTarget) else "block",
+                "description": (t.profile.description if isinstance(t, ElementTarget) else t.preset.description),
+            }
+            for t in targets
+        ],
+        "cases": [
+            {
+                "name": c.name,
+                "kind": c.kind.value,
+                "group": c.group,
+                "scenario": c.scenario,
+                "why": c.why,
+                "shape": list(c.inputs.shape),
+                "dtype": "float32",
+                "params": _case_params(c),
+                "expected": per_case[c.name],
+            }
+            for c in cases
+        ],
     }
     mf = d / "manifest.json"
     mf.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     files.append(mf)
     return ExportResult(d, len(cases), tuple(t.name for t in targets), tuple(files))
-

@@ -15,14 +15,14 @@ a real model's weights with what msModelSlim made of them, against the msmodelsl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from ..codec.policy import Overflow, Rounding
 from ..codec.profiles import PROFILES, Rules
 from ..formats import FormatSpec
 from ..quant import Role, ScaleRule
-from ..quant.scheme import Apply, BlockKind, Scheme, ScaleStorage
+from ..quant.scheme import Apply, BlockKind, ScaleStorage, Scheme
 from .cases import Case, CaseKind, find_case, given_case
 from .check import Outputs
 from .compare import Mismatch, as_codes, compare
@@ -58,8 +58,17 @@ APPLY_WORDS = {
     Apply.MSMODELSLIM_MXFP4: "x / s with zero inputs +0 (msModelSlim MXFP4)",
     Apply.RECIPROCAL_UNROUNDED: "x * fp32(1/s) from s before its storage rounds it (ggml Q8_0)",
 }
-_RULE_FIELDS = ("rounding", "overflow", "inf", "nan_code", "nan_signed", "zero", "underflow", "negative",
-                "f32_subnormal_ceil")
+_RULE_FIELDS = (
+    "rounding",
+    "overflow",
+    "inf",
+    "nan_code",
+    "nan_signed",
+    "zero",
+    "underflow",
+    "negative",
+    "f32_subnormal_ceil",
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ class GroupResult:
 
 
 # ---------------------------------------------------------------- variants
+
 
 def _norm(rules: Rules) -> Rules:
     return replace(rules, via_float32=False)  # inputs are float32: the float64 path never runs
@@ -166,21 +176,35 @@ def block_variants(base: Scheme, role: Role) -> list[Variant]:
     rules = [base.scale_rule] + [r for r in rules_for(base) if r not in (base.scale_rule, ScaleRule.MSE_POW2)]
     clamps = [base.amax_clamp] + ([None] if base.amax_clamp is not None else [1e-4])
     ranges = list(dict.fromkeys([base.exp_range, (-127, 127)]))
-    elems = [("preset", _norm(base.rules))] + [(lab, r) for lab, r in _element_rule_sets(spec, overrides=False)
-                                              if r != _norm(base.rules)]
+    elems = [("preset", _norm(base.rules))] + [
+        (lab, r) for lab, r in _element_rule_sets(spec, overrides=False) if r != _norm(base.rules)
+    ]
     out = []
     for rule in rules:
         applies = [base.apply] + ([a for a in Apply if a is not base.apply] if not rule.power_of_two else [])
-        for clamp in (clamps if rule not in (ScaleRule.NVFP4, ScaleRule.CT_NVFP4) else [base.amax_clamp]):
+        for clamp in clamps if rule not in (ScaleRule.NVFP4, ScaleRule.CT_NVFP4) else [base.amax_clamp]:
             for rng in ranges:
                 for apply in applies:
                     for elab, er in elems:
-                        s = replace(base, scale_rule=rule, amax_clamp=clamp, exp_range=rng, apply=apply,
-                                    rules=er if elab != "preset" else base.rules)
-                        f = (("scale_rule", rule), ("amax_clamp", clamp), ("exp_range", rng), ("apply", apply),
-                             *_rule_fields(er), ("quirks", None))
-                        out.append(Variant(_block_label(s, base, er), f,
-                                           lambda c, s=s: scheme_output(c.inputs, s, role), spec))
+                        s = replace(
+                            base,
+                            scale_rule=rule,
+                            amax_clamp=clamp,
+                            exp_range=rng,
+                            apply=apply,
+                            rules=er if elab != "preset" else base.rules,
+                        )
+                        f = (
+                            ("scale_rule", rule),
+                            ("amax_clamp", clamp),
+                            ("exp_range", rng),
+                            ("apply", apply),
+                            *_rule_fields(er),
+                            ("quirks", None),
+                        )
+                        out.append(
+                            Variant(_block_label(s, base, er), f, lambda c, s=s: scheme_output(c.inputs, s, role), spec)
+                        )
     return out + _quirk_variants(base)
 
 
@@ -188,17 +212,33 @@ def _quirk_variants(base: Scheme) -> list[Variant]:
     """torchao 0.18 to_mx FLOOR/CEIL/EVEN/RCEIL with the preset's elements: MX 1x32 E8M0 presets only.
     Last in the list, so a plain rule explains a case first when both are as close. A variant's
     fields name the rule it computes (RCEIL 0.18: log2_ceil), so its words are its quirks alone."""
-    if (base.storage is not ScaleStorage.E8M0 or base.block.kind is not BlockKind.VECTOR
-            or base.block.size != (32,) or base.element.name not in TORCHAO_ELEMENTS):
+    if (
+        base.storage is not ScaleStorage.E8M0
+        or base.block.kind is not BlockKind.VECTOR
+        or base.block.size != (32,)
+        or base.element.name not in TORCHAO_ELEMENTS
+    ):
         return []
     out = []
     for rule in TORCHAO_RULES:
         s = replace(base, scale_rule=rule, amax_clamp=None, exp_range=(-127, 127), apply=Apply.DIVIDE)
-        f = (("scale_rule", TORCHAO_AS_RULE.get(rule, rule)), ("amax_clamp", None), ("exp_range", (-127, 127)),
-             ("apply", Apply.DIVIDE),
-             *_rule_fields(_norm(base.rules)), ("quirks", TORCHAO_018))
-        out.append(Variant(f"{rule.value} [{TORCHAO_018} quirks]", f, lambda c, s=s: torchao_018(c.inputs, s)[0],
-                           base.element, explain=lambda c, s=s: "; ".join(torchao_018(c.inputs, s)[1])))
+        f = (
+            ("scale_rule", TORCHAO_AS_RULE.get(rule, rule)),
+            ("amax_clamp", None),
+            ("exp_range", (-127, 127)),
+            ("apply", Apply.DIVIDE),
+            *_rule_fields(_norm(base.rules)),
+            ("quirks", TORCHAO_018),
+        )
+        out.append(
+            Variant(
+                f"{rule.value} [{TORCHAO_018} quirks]",
+                f,
+                lambda c, s=s: torchao_018(c.inputs, s)[0],
+                base.element,
+                explain=lambda c, s=s: "; ".join(torchao_018(c.inputs, s)[1]),
+            )
+        )
     return out
 
 
@@ -209,14 +249,21 @@ def _block_label(s: Scheme, base: Scheme, er: Rules) -> str:
 
 # ---------------------------------------------------------------- words
 
+
 def _rule_words(field: str, a, b, spec: FormatSpec) -> str:
     """What value b (the other variant) does where a (the reference) differs, in words."""
     if field == "rounding":
-        return {Rounding.RNE: "ties round to nearest even", Rounding.AWAY: "ties round away from zero",
-                Rounding.ZERO: "truncates (rounds toward zero)"}.get(b, f"rounding {b.value}")
+        return {
+            Rounding.RNE: "ties round to nearest even",
+            Rounding.AWAY: "ties round away from zero",
+            Rounding.ZERO: "truncates (rounds toward zero)",
+        }.get(b, f"rounding {b.value}")
     if field == "overflow":
-        return ("finite overflow saturates to +-max" if b is Overflow.SATURATE
-                else "finite overflow gives Inf/NaN (no saturation)")
+        return (
+            "finite overflow saturates to +-max"
+            if b is Overflow.SATURATE
+            else "finite overflow gives Inf/NaN (no saturation)"
+        )
     if field == "inf":
         return "+-Inf saturates to +-max" if b is Overflow.SATURATE else "+-Inf stays Inf/NaN"
     if field == "nan_code":
@@ -241,11 +288,15 @@ def _block_diff(b: Scheme, a: Scheme, br: Rules, ar: Rules, spec: FormatSpec) ->
     if b.scale_rule is not a.scale_rule:
         out.append(f"scale rule {b.scale_rule.value} ({RULE_WORDS[b.scale_rule]}) instead of {a.scale_rule.value}")
     if b.amax_clamp != a.amax_clamp:
-        out.append(f"amax: no {a.amax_clamp:g} clamp" if b.amax_clamp is None
-                   else f"amax clamped to {b.amax_clamp:g} first (DeepSeek)")
+        out.append(
+            f"amax: no {a.amax_clamp:g} clamp"
+            if b.amax_clamp is None
+            else f"amax clamped to {b.amax_clamp:g} first (DeepSeek)"
+        )
     if b.exp_range != a.exp_range:
-        out.append(f"scale exponents in [{b.exp_range[0]}, {b.exp_range[1]}] instead of "
-                   f"[{a.exp_range[0]}, {a.exp_range[1]}]")
+        out.append(
+            f"scale exponents in [{b.exp_range[0]}, {b.exp_range[1]}] instead of [{a.exp_range[0]}, {a.exp_range[1]}]"
+        )
     if b.apply is not a.apply:
         out.append(f"elements scaled as {APPLY_WORDS[b.apply]} instead of {APPLY_WORDS[a.apply].split(' (')[0]}")
     out += [f"elements: {w}" for w in _rules_diff(ar, br, spec)]
@@ -255,8 +306,9 @@ def _block_diff(b: Scheme, a: Scheme, br: Rules, ar: Rules, spec: FormatSpec) ->
 def _as_scheme(v: Variant, base: Scheme) -> tuple[Scheme, Rules]:
     g = dict(v.fields)
     r = Rules(**{f: g[f] for f in _RULE_FIELDS})
-    return replace(base, scale_rule=g["scale_rule"], amax_clamp=g["amax_clamp"], exp_range=g["exp_range"],
-                   apply=g["apply"]), r
+    return replace(
+        base, scale_rule=g["scale_rule"], amax_clamp=g["amax_clamp"], exp_range=g["exp_range"], apply=g["apply"]
+    ), r
 
 
 def _diff_words(a: Variant, b: Variant, base: Scheme | None, case: Case | None = None) -> str:
@@ -276,6 +328,7 @@ def _distance(a: Variant, b: Variant) -> int:
 
 
 # ---------------------------------------------------------------- scoring
+
 
 def _group_cases(outputs: Outputs) -> dict[str, list[Case]]:
     groups: dict[str, list[Case]] = {}
@@ -331,15 +384,21 @@ def identify_group(cases: list[Case], outputs: Outputs) -> GroupResult:
         if fixes:
             k = min(fixes, key=lambda i: (_distance(variants[i], best), i))
             expl = _diff_words(best, variants[k], base, c)
-        devs.append(Deviation(c.name, c.name.split("/", 3)[-1] if c.kind is CaseKind.BLOCK else c.scenario,
-                              r.mismatches, r.first, expl))
+        devs.append(
+            Deviation(
+                c.name,
+                c.name.split("/", 3)[-1] if c.kind is CaseKind.BLOCK else c.scenario,
+                r.mismatches,
+                r.first,
+                expl,
+            )
+        )
     vs = None
     if base is not None:
         vs = _diff_words(variants[0], best, base)
         vs = None if vs == "same scheme" else vs
     runner = next((variants[i].label for i in order[1:] if variants[i].label != best.label), None)
-    return GroupResult(first.group, first.kind, best.label, len(cases) - len(devs), len(cases), tuple(devs),
-                       vs, runner)
+    return GroupResult(first.group, first.kind, best.label, len(cases) - len(devs), len(cases), tuple(devs), vs, runner)
 
 
 @dataclass(frozen=True)
@@ -357,9 +416,10 @@ def identify(outputs_path) -> IdentifyReport:
     known = {c.name for cs in groups.values() for c in cs}
     unknown = tuple(sorted(k for k in outputs.codes if k not in known)) + outputs.other
     if not groups:
-        raise NothingToCheckError("the outputs name no known case; keys must be '<case>/codes' with case names "
-                                  "from an export's manifest.json (e.g. element/float8_e4m3fn/codes/codes), "
-                                  "or carry '<case>/inputs' for cases of your own (block/<preset>/<role>/<label>)")
+        raise NothingToCheckError(
+            "the outputs name no known case; keys must be '<case>/codes' with case names "
+            "from an export's manifest.json (e.g. element/float8_e4m3fn/codes/codes), "
+            "or carry '<case>/inputs' for cases of your own (block/<preset>/<role>/<label>)"
+        )
     order = sorted(groups, key=lambda g: (groups[g][0].kind is CaseKind.BLOCK, g))
     return IdentifyReport(tuple(identify_group(groups[g], outputs) for g in order), unknown)
-

@@ -104,7 +104,8 @@ def read_bundle(path) -> dict[str, np.ndarray]:
             if key in out and not _same(out[key], a):
                 raise DisagreeingOutputsError(
                     f"{origin[key]} and {f} both hold {key!r} with different values; a folder must hold one "
-                    "implementation's outputs (check one file, or a folder per implementation)")
+                    "implementation's outputs (check one file, or a folder per implementation)"
+                )
             out[key], origin[key] = a, f
     if not out:
         raise OutputsNotFoundError(f"no .npz, .safetensors or .npy files under {path}")

@@ -69,7 +69,7 @@ def torchao_018(x: np.ndarray, scheme: Scheme) -> tuple[Expected, list[str]]:
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         scale = np.ldexp(np.float32(1), exp).astype(np.float32)  # 2^128 overflows to Inf
-        y = b / np.maximum(scale, np.float32(2.0 ** -126))[..., None]  # D4b
+        y = b / np.maximum(scale, np.float32(2.0**-126))[..., None]  # D4b
     y = np.clip(y, -spec.max, spec.max).reshape(*x.shape[:-1], -1)[..., :n]  # NaN passes through
     codes = element_output(y.astype(np.float32), spec, scheme.rules).codes  # RNE; clamped, so no overflow
     return Expected(codes, (exp + 127).astype(np.uint8), ScaleKind.E8M0), _fired(b, amax, inf_bits, exp, spec)
@@ -93,7 +93,7 @@ def _rceil(x, b, amax, scheme) -> tuple[Expected, list[str]]:
         recip = np.where(biased == 255, np.float32(np.nan), recip)  # D4b: 1.0 under 0x00; NaN blocks all NaN
         y = b * recip[..., None]
     y = np.where(np.isnan(y), np.float32(np.nan), y)  # NaN blocks: +NaN, even from -NaN
-    y = np.clip(y, -spec.max, spec.max).reshape(*x.shape[:-1], -1)[..., :x.shape[-1]]
+    y = np.clip(y, -spec.max, spec.max).reshape(*x.shape[:-1], -1)[..., : x.shape[-1]]
     codes = element_output(y.astype(np.float32), spec, scheme.rules).codes
     return Expected(codes, biased.astype(np.uint8), ScaleKind.E8M0), _fired_rceil(b, amax, r, biased, spec)
 
@@ -108,8 +108,10 @@ def _fired_rceil(b, amax, r, biased, spec) -> list[str]:
     bits = np.where(finite, r, np.float32(1)).view(np.uint32)
     exact = ((bits >> 23) & 0xFF).astype(np.int64) - 127 + ((bits & 0x7FFFFF) != 0)  # ceil from the bits
     if np.any(finite & (biased > 0) & (biased - 127 < exact)):
-        out.append(f"float32 log2 rounds amax/max just above 2^k to k: scale a binade low, the top "
-                   f"element clipped to +-{spec.max:g} ({who}, D4a)")
+        out.append(
+            f"float32 log2 rounds amax/max just above 2^k to k: scale a binade low, the top "
+            f"element clipped to +-{spec.max:g} ({who}, D4a)"
+        )
     if np.any((biased == 0) & np.any(b != 0, axis=-1)):
         out.append(f"scale 0x00 applied with reciprocal 1.0 (not 2^127): elements flushed to +-0 ({who}, D4b)")
     return out or [f"{who} quirks"]
@@ -123,8 +125,7 @@ def _fired(b, amax, inf_bits, exp, spec) -> list[str]:
     if np.any(inf_bits & np.isfinite(amax)):  # EVEN's half-up rounding carried amax into exponent 255
         out.append(f"amax near the float32 max rounded (EVEN) to Inf's bits: {what} ({TORCHAO_018}, D3)")
     if np.any(np.isnan(amax)):
-        out.append("NaN block: finite elements 0 (scale 2^128 = Inf in float32), NaN stays NaN "
-                   f"({TORCHAO_018})")
+        out.append(f"NaN block: finite elements 0 (scale 2^128 = Inf in float32), NaN stays NaN ({TORCHAO_018})")
     if np.any((exp == -127) & np.any(b != 0, axis=-1)):
         out.append(f"scale 0x00 applied as 2^-126: codes halved ({TORCHAO_018}, D4b)")
     return out or [f"{TORCHAO_018} quirks"]  # a difference the model has but no quirk above names

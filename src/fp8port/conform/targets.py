@@ -18,7 +18,7 @@ from ..codec.profiles import PROFILES, Profile, Rules, get_profile
 from ..errors import UnknownNameError
 from ..formats import FormatSpec
 from ..quant import PRESETS, Preset, ScaleRule, get_preset, quantize
-from ..quant.scheme import Scheme, ScaleStorage
+from ..quant.scheme import ScaleStorage, Scheme
 from .cases import Case, CaseKind
 
 # Stochastic rounding is left out: no other implementation can reproduce our random stream.
@@ -80,13 +80,17 @@ def rules_for(scheme: Scheme) -> list[ScaleRule]:
     two_level = (ScaleRule.NVFP4, ScaleRule.CT_NVFP4)
     if scheme.storage is ScaleStorage.E4M3_TENSOR:
         return list(two_level)
-    return [r for r in ScaleRule if r not in two_level and (not r.ascend or scheme.scale_rule.ascend)
-            and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)]
+    return [
+        r
+        for r in ScaleRule
+        if r not in two_level
+        and (not r.ascend or scheme.scale_rule.ascend)
+        and (r.power_of_two or scheme.storage is not ScaleStorage.E8M0)
+    ]
 
 
 def scale_kind(storage: ScaleStorage) -> ScaleKind:
-    return {ScaleStorage.E8M0: ScaleKind.E8M0, ScaleStorage.E4M3_TENSOR: ScaleKind.E4M3}.get(
-        storage, ScaleKind.FLOAT32)
+    return {ScaleStorage.E8M0: ScaleKind.E8M0, ScaleStorage.E4M3_TENSOR: ScaleKind.E4M3}.get(storage, ScaleKind.FLOAT32)
 
 
 def element_targets(formats) -> list[ElementTarget]:
@@ -127,8 +131,9 @@ def parse_target(text) -> ElementTarget | BlockTarget:
             return BlockTarget(preset)
         rule = ScaleRule.parse(variant)
         if rule not in rules_for(preset.activation):
-            raise UnknownNameError(f"scale rule for preset {preset.name}", variant,
-                                   [r.value for r in rules_for(preset.activation)])
+            raise UnknownNameError(
+                f"scale rule for preset {preset.name}", variant, [r.value for r in rules_for(preset.activation)]
+            )
         return BlockTarget(preset, None if rule is preset.activation.scale_rule else rule)
     try:
         profile = get_profile(base)

@@ -38,9 +38,29 @@ _ORDER = (Isa.SCALAR, Isa.AVX2, Isa.AVX512)  # x86-64, lowest first
 class Enc(ctypes.Structure):
     """enc_t: one element format under one profile (codec/cpu_params.py fills it)."""
 
-    _fields_ = [(n, ctypes.c_int32) for n in (
-        "nrm_fexp", "nrm_off", "S", "half_n", "sub_base", "rne", "away", "maxq_pos", "maxq_neg", "ovf_pos",
-        "ovf_neg", "inf_pos", "inf_neg", "nan_pos", "nan_neg", "twos", "zneg", "sign_bit")]
+    _fields_ = [
+        (n, ctypes.c_int32)
+        for n in (
+            "nrm_fexp",
+            "nrm_off",
+            "S",
+            "half_n",
+            "sub_base",
+            "rne",
+            "away",
+            "maxq_pos",
+            "maxq_neg",
+            "ovf_pos",
+            "ovf_neg",
+            "inf_pos",
+            "inf_neg",
+            "nan_pos",
+            "nan_neg",
+            "twos",
+            "zneg",
+            "sign_bit",
+        )
+    ]
 
 
 _i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
@@ -49,35 +69,94 @@ _i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.
 class Fast(ctypes.Structure):
     """fast_t: the lean encoder of finite values (codec/native.py fills it)."""
 
-    _fields_ = [("rnd_off", ctypes.c_uint32), ("S", ctypes.c_uint32), ("magic", _f32), ("magic_bits", ctypes.c_uint32),
-                ("min_normal", ctypes.c_uint32), ("maxq", ctypes.c_uint32), ("ovf", ctypes.c_uint32),
-                ("sign_shift", ctypes.c_uint32)]
+    _fields_ = [
+        ("rnd_off", ctypes.c_uint32),
+        ("S", ctypes.c_uint32),
+        ("magic", _f32),
+        ("magic_bits", ctypes.c_uint32),
+        ("min_normal", ctypes.c_uint32),
+        ("maxq", ctypes.c_uint32),
+        ("ovf", ctypes.c_uint32),
+        ("sign_shift", ctypes.c_uint32),
+    ]
 
 
 class Pow2(ctypes.Structure):
     """pow2_t: the power-of-two path's view of a sign-bit float format (codec/native.py fills it)."""
 
-    _fields_ = [("M", _i32), ("bias", _i32), ("emin", _i32), ("maxq", ctypes.c_uint32), ("ovf", ctypes.c_uint32),
-                ("sign_shift", ctypes.c_uint32), ("nthr", _i32), ("z", _i32), ("thr16", ctypes.c_uint32 * 7),
-                ("thr32", ctypes.c_uint32 * 7)]
+    _fields_ = [
+        ("M", _i32),
+        ("bias", _i32),
+        ("emin", _i32),
+        ("maxq", ctypes.c_uint32),
+        ("ovf", ctypes.c_uint32),
+        ("sign_shift", ctypes.c_uint32),
+        ("nthr", _i32),
+        ("z", _i32),
+        ("thr16", ctypes.c_uint32 * 7),
+        ("thr32", ctypes.c_uint32 * 7),
+    ]
 
 
 class Quant(ctypes.Structure):
     """quant_t: one block quantization call."""
 
-    _fields_ = [("x", _ptr), ("bf16", _i32), ("mode", _i32), ("B", _i64), ("M", _i64), ("N", _i64), ("bm", _i64),
-                ("bn", _i64), ("steps", _ptr), ("clamp", _f32), ("maxv", _f32), ("p", _f32), ("use_clamp", _i32),
-                ("zero_unit", _i32), ("reciprocal", _i32), ("stored_kind", _i32), ("enc", Enc), ("fast", Fast), ("lean", _i32), ("pow2", Pow2),
-                ("e4m3", Enc),
-                ("codes", _ptr), ("sgrid", _ptr), ("stored", _ptr), ("stream", _i32), ("aff", _i32), ("aff_d", _i32),
-                ("aff_t", _i32), ("aff_flo", _i32), ("aff_fhi", _i32)]
+    _fields_ = [
+        ("x", _ptr),
+        ("bf16", _i32),
+        ("mode", _i32),
+        ("B", _i64),
+        ("M", _i64),
+        ("N", _i64),
+        ("bm", _i64),
+        ("bn", _i64),
+        ("steps", _ptr),
+        ("clamp", _f32),
+        ("maxv", _f32),
+        ("p", _f32),
+        ("use_clamp", _i32),
+        ("zero_unit", _i32),
+        ("reciprocal", _i32),
+        ("stored_kind", _i32),
+        ("enc", Enc),
+        ("fast", Fast),
+        ("lean", _i32),
+        ("pow2", Pow2),
+        ("e4m3", Enc),
+        ("codes", _ptr),
+        ("sgrid", _ptr),
+        ("stored", _ptr),
+        ("stream", _i32),
+        ("aff", _i32),
+        ("aff_d", _i32),
+        ("aff_t", _i32),
+        ("aff_flo", _i32),
+        ("aff_fhi", _i32),
+    ]
 
 
 class Dequant(ctypes.Structure):
-    _fields_ = [("codes", _ptr), ("B", _i64), ("M", _i64), ("N", _i64), ("bm", _i64), ("bn", _i64),
-                ("sgrid", _ptr), ("lut", _ptr), ("bf16", _i32), ("out", _ptr), ("arith", _i32), ("M_", _i32),
-                ("bias", _i32), ("sign_shift", _i32), ("e_lo", _i32), ("e_hi", _i32), ("special_min", ctypes.c_uint32),
-                ("subtab", ctypes.c_uint16 * 8), ("stream", _i32)]
+    _fields_ = [
+        ("codes", _ptr),
+        ("B", _i64),
+        ("M", _i64),
+        ("N", _i64),
+        ("bm", _i64),
+        ("bn", _i64),
+        ("sgrid", _ptr),
+        ("lut", _ptr),
+        ("bf16", _i32),
+        ("out", _ptr),
+        ("arith", _i32),
+        ("M_", _i32),
+        ("bias", _i32),
+        ("sign_shift", _i32),
+        ("e_lo", _i32),
+        ("e_hi", _i32),
+        ("special_min", ctypes.c_uint32),
+        ("subtab", ctypes.c_uint16 * 8),
+        ("stream", _i32),
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -190,8 +269,16 @@ def encode(bits: np.ndarray, enc: Enc | None, lut: np.ndarray | None, out: np.nd
     """Codes of float32 bits (uint32) or bf16 bits (uint16), flat and contiguous, into `out` (uint8):
     by the arithmetic encoder `enc`, or by `lut` (65,536 codes indexed by bf16 rounded to odd)."""
     n = bits.size
-    _lib().fp8_encode(bits.ctypes.data, int(bits.dtype == np.uint16), n, ctypes.byref(enc or Enc()),
-                      None if lut is None else lut.ctypes.data, out.ctypes.data, _t(n >> 16), _tier_id())
+    _lib().fp8_encode(
+        bits.ctypes.data,
+        int(bits.dtype == np.uint16),
+        n,
+        ctypes.byref(enc or Enc()),
+        None if lut is None else lut.ctypes.data,
+        out.ctypes.data,
+        _t(n >> 16),
+        _tier_id(),
+    )
 
 
 def decode(codes: np.ndarray, lut32: np.ndarray, out: np.ndarray) -> None:

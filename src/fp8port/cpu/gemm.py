@@ -11,11 +11,11 @@ from __future__ import annotations
 import ctypes
 import os
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from .. import cpu as _cpu
-from . import _BIT, Isa, _lib, _t, tier
 from ..names import NamedEnum
+from . import _BIT, Isa, _lib, _t, tier
 
 _i64, _i32, _f32, _ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
 
@@ -38,12 +38,36 @@ DECODER_ID = {d: i for i, d in enumerate(Decoder)}  # the order of gemm.c's GM_*
 class Gemv(ctypes.Structure):
     """gemv_t: one weight and one call's activations and output (pointers are addresses)."""
 
-    _fields_ = [("codes", _ptr), ("N", _i64), ("K", _i64), ("row_bytes", _i64), ("bm", _i64), ("bn", _i64),
-                ("sgrid", _ptr), ("dec", _i32), ("lsh", _i32), ("rsh", _i32), ("keep", ctypes.c_uint32),
-                ("fmul", _f32), ("tab16", _f32 * 16), ("lut", _ptr), ("bias", _ptr), ("x", _ptr), ("x_bf16", _i32),
-                ("M", _i64), ("ldx", _i64), ("y", _ptr), ("y_bf16", _i32), ("ldy", _i64), ("bf16_ok", _i32),
-                ("bf_sh", _i32), ("bf_keep", ctypes.c_uint32), ("bf_rebias", ctypes.c_uint32),
-                ("bf_expmask", ctypes.c_uint32), ("bf_tab", ctypes.c_uint16 * 32)]
+    _fields_ = [
+        ("codes", _ptr),
+        ("N", _i64),
+        ("K", _i64),
+        ("row_bytes", _i64),
+        ("bm", _i64),
+        ("bn", _i64),
+        ("sgrid", _ptr),
+        ("dec", _i32),
+        ("lsh", _i32),
+        ("rsh", _i32),
+        ("keep", ctypes.c_uint32),
+        ("fmul", _f32),
+        ("tab16", _f32 * 16),
+        ("lut", _ptr),
+        ("bias", _ptr),
+        ("x", _ptr),
+        ("x_bf16", _i32),
+        ("M", _i64),
+        ("ldx", _i64),
+        ("y", _ptr),
+        ("y_bf16", _i32),
+        ("ldy", _i64),
+        ("bf16_ok", _i32),
+        ("bf_sh", _i32),
+        ("bf_keep", ctypes.c_uint32),
+        ("bf_rebias", ctypes.c_uint32),
+        ("bf_expmask", ctypes.c_uint32),
+        ("bf_tab", ctypes.c_uint16 * 32),
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +85,7 @@ def _gemm_lib():
     return lib
 
 
-@lru_cache(maxsize=None)
+@cache
 def _env_tier(want: str | None) -> int:
     """cpu.tier()'s number for this FP8PORT_ISA where no tier is forced (-1: none); read once per value."""
     t = tier()

@@ -59,9 +59,16 @@ class MatmulPath(enum.Enum):
         return _PATH_COLUMN[self]
 
 
-_PATH_COLUMN = {MatmulPath.BF16: Column.BF16, MatmulPath.FP8_BLOCK: Column.FP8, MatmulPath.MXFP8: Column.MXFP8,
-                MatmulPath.MXFP6: Column.FP6, MatmulPath.MXFP4: Column.FP4, MatmulPath.NVFP4: Column.FP4,
-                MatmulPath.HIF8: Column.HIF8, MatmulPath.INT8: Column.INT8}
+_PATH_COLUMN = {
+    MatmulPath.BF16: Column.BF16,
+    MatmulPath.FP8_BLOCK: Column.FP8,
+    MatmulPath.MXFP8: Column.MXFP8,
+    MatmulPath.MXFP6: Column.FP6,
+    MatmulPath.MXFP4: Column.FP4,
+    MatmulPath.NVFP4: Column.FP4,
+    MatmulPath.HIF8: Column.HIF8,
+    MatmulPath.INT8: Column.INT8,
+}
 
 # Unit -> factor to SI (bytes, bytes/s, operations/s), per field, so a mistyped unit fails loudly.
 _UNITS = {
@@ -137,13 +144,20 @@ class Chip:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "aliases": list(self.aliases), "vendor": self.vendor, "status": self.status.value,
-            "devices_per_package": self.devices_per_package, "memory": self.memory.to_json(),
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "vendor": self.vendor,
+            "status": self.status.value,
+            "devices_per_package": self.devices_per_package,
+            "memory": self.memory.to_json(),
             "memory_bandwidth": self.memory_bandwidth.to_json(),
             "throughput": {c.value: f.to_json() for c, f in self.throughput.items()},
             "interconnect": self.interconnect.to_json(),
-            "native": {"paths": sorted(p.value for p in self.native.paths),
-                       "confidence": self.native.confidence.value, "source": self.native.source},
+            "native": {
+                "paths": sorted(p.value for p in self.native.paths),
+                "confidence": self.native.confidence.value,
+                "source": self.native.source,
+            },
             "note": self.note,
         }
 
@@ -195,9 +209,11 @@ def _chip(raw: dict) -> Chip:
             memory_bandwidth=_figure(raw["memory_bandwidth"], "memory_bandwidth", f"{name} memory_bandwidth"),
             throughput={c: _figure(thr[c.value], "throughput", f"{name} throughput.{c.value}") for c in Column},
             interconnect=_figure(raw["interconnect"], "interconnect", f"{name} interconnect"),
-            native=Native(frozenset(_parse_enum(MatmulPath, p, f"{name} native path") for p in native["paths"]),
-                          _parse_enum(Confidence, native["confidence"], f"{name} native confidence"),
-                          native["source"]),
+            native=Native(
+                frozenset(_parse_enum(MatmulPath, p, f"{name} native path") for p in native["paths"]),
+                _parse_enum(Confidence, native["confidence"], f"{name} native confidence"),
+                native["source"],
+            ),
             note=raw.get("note", ""),
         )
     except KeyError as exc:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import UnknownNameError
 from ..quant import PRESETS, Scheme, get_preset
-from .model import Model, TensorUse, Tensor
+from .model import Model, Tensor, TensorUse
 
 BF16 = "bf16"
 _BF16_ALIASES = ("bf16", "bfloat16", "none")
@@ -59,8 +59,14 @@ class WeightBytes:
         return self.total - self.routed - self.embedding
 
     def to_json(self) -> dict:
-        return {"total": self.total, "codes": self.codes, "scales": self.scales, "dense": self.dense,
-                "routed_experts": self.routed, "embedding": self.embedding}
+        return {
+            "total": self.total,
+            "codes": self.codes,
+            "scales": self.scales,
+            "dense": self.dense,
+            "routed_experts": self.routed,
+            "embedding": self.embedding,
+        }
 
 
 def tensor_bytes(t: Tensor, enc: Encoding) -> tuple[int, int, int]:

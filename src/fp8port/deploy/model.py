@@ -122,16 +122,27 @@ class Model:
 
     def summary(self) -> dict:
         return {
-            "name": self.name, "model_type": self.model_type, "attention": self.attention.value,
-            "moe": self.moe is not None, "layers": self.num_layers, "mtp_layers": self.mtp_layers,
-            "params": self.params(), "params_with_mtp": self.params(include_mtp=True),
-            "activated_params": self.activated_params(), "kv_values_per_token": self.kv_values_per_token(),
+            "name": self.name,
+            "model_type": self.model_type,
+            "attention": self.attention.value,
+            "moe": self.moe is not None,
+            "layers": self.num_layers,
+            "mtp_layers": self.mtp_layers,
+            "params": self.params(),
+            "params_with_mtp": self.params(include_mtp=True),
+            "activated_params": self.activated_params(),
+            "kv_values_per_token": self.kv_values_per_token(),
         }
 
     @cached_property
     def _main(self) -> tuple[Tensor, ...]:
-        out = [Tensor("model.embed_tokens.weight", (self.vocab_size, self.hidden_size),
-                      TensorUse.HEAD if self.tie_word_embeddings else TensorUse.EMBEDDING)]
+        out = [
+            Tensor(
+                "model.embed_tokens.weight",
+                (self.vocab_size, self.hidden_size),
+                TensorUse.HEAD if self.tie_word_embeddings else TensorUse.EMBEDDING,
+            )
+        ]
         for layer in range(self.num_layers):
             out += self._layer(f"model.layers.{layer}", layer)
         out.append(Tensor("model.norm.weight", (self.hidden_size,), TensorUse.DENSE))
@@ -147,13 +158,17 @@ class Model:
         for i in range(self.mtp_layers):
             layer = self.num_layers + i
             p = f"model.layers.{layer}"
-            out += [Tensor(f"{p}.embed_tokens.weight", (self.vocab_size, h), TensorUse.EMBEDDING, mtp=True),
-                    Tensor(f"{p}.enorm.weight", (h,), TensorUse.DENSE, mtp=True),
-                    Tensor(f"{p}.hnorm.weight", (h,), TensorUse.DENSE, mtp=True),
-                    Tensor(f"{p}.eh_proj.weight", (h, 2 * h), TensorUse.HEAD, mtp=True)]
+            out += [
+                Tensor(f"{p}.embed_tokens.weight", (self.vocab_size, h), TensorUse.EMBEDDING, mtp=True),
+                Tensor(f"{p}.enorm.weight", (h,), TensorUse.DENSE, mtp=True),
+                Tensor(f"{p}.hnorm.weight", (h,), TensorUse.DENSE, mtp=True),
+                Tensor(f"{p}.eh_proj.weight", (h, 2 * h), TensorUse.HEAD, mtp=True),
+            ]
             out += [Tensor(t.name, t.shape, t.role, t.dense_bytes, mtp=True) for t in self._layer(p, layer)]
-            out += [Tensor(f"{p}.shared_head.norm.weight", (h,), TensorUse.DENSE, mtp=True),
-                    Tensor(f"{p}.shared_head.head.weight", (self.vocab_size, h), TensorUse.HEAD, mtp=True)]
+            out += [
+                Tensor(f"{p}.shared_head.norm.weight", (h,), TensorUse.DENSE, mtp=True),
+                Tensor(f"{p}.shared_head.head.weight", (self.vocab_size, h), TensorUse.HEAD, mtp=True),
+            ]
         return tuple(out)
 
     def _layer(self, p: str, layer: int) -> list[Tensor]:
@@ -182,15 +197,19 @@ class Model:
         a = f"{p}.self_attn"
         q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
         if m.q_lora_rank:
-            out = [Tensor(f"{a}.q_a_proj.weight", (m.q_lora_rank, h), TensorUse.LINEAR),
-                   Tensor(f"{a}.q_a_layernorm.weight", (m.q_lora_rank,), TensorUse.DENSE),
-                   Tensor(f"{a}.q_b_proj.weight", (n * q_head, m.q_lora_rank), TensorUse.LINEAR)]
+            out = [
+                Tensor(f"{a}.q_a_proj.weight", (m.q_lora_rank, h), TensorUse.LINEAR),
+                Tensor(f"{a}.q_a_layernorm.weight", (m.q_lora_rank,), TensorUse.DENSE),
+                Tensor(f"{a}.q_b_proj.weight", (n * q_head, m.q_lora_rank), TensorUse.LINEAR),
+            ]
         else:
             out = [Tensor(f"{a}.q_proj.weight", (n * q_head, h), TensorUse.LINEAR)]
         return out + [
             Tensor(f"{a}.kv_a_proj_with_mqa.weight", (m.kv_lora_rank + m.qk_rope_head_dim, h), TensorUse.LINEAR),
             Tensor(f"{a}.kv_a_layernorm.weight", (m.kv_lora_rank,), TensorUse.DENSE),
-            Tensor(f"{a}.kv_b_proj.weight", (n * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), TensorUse.LINEAR),
+            Tensor(
+                f"{a}.kv_b_proj.weight", (n * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), TensorUse.LINEAR
+            ),
             Tensor(f"{a}.o_proj.weight", (h, n * m.v_head_dim), TensorUse.LINEAR),
         ]
 
@@ -202,7 +221,9 @@ class Model:
         for i in range(e.n_routed_experts):
             out += _mlp(f"{p}.mlp.experts.{i}", h, e.moe_intermediate_size, TensorUse.EXPERT, False)
         if e.n_shared_experts:
-            out += _mlp(f"{p}.mlp.shared_experts", h, e.moe_intermediate_size * e.n_shared_experts, TensorUse.LINEAR, False)
+            out += _mlp(
+                f"{p}.mlp.shared_experts", h, e.moe_intermediate_size * e.n_shared_experts, TensorUse.LINEAR, False
+            )
         return out
 
 
@@ -237,33 +258,57 @@ def model_from_config(cfg: dict, name: str = "model") -> Model:
     mla_cfg = "kv_lora_rank" in cfg
     moe_cfg = "n_routed_experts" in cfg and cfg.get("n_routed_experts")
     if not moe_cfg and any(cfg.get(k) for k in _UNSUPPORTED_MOE):
-        raise ModelConfigError(f"{name}: MoE layout of model_type {cfg.get('model_type')!r} is not modelled; "
-                               "supported: dense Llama-style and DeepSeek-V2/V3-style MoE (n_routed_experts)")
+        raise ModelConfigError(
+            f"{name}: MoE layout of model_type {cfg.get('model_type')!r} is not modelled; "
+            "supported: dense Llama-style and DeepSeek-V2/V3-style MoE (n_routed_experts)"
+        )
     required = _COMMON + (_MLA_KEYS if mla_cfg else ()) + (_MOE_KEYS if moe_cfg else ())
     missing = [k for k in required if k not in cfg]
     if missing:
-        raise ModelConfigError(f"{name}: config.json lacks {', '.join(missing)} "
-                               f"(needed for a {'MLA ' if mla_cfg else ''}{'MoE' if moe_cfg else 'dense'} model)")
+        raise ModelConfigError(
+            f"{name}: config.json lacks {', '.join(missing)} "
+            f"(needed for a {'MLA ' if mla_cfg else ''}{'MoE' if moe_cfg else 'dense'} model)"
+        )
     heads = _int(cfg, "num_attention_heads", name)
     hidden = _int(cfg, "hidden_size", name)
     if heads == 0:
         raise ModelConfigError(f"{name}: num_attention_heads must be positive")
-    mla = MLA(_int(cfg, "q_lora_rank", name, allow_none=True), *(_int(cfg, k, name) for k in _MLA_KEYS)) \
-        if mla_cfg else None
-    moe = MoE(_int(cfg, "n_routed_experts", name), _int(cfg, "n_shared_experts", name, 0),
-              _int(cfg, "num_experts_per_tok", name), _int(cfg, "moe_intermediate_size", name),
-              _int(cfg, "first_k_dense_replace", name, 0), max(_int(cfg, "moe_layer_freq", name, 1), 1),
-              cfg.get("topk_method") == "noaux_tc") if moe_cfg else None
+    mla = (
+        MLA(_int(cfg, "q_lora_rank", name, allow_none=True), *(_int(cfg, k, name) for k in _MLA_KEYS))
+        if mla_cfg
+        else None
+    )
+    moe = (
+        MoE(
+            _int(cfg, "n_routed_experts", name),
+            _int(cfg, "n_shared_experts", name, 0),
+            _int(cfg, "num_experts_per_tok", name),
+            _int(cfg, "moe_intermediate_size", name),
+            _int(cfg, "first_k_dense_replace", name, 0),
+            max(_int(cfg, "moe_layer_freq", name, 1), 1),
+            cfg.get("topk_method") == "noaux_tc",
+        )
+        if moe_cfg
+        else None
+    )
     if moe and not 0 < moe.experts_per_token <= moe.n_routed_experts:
         raise ModelConfigError(f"{name}: num_experts_per_tok must lie in 1..n_routed_experts")
     return Model(
-        name=name, model_type=str(cfg.get("model_type", "unknown")), hidden_size=hidden,
-        intermediate_size=_int(cfg, "intermediate_size", name), num_layers=_int(cfg, "num_hidden_layers", name),
-        num_heads=heads, num_kv_heads=_int(cfg, "num_key_value_heads", name, heads),
+        name=name,
+        model_type=str(cfg.get("model_type", "unknown")),
+        hidden_size=hidden,
+        intermediate_size=_int(cfg, "intermediate_size", name),
+        num_layers=_int(cfg, "num_hidden_layers", name),
+        num_heads=heads,
+        num_kv_heads=_int(cfg, "num_key_value_heads", name, heads),
         head_dim=_int(cfg, "head_dim", name, hidden // heads, allow_none=True) or hidden // heads,
-        vocab_size=_int(cfg, "vocab_size", name), tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attention_bias=bool(cfg.get("attention_bias", False)), mlp_bias=bool(cfg.get("mlp_bias", False)),
-        mla=mla, moe=moe, mtp_layers=_int(cfg, "num_nextn_predict_layers", name, 0),
+        vocab_size=_int(cfg, "vocab_size", name),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        attention_bias=bool(cfg.get("attention_bias", False)),
+        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        mla=mla,
+        moe=moe,
+        mtp_layers=_int(cfg, "num_nextn_predict_layers", name, 0),
     )
 
 
@@ -278,14 +323,18 @@ def load_model(source) -> Model:
         return source
     key = str(source)
     if key.lower() in builtin_models():
-        text = resources.files(__package__).joinpath("configs").joinpath(key.lower() + BUILTIN_SUFFIX).read_text("utf-8")
+        text = (
+            resources.files(__package__).joinpath("configs").joinpath(key.lower() + BUILTIN_SUFFIX).read_text("utf-8")
+        )
         return model_from_config(json.loads(text), key.lower())
     path = Path(key)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise ModelConfigError(f"model {key!r}: not a folder with config.json, a config file, or a built-in "
-                               f"name ({', '.join(builtin_models())})")
+        raise ModelConfigError(
+            f"model {key!r}: not a folder with config.json, a config file, or a built-in "
+            f"name ({', '.join(builtin_models())})"
+        )
     try:
         cfg = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

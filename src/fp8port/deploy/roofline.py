@@ -49,9 +49,16 @@ class Estimate:
         return self.work.tokens / self.time_s
 
     def to_json(self) -> dict:
-        return {"tokens_per_s": self.tokens_per_s, "bound": self.bound.value, "time_s": self.time_s,
-                "compute_s": self.compute_s, "memory_s": self.memory_s, "flops": self.work.flops,
-                "bytes": self.work.bytes, "tokens": self.work.tokens}
+        return {
+            "tokens_per_s": self.tokens_per_s,
+            "bound": self.bound.value,
+            "time_s": self.time_s,
+            "compute_s": self.compute_s,
+            "memory_s": self.memory_s,
+            "flops": self.work.flops,
+            "bytes": self.work.bytes,
+            "tokens": self.work.tokens,
+        }
 
 
 def roofline(work: Work, peak_flops: float, bandwidth: float) -> Estimate:
@@ -85,8 +92,10 @@ def step_weight_bytes(model: Model, wb: WeightBytes, tokens: int) -> float:
     if model.moe is None:
         return float(wb.always_read)
     e = model.moe
-    return wb.always_read + wb.routed * expected_distinct_experts(e.n_routed_experts, e.experts_per_token,
-                                                                  tokens) / e.n_routed_experts
+    return (
+        wb.always_read
+        + wb.routed * expected_distinct_experts(e.n_routed_experts, e.experts_per_token, tokens) / e.n_routed_experts
+    )
 
 
 def decode_work(model: Model, wb: WeightBytes, context: int, batch: int, kv_per_token: float) -> Work:

@@ -38,8 +38,9 @@ def require_ray():
     try:
         import ray
     except ImportError as e:
-        raise RayUnavailableError(f"--ray needs Ray, which is not installed ({e}); "
-                                  f"install it with: {INSTALL}") from None
+        raise RayUnavailableError(
+            f"--ray needs Ray, which is not installed ({e}); install it with: {INSTALL}"
+        ) from None
     return ray
 
 
@@ -52,8 +53,10 @@ def probe(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise RayUnavailableError(f"no Ray cluster answers at {address!r} ({e}); start one with "
-                                  "`ray start --head` and pass the address it prints") from None
+        raise RayUnavailableError(
+            f"no Ray cluster answers at {address!r} ({e}); start one with "
+            "`ray start --head` and pass the address it prints"
+        ) from None
 
 
 def attempt_path(path: Path) -> Path:
@@ -116,8 +119,9 @@ class RayExecutor:
     process joins the cluster at `address` ("auto": the one `ray start` set up on this node)
     and leaves it running. If Ray is already initialised in this process, that is used as is."""
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, max_retries: int = 3,
-                 cpus_per_task: int = 1):
+    def __init__(
+        self, address: str | None = None, *, num_cpus: int | None = None, max_retries: int = 3, cpus_per_task: int = 1
+    ):
         self.ray = ray = require_ray()
         self._owns = not ray.is_initialized()
         t0 = time.perf_counter()
@@ -130,13 +134,16 @@ class RayExecutor:
                     probe(address)
                     ray.init(address=address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise RayUnavailableError(f"cannot {'start' if address is None else 'reach'} a Ray cluster"
-                                          f"{'' if address is None else f' at {address!r}'}: {e}") from None
+                raise RayUnavailableError(
+                    f"cannot {'start' if address is None else 'reach'} a Ray cluster"
+                    f"{'' if address is None else f' at {address!r}'}: {e}"
+                ) from None
         self.startup_s = time.perf_counter() - t0
         self.address = address
         self.cpus_per_task = cpus_per_task
         self._task = ray.remote(run_attempt).options(
-            num_cpus=cpus_per_task, max_retries=max_retries, retry_exceptions=list(TRANSIENT))
+            num_cpus=cpus_per_task, max_retries=max_retries, retry_exceptions=list(TRANSIENT)
+        )
         self._pending: set = set()
         self._shared: dict[int, tuple[object, object]] = {}  # id(obj) -> (obj, ObjectRef)
 
@@ -144,8 +151,10 @@ class RayExecutor:
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         where = "local cluster" if self.address is None and self._owns else f"cluster {self.address or '(joined)'}"
-        return (f"ray: {where}, {cpus} CPU(s) on {len(nodes)} node(s), {self.cpus_per_task} per shard task; "
-                f"connected in {self.startup_s:.1f} s")
+        return (
+            f"ray: {where}, {cpus} CPU(s) on {len(nodes)} node(s), {self.cpus_per_task} per shard task; "
+            f"connected in {self.startup_s:.1f} s"
+        )
 
     def _arg(self, a):
         if isinstance(a, Path):

@@ -19,8 +19,9 @@ from .deepgemm import SglangSm100, VllmSm100
 from .gguf import GgufQ8_0
 from .transformers_cpu import TransformersCpu
 
-ENGINES: dict[str, Engine] = {e.name: e for e in (VllmSm100(), SglangSm100(), VllmAscend950(), VllmAscendA2(),
-                                                  TransformersCpu(), GgufQ8_0())}
+ENGINES: dict[str, Engine] = {
+    e.name: e for e in (VllmSm100(), SglangSm100(), VllmAscend950(), VllmAscendA2(), TransformersCpu(), GgufQ8_0())
+}
 
 
 class EngineName(NamedEnum):
@@ -61,5 +62,17 @@ def verdicts(weights: Iterable[WeightInfo], ctx: Context) -> dict:
     return out
 
 
-__all__ = ["ENGINES", "Action", "Context", "Dense", "Engine", "EngineName", "Held", "Step", "WeightInfo", "get",
-           "parse_list", "verdicts"]
+__all__ = [
+    "ENGINES",
+    "Action",
+    "Context",
+    "Dense",
+    "Engine",
+    "EngineName",
+    "Held",
+    "Step",
+    "WeightInfo",
+    "get",
+    "parse_list",
+    "verdicts",
+]

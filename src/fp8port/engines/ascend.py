@@ -18,12 +18,27 @@ MXFP8 checkpoints (AscendV1 `W8A8_MXFP8`) run natively on the 950 and are kept.
 from __future__ import annotations
 
 from ..quant import QuantizedTensor, get_preset, quantize
-from .base import (Action, Context, Engine, Held, Step, WeightInfo, dims, fail, held_quantized, is_fp8_block,
-                   is_mxfp8, keep, resolve)
+from .base import (
+    Action,
+    Context,
+    Engine,
+    Held,
+    Step,
+    WeightInfo,
+    dims,
+    fail,
+    held_quantized,
+    is_fp8_block,
+    is_mxfp8,
+    keep,
+    resolve,
+)
 
-SOURCE = ("vllm-ascend commit 68d8ef07: vllm_ascend/quantization/methods/w8a8/fp8_block.py resolve_block_scales, "
-          "_mx_quantize, AscendFp8BlockLinearMethod.process_weights_after_loading; "
-          "vllm_ascend/quantization/utils.py get_dynamic_mx_quant_scale_alg; CANN aclnnDynamicMxQuant (scale_alg 0)")
+SOURCE = (
+    "vllm-ascend commit 68d8ef07: vllm_ascend/quantization/methods/w8a8/fp8_block.py resolve_block_scales, "
+    "_mx_quantize, AscendFp8BlockLinearMethod.process_weights_after_loading; "
+    "vllm_ascend/quantization/utils.py get_dynamic_mx_quant_scale_alg; CANN aclnnDynamicMxQuant (scale_alg 0)"
+)
 MX_GROUP = 32
 
 
@@ -38,8 +53,10 @@ class _VllmAscend(Engine):
 
     def _unmodelled(self, w: WeightInfo) -> Step | None:
         if not is_fp8_block(w.scheme) and not is_mxfp8(w.scheme):
-            return fail(f"{self.name} is modelled for block-FP8 and MXFP8 weights; this one is "
-                        f"{w.scheme.element.name} in {w.scheme.block} blocks")
+            return fail(
+                f"{self.name} is modelled for block-FP8 and MXFP8 weights; this one is "
+                f"{w.scheme.element.name} in {w.scheme.block} blocks"
+            )
         return None
 
     def dense(self, ctx: Context, why: str) -> Step:
@@ -48,8 +65,10 @@ class _VllmAscend(Engine):
 
 class VllmAscend950(_VllmAscend):
     name = "vllm-ascend-950"
-    summary = ("vLLM-Ascend on the Ascend 950: block-FP8 weights resolved to the model dtype (bf16), then "
-               "requantized to MXFP8 (1x32, E8M0, OCP floor rule)")
+    summary = (
+        "vLLM-Ascend on the Ascend 950: block-FP8 weights resolved to the model dtype (bf16), then "
+        "requantized to MXFP8 (1x32, E8M0, OCP floor rule)"
+    )
 
     def decide(self, w, ctx):
         step = self._unmodelled(w)
@@ -64,8 +83,11 @@ class VllmAscend950(_VllmAscend):
         _, k = dims(w)
         if k % MX_GROUP:
             return self.dense(ctx, f"K = {k} is not a multiple of the MXFP8 group {MX_GROUP}")
-        return Step(Action.REQUANTIZE, f"resolved to {ctx.dtype.value}, then MXFP8 (npu_dynamic_mx_quant, "
-                    "scale_alg 0)", scheme=get_preset("mxfp8").weight.with_(name=f"{self.name}/weight"))
+        return Step(
+            Action.REQUANTIZE,
+            f"resolved to {ctx.dtype.value}, then MXFP8 (npu_dynamic_mx_quant, scale_alg 0)",
+            scheme=get_preset("mxfp8").weight.with_(name=f"{self.name}/weight"),
+        )
 
     def requantize(self, step: Step, q: QuantizedTensor, ctx: Context) -> Held:
         x = resolve(q, ctx.dtype)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UnknownNameError
 from ..names import NamedEnum
-from ..quant import QuantizedTensor, Scheme, ScaleStorage, dequantize
+from ..quant import QuantizedTensor, ScaleStorage, Scheme, dequantize
 from ..quant.scheme import BlockKind
 
 
@@ -53,7 +53,7 @@ class Context:
     quant_method: str | None = None
 
     @classmethod
-    def from_config(cls, config: dict | None) -> "Context":
+    def from_config(cls, config: dict | None) -> Context:
         cfg = config or {}
         text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
         name = cfg.get("torch_dtype") or cfg.get("dtype") or text.get("torch_dtype") or text.get("dtype")
@@ -120,8 +120,13 @@ def is_fp8_block(scheme: Scheme) -> bool:
 def is_mxfp8(scheme: Scheme) -> bool:
     """E4M3 codes with one E8M0 scale per 1x32 along the last axis (OCP MXFP8, AscendV1 W8A8_MXFP8)."""
     b = scheme.block
-    return (scheme.element.name == "float8_e4m3fn" and b.kind is BlockKind.VECTOR and b.size == (32,)
-            and b.axis == -1 and scheme.storage is ScaleStorage.E8M0)
+    return (
+        scheme.element.name == "float8_e4m3fn"
+        and b.kind is BlockKind.VECTOR
+        and b.size == (32,)
+        and b.axis == -1
+        and scheme.storage is ScaleStorage.E8M0
+    )
 
 
 def dims(w: WeightInfo) -> tuple[int, int]:
@@ -167,8 +172,11 @@ class Engine:
     def plan(self, w: WeightInfo, ctx: Context) -> Step:
         """What loading does to weight `w`, from its name, shape and scheme alone."""
         if ctx.quant_method not in self.reads:
-            return fail(f"loading quant_method {_method(ctx.quant_method)} is not modelled (modelled: "
-                        + ", ".join(_method(m) for m in self.reads) + ")")
+            return fail(
+                f"loading quant_method {_method(ctx.quant_method)} is not modelled (modelled: "
+                + ", ".join(_method(m) for m in self.reads)
+                + ")"
+            )
         return self.decide(w, ctx)
 
     def decide(self, w: WeightInfo, ctx: Context) -> Step:

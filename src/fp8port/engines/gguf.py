@@ -45,21 +45,26 @@ def q8_0_values(x: np.ndarray) -> np.ndarray:
 class GgufQ8_0(Engine):
     name = "gguf-q8_0"
     summary = "llama.cpp convert_hf_to_gguf --outtype q8_0: block FP8 dequantized to float32, then Q8_0 (1x32, fp16 d)"
-    source = ("llama.cpp commit a458664f: convert_hf_to_gguf.py ModelBase.dequant_model (dequant_simple), "
-              "prepare_tensors (F16 fallback); gguf-py 0.19.0 gguf/quants.py Q8_0.quantize_blocks / dequantize_blocks")
+    source = (
+        "llama.cpp commit a458664f: convert_hf_to_gguf.py ModelBase.dequant_model (dequant_simple), "
+        "prepare_tensors (F16 fallback); gguf-py 0.19.0 gguf/quants.py Q8_0.quantize_blocks / dequantize_blocks"
+    )
     reads = ("fp8", "compressed-tensors")
 
     def decide(self, w: WeightInfo, ctx: Context) -> Step:
         s = w.scheme
         if not is_fp8_block(s):
-            return fail(f"{self.name} is modelled for block-FP8 weights; this one is {s.element.name} in {s.block} "
-                        "blocks")
+            return fail(
+                f"{self.name} is modelled for block-FP8 weights; this one is {s.element.name} in {s.block} blocks"
+            )
         k = int(w.shape[-1])
         if k % QK8_0:
-            return Step(Action.DEQUANTIZE, f"row length {k} is not a multiple of {QK8_0}: written as F16",
-                        dtype=Dense.FLOAT16)
-        return Step(Action.DEQUANTIZE, "dequantized to float32, then Q8_0 (int8 per 32, float16 scale)",
-                    dtype=Dense.FLOAT32)
+            return Step(
+                Action.DEQUANTIZE, f"row length {k} is not a multiple of {QK8_0}: written as F16", dtype=Dense.FLOAT16
+            )
+        return Step(
+            Action.DEQUANTIZE, "dequantized to float32, then Q8_0 (int8 per 32, float16 scale)", dtype=Dense.FLOAT32
+        )
 
     def dequantize(self, step: Step, q: QuantizedTensor, ctx: Context) -> Held:
         x = fp32_values(q)

@@ -20,28 +20,40 @@ from .base import Action, Context, Engine, Step, WeightInfo, fail, is_fp8_block
 
 class TransformersCpu(Engine):
     name = "transformers-cpu"
-    summary = ("transformers 5.8-5.25 from_pretrained on a CPU: block-FP8 weights dequantized to the model dtype, "
-               "the block size inferred from the scale grid (fails or misreads ragged shapes)")
-    source = ("transformers 5.25.0: integrations/finegrained_fp8.py Fp8Dequantize._dequantize_one; "
-              "quantizers/quantizer_finegrained_fp8.py validate_environment (CPU -> dequantize=True); "
-              "compressed-tensors: quantization/lifecycle/forward.py dequantize (block padding)")
+    summary = (
+        "transformers 5.8-5.25 from_pretrained on a CPU: block-FP8 weights dequantized to the model dtype, "
+        "the block size inferred from the scale grid (fails or misreads ragged shapes)"
+    )
+    source = (
+        "transformers 5.25.0: integrations/finegrained_fp8.py Fp8Dequantize._dequantize_one; "
+        "quantizers/quantizer_finegrained_fp8.py validate_environment (CPU -> dequantize=True); "
+        "compressed-tensors: quantization/lifecycle/forward.py dequantize (block padding)"
+    )
     reads = ("fp8", "compressed-tensors")
 
     def decide(self, w: WeightInfo, ctx: Context) -> Step:
         s = w.scheme
         if not is_fp8_block(s) or len(w.shape) != 2:
-            return fail(f"{self.name} is modelled for 2-D block-FP8 weights; this one is {s.element.name} in "
-                        f"{s.block} blocks, shape {list(w.shape)}")
+            return fail(
+                f"{self.name} is modelled for 2-D block-FP8 weights; this one is {s.element.name} in "
+                f"{s.block} blocks, shape {list(w.shape)}"
+            )
         to = f"dequantized to {ctx.dtype.value}"
         if ctx.quant_method != "fp8":
             return Step(Action.DEQUANTIZE, f"{to} by compressed-tensors (ceil grid handled)", dtype=ctx.dtype)
         (n, k), (gn, gk) = w.shape, s.block.grid(tuple(w.shape))
         if n % gn or k % gk:
-            return fail(f"Weight shape ({n}, {k}) not divisible by scale grid ({gn}, {gk}): from_pretrained "
-                        "fails for the whole model (RuntimeError: ... automatic conversion of the weights)")
+            return fail(
+                f"Weight shape ({n}, {k}) not divisible by scale grid ({gn}, {gk}): from_pretrained "
+                "fails for the whole model (RuntimeError: ... automatic conversion of the weights)"
+            )
         bm, bk = n // gn, k // gk
         # an axis with one block decodes the same whatever its inferred extent
         if all(g == 1 or b == want for g, b, want in zip((gn, gk), (bm, bk), s.block.size)):
             return Step(Action.DEQUANTIZE, to, dtype=ctx.dtype)
-        return Step(Action.DEQUANTIZE, f"{to} WRONG: read with {bm}x{bk} blocks instead of {s.block} (block size "
-                    "inferred from the scale grid)", dtype=ctx.dtype, reads_as=s.with_(block=f"{bm}x{bk}"))
+        return Step(
+            Action.DEQUANTIZE,
+            f"{to} WRONG: read with {bm}x{bk} blocks instead of {s.block} (block size inferred from the scale grid)",
+            dtype=ctx.dtype,
+            reads_as=s.with_(block=f"{bm}x{bk}"),
+        )

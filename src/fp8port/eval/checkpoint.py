@@ -54,8 +54,9 @@ def _load(ckpt: Checkpoint) -> nn.Module:
     except Fp8portError:
         raise
     except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:  # transformers cannot build it
-        raise CheckpointError(f"{ckpt.root}: transformers cannot build the model from its config.json "
-                              f"({' '.join(str(e).split())[:300]})") from None
+        raise CheckpointError(
+            f"{ckpt.root}: transformers cannot build the model from its config.json ({' '.join(str(e).split())[:300]})"
+        ) from None
 
 
 def _tokenizer(folder: Path):
@@ -64,8 +65,10 @@ def _tokenizer(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (ValueError, OSError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{folder}: no tokenizer that transformers can load ({' '.join(str(e).split())[:200]}); "
-                              "give a --reference folder that has one") from None
+        raise CheckpointError(
+            f"{folder}: no tokenizer that transformers can load ({' '.join(str(e).split())[:200]}); "
+            "give a --reference folder that has one"
+        ) from None
 
 
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -105,13 +108,21 @@ class _Variant:
         ref, values = np.asarray(ref, np.float64), np.asarray(values, np.float64)
         n = max(ref.size, 1)
         counts, exact = metrics.error_histogram(ref, values)
-        self.records.append({
-            "sqnr_db": metrics.sqnr_db(ref, values), "max_abs_error": metrics.max_abs_error(ref, values),
-            "clipped": codes.get("clipped", 0.0), "subnormal": codes.get("subnormal", 0.0),
-            "flushed": float(np.count_nonzero((ref != 0) & (values == 0))) / n,
-            "changed": float(np.count_nonzero(values != stored)) / n,
-            "counts": np.asarray(counts, np.int64), "exact": exact, "nbytes": int(nbytes),
-            "sig": float(np.sum(ref * ref)), "err": float(np.sum((ref - values) ** 2))})
+        self.records.append(
+            {
+                "sqnr_db": metrics.sqnr_db(ref, values),
+                "max_abs_error": metrics.max_abs_error(ref, values),
+                "clipped": codes.get("clipped", 0.0),
+                "subnormal": codes.get("subnormal", 0.0),
+                "flushed": float(np.count_nonzero((ref != 0) & (values == 0))) / n,
+                "changed": float(np.count_nonzero(values != stored)) / n,
+                "counts": np.asarray(counts, np.int64),
+                "exact": exact,
+                "nbytes": int(nbytes),
+                "sig": float(np.sum(ref * ref)),
+                "err": float(np.sum((ref - values) ** 2)),
+            }
+        )
 
     def keep(self, record: dict) -> None:
         """A layer held as stored: the stored checkpoint's record."""
@@ -134,9 +145,19 @@ def _code_stats(x: np.ndarray, q) -> dict:
     return {"clipped": stats["clipped"], "subnormal": stats["subnormal"]}
 
 
-def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir=None, *, max_tokens: int = 512,
-                        seq_len: int = 128, sensitivity_layers: int = 6, note: str = "",
-                        progress: Callable[[str], None] | None = to_stderr) -> dict:
+def evaluate_checkpoint(
+    path,
+    reference=None,
+    engines=(),
+    texts=None,
+    report_dir=None,
+    *,
+    max_tokens: int = 512,
+    seq_len: int = 128,
+    sensitivity_layers: int = 6,
+    note: str = "",
+    progress: Callable[[str], None] | None = to_stderr,
+) -> dict:
     """Fidelity of a checkpoint as stored and as each engine in `engines` holds it (names or a comma list).
 
     reference: a dense folder of the same model (its BF16 original); None compares with the checkpoint's
@@ -160,8 +181,10 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     batch = token_batch(tok, read_texts(texts), max_tokens, seq_len)
     ids = batch.ids
     if int(ids.max()) >= model.get_input_embeddings().num_embeddings:
-        raise CheckpointError(f"{path}: the tokenizer of {reference or path} gives token ids beyond the model's "
-                              f"{model.get_input_embeddings().num_embeddings} embeddings")
+        raise CheckpointError(
+            f"{path}: the tokenizer of {reference or path} gives token ids beyond the model's "
+            f"{model.get_input_embeddings().num_embeddings} embeddings"
+        )
     layers = _layers(model)
     names = list(layers)
     if not names:
@@ -178,8 +201,10 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
         stored_logp = log_probs(model, ids)
     else:
         ref_model = None
-        ref_w = {n: metrics.dequantized(m.weight_q()) if isinstance(m, FP8Linear) else stored_values[n]
-                 for n, m in layers.items()}
+        ref_w = {
+            n: metrics.dequantized(m.weight_q()) if isinstance(m, FP8Linear) else stored_values[n]
+            for n, m in layers.items()
+        }
         say(f"stored pass (the reference: its own exact dequantization): {batch.tokens} tokens")
         ref_logp, inputs = capture_inputs(model, ids, names, rows=1)
         stored_logp = ref_logp
@@ -187,34 +212,55 @@ def evaluate_checkpoint(path, reference=None, engines=(), texts=None, report_dir
     ctx = eng.Context.from_config(ckpt.config)
     dense_bytes = dense_bf16_bytes(model, {id(p) for m in dense.values() for p in m.parameters(recurse=False)})
     linear_bf16 = sum(m.out_features * m.in_features * 2 for m in layers.values())
-    ref_row = {"ppl": metrics.perplexity(ref_logp, ids), "weight_mb": (dense_bytes + linear_bf16) / MB,
-               "linear_mb": linear_bf16 / MB,
-               "label": "unquantized (BF16)" if reference is not None else "exact dequantization"}
+    ref_row = {
+        "ppl": metrics.perplexity(ref_logp, ids),
+        "weight_mb": (dense_bytes + linear_bf16) / MB,
+        "linear_mb": linear_bf16 / MB,
+        "label": "unquantized (BF16)" if reference is not None else "exact dequantization",
+    }
 
     stored = _Variant()
     for n, m in layers.items():
         codes = _code_stats(ref_w[n], m.weight_q()) if isinstance(m, FP8Linear) else {}
         stored.add(ref_w[n], stored_values[n], stored_values[n], codes, _resident(m))
     variants, rows = {STORED: stored}, [_row(STORED, stored_logp, ref_logp, ids, stored, dense_bytes)]
-    proxies = {n: output_sqnr(inputs[n], torch.from_numpy(ref_w[n]), torch.from_numpy(stored_values[n]))
-               for n in names}
+    proxies = {n: output_sqnr(inputs[n], torch.from_numpy(ref_w[n]), torch.from_numpy(stored_values[n])) for n in names}
 
-    sections = [_run_engine(e, stored_weights, model, layers, ctx, ref_w, stored_values, variants, rows, ids,
-                            ref_logp, dense_bytes, say) for e in chosen]
+    sections = [
+        _run_engine(
+            e, stored_weights, model, layers, ctx, ref_w, stored_values, variants, rows, ids, ref_logp, dense_bytes, say
+        )
+        for e in chosen
+    ]
 
     sensitivity = _sensitivity(ref_model, model, dense, ids, ref_logp, proxies, sensitivity_layers, say)
     sensitivity["full_kl_all_rows"] = rows[0]["kl"]
     del ref_model
     report = Report(
-        model=path.name, layers=names, presets=list(variants), modes=["weight-only"], texts=batch.describe(),
-        reference=ref_row, rows=rows,
+        model=path.name,
+        layers=names,
+        presets=list(variants),
+        modes=["weight-only"],
+        texts=batch.describe(),
+        reference=ref_row,
+        rows=rows,
         layer_stats={v: s.stats for v, s in variants.items()},
-        histograms={"edges": list(metrics.HIST_EDGES),
-                    "per_preset": {v: {"counts": s.total("counts").tolist(), "exact": s.total("exact")}
-                                   for v, s in variants.items()}},
-        sensitivity=sensitivity, note=note,
-        checkpoint={"path": str(path), "layout": stored_layout, "detected_by": detected,
-                    "reference": str(reference) if reference is not None else None, "engines": sections})
+        histograms={
+            "edges": list(metrics.HIST_EDGES),
+            "per_preset": {
+                v: {"counts": s.total("counts").tolist(), "exact": s.total("exact")} for v, s in variants.items()
+            },
+        },
+        sensitivity=sensitivity,
+        note=note,
+        checkpoint={
+            "path": str(path),
+            "layout": stored_layout,
+            "detected_by": detected,
+            "reference": str(reference) if reference is not None else None,
+            "engines": sections,
+        },
+    )
     if report_dir is not None:
         html, js = report.write(report_dir)
         say(f"report: {html} (data: {js})")
@@ -229,8 +275,10 @@ def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[l
     if chosen and is_dense:
         raise CheckpointError(f"{ckpt.root} is dense; --as evaluates how engines load a quantized checkpoint")
     if reference is None and is_dense:
-        raise CheckpointError(f"{ckpt.root} is dense: compare it with --reference DENSE, or evaluate presets on it "
-                              "(fp8port eval MODEL --presets ...)")
+        raise CheckpointError(
+            f"{ckpt.root} is dense: compare it with --reference DENSE, or evaluate presets on it "
+            "(fp8port eval MODEL --presets ...)"
+        )
     return handler, detected
 
 
@@ -245,14 +293,29 @@ def _reference(reference: Path, path: Path, layers: dict, say) -> tuple[nn.Modul
         except AttributeError:
             r = None
         if not isinstance(r, nn.Linear) or tuple(r.weight.shape) != (m.out_features, m.in_features):
-            raise CheckpointError(f"--reference {reference} does not match {path}: it has no linear {n} of shape "
-                                  f"{[m.out_features, m.in_features]}")
+            raise CheckpointError(
+                f"--reference {reference} does not match {path}: it has no linear {n} of shape "
+                f"{[m.out_features, m.in_features]}"
+            )
         ref_w[n] = r.weight.detach().numpy()  # float32: BF16 widened exactly
     return ref_model, ref_w
 
 
-def _run_engine(e: eng.Engine, stored_weights, model, layers, ctx, ref_w, stored_values, variants, rows, ids,
-                ref_logp, dense_bytes, say) -> dict:
+def _run_engine(
+    e: eng.Engine,
+    stored_weights,
+    model,
+    layers,
+    ctx,
+    ref_w,
+    stored_values,
+    variants,
+    rows,
+    ids,
+    ref_logp,
+    dense_bytes,
+    say,
+) -> dict:
     """One engine: its plan, then (where it loads the checkpoint) what it holds, one forward pass, its row."""
     say(f"{e.name}: planning {len(layers)} linears")
     section, swaps = _engine(e, stored_weights, layers, ctx, ref_w, stored_values, variants[STORED], variants)
@@ -267,10 +330,16 @@ def _run_engine(e: eng.Engine, stored_weights, model, layers, ctx, ref_w, stored
 
 
 def _row(name: str, logp, ref_logp, ids, v: _Variant, dense_bytes: int) -> dict:
-    return {"preset": name, "mode": "weight-only", "ppl": metrics.perplexity(logp, ids),
-            "kl": metrics.kl_divergence(ref_logp, logp), "top1": metrics.top1_agreement(ref_logp, logp),
-            "weight_mb": (dense_bytes + v.total("nbytes")) / MB, "linear_mb": v.total("nbytes") / MB,
-            "weight_sqnr_db": v.weight_sqnr_db}
+    return {
+        "preset": name,
+        "mode": "weight-only",
+        "ppl": metrics.perplexity(logp, ids),
+        "kl": metrics.kl_divergence(ref_logp, logp),
+        "top1": metrics.top1_agreement(ref_logp, logp),
+        "weight_mb": (dense_bytes + v.total("nbytes")) / MB,
+        "linear_mb": v.total("nbytes") / MB,
+        "weight_sqnr_db": v.weight_sqnr_db,
+    }
 
 
 def _covered(name: str, covered: set[str]) -> bool:
@@ -279,29 +348,50 @@ def _covered(name: str, covered: set[str]) -> bool:
     return mod in covered or any(c.endswith("." + mod) or mod.endswith("." + c) for c in covered)
 
 
-def _engine(e: eng.Engine, stored_weights: dict, layers: dict, ctx: eng.Context, ref_w: dict, stored_values: dict,
-            stored: _Variant, variants: dict) -> tuple[dict, dict | None]:
+def _engine(
+    e: eng.Engine,
+    stored_weights: dict,
+    layers: dict,
+    ctx: eng.Context,
+    ref_w: dict,
+    stored_values: dict,
+    stored: _Variant,
+    variants: dict,
+) -> tuple[dict, dict | None]:
     """(the engine's section, {layer: module it holds} for the changed layers), or None for the modules
     when the engine does not load the checkpoint, fp8port does not model how it would, or it changes
     weights the eval does not swap (3-D experts)."""
     plans = {n: e.plan(w, ctx) for n, w in stored_weights.items()}
-    section = {"engine": e.name, "summary": e.summary, "source": e.source,
-               "counts": {a.value: sum(s.action is a for s in plans.values()) for a in eng.Action},
-               "reasons": sorted({s.why for s in plans.values()})}
+    section = {
+        "engine": e.name,
+        "summary": e.summary,
+        "source": e.source,
+        "counts": {a.value: sum(s.action is a for s in plans.values()) for a in eng.Action},
+        "reasons": sorted({s.why for s in plans.values()}),
+    }
     failed = [n for n, s in plans.items() if s.action is eng.Action.FAIL]
     covered = {n for n, m in layers.items() if isinstance(m, FP8Linear)}
     beyond = [n for n, s in plans.items() if s.changes and not _covered(n, covered)]
     if failed:
-        section.update(status="no figures", message=f"{failed[0]}: {plans[failed[0]].why}"
-                       + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else ""))
+        section.update(
+            status="no figures",
+            message=f"{failed[0]}: {plans[failed[0]].why}"
+            + (f" (and {len(failed) - 1} more weights)" if len(failed) > 1 else ""),
+        )
         return section, None
     if beyond:
-        section.update(status="no figures", message=f"{beyond[0]}: {plans[beyond[0]].why}; eval applies engine "
-                       f"transforms to 2-D linears only (rescale --to {e.name}, then eval the result)")
+        section.update(
+            status="no figures",
+            message=f"{beyond[0]}: {plans[beyond[0]].why}; eval applies engine "
+            f"transforms to 2-D linears only (rescale --to {e.name}, then eval the result)",
+        )
         return section, None
-    steps = {n: e.plan(SimpleNamespace(name=f"{n}.weight", shape=(m.out_features, m.in_features), scheme=m.scheme),
-                       ctx) if isinstance(m, FP8Linear) else eng.Step(eng.Action.KEEP, "dense in the checkpoint")
-             for n, m in layers.items()}
+    steps = {
+        n: e.plan(SimpleNamespace(name=f"{n}.weight", shape=(m.out_features, m.in_features), scheme=m.scheme), ctx)
+        if isinstance(m, FP8Linear)
+        else eng.Step(eng.Action.KEEP, "dense in the checkpoint")
+        for n, m in layers.items()
+    }
     v, swaps = _Variant(), {}
     for i, (n, m) in enumerate(layers.items()):
         s = steps[n]
@@ -318,8 +408,13 @@ def _engine(e: eng.Engine, stored_weights: dict, layers: dict, ctx: eng.Context,
     st = v.stats
     drop = [(n, stored.stats["sqnr_db"][i], st["sqnr_db"][i]) for i, n in enumerate(layers) if st["changed"][i] > 0]
     drop.sort(key=lambda t: (t[2] - t[1] if np.isfinite(t[1]) else t[2], t[0]))
-    section.update(status="evaluated", worst=[{"layer": n, "stored_sqnr_db": a, "sqnr_db": b, "changed":
-                                               st["changed"][list(layers).index(n)]} for n, a, b in drop[:WORST]])
+    section.update(
+        status="evaluated",
+        worst=[
+            {"layer": n, "stored_sqnr_db": a, "sqnr_db": b, "changed": st["changed"][list(layers).index(n)]}
+            for n, a, b in drop[:WORST]
+        ],
+    )
     return section, swaps
 
 
@@ -327,8 +422,14 @@ def _sensitivity(ref_model, model, layers, ids, ref_logp, proxies, top_k, say) -
     """The stored checkpoint's layers one at a time in the reference model (none without a reference:
     the stored checkpoint is then its own reference)."""
     sens_ids, sens_ref = ids[:1], ref_logp[:1]
-    base = {"preset": STORED, "tokens": int(sens_ids.numel()), "measured": [], "keep": [], "keep_share": KEEP_SHARE,
-            "full_kl": 0.0}
+    base = {
+        "preset": STORED,
+        "tokens": int(sens_ids.numel()),
+        "measured": [],
+        "keep": [],
+        "keep_share": KEEP_SHARE,
+        "full_kl": 0.0,
+    }
     if ref_model is None or top_k <= 0:
         return base
     with torch.inference_mode():

@@ -29,16 +29,20 @@ def load_reference(model_path: Path):
 
     handler, _ = layouts.detect(Checkpoint.open(model_path))
     if handler.name is not layouts.LayoutName.DENSE:
-        raise CheckpointError(f"{model_path} is a {handler.name.value} checkpoint where a dense model is needed "
-                              "(fp8port eval evaluates a quantized folder as a checkpoint)")
+        raise CheckpointError(
+            f"{model_path} is a {handler.name.value} checkpoint where a dense model is needed "
+            "(fp8port eval evaluates a quantized folder as a checkpoint)"
+        )
     hf_logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(model_path)
         # float32: the reference is the checkpoint's values exactly (BF16 widens without rounding)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     except (ValueError, OSError, KeyError, TypeError) as e:  # not a causal LM, no tokenizer, a broken config
-        raise CheckpointError(f"{model_path}: transformers cannot load it as a causal LM with its tokenizer "
-                              f"({' '.join(str(e).split())[:300]})") from None
+        raise CheckpointError(
+            f"{model_path}: transformers cannot load it as a causal LM with its tokenizer "
+            f"({' '.join(str(e).split())[:300]})"
+        ) from None
     return model, tok
 
 
@@ -68,8 +72,10 @@ def capture_inputs(model: nn.Module, ids: torch.Tensor, names: list[str], rows: 
     seen: dict[str, torch.Tensor] = {}
     hooks = []
     for n in names:
+
         def hook(_mod, args, n=n):
             seen[n] = args[0][:rows].detach().reshape(-1, args[0].shape[-1]).float().clone()
+
         hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
     try:
         lp = log_probs(model, ids)

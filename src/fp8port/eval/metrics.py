@@ -16,8 +16,8 @@ from ..formats.spec import Class
 from ..quant import QuantizedTensor
 from ..quant.metrics import max_abs_error, sqnr_db  # noqa: F401  (re-exported: eval's signal metrics)
 
-
 # ---- next-token distributions ----------------------------------------------------------------
+
 
 def kl_divergence(ref_logp: torch.Tensor, logp: torch.Tensor) -> float:
     """Mean over positions of KL(P_ref || P) in nats, from log-probabilities [..., vocab]."""
@@ -38,6 +38,7 @@ def perplexity(logp: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 # ---- per-tensor code statistics --------------------------------------------------------------
+
 
 def expand_scale(q: QuantizedTensor) -> np.ndarray:
     """The per-block dequantization multiplier repeated to one value per element (float64)."""
@@ -73,13 +74,16 @@ def analyse(x, q: QuantizedTensor) -> tuple[dict, np.ndarray]:
     y = elem * scale
     sub = np.array([c is Class.SUBNORMAL for c in spec.classes])
     n = max(x.size, 1)
-    return ({
-        "sqnr_db": sqnr_db(x, y),
-        "max_abs_error": max_abs_error(x, y),
-        "clipped": float(np.count_nonzero(ratio > spec.max)) / n,
-        "flushed": float(np.count_nonzero((x != 0) & (elem == 0))) / n,
-        "subnormal": float(np.count_nonzero(sub[codes])) / n,
-    }, y)
+    return (
+        {
+            "sqnr_db": sqnr_db(x, y),
+            "max_abs_error": max_abs_error(x, y),
+            "clipped": float(np.count_nonzero(ratio > spec.max)) / n,
+            "flushed": float(np.count_nonzero((x != 0) & (elem == 0))) / n,
+            "subnormal": float(np.count_nonzero(sub[codes])) / n,
+        },
+        y,
+    )
 
 
 def dequantized(q: QuantizedTensor) -> np.ndarray:

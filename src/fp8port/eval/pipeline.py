@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..nn import FP8Linear, Mode
+from ..nn.load import target_linears
 from ..quant import get_preset, quantize
 from ..quant.metrics import ratio_db
 from . import metrics
-from ..nn.load import target_linears
 from .harness import capture_inputs, load_reference, log_probs, swapped
 from .report import Report
 from .sensitivity import output_sqnr, scan
@@ -37,10 +37,21 @@ def dense_bf16_bytes(model, skip: set[int]) -> int:
     return total
 
 
-def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-only", "w8a8"), report_dir=None,
-             *, max_tokens: int = 512, seq_len: int = 128, sensitivity_preset: str | None = None,
-             sensitivity_layers: int = 6, note: str = "", extra: dict | None = None,
-             progress: Callable[[str], None] | None = to_stderr) -> dict:
+def evaluate(
+    model_path,
+    presets=DEFAULT_PRESETS,
+    texts=None,
+    modes=("weight-only", "w8a8"),
+    report_dir=None,
+    *,
+    max_tokens: int = 512,
+    seq_len: int = 128,
+    sensitivity_preset: str | None = None,
+    sensitivity_layers: int = 6,
+    note: str = "",
+    extra: dict | None = None,
+    progress: Callable[[str], None] | None = to_stderr,
+) -> dict:
     """Fidelity of a causal LM (Hugging Face folder) under each preset and mode.
 
     texts: files to evaluate on (default: /usr/share/common-licenses). The first `max_tokens`
@@ -60,15 +71,21 @@ def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-onl
     batch = token_batch(tok, read_texts(texts), max_tokens, seq_len)
     linears = target_linears(model)
     names = list(linears)
-    say(f"reference pass: {batch.tokens} tokens in {batch.ids.shape[0]} rows of {batch.ids.shape[1]}, "
-        f"{len(names)} linears to quantize")
+    say(
+        f"reference pass: {batch.tokens} tokens in {batch.ids.shape[0]} rows of {batch.ids.shape[1]}, "
+        f"{len(names)} linears to quantize"
+    )
     ref_logp, inputs = capture_inputs(model, batch.ids, names, rows=1)
     sens_ids, sens_ref = batch.ids[:1], ref_logp[:1]
-    dense_bytes = dense_bf16_bytes(model, {id(m.weight) for m in linears.values()} |
-                                    {id(m.bias) for m in linears.values() if m.bias is not None})
+    dense_bytes = dense_bf16_bytes(
+        model, {id(m.weight) for m in linears.values()} | {id(m.bias) for m in linears.values() if m.bias is not None}
+    )
     linear_bf16 = sum(m.weight.numel() * 2 + (0 if m.bias is None else m.bias.numel() * 2) for m in linears.values())
-    reference = {"ppl": metrics.perplexity(ref_logp, batch.ids), "weight_mb": (dense_bytes + linear_bf16) / MB,
-                 "linear_mb": linear_bf16 / MB}
+    reference = {
+        "ppl": metrics.perplexity(ref_logp, batch.ids),
+        "weight_mb": (dense_bytes + linear_bf16) / MB,
+        "linear_mb": linear_bf16 / MB,
+    }
 
     rows, layer_stats, histograms, proxies = [], {}, {}, {}
     for preset in presets:
@@ -100,15 +117,18 @@ def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-onl
             with swapped(model, layers):
                 logp = log_probs(model, batch.ids)
             fp8_bytes = sum(m.resident_bytes() for m in layers.values())
-            rows.append({
-                "preset": preset.name, "mode": mode.value,
-                "ppl": metrics.perplexity(logp, batch.ids),
-                "kl": metrics.kl_divergence(ref_logp, logp),
-                "top1": metrics.top1_agreement(ref_logp, logp),
-                "weight_mb": (dense_bytes + fp8_bytes) / MB,
-                "linear_mb": fp8_bytes / MB,
-                "weight_sqnr_db": ratio_db(sig, err),
-            })
+            rows.append(
+                {
+                    "preset": preset.name,
+                    "mode": mode.value,
+                    "ppl": metrics.perplexity(logp, batch.ids),
+                    "kl": metrics.kl_divergence(ref_logp, logp),
+                    "top1": metrics.top1_agreement(ref_logp, logp),
+                    "weight_mb": (dense_bytes + fp8_bytes) / MB,
+                    "linear_mb": fp8_bytes / MB,
+                    "weight_sqnr_db": ratio_db(sig, err),
+                }
+            )
             del logp
 
     wo = [r for r in rows if r["mode"] == Mode.WEIGHT_ONLY.value] or rows
@@ -116,24 +136,42 @@ def evaluate(model_path, presets=DEFAULT_PRESETS, texts=None, modes=("weight-onl
     sens_preset = get_preset(sens_name)
     if sens_name not in proxies:
         raise ValueError(f"sensitivity preset {sens_name!r} is not among the evaluated presets")
-    say(f"sensitivity scan with {sens_name}: {sensitivity_layers} layers (worst output SQNR), "
-        f"{sens_ids.numel()} tokens")
+    say(
+        f"sensitivity scan with {sens_name}: {sensitivity_layers} layers (worst output SQNR), {sens_ids.numel()} tokens"
+    )
     sens_row = next(r for r in wo if r["preset"] == sens_name)
     # the full-model KL on the same rows as the per-layer measures, so the shares compare
     full = {n: FP8Linear.from_linear(linears[n], sens_preset) for n in names}
     with swapped(model, full):
         full_kl = metrics.kl_divergence(sens_ref, log_probs(model, sens_ids))
-    sensitivity = scan(model, sens_ids, sens_ref, proxies[sens_name],
-                       lambda n: FP8Linear.from_linear(linears[n], sens_preset), full_kl,
-                       sensitivity_layers, say)
-    sensitivity.update({"preset": sens_name, "tokens": int(sens_ids.numel()), "full_kl": full_kl,
-                        "full_kl_all_rows": sens_row["kl"]})
+    sensitivity = scan(
+        model,
+        sens_ids,
+        sens_ref,
+        proxies[sens_name],
+        lambda n: FP8Linear.from_linear(linears[n], sens_preset),
+        full_kl,
+        sensitivity_layers,
+        say,
+    )
+    sensitivity.update(
+        {"preset": sens_name, "tokens": int(sens_ids.numel()), "full_kl": full_kl, "full_kl_all_rows": sens_row["kl"]}
+    )
 
     report = Report(
-        model=model_path.name, layers=names, presets=[p.name for p in presets], modes=[m.value for m in modes],
-        texts=batch.describe(), reference=reference, rows=rows, layer_stats=layer_stats,
-        histograms={"edges": list(metrics.HIST_EDGES), "per_preset": histograms}, sensitivity=sensitivity,
-        note=note, extra=dict(extra or {}))
+        model=model_path.name,
+        layers=names,
+        presets=[p.name for p in presets],
+        modes=[m.value for m in modes],
+        texts=batch.describe(),
+        reference=reference,
+        rows=rows,
+        layer_stats=layer_stats,
+        histograms={"edges": list(metrics.HIST_EDGES), "per_preset": histograms},
+        sensitivity=sensitivity,
+        note=note,
+        extra=dict(extra or {}),
+    )
     if report_dir is not None:
         html, js = report.write(report_dir)
         say(f"report: {html} (data: {js})")

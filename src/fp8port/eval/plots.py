@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-           "#7f7f7f", "#bcbd22")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 EMPTY = "#eeeeee"  # a heat-map cell whose value is exactly zero
 
 
@@ -37,8 +36,16 @@ def _legend(names: list[str], x: float, y: float) -> list[str]:
     return out
 
 
-def line_chart(series: dict[str, list[float]], *, title: str, x_label: str, y_label: str,
-               x_ticks: dict[int, str] | None = None, width: int = 900, height: int = 320) -> str:
+def line_chart(
+    series: dict[str, list[float]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_ticks: dict[int, str] | None = None,
+    width: int = 900,
+    height: int = 320,
+) -> str:
     """One polyline per series over x = 0..n-1; non-finite points are left out of the line."""
     left, right, top, bottom = 60, 170, 30, 45
     pw, ph = width - left - right, height - top - bottom
@@ -54,19 +61,27 @@ def line_chart(series: dict[str, list[float]], *, title: str, x_label: str, y_la
     def py(v):
         return top + ph * (1 - (v - lo) / (hi - lo))
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-           f'<text x="{left}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#999999"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f'<text x="{left}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#999999"/>',
+    ]
     for t in _nice_ticks(lo, hi):
         if lo <= t <= hi:
             out.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#dddddd"/>')
             out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" font-size="11" text-anchor="end">{t:g}</text>')
     for i, label in (x_ticks or {}).items():
-        out.append(f'<text x="{px(i):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" font-size="12" text-anchor="middle">{escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{top + ph / 2}" font-size="12" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + ph / 2})">{escape(y_label)}</text>')
-    for k, (name, vs) in enumerate(series.items()):
+        out.append(
+            f'<text x="{px(i):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>'
+        )
+    out.append(
+        f'<text x="{left + pw / 2}" y="{height - 6}" font-size="12" text-anchor="middle">{escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="14" y="{top + ph / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + ph / 2})">{escape(y_label)}</text>'
+    )
+    for k, vs in enumerate(series.values()):
         segment: list[str] = []
         segments = [segment]
         for i, v in enumerate(vs):
@@ -93,27 +108,42 @@ def _ramp(value: float, rgb: tuple[int, int, int], lo_exp: float = -6, hi_exp: f
     return "#{:02x}{:02x}{:02x}".format(*c)
 
 
-def heat_map(rows: list[str], cols: list[str], values: list[list[float]], *, title: str,
-             rgb: tuple[int, int, int], row_label_every: int = 1, cell_w: int = 34, cell_h: int = 3) -> str:
+def heat_map(
+    rows: list[str],
+    cols: list[str],
+    values: list[list[float]],
+    *,
+    title: str,
+    rgb: tuple[int, int, int],
+    row_label_every: int = 1,
+    cell_w: int = 34,
+    cell_h: int = 3,
+) -> str:
     """values[r][c], a fraction in [0, 1]; colour on a log scale 1e-6 .. 1e-1, grey for zero."""
     left, top = 140, 80
     width, height = left + max(cell_w * len(cols), 40 * 6) + 20, top + cell_h * len(rows) + 50
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-           f'<text x="4" y="16" font-size="14" font-weight="bold">{escape(title)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f'<text x="4" y="16" font-size="14" font-weight="bold">{escape(title)}</text>',
+    ]
     for c, name in enumerate(cols):
         x = left + cell_w * c + cell_w / 2
-        out.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-45 {x} {top - 6})">{escape(name)}</text>')
+        out.append(
+            f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-45 {x} {top - 6})">{escape(name)}</text>'
+        )
     for r, name in enumerate(rows):
         y = top + cell_h * r
         if r % row_label_every == 0:
             out.append(f'<text x="{left - 4}" y="{y + cell_h}" font-size="9" text-anchor="end">{escape(name)}</text>')
         for c in range(len(cols)):
-            out.append(f'<rect x="{left + cell_w * c}" y="{y}" width="{cell_w}" height="{cell_h}" '
-                       f'fill="{_ramp(values[r][c], rgb)}"/>')
+            out.append(
+                f'<rect x="{left + cell_w * c}" y="{y}" width="{cell_w}" height="{cell_h}" '
+                f'fill="{_ramp(values[r][c], rgb)}"/>'
+            )
     ly = top + cell_h * len(rows) + 14
     for i, e in enumerate(range(-6, 0)):
         x = left + 40 * i
-        out.append(f'<rect x="{x}" y="{ly}" width="38" height="10" fill="{_ramp(10.0 ** e, rgb)}"/>')
+        out.append(f'<rect x="{x}" y="{ly}" width="38" height="10" fill="{_ramp(10.0**e, rgb)}"/>')
         out.append(f'<text x="{x + 19}" y="{ly + 24}" font-size="9" text-anchor="middle">1e{e}</text>')
     out.append("</svg>")
     return "\n".join(out)

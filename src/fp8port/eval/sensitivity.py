@@ -29,11 +29,18 @@ def output_sqnr(x: torch.Tensor, w: torch.Tensor, wq: torch.Tensor) -> float:
         return sqnr_db((x @ w.double().T).numpy(), (x @ wq.double().T).numpy())
 
 
-def scan(model, ids: torch.Tensor, ref_logp: torch.Tensor, proxies: dict[str, float],
-         make_layer: Callable[[str], torch.nn.Module], full_kl: float, top_k: int,
-         progress: Callable[[str], None] = lambda m: None) -> dict:
+def scan(
+    model,
+    ids: torch.Tensor,
+    ref_logp: torch.Tensor,
+    proxies: dict[str, float],
+    make_layer: Callable[[str], torch.nn.Module],
+    full_kl: float,
+    top_k: int,
+    progress: Callable[[str], None] = lambda m: None,
+) -> dict:
     """ΔKL for the `top_k` layers with the lowest proxy SQNR; the keep list."""
-    ranked = sorted(proxies, key=lambda n: (proxies[n], n))[:max(0, top_k)]
+    ranked = sorted(proxies, key=lambda n: (proxies[n], n))[: max(0, top_k)]
     rows = []
     for i, name in enumerate(ranked):
         progress(f"sensitivity {i + 1}/{len(ranked)}: {name}")

@@ -41,8 +41,12 @@ class TextBatch:
         return int(self.ids.numel())
 
     def describe(self) -> dict:
-        return {"sources": list(self.sources), "rows": int(self.ids.shape[0]),
-                "seq_len": int(self.ids.shape[1]), "tokens": self.tokens}
+        return {
+            "sources": list(self.sources),
+            "rows": int(self.ids.shape[0]),
+            "seq_len": int(self.ids.shape[1]),
+            "tokens": self.tokens,
+        }
 
 
 def default_files() -> list[Path]:
@@ -56,8 +60,11 @@ def read_texts(files=None) -> list[tuple[str, str]]:
     """(source name, text) pairs: the given files, else the default licences, else the fallback."""
     paths = [Path(f) for f in files] if files else default_files()
     if not paths:
-        print(f"fp8port eval: warning: {LICENSES} is absent; evaluating on a short built-in paragraph "
-              "(numbers are not comparable with runs on the licence texts)", file=sys.stderr)
+        print(
+            f"fp8port eval: warning: {LICENSES} is absent; evaluating on a short built-in paragraph "
+            "(numbers are not comparable with runs on the licence texts)",
+            file=sys.stderr,
+        )
         return [("built-in", FALLBACK)]
     return [(str(p), p.read_text(encoding="utf-8", errors="replace")) for p in paths]
 

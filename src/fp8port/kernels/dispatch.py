@@ -17,14 +17,13 @@ from ..errors import NonFiniteError, ShapeError, UnsupportedInputError
 from ..quant.presets import Role
 from ..quant.rules import ScaleRule
 from ..quant.scheme import BlockKind, ScaleStorage, ZeroBlock
-from ..quant.tensor import Framework, QuantizedTensor
 from ..quant.steps import BitsRule
-from ..quant.tensor import check_operands
+from ..quant.tensor import Framework, QuantizedTensor, check_operands
 from . import _TritonBackend, interpreting, load
 
 _VEC_SIZES = (16, 32, 64, 128, 256)
 _TILE_SIZES = (16, 32, 64, 128)
-_MIN_CLAMP = 2.0 ** -100  # UE8M0 kernels derive the scale from a normal amax (see scale_exponent)
+_MIN_CLAMP = 2.0**-100  # UE8M0 kernels derive the scale from a normal amax (see scale_exponent)
 
 
 def on_device(x) -> bool:
@@ -66,9 +65,15 @@ def _kernel_args(scheme) -> dict:
     rule = int(BitsRule.of(scheme.scale_rule))
     clamp = scheme.amax_clamp or 0.0
     lo, hi = scheme.exp_range
-    return dict(rule=rule, emax=scheme.element.emax, cap=0x7E if scheme.rules.overflow is Overflow.SATURATE else 0x7F,
-                clamp_bits=int(np.float32(clamp).view(np.uint32)), lo=int(lo), hi=int(hi),
-                write_bytes=scheme.storage is ScaleStorage.E8M0)
+    return dict(
+        rule=rule,
+        emax=scheme.element.emax,
+        cap=0x7E if scheme.rules.overflow is Overflow.SATURATE else 0x7F,
+        clamp_bits=int(np.float32(clamp).view(np.uint32)),
+        lo=int(lo),
+        hi=int(hi),
+        write_bytes=scheme.storage is ScaleStorage.E8M0,
+    )
 
 
 def _check_finite(x, s, scheme) -> None:
@@ -89,17 +94,18 @@ def _check_finite(x, s, scheme) -> None:
             i = tuple(int(v) for v in bad.nonzero()[0])
             raise NonFiniteError(
                 f"non-finite input at index {i}: {x[i].item()!r}; pass nonfinite='propagate' to quantize it "
-                "anyway (NaN/Inf then follow the scale rule), or clean the tensor first")
+                "anyway (NaN/Inf then follow the scale rule), or clean the tensor first"
+            )
 
 
 def _src_name(x) -> str:
     import torch
 
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
-             torch.float64: "float64"}
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float64: "float64"}
     if x.dtype not in names:
-        raise UnsupportedInputError(f"cannot quantize a torch tensor of dtype {x.dtype}; valid: "
-                                    + ", ".join(names.values()))
+        raise UnsupportedInputError(
+            f"cannot quantize a torch tensor of dtype {x.dtype}; valid: " + ", ".join(names.values())
+        )
     return names[x.dtype]
 
 
@@ -125,9 +131,16 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error") -> Quanti
         from ..quant.api import quantize as cpu_quantize
 
         q = cpu_quantize(x.detach().cpu(), scheme, role=role, nonfinite=nonfinite, backend="reference")
-        return QuantizedTensor(codes=q.codes.to(x.device), scale=q.scale.to(x.device),
-                               scale_fp32=q.scale_fp32.to(x.device), shape=shape, scheme=scheme, role=role,
-                               src_dtype=src, framework=Framework.TORCH)
+        return QuantizedTensor(
+            codes=q.codes.to(x.device),
+            scale=q.scale.to(x.device),
+            scale_fp32=q.scale_fp32.to(x.device),
+            shape=shape,
+            scheme=scheme,
+            role=role,
+            src_dtype=src,
+            framework=Framework.TORCH,
+        )
     tq = load("triton_quant")
     kw = _kernel_args(scheme)
     x = x.detach()
@@ -143,16 +156,25 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error") -> Quanti
     if policy == "error":
         _check_finite(x, s, scheme)
     stored = b.reshape(grid).view(torch.float8_e8m0fnu) if b is not None else s
-    return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=shape, scheme=scheme,
-                           role=Role.parse(role), src_dtype=src, framework=Framework.TORCH)
+    return QuantizedTensor(
+        codes=codes,
+        scale=stored,
+        scale_fp32=s,
+        shape=shape,
+        scheme=scheme,
+        role=Role.parse(role),
+        src_dtype=src,
+        framework=Framework.TORCH,
+    )
 
 
 def _out_dtype(dtype, q):
     import torch
 
     name = dtype_name(dtype if dtype is not None else q.src_dtype)
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-            "float64": torch.float64}[name]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[
+        name
+    ]
 
 
 def dequantize(q: QuantizedTensor, dtype=None):
@@ -160,8 +182,7 @@ def dequantize(q: QuantizedTensor, dtype=None):
     import torch
 
     if not isinstance(q, QuantizedTensor) or not isinstance(q.codes, torch.Tensor) or not _runs_here(q.codes):
-        raise UnsupportedInputError("the Triton dequantize takes a QuantizedTensor with torch tensors on a "
-                                    "CUDA device")
+        raise UnsupportedInputError("the Triton dequantize takes a QuantizedTensor with torch tensors on a CUDA device")
     if q.scheme.element.name != "float8_e4m3fn" or q.scheme.block.kind not in (BlockKind.VECTOR, BlockKind.TILE):
         raise UnsupportedInputError(f"no Triton dequantize for scheme {q.scheme.name!r}")
     if q.scheme.block.kind is BlockKind.VECTOR and q.scheme.block.axis != -1:
@@ -210,6 +231,12 @@ def scaled_matmul(a: QuantizedTensor, b: QuantizedTensor, *, out_dtype="float32"
             raise UnsupportedInputError("the Triton GEMM takes QuantizedTensors with torch tensors on a CUDA device")
     n, k = b.shape
     tg = load("triton_gemm")
-    out = tg.scaled_mm(a.codes.reshape(-1, k), a.scale_fp32.reshape(-1, a.scale_fp32.shape[-1]), b.codes,
-                       b.scale_fp32, out_bf16="bfloat16" in str(out_dtype), fp8_dot=fp8_dot)
+    out = tg.scaled_mm(
+        a.codes.reshape(-1, k),
+        a.scale_fp32.reshape(-1, a.scale_fp32.shape[-1]),
+        b.codes,
+        b.scale_fp32,
+        out_bf16="bfloat16" in str(out_dtype),
+        fp8_dot=fp8_dot,
+    )
     return out.reshape(*a.shape[:-1], n)

@@ -27,17 +27,34 @@ def hopper_configs():
     """Autotune space for H100 / H200: 128-wide K steps (the scale block), 64-128 tiles."""
     out = []
     # (BLOCK_M, BLOCK_N, warps, stages); 128x256x128 fp8 x3 stages = 144 KiB of shared memory
-    for bm, bn, warps, stages in ((128, 128, 8, 3), (128, 128, 4, 4), (64, 128, 4, 4), (128, 64, 4, 4),
-                                  (128, 256, 8, 3)):
-        out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8}, num_warps=warps,
-                                 num_stages=stages))
+    for bm, bn, warps, stages in (
+        (128, 128, 8, 3),
+        (128, 128, 4, 4),
+        (64, 128, 4, 4),
+        (128, 64, 4, 4),
+        (128, 256, 8, 3),
+    ):
+        out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8}, num_warps=warps, num_stages=stages))
     return out
 
 
 @triton.jit
-def gemm_kernel(a_ptr, as_ptr, b_ptr, bs_ptr, c_ptr, M, N, K, KB,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
-                FP8_DOT: tl.constexpr, OUT_BF16: tl.constexpr):
+def gemm_kernel(
+    a_ptr,
+    as_ptr,
+    b_ptr,
+    bs_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    KB,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    FP8_DOT: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+):
     BLOCK_K: tl.constexpr = 128
     pid = tl.program_id(0)
     # grouped ordering: GROUP_M row-tiles share each B column-tile while it is in L2
@@ -69,8 +86,7 @@ def gemm_kernel(a_ptr, as_ptr, b_ptr, bs_ptr, c_ptr, M, N, K, KB,
         if FP8_DOT:
             part = tl.dot(a.to(tl.float8e4nv, bitcast=True), tl.trans(b.to(tl.float8e4nv, bitcast=True)))
         else:
-            part = tl.dot(e4m3_decode(a.to(tl.int32)), tl.trans(e4m3_decode(b.to(tl.int32))),
-                          input_precision="ieee")
+            part = tl.dot(e4m3_decode(a.to(tl.int32)), tl.trans(e4m3_decode(b.to(tl.int32))), input_precision="ieee")
         sa = tl.load(as_ptrs + kb)
         sb = tl.load(bs_ptrs + kb)
         acc += part * sa[:, None] * sb[None, :]
@@ -88,8 +104,17 @@ def gemm_kernel(a_ptr, as_ptr, b_ptr, bs_ptr, c_ptr, M, N, K, KB,
 gemm_kernel_tuned = triton.autotune(configs=hopper_configs(), key=["M", "N", "K"])(gemm_kernel)
 
 
-def scaled_mm(a_codes, a_scale, b_codes, b_scale, *, out_bf16: bool, fp8_dot: bool | None = None,
-              block_m: int | None = None, block_n: int | None = None):
+def scaled_mm(
+    a_codes,
+    a_scale,
+    b_codes,
+    b_scale,
+    *,
+    out_bf16: bool,
+    fp8_dot: bool | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+):
     """C = blockscaled(A) @ blockscaled(B).T for contiguous uint8 codes and float32 scales.
 
     fp8_dot: tl.dot on float8e4nv operands (default: on a CUDA device). block_m / block_n fix
@@ -101,16 +126,28 @@ def scaled_mm(a_codes, a_scale, b_codes, b_scale, *, out_bf16: bool, fp8_dot: bo
     n = b_codes.shape[0]
     kb = -(-k // SCALE_BLOCK)
     if a_scale.shape != (m, kb) or b_scale.shape != (-(-n // SCALE_BLOCK), kb) or b_codes.shape[1] != k:
-        raise ValueError(f"scaled_mm: A {tuple(a_codes.shape)} scales {tuple(a_scale.shape)}, "
-                         f"B {tuple(b_codes.shape)} scales {tuple(b_scale.shape)} do not fit 1x128 / 128x128")
+        raise ValueError(
+            f"scaled_mm: A {tuple(a_codes.shape)} scales {tuple(a_scale.shape)}, "
+            f"B {tuple(b_codes.shape)} scales {tuple(b_scale.shape)} do not fit 1x128 / 128x128"
+        )
     cuda = a_codes.device.type == "cuda"
     fp8_dot = cuda if fp8_dot is None else fp8_dot
     out = torch.empty((m, n), dtype=torch.bfloat16 if out_bf16 else torch.float32, device=a_codes.device)
-    args = (a_codes.contiguous(), a_scale.float().contiguous(), b_codes.contiguous(), b_scale.float().contiguous(),
-            out.view(torch.int16) if out_bf16 else out, m, n, k, kb)
+    args = (
+        a_codes.contiguous(),
+        a_scale.float().contiguous(),
+        b_codes.contiguous(),
+        b_scale.float().contiguous(),
+        out.view(torch.int16) if out_bf16 else out,
+        m,
+        n,
+        k,
+        kb,
+    )
     if m == 0 or n == 0:
         return out
     if cuda and block_m is None and block_n is None:
+
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
@@ -118,6 +155,5 @@ def scaled_mm(a_codes, a_scale, b_codes, b_scale, *, out_bf16: bool, fp8_dot: bo
     else:
         bm, bn = block_m or 32, block_n or 32
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-        gemm_kernel[grid](*args, BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, FP8_DOT=fp8_dot, OUT_BF16=out_bf16,
-                          num_warps=4)
+        gemm_kernel[grid](*args, BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, FP8_DOT=fp8_dot, OUT_BF16=out_bf16, num_warps=4)
     return out

@@ -128,9 +128,26 @@ def _write_scales(s_ptr, b_ptr, off, mask, e, nan, WRITE_BYTES: tl.constexpr):
 
 
 @triton.jit
-def quant_vec_kernel(x_ptr, q_ptr, s_ptr, b_ptr, M, K, G, clamp_bits, lo, hi,
-                     B: tl.constexpr, ROWS: tl.constexpr, GROUPS: tl.constexpr, RULE: tl.constexpr,
-                     EMAX: tl.constexpr, CAP: tl.constexpr, IN_BF16: tl.constexpr, WRITE_BYTES: tl.constexpr):
+def quant_vec_kernel(
+    x_ptr,
+    q_ptr,
+    s_ptr,
+    b_ptr,
+    M,
+    K,
+    G,
+    clamp_bits,
+    lo,
+    hi,
+    B: tl.constexpr,
+    ROWS: tl.constexpr,
+    GROUPS: tl.constexpr,
+    RULE: tl.constexpr,
+    EMAX: tl.constexpr,
+    CAP: tl.constexpr,
+    IN_BF16: tl.constexpr,
+    WRITE_BYTES: tl.constexpr,
+):
     """1xB blocks along the last axis of a contiguous (M, K) tensor; scales (M, G)."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     grp = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
@@ -146,9 +163,26 @@ def quant_vec_kernel(x_ptr, q_ptr, s_ptr, b_ptr, M, K, G, clamp_bits, lo, hi,
 
 
 @triton.jit
-def quant_tile_kernel(x_ptr, q_ptr, s_ptr, b_ptr, M, N, GM, GN, clamp_bits, lo, hi,
-                      BR: tl.constexpr, BC: tl.constexpr, RULE: tl.constexpr, EMAX: tl.constexpr,
-                      CAP: tl.constexpr, IN_BF16: tl.constexpr, WRITE_BYTES: tl.constexpr):
+def quant_tile_kernel(
+    x_ptr,
+    q_ptr,
+    s_ptr,
+    b_ptr,
+    M,
+    N,
+    GM,
+    GN,
+    clamp_bits,
+    lo,
+    hi,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+    RULE: tl.constexpr,
+    EMAX: tl.constexpr,
+    CAP: tl.constexpr,
+    IN_BF16: tl.constexpr,
+    WRITE_BYTES: tl.constexpr,
+):
     """One BRxBC tile per program over the last two axes of a contiguous (batch, M, N) tensor."""
     tm, tn, bt = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     rows = tm * BR + tl.arange(0, BR)
@@ -166,9 +200,20 @@ def quant_tile_kernel(x_ptr, q_ptr, s_ptr, b_ptr, M, N, GM, GN, clamp_bits, lo, 
 
 
 @triton.jit
-def dequant_kernel(q_ptr, s_ptr, o_ptr, M, N, GM, GN,
-                   BR: tl.constexpr, BC: tl.constexpr, TM: tl.constexpr, TN: tl.constexpr,
-                   OUT_BF16: tl.constexpr):
+def dequant_kernel(
+    q_ptr,
+    s_ptr,
+    o_ptr,
+    M,
+    N,
+    GM,
+    GN,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+    TM: tl.constexpr,
+    TN: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+):
     """out = decode(code) * s[row // BR, col // BC] in float32 (then bf16, RNE) over a
     contiguous (batch, M, N) code tensor and its (batch, GM, GN) float32 scale grid."""
     bt = tl.program_id(2).to(tl.int64)
@@ -187,6 +232,7 @@ def dequant_kernel(q_ptr, s_ptr, o_ptr, M, N, GM, GN,
 
 # ---- host launchers (torch tensors on the device the kernels run on) ----------------------
 
+
 def _bits_input(x):
     """(tensor the kernel reads, IN_BF16): bf16 as its int16 bits, everything else float32."""
     import torch
@@ -197,8 +243,20 @@ def _bits_input(x):
     return x.float().contiguous(), False  # float16 / float64 round to float32 first, as the API
 
 
-def quantize_vec(x, block: int, *, rule: int, emax: int, cap: int, clamp_bits: int, lo: int, hi: int,
-                 write_bytes: bool, rows: int = 16, groups: int | None = None):
+def quantize_vec(
+    x,
+    block: int,
+    *,
+    rule: int,
+    emax: int,
+    cap: int,
+    clamp_bits: int,
+    lo: int,
+    hi: int,
+    write_bytes: bool,
+    rows: int = 16,
+    groups: int | None = None,
+):
     """1 x `block` blocks along the last axis of x (M, K): (codes uint8, s fp32 (M, G), bytes)."""
     import torch
 
@@ -210,14 +268,33 @@ def quantize_vec(x, block: int, *, rule: int, emax: int, cap: int, clamp_bits: i
     b = torch.empty((m, g), dtype=torch.uint8, device=x.device) if write_bytes else s
     groups = groups or max(1, 512 // block)
     grid = (triton.cdiv(m, rows), triton.cdiv(g, groups))
-    quant_vec_kernel[grid](xin, codes, s, b, m, k, g, clamp_bits, lo, hi, B=block, ROWS=rows, GROUPS=groups,
-                           RULE=rule, EMAX=emax, CAP=cap, IN_BF16=in_bf16, WRITE_BYTES=write_bytes,
-                           num_warps=4)
+    quant_vec_kernel[grid](
+        xin,
+        codes,
+        s,
+        b,
+        m,
+        k,
+        g,
+        clamp_bits,
+        lo,
+        hi,
+        B=block,
+        ROWS=rows,
+        GROUPS=groups,
+        RULE=rule,
+        EMAX=emax,
+        CAP=cap,
+        IN_BF16=in_bf16,
+        WRITE_BYTES=write_bytes,
+        num_warps=4,
+    )
     return codes, s, (b if write_bytes else None)
 
 
-def quantize_tile(x, br: int, bc: int, *, rule: int, emax: int, cap: int, clamp_bits: int, lo: int, hi: int,
-                  write_bytes: bool):
+def quantize_tile(
+    x, br: int, bc: int, *, rule: int, emax: int, cap: int, clamp_bits: int, lo: int, hi: int, write_bytes: bool
+):
     """br x bc tiles over the last two axes of x (batch, M, N): (codes, s (batch, GM, GN), bytes)."""
     import torch
 
@@ -227,9 +304,27 @@ def quantize_tile(x, br: int, bc: int, *, rule: int, emax: int, cap: int, clamp_
     codes = torch.empty((nb, m, n), dtype=torch.uint8, device=x.device)
     s = torch.empty((nb, gm, gn), dtype=torch.float32, device=x.device)
     b = torch.empty((nb, gm, gn), dtype=torch.uint8, device=x.device) if write_bytes else s
-    quant_tile_kernel[(gm, gn, nb)](xin, codes, s, b, m, n, gm, gn, clamp_bits, lo, hi, BR=br, BC=bc,
-                                    RULE=rule, EMAX=emax, CAP=cap, IN_BF16=in_bf16,
-                                    WRITE_BYTES=write_bytes, num_warps=8)
+    quant_tile_kernel[(gm, gn, nb)](
+        xin,
+        codes,
+        s,
+        b,
+        m,
+        n,
+        gm,
+        gn,
+        clamp_bits,
+        lo,
+        hi,
+        BR=br,
+        BC=bc,
+        RULE=rule,
+        EMAX=emax,
+        CAP=cap,
+        IN_BF16=in_bf16,
+        WRITE_BYTES=write_bytes,
+        num_warps=8,
+    )
     return codes, s, (b if write_bytes else None)
 
 
@@ -242,6 +337,19 @@ def dequantize(codes, s, br: int, bc: int, *, out_bf16: bool, tm: int = 32, tn: 
     gm, gn = s.shape[1], s.shape[2]
     out = torch.empty((nb, m, n), dtype=torch.bfloat16 if out_bf16 else torch.float32, device=codes.device)
     grid = (triton.cdiv(m, tm), triton.cdiv(n, tn), nb)
-    dequant_kernel[grid](codes, s, out.view(torch.int16) if out_bf16 else out, m, n, gm, gn, BR=br, BC=bc,
-                         TM=tm, TN=tn, OUT_BF16=out_bf16, num_warps=4)
+    dequant_kernel[grid](
+        codes,
+        s,
+        out.view(torch.int16) if out_bf16 else out,
+        m,
+        n,
+        gm,
+        gn,
+        BR=br,
+        BC=bc,
+        TM=tm,
+        TN=tn,
+        OUT_BF16=out_bf16,
+        num_warps=4,
+    )
     return out

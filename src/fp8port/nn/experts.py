@@ -28,8 +28,10 @@ class QuantizedExperts(nn.Module):
         super().__init__()
         shape = tuple(q.shape)
         if len(shape) < 3 or q.scheme.block.extents(shape)[0] != 1:
-            raise ShapeError(f"QuantizedExperts needs [experts, ...] with blocks inside each expert; got "
-                             f"{list(shape)} in {q.scheme.block}")
+            raise ShapeError(
+                f"QuantizedExperts needs [experts, ...] with blocks inside each expert; got "
+                f"{list(shape)} in {q.scheme.block}"
+            )
         scheme, b = q.scheme, q.scheme.block
         if b.kind in (BlockKind.VECTOR, BlockKind.ROW):  # an axis counted from the end fits each expert too
             scheme = scheme.with_(block=BlockShape(b.kind, b.size, b.axis % len(shape) - len(shape)))
@@ -49,8 +51,16 @@ class QuantizedExperts(nn.Module):
         if self.packed:
             codes = unpack(codes, self.scheme.element)
         s = self.scale_fp32[i].numpy()
-        return QuantizedTensor(codes=codes, scale=s, scale_fp32=s, shape=self.shape[1:], scheme=self.scheme,
-                               role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY)
+        return QuantizedTensor(
+            codes=codes,
+            scale=s,
+            scale_fp32=s,
+            shape=self.shape[1:],
+            scheme=self.scheme,
+            role=Role.WEIGHT,
+            src_dtype="float32",
+            framework=Framework.NUMPY,
+        )
 
     def __getitem__(self, i) -> torch.Tensor:
         i = int(i)

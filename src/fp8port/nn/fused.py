@@ -85,13 +85,20 @@ def _bf16_route(dec, spec, values: np.ndarray, bn: int, k: int) -> dict | None:
     if dec is gemm.Decoder.NIB:
         return dict(bf_tab=want[np.arange(32) & 15])
     m, sh = spec.mbits, 7 - spec.mbits
-    f = dict(bf_sh=sh, bf_keep=0x8000 | (0x7F << sh), bf_rebias=(127 - spec.bias) << 7,
-             bf_expmask=(0x7F & ~((1 << m) - 1)) << sh,
-             bf_tab=(np.arange(32) * np.float32(2.0 ** (1 - spec.bias - m))).astype(np.float32).view(np.uint32) >> 16)
+    f = dict(
+        bf_sh=sh,
+        bf_keep=0x8000 | (0x7F << sh),
+        bf_rebias=(127 - spec.bias) << 7,
+        bf_expmask=(0x7F & ~((1 << m) - 1)) << sh,
+        bf_tab=(np.arange(32) * np.float32(2.0 ** (1 - spec.bias - m))).astype(np.float32).view(np.uint32) >> 16,
+    )
     u = np.arange(256).astype(np.uint8).view(np.int8).astype(np.int64) & 0xFFFF  # the sign-extended code
     t = (u << sh) & 0xFFFF
-    v = np.where(t & f["bf_expmask"], ((t & f["bf_keep"]) + f["bf_rebias"]) & 0xFFFF,
-                 f["bf_tab"][u & 31].astype(np.int64) | (u & 0x8000))
+    v = np.where(
+        t & f["bf_expmask"],
+        ((t & f["bf_keep"]) + f["bf_rebias"]) & 0xFFFF,
+        f["bf_tab"][u & 31].astype(np.int64) | (u & 0x8000),
+    )
     return f if np.array_equal(v[fin], want[fin]) else None
 
 
@@ -139,8 +146,18 @@ def plan(codes: np.ndarray, packed: bool, scale: np.ndarray, scheme: Scheme, sha
         fields.update(dec=gemm.Decoder.GATHER, lsh=0, rsh=0, keep=0, fmul=np.float32(1))
         if packed:
             return None, f"packed {spec.name} codes have no decoder the kernels check out"
-    g = gemm.Gemv(N=n, K=k, row_bytes=codes.shape[-1], bm=bm, bn=bn, dec=gemm.DECODER_ID[fields["dec"]],
-                  lsh=fields["lsh"], rsh=fields["rsh"], keep=fields["keep"], fmul=fields["fmul"])
+    g = gemm.Gemv(
+        N=n,
+        K=k,
+        row_bytes=codes.shape[-1],
+        bm=bm,
+        bn=bn,
+        dec=gemm.DECODER_ID[fields["dec"]],
+        lsh=fields["lsh"],
+        rsh=fields["rsh"],
+        keep=fields["keep"],
+        fmul=fields["fmul"],
+    )
     g.tab16[: min(16, spec.ncodes)] = values[:16].tolist()
     bf = _bf16_route(fields["dec"], spec, values, bn, k)
     if bf is not None:
@@ -179,8 +196,7 @@ _scratch = _Scratch()
 class FusedWeight:
     """A layer's codes and scales with the kernels' plan; calling it runs the layer on x."""
 
-    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme, shape: tuple[int, int],
-                 packed: bool):
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme, shape: tuple[int, int], packed: bool):
         self.codes, self.scale, self.shape = codes, scale, shape
         self.lut = lut256(scheme.element)
         self.g, self.why = plan(codes.numpy(), packed, scale.numpy(), scheme, shape)
@@ -191,7 +207,7 @@ class FusedWeight:
         self._local = threading.local()
 
     @classmethod
-    def build(cls, codes, scale, scheme, shape, packed) -> "FusedWeight":
+    def build(cls, codes, scale, scheme, shape, packed) -> FusedWeight:
         fw = cls(codes.contiguous(), scale.to(torch.float32).contiguous(), scheme, shape, packed)
         fw.src = codes, scale
         return fw

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
 from ..arrays import to_numpy as _to_numpy
 from ..backends import Backend
+from ..errors import ShapeError
 from ..quant import QuantizedTensor, dequantize, devices
 from ..quant.scheme import BlockKind
 from ..quant.tensor import check_operands
@@ -31,8 +31,10 @@ def _scale_map(q: QuantizedTensor, rows: int, k: int, bk: int) -> np.ndarray:
     row_ext = ext[0]
     if len(q.shape) != 2:  # activations (..., K): rows are the flattened leading axes
         if any(e != 1 for e in ext[:-1]) and q.scheme.block.kind is not BlockKind.TENSOR:
-            raise ShapeError(f"scaled_matmul: activations of rank {len(q.shape)} need blocks along the last "
-                             f"axis only; {q.scheme.name} has {q.scheme.block}")
+            raise ShapeError(
+                f"scaled_matmul: activations of rank {len(q.shape)} need blocks along the last "
+                f"axis only; {q.scheme.name} has {q.scheme.block}"
+            )
         s = s.reshape(-1, s.shape[-1])
         row_ext = rows if q.scheme.block.kind is BlockKind.TENSOR else 1
     r = np.minimum(np.arange(rows) // row_ext, s.shape[0] - 1)
@@ -54,8 +56,8 @@ def reference_scaled_matmul(a: QuantizedTensor, b: QuantizedTensor) -> np.ndarra
     sa, sb = _scale_map(a, m, k, bk), _scale_map(b, n, k, bk)
     acc = np.zeros((m, n), np.float32)
     for j, k0 in enumerate(range(0, k, bk)):
-        part = ca[:, k0:k0 + bk] @ cb[:, k0:k0 + bk].T  # float32
-        acc += part * sa[:, j:j + 1] * sb[None, :, j]
+        part = ca[:, k0 : k0 + bk] @ cb[:, k0 : k0 + bk].T  # float32
+        acc += part * sa[:, j : j + 1] * sb[None, :, j]
     return acc.reshape(*a.shape[:-1], n)
 
 

@@ -42,8 +42,15 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class FP8Linear(nn.Module):
     """y = x W^T + b with W held as block-scaled codes (see the module docstring)."""
 
-    def __init__(self, codes: torch.Tensor, scale_fp32: torch.Tensor, scheme: Scheme, bias=None,
-                 mode="weight-only", activation: Scheme | None = None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scale_fp32: torch.Tensor,
+        scheme: Scheme,
+        bias=None,
+        mode="weight-only",
+        activation: Scheme | None = None,
+    ):
         super().__init__()
         if codes.dim() != 2:
             raise ShapeError(f"FP8Linear needs a 2-D weight; got {list(codes.shape)}")
@@ -73,19 +80,20 @@ class FP8Linear(nn.Module):
         """The fused kernels' view of the codes and scales (remade if the buffers were replaced)."""
         fw = self._fw
         if fw is None or not fw.holds(self.codes, self.scale_fp32):
-            fw = self._fw = fused.FusedWeight.build(self.codes, self.scale_fp32, self.scheme,
-                                                    (self.out_features, self.in_features), self.packed)
+            fw = self._fw = fused.FusedWeight.build(
+                self.codes, self.scale_fp32, self.scheme, (self.out_features, self.in_features), self.packed
+            )
         return fw
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, preset, mode="weight-only") -> "FP8Linear":
+    def from_linear(cls, linear: nn.Linear, preset, mode="weight-only") -> FP8Linear:
         scheme, _ = resolve_scheme(preset, Role.WEIGHT)
         q = quantize(linear.weight.detach().float().contiguous(), scheme, role="weight")
         act = get_preset(preset).activation if not isinstance(preset, Scheme) else None
         return cls(q.codes, q.scale_fp32, scheme, linear.bias, mode, act)
 
     @classmethod
-    def from_quantized(cls, q: QuantizedTensor, bias=None, mode="weight-only", activation=None) -> "FP8Linear":
+    def from_quantized(cls, q: QuantizedTensor, bias=None, mode="weight-only", activation=None) -> FP8Linear:
         codes = torch.as_tensor(np.asarray(q.codes, np.uint8))
         scale = torch.as_tensor(np.asarray(q.scale_fp32, np.float32))
         return cls(codes, scale, q.scheme, bias, mode, activation)
@@ -94,9 +102,16 @@ class FP8Linear(nn.Module):
         codes = _np(self.codes)
         if self.packed:
             codes = unpack(codes, self.scheme.element)
-        return QuantizedTensor(codes=codes, scale=_np(self.scale_fp32), scale_fp32=_np(self.scale_fp32),
-                               shape=(self.out_features, self.in_features), scheme=self.scheme, role=Role.WEIGHT,
-                               src_dtype="float32", framework=Framework.NUMPY)
+        return QuantizedTensor(
+            codes=codes,
+            scale=_np(self.scale_fp32),
+            scale_fp32=_np(self.scale_fp32),
+            shape=(self.out_features, self.in_features),
+            scheme=self.scheme,
+            role=Role.WEIGHT,
+            src_dtype="float32",
+            framework=Framework.NUMPY,
+        )
 
     def _probe_activation(self) -> QuantizedTensor:
         return quantize(np.zeros((1, self.in_features), np.float32), self.activation, role="activation")
@@ -109,7 +124,8 @@ class FP8Linear(nn.Module):
 
     def resident_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale_fp32)) + (
-            0 if self.bias is None else self.bias.numel() * self.bias.element_size())
+            0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -123,7 +139,9 @@ class FP8Linear(nn.Module):
             if fw is not None:
                 return fw(x, self.bias)
             w = self.dequantized_weight(x.dtype if x.dtype in (torch.bfloat16, torch.float32) else torch.float32)
-            return nn.functional.linear(x.to(w.dtype), w, None if self.bias is None else self.bias.to(w.dtype)).to(x.dtype)
+            return nn.functional.linear(x.to(w.dtype), w, None if self.bias is None else self.bias.to(w.dtype)).to(
+                x.dtype
+            )
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float().contiguous()
         aq = quantize(x2, self.activation, role="activation", nonfinite="propagate")
@@ -136,5 +154,7 @@ class FP8Linear(nn.Module):
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme.name}, "
-                f"block={self.scheme.block}, mode={self.mode.value}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme.name}, "
+            f"block={self.scheme.block}, mode={self.mode.value}"
+        )

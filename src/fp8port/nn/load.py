@@ -15,8 +15,17 @@ from ..errors import CheckpointError, Fp8portError
 from .experts import QuantizedExperts
 from .linear import FP8Linear, Mode
 
-_TORCH = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-          "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8, "BOOL": torch.bool}
+_TORCH = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "BOOL": torch.bool,
+}
 
 
 def _to_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
@@ -41,7 +50,9 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
         import transformers
         from accelerate import init_empty_weights
     except ImportError as e:
-        raise Fp8portError(f"load_quantized needs transformers and accelerate ({e}); pip install 'fp8port[models]'")
+        raise Fp8portError(
+            f"load_quantized needs transformers and accelerate ({e}); pip install 'fp8port[models]'"
+        ) from None
     mode = Mode.parse(mode)
     path = Path(path)
     ckpt = Checkpoint.open(path)
@@ -55,8 +66,11 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
     dense = [n for n, w in layouts.in_order(ckpt, weights) if w is None]
     dense_dtypes = {ckpt.info(n).dtype for n in dense if ckpt.info(n).dtype in _TORCH}
     dtype = dtype or next((_TORCH[d] for d in ("BF16", "F16", "F32") if d in dense_dtypes), torch.float32)
-    cls = model_class or (transformers.AutoModelForCausalLM if any(
-        a.endswith("ForCausalLM") for a in cfg.get("architectures", [])) else transformers.AutoModel)
+    cls = model_class or (
+        transformers.AutoModelForCausalLM
+        if any(a.endswith("ForCausalLM") for a in cfg.get("architectures", []))
+        else transformers.AutoModel
+    )
     with init_empty_weights(include_buffers=False):  # parameters on meta: no dense copy is ever made
         model = cls.from_config(config, dtype=dtype)
     prefix = _prefix(model, ckpt)
@@ -69,15 +83,18 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
         try:
             old = model.get_submodule(mod_name)
         except AttributeError:
-            raise CheckpointError(f"{path}: quantized weight {w.name!r} has no module {mod_name!r} in "
-                                  f"{type(model).__name__}") from None
+            raise CheckpointError(
+                f"{path}: quantized weight {w.name!r} has no module {mod_name!r} in {type(model).__name__}"
+            ) from None
         bias, bname = None, f"{w.name[:-7]}.bias"
         if bname in ckpt.tensors:
             bias = _to_torch(ckpt.read(bname), ckpt.info(bname).dtype).to(dtype)
             biases.add(bname)
         if tuple(w.shape) != (old.out_features, old.in_features):
-            raise CheckpointError(f"{path}: {w.name!r} is {list(w.shape)} but the model's {mod_name} is "
-                                  f"{[old.out_features, old.in_features]}")
+            raise CheckpointError(
+                f"{path}: {w.name!r} is {list(w.shape)} but the model's {mod_name} is "
+                f"{[old.out_features, old.in_features]}"
+            )
         act = handler.activation_scheme(ckpt, w) if mode is Mode.W8A8 else None
         set_module(model, mod_name, FP8Linear.from_quantized(handler.read(ckpt, w), bias, mode, act))
     state = {prefix + n: _to_torch(ckpt.read(n), ckpt.info(n).dtype) for n in dense if n not in biases}
@@ -85,10 +102,12 @@ def load_quantized(path, *, mode="weight-only", dtype=None, model_class=None) ->
     model.tie_weights()
     left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if left:
-        raise CheckpointError(f"{path}: no tensor for {', '.join(left[:5])}" + (f" (+{len(left) - 5} more)" if len(left) > 5 else ""))
+        raise CheckpointError(
+            f"{path}: no tensor for {', '.join(left[:5])}" + (f" (+{len(left) - 5} more)" if len(left) > 5 else "")
+        )
     if unexpected:
         raise CheckpointError(f"{path}: tensors the model does not have: {', '.join(unexpected[:5])}")
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         if p.is_floating_point() and p.dtype != dtype:
             p.data = p.data.to(dtype)
     return model.eval()
@@ -127,9 +146,12 @@ _DT = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
 
 def target_linears(model: nn.Module, include=(), exclude=()) -> dict[str, nn.Linear]:
     """The nn.Linear modules a conversion would quantize, by module name, in model order."""
-    return {name: mod for name, mod in model.named_modules()
-            if isinstance(mod, nn.Linear) and quantizable(f"{name}.weight", _DT.get(mod.weight.dtype, "?"),
-                                                           tuple(mod.weight.shape), include, exclude)}
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear)
+        and quantizable(f"{name}.weight", _DT.get(mod.weight.dtype, "?"), tuple(mod.weight.shape), include, exclude)
+    }
 
 
 def quantize_model(model: nn.Module, preset, *, mode="weight-only", include=(), exclude=()) -> nn.Module:
@@ -148,4 +170,3 @@ def resident_bytes(model: nn.Module) -> dict:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return {"total": total, "fp8_layers": fp8, "dense": total - fp8}
-

@@ -16,7 +16,7 @@ from ..names import NamedEnum
 from . import devices, fast, integer, reference
 from . import storage as st
 from .presets import Preset, Role, get_preset
-from .scheme import Scheme, ScaleStorage
+from .scheme import ScaleStorage, Scheme
 from .tensor import Framework, QuantizedTensor
 
 
@@ -30,8 +30,12 @@ class NonFinite(NamedEnum):
     PROPAGATE = "propagate"  # quantize anyway; NaN/Inf follow the scale rule (T14)
 
 
-_NP_IN = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
-          np.dtype(ml_dtypes.bfloat16): "bfloat16"}
+_NP_IN = {
+    np.dtype(np.float64): "float64",
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float16): "float16",
+    np.dtype(ml_dtypes.bfloat16): "bfloat16",
+}
 
 
 def _ingest(x):
@@ -42,26 +46,34 @@ def _ingest(x):
         name = _NP_IN.get(x.dtype)
         if name is None:
             raise UnsupportedInputError(
-                f"cannot quantize a NumPy array of dtype {x.dtype}; valid: {', '.join(_NP_IN.values())}")
+                f"cannot quantize a NumPy array of dtype {x.dtype}; valid: {', '.join(_NP_IN.values())}"
+            )
         if name == "bfloat16":
             return Framework.NUMPY, name, np.ascontiguousarray(x).view(np.uint16)
         return Framework.NUMPY, name, np.asarray(x, dtype=np.float32)
     if type(x).__module__.startswith("torch"):
         torch = torch_module()
-        valid = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
-                 torch.bfloat16: "bfloat16"}
+        valid = {
+            torch.float64: "float64",
+            torch.float32: "float32",
+            torch.float16: "float16",
+            torch.bfloat16: "bfloat16",
+        }
         if not isinstance(x, torch.Tensor) or x.dtype not in valid:
             raise UnsupportedInputError(
                 f"cannot quantize a torch tensor of dtype {getattr(x, 'dtype', type(x))}; valid: "
-                + ", ".join(valid.values()))
+                + ", ".join(valid.values())
+            )
         if x.device.type != "cpu":
             raise UnsupportedInputError(f"tensor on {x.device}: the NumPy/Numba paths need CPU tensors")
         x = x.detach().contiguous()
         if x.dtype == torch.bfloat16:
             return Framework.TORCH, "bfloat16", x.view(torch.int16).numpy().view(np.uint16)
         return Framework.TORCH, valid[x.dtype], x.numpy().astype(np.float32, copy=False)
-    raise UnsupportedInputError(f"cannot quantize {type(x).__name__}; pass a NumPy array or a torch tensor "
-                                "of float64, float32, float16 or bfloat16")
+    raise UnsupportedInputError(
+        f"cannot quantize {type(x).__name__}; pass a NumPy array or a torch tensor "
+        "of float64, float32, float16 or bfloat16"
+    )
 
 
 def _as_f32(arr: np.ndarray) -> np.ndarray:
@@ -84,8 +96,10 @@ def _writable(a, what: str, shape, dtypes) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise UnsupportedInputError(f"{what} must be a NumPy array or a CPU torch tensor, not {type(a).__name__}")
     if tuple(arr.shape) != tuple(shape) or arr.dtype not in dtypes:
-        raise UnsupportedInputError(f"{what} has shape {tuple(arr.shape)} and dtype {arr.dtype}; "
-                                    f"need shape {tuple(shape)} and dtype {' or '.join(map(str, dtypes))}")
+        raise UnsupportedInputError(
+            f"{what} has shape {tuple(arr.shape)} and dtype {arr.dtype}; "
+            f"need shape {tuple(shape)} and dtype {' or '.join(map(str, dtypes))}"
+        )
     if not (arr.flags.c_contiguous and arr.flags.writeable):
         raise UnsupportedInputError(f"{what} must be C-contiguous and writable")
     return arr
@@ -97,14 +111,16 @@ def _check_out(out, arr, scheme, framework) -> QuantizedTensor:
     if out.scheme != scheme or out.framework is not framework or tuple(out.shape) != tuple(arr.shape):
         raise UnsupportedInputError(
             f"out= holds {out.framework.value} {out.shape} under {out.scheme.name!r}; this call makes "
-            f"{framework.value} {tuple(arr.shape)} under {scheme.name!r}")
+            f"{framework.value} {tuple(arr.shape)} under {scheme.name!r}"
+        )
     if out.tensor_scale is not None:
         raise UnsupportedInputError("out= cannot hold an NVFP4 tensor (its per-tensor scale is a number)")
     return out
 
 
-def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="auto",
-             out: QuantizedTensor | None = None) -> QuantizedTensor:
+def quantize(
+    x, preset_or_scheme, *, role="weight", nonfinite="error", backend="auto", out: QuantizedTensor | None = None
+) -> QuantizedTensor:
     """Block-scale `x` with a preset name (e.g. 'deepseek-v3.1', 'mxfp8') or a Scheme.
 
     role: 'weight' or 'activation' (DeepSeek presets: 128x128 vs 1x128 blocks).
@@ -144,20 +160,37 @@ def quantize(x, preset_or_scheme, *, role="weight", nonfinite="error", backend="
     elif be is not Backend.REFERENCE and integer.covers(scheme, arr.shape) and np.isfinite(x32 := _as_f32(arr)).all():
         codes, stored, s = integer.quantize(x32, scheme)
     else:  # the reference's scale and apply steps; with `auto`, the codec's fused element encoder
-        codes, stored, s, tensor_scale = reference.quantize(_as_f32(arr), scheme, check=policy is NonFinite.ERROR,
-                                                            encoder=None if be is Backend.REFERENCE else _encode)
+        codes, stored, s, tensor_scale = reference.quantize(
+            _as_f32(arr), scheme, check=policy is NonFinite.ERROR, encoder=None if be is Backend.REFERENCE else _encode
+        )
     if out is not None:
         if codes.ctypes.data != codes_out.ctypes.data:  # the reference path wrote elsewhere
             np.copyto(codes_out, codes)
         np.copyto(to_numpy(out.scale), stored)
         np.copyto(to_numpy(out.scale_fp32), s)
-        return QuantizedTensor(codes=out.codes, scale=out.scale, scale_fp32=out.scale_fp32, shape=out.shape,
-                               scheme=scheme, role=role, src_dtype=src, framework=framework)
+        return QuantizedTensor(
+            codes=out.codes,
+            scale=out.scale,
+            scale_fp32=out.scale_fp32,
+            shape=out.shape,
+            scheme=scheme,
+            role=role,
+            src_dtype=src,
+            framework=framework,
+        )
     if framework is Framework.TORCH:
         codes, stored, s = to_torch(codes), to_torch(stored), to_torch(s)
-    return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(arr.shape), scheme=scheme,
-                           role=role, src_dtype=src, framework=framework,
-                           tensor_scale=None if tensor_scale is None else float(tensor_scale))
+    return QuantizedTensor(
+        codes=codes,
+        scale=stored,
+        scale_fp32=s,
+        shape=tuple(arr.shape),
+        scheme=scheme,
+        role=role,
+        src_dtype=src,
+        framework=framework,
+        tensor_scale=None if tensor_scale is None else float(tensor_scale),
+    )
 
 
 def _encode(y: np.ndarray, spec, rules) -> np.ndarray:
@@ -189,8 +222,13 @@ def dequantize(q: QuantizedTensor, dtype=None, *, backend="auto", out=None):
     dst = None if out is None else _writable(out, "out", q.shape, (np.dtype(OUT_DTYPES[name]),))
     direct = dst is not None and name in ("bfloat16", "float32")  # the kernels write these
     if use_fast:
-        res = fast.dequantize(codes, s, q.scheme, to_bf16=name == "bfloat16",
-                              out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if direct else None)
+        res = fast.dequantize(
+            codes,
+            s,
+            q.scheme,
+            to_bf16=name == "bfloat16",
+            out=dst.view(np.uint16 if name == "bfloat16" else np.uint32) if direct else None,
+        )
         res = res.view(ml_dtypes.bfloat16) if name == "bfloat16" else res.astype(OUT_DTYPES[name], copy=False)
     else:
         res = reference.dequantize(codes, s, q.scheme).astype(OUT_DTYPES[name])

@@ -51,10 +51,10 @@ def empty(shape, dtype) -> np.ndarray:
     if n < MIN_BYTES:
         buf = np.empty(n + 64, np.uint8)
         off = -buf.ctypes.data % 64
-        return buf[off:off + n].view(dtype).reshape(shape)
+        return buf[off : off + n].view(dtype).reshape(shape)
     raw = _take(n + 64)
     off = -raw.ctypes.data % 64
-    arr = np.frombuffer(memoryview(raw)[off:off + n], np.uint8)
+    arr = np.frombuffer(memoryview(raw)[off : off + n], np.uint8)
     fin = weakref.finalize(arr, _give_back, raw)
     fin.atexit = False
     return arr.view(dtype).reshape(shape)

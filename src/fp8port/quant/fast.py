@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codec.policy import Overflow, Rounding
 from ..codec.native import lut256
+from ..codec.policy import Overflow, Rounding
 from ..codec.tables import encode_lut
 from ..formats import Kind
 from . import buffers, native, reference
 from .rules import ScaleRule
-from .scheme import Apply, BlockKind, Scheme, ScaleStorage, ZeroBlock
+from .scheme import Apply, BlockKind, ScaleStorage, Scheme, ZeroBlock
 from .steps import step_table
 
 _NO_STEPS = np.zeros(1, np.uint32)  # Numba's "no step table": the float rule
@@ -107,16 +107,38 @@ def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None)
     steps = _NO_STEPS if table is None else table
     lut = encode_lut(scheme.element, scheme.rules)
     if xs.dtype == np.uint16 and table is not None and N % bn == 0:
-        _quantize_bf16_pow2(x3.reshape(B, M, gn, bn), bm, steps, lut, _e4m3_cap(scheme.element, scheme.rules),
-                            codes.reshape(B, M, gn, bn), sgrid, bad)
+        _quantize_bf16_pow2(
+            x3.reshape(B, M, gn, bn),
+            bm,
+            steps,
+            lut,
+            _e4m3_cap(scheme.element, scheme.rules),
+            codes.reshape(B, M, gn, bn),
+            sgrid,
+            bad,
+        )
         if not bad.any():
             return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out)
         bad[:] = 0  # some blocks need the general kernel: run it on everything (rare)
     mode = 0 if table is not None else (2 if scheme.apply is Apply.RECIPROCAL else 1)
     el = scheme.element
     clamp = np.float32(scheme.amax_clamp if scheme.amax_clamp is not None else 0.0)
-    _quantize_kernel(x3, 16 if xs.dtype == np.uint16 else 0, bm, bn, steps, np.float32(el.max), clamp,
-                     scheme.amax_clamp is not None, scheme.zero_block is ZeroBlock.UNIT, mode, lut, codes, sgrid, bad)
+    _quantize_kernel(
+        x3,
+        16 if xs.dtype == np.uint16 else 0,
+        bm,
+        bn,
+        steps,
+        np.float32(el.max),
+        clamp,
+        scheme.amax_clamp is not None,
+        scheme.zero_block is ZeroBlock.UNIT,
+        mode,
+        lut,
+        codes,
+        sgrid,
+        bad,
+    )
     return _finish(codes, sgrid, xs.shape, shape, scheme, moved, bool(bad.any()), codes_out)
 
 
@@ -141,8 +163,9 @@ def _finish(codes, sgrid, xshape, shape, scheme, moved, bad, codes_out=None, sto
     return np.ascontiguousarray(codes), grid, stored, tensor_scale, bad
 
 
-def dequantize(codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool,
-               out: np.ndarray | None = None) -> np.ndarray:
+def dequantize(
+    codes: np.ndarray, s_fp32: np.ndarray, scheme: Scheme, to_bf16: bool, out: np.ndarray | None = None
+) -> np.ndarray:
     """float32 values (or bf16 bits as uint16 when to_bf16), bit-exact with the reference.
     out: a C-contiguous uint16 / uint32 array of the codes' shape to write into (else allocated)."""
     shape = codes.shape

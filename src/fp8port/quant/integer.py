@@ -22,10 +22,18 @@ F32 = np.float32
 def covers(scheme: Scheme, shape: tuple[int, ...]) -> bool:
     """Whether `quantize` runs this scheme on a tensor of this shape (else: the reference)."""
     b = scheme.block
-    return (scheme.element.kind is Kind.INT and scheme.element.bits == 8 and scheme.scale_rule.fn is not None
-            and scheme.apply in (Apply.DIVIDE, Apply.RECIPROCAL, Apply.RECIPROCAL_UNROUNDED) and len(shape) >= 1
-            and b.kind is BlockKind.VECTOR and b.axis in (-1, len(shape) - 1) and shape[-1] % b.size[0] == 0
-            and scheme.rules.rounding in (Rounding.RNE, Rounding.AWAY) and scheme.rules.overflow is Overflow.SATURATE)
+    return (
+        scheme.element.kind is Kind.INT
+        and scheme.element.bits == 8
+        and scheme.scale_rule.fn is not None
+        and scheme.apply in (Apply.DIVIDE, Apply.RECIPROCAL, Apply.RECIPROCAL_UNROUNDED)
+        and len(shape) >= 1
+        and b.kind is BlockKind.VECTOR
+        and b.axis in (-1, len(shape) - 1)
+        and shape[-1] % b.size[0] == 0
+        and scheme.rules.rounding in (Rounding.RNE, Rounding.AWAY)
+        and scheme.rules.overflow is Overflow.SATURATE
+    )
 
 
 def quantize(x: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from ..codec import native as codec_native
 from ..codec.profiles import resolve
 from . import reference
 from .rules import ScaleRule
-from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
+from .scheme import Apply, ScaleStorage, Scheme, ZeroBlock
 from .steps import affine, step_table
 
 _STORED = {ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 2}
@@ -45,11 +45,23 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
     B, M, N = x3.shape
     rule = scheme.scale_rule
     el = scheme.element
-    q = cpu.Quant(x=x3.ctypes.data, bf16=int(x3.dtype == np.uint16), B=B, M=M, N=N, bm=bm, bn=bn,
-                  enc=codec_native.encoder(el, scheme.rules), codes=codes.ctypes.data, sgrid=sgrid.ctypes.data,
-                  maxv=np.float32(el.max), reciprocal=scheme.apply is Apply.RECIPROCAL,
-                  zero_unit=scheme.zero_block is ZeroBlock.UNIT, stored_kind=_STORED.get(scheme.storage, 0),
-                  stream=codes.nbytes >= STREAM_BYTES)
+    q = cpu.Quant(
+        x=x3.ctypes.data,
+        bf16=int(x3.dtype == np.uint16),
+        B=B,
+        M=M,
+        N=N,
+        bm=bm,
+        bn=bn,
+        enc=codec_native.encoder(el, scheme.rules),
+        codes=codes.ctypes.data,
+        sgrid=sgrid.ctypes.data,
+        maxv=np.float32(el.max),
+        reciprocal=scheme.apply is Apply.RECIPROCAL,
+        zero_unit=scheme.zero_block is ZeroBlock.UNIT,
+        stored_kind=_STORED.get(scheme.storage, 0),
+        stream=codes.nbytes >= STREAM_BYTES,
+    )
     lean = codec_native.lean_encoder(el, scheme.rules)
     if lean is not None:
         (q.fast, q.pow2), q.lean = lean, 1
@@ -79,16 +91,27 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
     return stored, p
 
 
-def dequantize(codes3: np.ndarray, bm: int, bn: int, sgrid: np.ndarray, scheme: Scheme, to_bf16: bool,
-               out: np.ndarray) -> None:
+def dequantize(
+    codes3: np.ndarray, bm: int, bn: int, sgrid: np.ndarray, scheme: Scheme, to_bf16: bool, out: np.ndarray
+) -> None:
     """codes3 (B, M, N) uint8 times the float32 grid into out (B, M, N): bf16 bits or float32."""
     B, M, N = codes3.shape
     lut = codec_native.lut256(scheme.element)
-    d = cpu.Dequant(codes=codes3.ctypes.data, B=B, M=M, N=N, bm=bm, bn=bn, sgrid=sgrid.ctypes.data,
-                    lut=lut.ctypes.data, bf16=int(to_bf16), out=out.ctypes.data, stream=out.nbytes >= STREAM_BYTES)
+    d = cpu.Dequant(
+        codes=codes3.ctypes.data,
+        B=B,
+        M=M,
+        N=N,
+        bm=bm,
+        bn=bn,
+        sgrid=sgrid.ctypes.data,
+        lut=lut.ctypes.data,
+        bf16=int(to_bf16),
+        out=out.ctypes.data,
+        stream=out.nbytes >= STREAM_BYTES,
+    )
     arith = codec_native.pow2_decoder(scheme.element)
     if arith is not None:
         for k, v in arith.items():
             setattr(d, k, (type(d.subtab))(*v) if k == "subtab" else v)
     cpu.dequantize(d, B * -(-M // bm))
-

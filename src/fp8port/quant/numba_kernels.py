@@ -225,5 +225,3 @@ def _dequantize_kernel(codes, bm, bn, sgrid, lut_f, to_bf16, out):
                 else:
                     for j in range(n):
                         out[b, r, c0 + j] = bu[j]
-
-

@@ -19,7 +19,7 @@ from ..errors import NonFiniteError, ShapeError
 from . import nvfp4
 from . import storage as st
 from .rules import ScaleRule, pow2, rceil
-from .scheme import Apply, Scheme, ScaleStorage, ZeroBlock
+from .scheme import Apply, ScaleStorage, Scheme, ZeroBlock
 
 F32 = np.float32
 
@@ -50,7 +50,8 @@ def check_finite(x: np.ndarray) -> None:
         i = tuple(int(j) for j in np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape))
         raise NonFiniteError(
             f"non-finite input at index {i}: {x[i]!r}; pass nonfinite='propagate' to quantize it "
-            "anyway (NaN/Inf then follow the scale rule), or clean the tensor first")
+            "anyway (NaN/Inf then follow the scale rule), or clean the tensor first"
+        )
 
 
 def _apply(xb, s_b, apply: Apply):
@@ -157,8 +158,9 @@ def block_scales(amax: np.ndarray, scheme: Scheme) -> np.ndarray:
     return _finish_scales(scheme.scale_rule.fn(amax, scheme.element, scheme), amax, scheme)[0]
 
 
-def quantize(x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=None, dtype: str = "bfloat16",
-             encoder=None):
+def quantize(
+    x: np.ndarray, scheme: Scheme, *, check: bool = True, tensor_amax=None, dtype: str = "bfloat16", encoder=None
+):
     """(codes uint8 like x, stored scale grid, s_fp32 grid, per-tensor scale or None).
 
     NVFP4 rules only: tensor_amax is the amax the per-tensor scale comes from (a fused q/k/v or gate/up

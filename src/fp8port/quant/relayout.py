@@ -21,7 +21,7 @@ from ..errors import RelayoutError
 from . import nvfp4
 from . import storage as st
 from .fp4_to_fp8 import FP4_BLOCK, fp4_to_fp8
-from .scheme import BlockKind, BlockShape, Scheme, ScaleStorage
+from .scheme import BlockKind, BlockShape, ScaleStorage, Scheme
 from .tensor import QuantizedTensor
 
 
@@ -63,9 +63,12 @@ def rounding(src: Scheme, dst: Scheme) -> str | None:
     """Why a re-layout that keeps every code may still move values by one float32 rounding (None: it
     cannot): NVFP4's tensor scale changing convention (divisor g <-> multiplier 1/g)."""
     if src.storage is ScaleStorage.E4M3_TENSOR is dst.storage and nvfp4.divides(src.scale_rule) != nvfp4.divides(
-            dst.scale_rule):
-        return ("the NVFP4 tensor scale changes convention (g <-> fp32(1/g)): exact where 1/g is a power of two, "
-                "else some block multipliers move by one float32 rounding")
+        dst.scale_rule
+    ):
+        return (
+            "the NVFP4 tensor scale changes convention (g <-> fp32(1/g)): exact where 1/g is a power of two, "
+            "else some block multipliers move by one float32 rounding"
+        )
     return None
 
 
@@ -82,8 +85,9 @@ def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
     why = _structure(q.scheme, scheme, shape)
     if why:
         raise RelayoutError(why)
-    maps = [_block_map(d, es, ed) for d, es, ed in zip(shape, q.scheme.block.extents(shape),
-                                                         scheme.block.extents(shape))]
+    maps = [
+        _block_map(d, es, ed) for d, es, ed in zip(shape, q.scheme.block.extents(shape), scheme.block.extents(shape))
+    ]
     index = np.ix_(*maps)
     s = np.asarray(q.scale_fp32, np.float32)[index]
     tensor_scale = q.tensor_scale
@@ -99,9 +103,17 @@ def relayout(q: QuantizedTensor, scheme: Scheme) -> QuantizedTensor:
             bad = tuple(int(i) for i in np.argwhere(~(same | np.isnan(s)))[0])
             why = "the scales are not all powers of two" if scheme.storage is ScaleStorage.E8M0 else "not exact"
             raise RelayoutError(f"scale {float(s[bad])!r} of block {bad} is no {scheme.storage.value} value ({why})")
-    return QuantizedTensor(codes=np.asarray(q.codes), scale=stored, scale_fp32=s, shape=shape, scheme=scheme,
-                           role=q.role, src_dtype=q.src_dtype, framework=q.framework, tensor_scale=tensor_scale)
-
+    return QuantizedTensor(
+        codes=np.asarray(q.codes),
+        scale=stored,
+        scale_fp32=s,
+        shape=shape,
+        scheme=scheme,
+        role=q.role,
+        src_dtype=q.src_dtype,
+        framework=q.framework,
+        tensor_scale=tensor_scale,
+    )
 
 
 def widen_blocker(src: Scheme, dst: Scheme, shape) -> str | None:
@@ -113,8 +125,13 @@ def widen_blocker(src: Scheme, dst: Scheme, shape) -> str | None:
     if src.element.name != "float4_e2m1fn" or dst.element.name != "float8_e4m3fn":
         return f"only E2M1 widens to E4M3, not {src.element.name} to {dst.element.name}"
     b, t = src.block, dst.block
-    if len(shape) < 2 or b.kind is not BlockKind.VECTOR or b.size != (FP4_BLOCK,) or \
-            b.axis % len(shape) < len(shape) - 2 or not src.scale_rule.power_of_two:
+    if (
+        len(shape) < 2
+        or b.kind is not BlockKind.VECTOR
+        or b.size != (FP4_BLOCK,)
+        or b.axis % len(shape) < len(shape) - 2
+        or not src.scale_rule.power_of_two
+    ):
         return f"the source is not 1x{FP4_BLOCK} power-of-two blocks along one of the last two axes ({src.block})"
     if t.kind is not BlockKind.TILE or t.size[0] != t.size[1] or t.size[0] % FP4_BLOCK:
         return f"the target blocks {t} are not a square tile of a multiple of {FP4_BLOCK}"
@@ -131,8 +148,14 @@ def widened(scheme: Scheme, shape, tile: int = 128) -> Scheme | None:
     scales in its storage; None where E2M1 codes cannot widen so (the source's blocks: `widen_blocker`)."""
     block = scheme.block if scheme.block.kind is BlockKind.TILE else BlockShape(BlockKind.TILE, (tile, tile))
     storage = scheme.storage if scheme.storage is ScaleStorage.E8M0 else ScaleStorage.FLOAT32
-    out = Scheme.build("float8_e4m3fn", "ue8m0", block, storage=storage, name="fp4-to-fp8/weight",
-                       description="E2M1 codes widened to E4M3 by DeepSeek-V4's cast_e2m1fn_to_e4m3fn rule")
+    out = Scheme.build(
+        "float8_e4m3fn",
+        "ue8m0",
+        block,
+        storage=storage,
+        name="fp4-to-fp8/weight",
+        description="E2M1 codes widened to E4M3 by DeepSeek-V4's cast_e2m1fn_to_e4m3fn rule",
+    )
     src = scheme.with_(block=BlockShape(BlockKind.VECTOR, (FP4_BLOCK,)))
     return out if scheme.scale_rule.power_of_two and widen_blocker(src, out, shape) is None else None
 
@@ -156,13 +179,25 @@ def widen(q: QuantizedTensor, scheme: Scheme) -> tuple[QuantizedTensor, bool]:
     if along_rows:
         codes, scale = np.swapaxes(codes, -1, -2), np.swapaxes(scale, -1, -2)
     lead = codes.shape[:-2]
-    parts = [fp4_to_fp8(c, s, scheme.block.size[0]) for c, s in zip(codes.reshape(-1, *codes.shape[-2:]),
-                                                                     scale.reshape(-1, *scale.shape[-2:]))]
+    parts = [
+        fp4_to_fp8(c, s, scheme.block.size[0])
+        for c, s in zip(codes.reshape(-1, *codes.shape[-2:]), scale.reshape(-1, *scale.shape[-2:]))
+    ]
     out = np.stack([p.codes for p in parts]).reshape(*lead, *codes.shape[-2:])
     tiles = np.stack([p.scale for p in parts]).reshape(*lead, *parts[0].scale.shape)
     if along_rows:
         out, tiles = np.swapaxes(out, -1, -2), np.swapaxes(tiles, -1, -2)
     s = st.e8m0_values(np.ascontiguousarray(tiles))
-    return (QuantizedTensor(codes=np.ascontiguousarray(out), scale=st.store(s, scheme.storage), scale_fp32=s,
-                            shape=shape, scheme=scheme, role=q.role, src_dtype=q.src_dtype, framework=q.framework),
-            all(p.lossless for p in parts))
+    return (
+        QuantizedTensor(
+            codes=np.ascontiguousarray(out),
+            scale=st.store(s, scheme.storage),
+            scale_fp32=s,
+            shape=shape,
+            scheme=scheme,
+            role=q.role,
+            src_dtype=q.src_dtype,
+            framework=q.framework,
+        ),
+        all(p.lossless for p in parts),
+    )

@@ -221,7 +221,7 @@ def msmodelslim_int_f32(amax, elem, scheme):
 def _msmodelslim_mx(amax, elem, scheme, bf16=True):
     r = _arith(bf16)
     a = r(amax)
-    a = np.where(a == 0, F32(2.0 ** -126), a)  # FP32_MIN_NORMAL * (max_val == 0)
+    a = np.where(a == 0, F32(2.0**-126), a)  # FP32_MIN_NORMAL * (max_val == 0)
     e = np.floor(r(_log2(a))) - elem.emax
     big = ~(e <= 127)  # NaN, or above the E8M0 range: NaN (0xFF)
     return _finish_pow2(np.where(big, 0, e).astype(np.int64), big, scheme)
@@ -347,8 +347,15 @@ class ScaleRule(NamedEnum):
 
     @property
     def power_of_two(self) -> bool:
-        return self not in (ScaleRule.V3_FLOAT, ScaleRule.NVFP4, ScaleRule.CT_NVFP4, ScaleRule.MSMODELSLIM_INT,
-                            ScaleRule.MSMODELSLIM_INT_F32, ScaleRule.MSMODELSLIM_FP8, ScaleRule.BF16_CEIL)
+        return self not in (
+            ScaleRule.V3_FLOAT,
+            ScaleRule.NVFP4,
+            ScaleRule.CT_NVFP4,
+            ScaleRule.MSMODELSLIM_INT,
+            ScaleRule.MSMODELSLIM_INT_F32,
+            ScaleRule.MSMODELSLIM_FP8,
+            ScaleRule.BF16_CEIL,
+        )
 
     @property
     def ascend(self) -> bool:
@@ -359,7 +366,6 @@ class ScaleRule(NamedEnum):
     @property
     def fn(self):
         return _FUNCS.get(self)
-
 
 
 def nvfp4_doc():
@@ -404,6 +410,7 @@ _FUNCS = {
     ScaleRule.BF16_CEIL: bf16_ceil,
 }
 for _m in ScaleRule:
-    _m.__doc__ = (_FUNCS.get(_m) or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc,
-                                     ScaleRule.CT_NVFP4: ct_nvfp4_doc}[_m]).__doc__
-
+    _m.__doc__ = (
+        _FUNCS.get(_m)
+        or {ScaleRule.NVFP4: nvfp4_doc, ScaleRule.MSE_POW2: mse_doc, ScaleRule.CT_NVFP4: ct_nvfp4_doc}[_m]
+    ).__doc__

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from ..codec.profiles import Rules, resolve
 from ..errors import ShapeError, UnknownNameError
-from ..names import NamedEnum
 from ..formats import FormatSpec, get_format
+from ..names import NamedEnum
 from .rules import ScaleRule
 
 
@@ -21,8 +21,12 @@ class ScaleStorage(NamedEnum):
     """How the per-block scale is stored (`QuantizedTensor.scale`)."""
 
     __label__ = "scale storage"
-    __aliases__ = {"float32": ("f32", "fp32"), "bfloat16": ("bf16",), "float16": ("f16", "fp16"),
-                   "e8m0": ("ue8m0", "float8_e8m0fnu")}
+    __aliases__ = {
+        "float32": ("f32", "fp32"),
+        "bfloat16": ("bf16",),
+        "float16": ("f16", "fp16"),
+        "e8m0": ("ue8m0", "float8_e8m0fnu"),
+    }
     FLOAT32 = "float32"  # DeepSeek V3/V3.1 checkpoints (`weight_scale_inv`, F32)
     BFLOAT16 = "bfloat16"
     FLOAT16 = "float16"  # GGUF Q8_0's per-block `d`
@@ -51,8 +55,13 @@ def _stored(fmt: str) -> tuple[str, int]:
 
 
 # The one table of scale storage: safetensors dtype and bytes per block scale.
-_STORED = {ScaleStorage.FLOAT32: ("F32", 4), ScaleStorage.BFLOAT16: ("BF16", 2), ScaleStorage.FLOAT16: ("F16", 2),
-           ScaleStorage.E8M0: _stored("float8_e8m0fnu"), ScaleStorage.E4M3_TENSOR: _stored("float8_e4m3fn")}
+_STORED = {
+    ScaleStorage.FLOAT32: ("F32", 4),
+    ScaleStorage.BFLOAT16: ("BF16", 2),
+    ScaleStorage.FLOAT16: ("F16", 2),
+    ScaleStorage.E8M0: _stored("float8_e8m0fnu"),
+    ScaleStorage.E4M3_TENSOR: _stored("float8_e4m3fn"),
+}
 
 
 class Apply(NamedEnum):
@@ -97,7 +106,7 @@ class BlockShape:
     axis: int = -1  # VECTOR / ROW only
 
     @classmethod
-    def parse(cls, value, axis: int = -1) -> "BlockShape":
+    def parse(cls, value, axis: int = -1) -> BlockShape:
         """'tensor', 'row', '1x128' (along `axis`), '128x128' (last two axes); also what str() gives."""
         if isinstance(value, BlockShape):
             return value
@@ -170,9 +179,10 @@ class Scheme:
         from ..errors import ProfileError
 
         if self.storage is ScaleStorage.E8M0 and not self.scale_rule.power_of_two:
-            raise ProfileError(f"scale rule {self.scale_rule.value} gives non-power-of-two scales; "
-                               "E8M0 storage needs one of: "
-                               + ", ".join(r.value for r in ScaleRule if r.power_of_two))
+            raise ProfileError(
+                f"scale rule {self.scale_rule.value} gives non-power-of-two scales; "
+                "E8M0 storage needs one of: " + ", ".join(r.value for r in ScaleRule if r.power_of_two)
+            )
         if (self.storage is ScaleStorage.E4M3_TENSOR) != (self.scale_rule in (ScaleRule.NVFP4, ScaleRule.CT_NVFP4)):
             raise ProfileError("the nvfp4 / ct_nvfp4 scale rules and e4m3_tensor storage go together")
         lo, hi = self.exp_range
@@ -180,30 +190,68 @@ class Scheme:
             raise ProfileError(f"exp_range {self.exp_range} must lie within [-127, 127]")
 
     @classmethod
-    def build(cls, element, scale_rule, block, *, storage="float32", name="custom", profile=None,
-              rounding=None, overflow=None, amax_clamp=None, exp_range=(-127, 127), apply="divide",
-              zero_block="rule", axis=-1, description="") -> "Scheme":
+    def build(
+        cls,
+        element,
+        scale_rule,
+        block,
+        *,
+        storage="float32",
+        name="custom",
+        profile=None,
+        rounding=None,
+        overflow=None,
+        amax_clamp=None,
+        exp_range=(-127, 127),
+        apply="divide",
+        zero_block="rule",
+        axis=-1,
+        description="",
+    ) -> Scheme:
         """Parse user names into a Scheme (the one place strings are read)."""
         spec, rules = resolve(element, profile, rounding, overflow)
-        return cls(name=name, element=spec, rules=rules, scale_rule=ScaleRule.parse(scale_rule),
-                   block=BlockShape.parse(block, axis), storage=ScaleStorage.parse(storage),
-                   amax_clamp=None if amax_clamp is None else float(amax_clamp),
-                   exp_range=tuple(exp_range), apply=Apply.parse(apply),
-                   zero_block=ZeroBlock.parse(zero_block), description=description)
+        return cls(
+            name=name,
+            element=spec,
+            rules=rules,
+            scale_rule=ScaleRule.parse(scale_rule),
+            block=BlockShape.parse(block, axis),
+            storage=ScaleStorage.parse(storage),
+            amax_clamp=None if amax_clamp is None else float(amax_clamp),
+            exp_range=tuple(exp_range),
+            apply=Apply.parse(apply),
+            zero_block=ZeroBlock.parse(zero_block),
+            description=description,
+        )
 
-    def with_(self, **changes) -> "Scheme":
+    def with_(self, **changes) -> Scheme:
         """A copy with some fields changed; string values are parsed like in `build`."""
-        parsers = {"scale_rule": ScaleRule.parse, "storage": ScaleStorage.parse, "apply": Apply.parse,
-                   "zero_block": ZeroBlock.parse, "block": BlockShape.parse}
+        parsers = {
+            "scale_rule": ScaleRule.parse,
+            "storage": ScaleStorage.parse,
+            "apply": Apply.parse,
+            "zero_block": ZeroBlock.parse,
+            "block": BlockShape.parse,
+        }
         return replace(self, **{k: parsers[k](v) if k in parsers else v for k, v in changes.items()})
 
     @classmethod
-    def from_description(cls, d: dict) -> "Scheme":
+    def from_description(cls, d: dict) -> Scheme:
         """The scheme `describe()` gave (what self-describing checkpoints store)."""
-        return cls.build(d["element"], d["scale_rule"], d["block"], storage=d["storage"], name=str(d["name"]),
-                         rounding=d["rounding"], overflow=d["overflow"], amax_clamp=d["amax_clamp"],
-                         exp_range=tuple(int(e) for e in d["exp_range"]), apply=d["apply"],
-                         zero_block=d["zero_block"], description=str(d.get("description", "")))
+        return cls.build(
+            d["element"],
+            d["scale_rule"],
+            d["block"],
+            storage=d["storage"],
+            name=str(d["name"]),
+            rounding=d["rounding"],
+            overflow=d["overflow"],
+            amax_clamp=d["amax_clamp"],
+            exp_range=tuple(int(e) for e in d["exp_range"]),
+            apply=d["apply"],
+            zero_block=d["zero_block"],
+            description=str(d.get("description", "")),
+        )
 
     def describe(self) -> dict:
         return {

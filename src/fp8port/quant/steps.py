@@ -33,7 +33,7 @@ class BitsRule(enum.IntEnum):
     FLOOR = 1
 
     @classmethod
-    def of(cls, rule: ScaleRule) -> "BitsRule | None":
+    def of(cls, rule: ScaleRule) -> BitsRule | None:
         return cls.__members__.get(rule.name)
 
 
@@ -49,7 +49,7 @@ def _scales(bits: np.ndarray, scheme: Scheme) -> np.ndarray:
 def lookup(table: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Scale bits of amax bits `a` (uint32 array) through a step table, as the kernels do."""
     thr = table[: 256 * STEPS].reshape(256, STEPS)
-    sb = table[256 * STEPS: -1].reshape(256, STEPS + 1)
+    sb = table[256 * STEPS : -1].reshape(256, STEPS + 1)
     f, m = a >> 23, a & MANT
     got = sb[f, sum((m >= thr[f, k]).astype(np.intp) for k in range(STEPS))]
     return np.where(a == 0, table[-1], got).astype(np.uint32)
@@ -100,7 +100,7 @@ def affine(table: np.ndarray) -> tuple[int, int, int, int] | None:
     fields f in [flo, fhi] (the scale 2^E normal): the longest such run, so that kernels compute the
     scales of many blocks at once; None where no field has that form."""
     thr = table[: 256 * STEPS].reshape(256, STEPS).astype(np.int64)
-    sb = table[256 * STEPS: -1].reshape(256, STEPS + 1).astype(np.int64)
+    sb = table[256 * STEPS : -1].reshape(256, STEPS + 1).astype(np.int64)
     f = np.arange(256)
     e0, e1 = (sb[:, 0] >> 23) - 127, (sb[:, 1] >> 23) - 127
     normal = lambda b: ((b & MANT) == 0) & (b >> 23 >= 1) & (b >> 23 <= 254)  # noqa: E731

@@ -47,8 +47,10 @@ class QuantizedTensor:
         return dequantize(self, dtype=dtype, backend=backend)
 
     def __repr__(self) -> str:
-        return (f"QuantizedTensor(shape={self.shape}, scheme={self.scheme.name!r}, role={self.role.value}, "
-                f"grid={self.grid}, storage={self.scheme.storage.value}, {self.framework.value})")
+        return (
+            f"QuantizedTensor(shape={self.shape}, scheme={self.scheme.name!r}, role={self.role.value}, "
+            f"grid={self.grid}, storage={self.scheme.storage.value}, {self.framework.value})"
+        )
 
 
 def check_operands(a: QuantizedTensor, b: QuantizedTensor) -> None:

@@ -14,8 +14,20 @@ from ...errors import LayoutError
 from ...quant import get_preset
 from ..folder import Checkpoint
 from .ascend import Ascend
-from .base import (Action, DenseDtype, Job, LayoutHandler, LayoutName, NonFinitePolicy, Relayout, Source,
-                   StoredWeight, WriteRequest, Writer, in_order)
+from .base import (
+    Action,
+    DenseDtype,
+    Job,
+    LayoutHandler,
+    LayoutName,
+    NonFinitePolicy,
+    Relayout,
+    Source,
+    StoredWeight,
+    Writer,
+    WriteRequest,
+    in_order,
+)
 from .common import QUANTIZED_DTYPES
 from .compressed_tensors import CompressedTensors
 from .deepseek import DeepSeek
@@ -38,15 +50,19 @@ class Planned(LayoutHandler):
         self.files, self.config_keys, self.looks = files, config_keys, looks
 
     def refuse(self, where, why: str) -> LayoutError:
-        return LayoutError(f"{where}: {why}: this is {self.summary}, which fp8port does not read or write yet "
-                           f"(read: {', '.join(n.value for n in readable())})")
+        return LayoutError(
+            f"{where}: {why}: this is {self.summary}, which fp8port does not read or write yet "
+            f"(read: {', '.join(n.value for n in readable())})"
+        )
 
     def detect(self, ckpt):
         qc = ckpt.quantization_config
         why = super().detect(ckpt)
         why = why or next((f"{f} is present" for f in self.files if (ckpt.root / f).is_file()), None)
-        why = why or next((f"config.json has {k!r}: {v!r}" for k, v in self.config_keys
-                           if qc and (ckpt.config or {}).get(k) == v), None)
+        why = why or next(
+            (f"config.json has {k!r}: {v!r}" for k, v in self.config_keys if qc and (ckpt.config or {}).get(k) == v),
+            None,
+        )
         if why:
             raise self.refuse(ckpt.root, why)
         return None
@@ -112,21 +128,44 @@ def detect(ckpt: Checkpoint) -> tuple[LayoutHandler, str]:
         method = qc.get("quant_method")
         what = f"quant_method {method!r}" if method is not None else "no quant_method"
         methods = [m for h in HANDLERS if not isinstance(h, Planned) for m in h.quant_methods]
-        raise LayoutError(f"{ckpt.root / 'config.json'}: quantization_config has {what}, which fp8port does not "
-                          f"know; read: {', '.join(methods)} (layouts {', '.join(n.value for n in readable())})")
+        raise LayoutError(
+            f"{ckpt.root / 'config.json'}: quantization_config has {what}, which fp8port does not "
+            f"know; read: {', '.join(methods)} (layouts {', '.join(n.value for n in readable())})"
+        )
     claims = [(h, why) for h in HANDLERS if (why := h.signature(ckpt))]
     if len(claims) == 1:
         return claims[0]
     if claims:
-        raise LayoutError(f"{ckpt.root}: no quantization_config, and the tensor names fit several layouts "
-                          f"({', '.join(h.name.value for h, _ in claims)}); add the config.json that came with them")
+        raise LayoutError(
+            f"{ckpt.root}: no quantization_config, and the tensor names fit several layouts "
+            f"({', '.join(h.name.value for h, _ in claims)}); add the config.json that came with them"
+        )
     odd = next((n for n, (_, i) in ckpt.tensors.items() if i.dtype in QUANTIZED_DTYPES), None)
     if odd is not None:
-        raise LayoutError(f"{ckpt.root}: tensor {odd!r} is {ckpt.info(odd).dtype}, but there is no quantization_config "
-                          "to say how it is scaled; add the config.json that came with it")
+        raise LayoutError(
+            f"{ckpt.root}: tensor {odd!r} is {ckpt.info(odd).dtype}, but there is no quantization_config "
+            "to say how it is scaled; add the config.json that came with it"
+        )
     return get(LayoutName.DENSE), "no quantization_config and no quantized tensors"
 
 
-__all__ = ["HANDLERS", "Action", "DenseDtype", "Job", "LayoutHandler", "LayoutName", "NonFinitePolicy", "Relayout",
-           "Source", "StoredWeight", "WriteRequest", "Writer", "default_layout", "detect", "get", "in_order",
-           "readable", "writable"]
+__all__ = [
+    "HANDLERS",
+    "Action",
+    "DenseDtype",
+    "Job",
+    "LayoutHandler",
+    "LayoutName",
+    "NonFinitePolicy",
+    "Relayout",
+    "Source",
+    "StoredWeight",
+    "WriteRequest",
+    "Writer",
+    "default_layout",
+    "detect",
+    "get",
+    "in_order",
+    "readable",
+    "writable",
+]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import LayoutError
 from ...names import NamedEnum
-from ...quant import BlockShape, Preset, QuantizedTensor, Scheme, ScaleStorage, dequantize, quantize
+from ...quant import BlockShape, Preset, QuantizedTensor, ScaleStorage, Scheme, dequantize, quantize
 from ..folder import INDEX, SINGLE, Checkpoint
 from ..safetensors_io import nbytes
 from ..selection import quantizable
@@ -213,10 +213,9 @@ class LayoutHandler:
     def describe(self, ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
         """What inspect says beyond the generic facts: `groups` (scheme per tensor group), `loaders`
         ({engine: note}), `warnings`, and any layout-specific keys."""
-        return {"groups": scheme_groups(weights), "loaders": dict.fromkeys(self.loaders, "loads it"),
-                "warnings": []}
+        return {"groups": scheme_groups(weights), "loaders": dict.fromkeys(self.loaders, "loads it"), "warnings": []}
 
-    def writer(self, request: WriteRequest, source: Source) -> "Writer":
+    def writer(self, request: WriteRequest, source: Source) -> Writer:
         """The writer of one conversion into this layout (validates the request)."""
         raise LayoutError(f"fp8port reads the {self.name.value} layout but does not write it")
 
@@ -235,8 +234,9 @@ def in_order(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> list[tuple[s
     stands, (name, None) for every other tensor that is not part of a stored weight."""
     first = {w.tensors[0]: w for w in weights.values()}
     parts = {t for w in weights.values() for t in w.tensors}
-    return [(first[n].name, first[n]) if n in first else (n, None) for n in ckpt.tensors
-            if n in first or n not in parts]
+    return [
+        (first[n].name, first[n]) if n in first else (n, None) for n in ckpt.tensors if n in first or n not in parts
+    ]
 
 
 def scheme_groups(weights: dict[str, StoredWeight]) -> list[dict]:
@@ -244,9 +244,19 @@ def scheme_groups(weights: dict[str, StoredWeight]) -> list[dict]:
     groups: dict[tuple, list[str]] = {}
     for w in weights.values():
         groups.setdefault((w.kind, w.scheme), []).append(w.name)
-    return [{"kind": kind, "scheme": s.name, "element": s.element.name, "block": str(s.block),
-             "scale_storage": s.storage.value, "scale_rule": s.scale_rule.value, "weights": len(names),
-             "examples": names[:3]} for (kind, s), names in groups.items()]
+    return [
+        {
+            "kind": kind,
+            "scheme": s.name,
+            "element": s.element.name,
+            "block": str(s.block),
+            "scale_storage": s.storage.value,
+            "scale_rule": s.scale_rule.value,
+            "weights": len(names),
+            "examples": names[:3],
+        }
+        for (kind, s), names in groups.items()
+    ]
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -290,8 +300,7 @@ class Writer(ABC):
         req = self.request
         target = self.preset_scheme(name, shape)
         if stored is None:
-            if target is None or req.requantize_only or not quantizable(name, dtype, shape, req.include,
-                                                                          req.exclude):
+            if target is None or req.requantize_only or not quantizable(name, dtype, shape, req.include, req.exclude):
                 return None
             scheme = target
         else:
@@ -336,8 +345,9 @@ class Writer(ABC):
 
     def encode(self, name: str, x: np.ndarray, scheme: Scheme, nonfinite: NonFinitePolicy) -> QuantizedTensor:
         """A dense source weight quantized for this layout (NonFiniteError per the policy)."""
-        return quantize(x, scheme, role="weight", nonfinite="propagate" if nonfinite is NonFinitePolicy.KEEP
-                        else "error")
+        return quantize(
+            x, scheme, role="weight", nonfinite="propagate" if nonfinite is NonFinitePolicy.KEEP else "error"
+        )
 
     @abstractmethod
     def arrays(self, name: str, q: QuantizedTensor) -> list[np.ndarray]:
@@ -354,6 +364,7 @@ class Writer(ABC):
 
     def review(self, jobs: list[Job]) -> None:
         """Called once with every planned job: checks that span tensors (raise), notes (self.notes)."""
+        return None  # noqa: B027  (optional hook: most layouts have nothing to check across tensors)
 
     @abstractmethod
     def config(self, config: dict | None, jobs: list[Job]) -> dict | str | None:
@@ -407,14 +418,18 @@ def with_config(config: dict | None, qc: dict | None) -> dict | None:
 
 def index_object(plan) -> dict:
     """{"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}} in the plan's order."""
-    weight_map = {n: plan.shard_names[si] for si, idx in enumerate(plan.shards) for ji in idx
-                  for n, _, _ in plan.jobs[ji].outputs}
+    weight_map = {
+        n: plan.shard_names[si] for si, idx in enumerate(plan.shards) for ji in idx for n, _, _ in plan.jobs[ji].outputs
+    }
     return {"metadata": {"total_size": sum(j.nbytes for j in plan.jobs)}, "weight_map": weight_map}
 
 
 def ignored_modules(jobs: list[Job]) -> list[str]:
     """Linear modules left unquantized (2-D weights written dense, embeddings aside), and lm_head,
     which a tied model has no tensor for but is a Linear all the same: compressed-tensors' `ignore`."""
-    out = [j.source[: -len(".weight")] for j in jobs if j.scheme is None and j.source.endswith(".weight")
-           and len(j.outputs[0][2]) == 2 and "embed" not in j.source]
+    out = [
+        j.source[: -len(".weight")]
+        for j in jobs
+        if j.scheme is None and j.source.endswith(".weight") and len(j.outputs[0][2]) == 2 and "embed" not in j.source
+    ]
     return out if "lm_head" in out else out + ["lm_head"]

@@ -12,7 +12,7 @@ import numpy as np
 from ...codec.packing import pack, unpack
 from ...errors import CheckpointError, LayoutError
 from ...formats import FORMATS, FormatSpec, Kind
-from ...quant import QuantizedTensor, Role, Scheme, ScaleStorage
+from ...quant import QuantizedTensor, Role, ScaleStorage, Scheme
 from ...quant import storage as scale_store
 from ...quant.tensor import Framework
 from ..folder import Checkpoint
@@ -25,7 +25,9 @@ QUANTIZED_DTYPES = tuple(f.safetensors for f in FORMATS.values() if f.safetensor
 # how a stored scale grid's safetensors dtype is read: each storage's own dtype, F16 multipliers as
 # float32, E8M0 bytes also as plain U8 (AscendV1, compressed-tensors MX)
 SCALE_STORAGE = {s.safetensors: s for s in (ScaleStorage.FLOAT32, ScaleStorage.BFLOAT16, ScaleStorage.E8M0)} | {
-    "F16": ScaleStorage.FLOAT32, "U8": ScaleStorage.E8M0}
+    "F16": ScaleStorage.FLOAT32,
+    "U8": ScaleStorage.E8M0,
+}
 
 
 def base_name(weight: str) -> str:
@@ -51,8 +53,10 @@ def logical_shape(info: TensorInfo, element: FormatSpec) -> tuple[int, ...]:
 
 def check_packable(name: str, shape: tuple[int, ...], element: FormatSpec) -> None:
     if element.bits < 8 and math.prod(shape) * element.bits % 8:
-        raise CheckpointError(f"tensor {name!r} {list(shape)}: {math.prod(shape)} {element.name} codes do not "
-                              "fill whole bytes; exclude it (--exclude) or choose an 8-bit preset")
+        raise CheckpointError(
+            f"tensor {name!r} {list(shape)}: {math.prod(shape)} {element.name} codes do not "
+            "fill whole bytes; exclude it (--exclude) or choose an 8-bit preset"
+        )
 
 
 def pack_codes(q: QuantizedTensor) -> np.ndarray:
@@ -73,16 +77,19 @@ def check_grid(ckpt: Checkpoint, weight: str, scale: str, shape, scheme: Scheme,
     want = scheme.block.grid(shape)
     got = tuple(ckpt.info(scale).shape)
     if got != tuple(stored_shape or want):
-        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} has grid {list(got)}, but weight "
-                              f"{weight!r} {list(shape)} in {scheme.block} blocks needs {list(stored_shape or want)}")
+        raise CheckpointError(
+            f"{ckpt.tensors[scale][0]}: scale {scale!r} has grid {list(got)}, but weight "
+            f"{weight!r} {list(shape)} in {scheme.block} blocks needs {list(stored_shape or want)}"
+        )
 
 
 def scale_storage(ckpt: Checkpoint, scale: str, allowed: tuple[str, ...], what: str) -> ScaleStorage:
     """How a scale tensor is stored, from its dtype (one of `allowed`)."""
     dtype = ckpt.info(scale).dtype
     if dtype not in allowed:
-        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} is {dtype}; {what} scales are "
-                              f"{' or '.join(allowed)}")
+        raise CheckpointError(
+            f"{ckpt.tensors[scale][0]}: scale {scale!r} is {dtype}; {what} scales are {' or '.join(allowed)}"
+        )
     return SCALE_STORAGE[dtype]
 
 
@@ -100,15 +107,25 @@ def checked(ckpt: Checkpoint, scale: str, s: np.ndarray) -> np.ndarray:
     ok = np.isfinite(s) & (s > 0)
     if not ok.all():
         bad = tuple(int(b) for b in np.argwhere(~ok)[0])
-        raise CheckpointError(f"{ckpt.tensors[scale][0]}: scale {scale!r} has {s[bad]!r} at block {bad}; "
-                              "stored scales must be finite and positive")
+        raise CheckpointError(
+            f"{ckpt.tensors[scale][0]}: scale {scale!r} has {s[bad]!r} at block {bad}; "
+            "stored scales must be finite and positive"
+        )
     return s
 
 
 def block_tensor(codes, stored, s, w: StoredWeight, tensor_scale: float | None = None) -> QuantizedTensor:
-    return QuantizedTensor(codes=codes, scale=stored, scale_fp32=np.asarray(s, np.float32), shape=tuple(w.shape),
-                           scheme=w.scheme, role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY,
-                           tensor_scale=tensor_scale)
+    return QuantizedTensor(
+        codes=codes,
+        scale=stored,
+        scale_fp32=np.asarray(s, np.float32),
+        shape=tuple(w.shape),
+        scheme=w.scheme,
+        role=Role.WEIGHT,
+        src_dtype="float32",
+        framework=Framework.NUMPY,
+        tensor_scale=tensor_scale,
+    )
 
 
 def all_powers_of_two(s: np.ndarray) -> bool:
@@ -121,11 +138,15 @@ def fp8_preset(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
     scale tensors are read: they are small), else deepseek-v3."""
     if not weights:
         return {}
-    pow2 = all(w.scheme.storage is ScaleStorage.E8M0
-               or all_powers_of_two(ckpt.read(w.parts["scale"]).astype(np.float32)) for w in weights.values())
+    pow2 = all(
+        w.scheme.storage is ScaleStorage.E8M0 or all_powers_of_two(ckpt.read(w.parts["scale"]).astype(np.float32))
+        for w in weights.values()
+    )
     deepseek = all(str(w.scheme.block) == "128x128" for w in weights.values())
-    return {"preset": ("deepseek-v3.1" if pow2 else "deepseek-v3") if deepseek else None,
-            "scales_all_powers_of_two": pow2}
+    return {
+        "preset": ("deepseek-v3.1" if pow2 else "deepseek-v3") if deepseek else None,
+        "scales_all_powers_of_two": pow2,
+    }
 
 
 def grid_weights(ckpt: Checkpoint, scale_suffix: str, make) -> dict[str, StoredWeight]:
@@ -145,8 +166,9 @@ def grid_weights(ckpt: Checkpoint, scale_suffix: str, make) -> dict[str, StoredW
             out[w] = make(w, n)
     for n, (f, info) in ckpt.tensors.items():
         if n not in out and n.endswith(".weight") and info.dtype in QUANTIZED_DTYPES:
-            raise CheckpointError(f"{f}: quantized weight {n!r} ({info.dtype}) has no scale tensor "
-                                  f"{base_name(n) + suffix!r}")
+            raise CheckpointError(
+                f"{f}: quantized weight {n!r} ({info.dtype}) has no scale tensor {base_name(n) + suffix!r}"
+            )
     return out
 
 
@@ -166,8 +188,10 @@ class GridWriter(Writer):
 
     def outputs(self, name, shape, scheme):
         base = base_name(name)
-        out = [code_output(name, shape, scheme.element),
-               (f"{base}.{self.scale_suffix}", scheme.storage.safetensors, self.scale_shape(shape, scheme))]
+        out = [
+            code_output(name, shape, scheme.element),
+            (f"{base}.{self.scale_suffix}", scheme.storage.safetensors, self.scale_shape(shape, scheme)),
+        ]
         if scheme.storage.tensor_scale_bytes:
             out.append((f"{base}.{self.tensor_scale_suffix}", "F32", ()))
         return out
@@ -182,8 +206,10 @@ class GridWriter(Writer):
 def cannot_hold(layout: str, scheme: Scheme, why: str) -> LayoutError:
     """The typed error of a writer's `hold`; it carries the scheme so that the planner can name the
     layouts that hold it."""
-    e = LayoutError(f"the {layout} layout cannot hold {scheme.name} ({scheme.element.name}, {scheme.block} "
-                    f"blocks, {scheme.storage.value} scales): {why}")
+    e = LayoutError(
+        f"the {layout} layout cannot hold {scheme.name} ({scheme.element.name}, {scheme.block} "
+        f"blocks, {scheme.storage.value} scales): {why}"
+    )
     e.scheme = scheme
     return e
 
@@ -221,8 +247,10 @@ class Nvfp4Writer(GridWriter):
         self.amax = tensor_amax(self.source, fp4)
         want = self.preset.weight.scale_rule if self.preset else None
         if any(j.weight is None and want is not None and j.scheme.scale_rule is not want for j in fp4):
-            self.notes.append(f"NVFP4 quantized with this layout's own rule ({fp4[0].scheme.scale_rule.value}: its "
-                              f"tensor scale convention), not {want.value}")
+            self.notes.append(
+                f"NVFP4 quantized with this layout's own rule ({fp4[0].scheme.scale_rule.value}: its "
+                f"tensor scale convention), not {want.value}"
+            )
 
     def encode(self, name, x, scheme, nonfinite):
         if scheme.storage is not ScaleStorage.E4M3_TENSOR:
@@ -231,7 +259,20 @@ class Nvfp4Writer(GridWriter):
 
         x = np.asarray(x)
         codes, stored, s, t = reference.quantize(
-            x.astype(np.float32), scheme, check=nonfinite is not NonFinitePolicy.KEEP, tensor_amax=self.amax.get(name),
-            dtype="bfloat16" if x.dtype == ml_dtypes.bfloat16 else "float32")
-        return QuantizedTensor(codes=codes, scale=stored, scale_fp32=s, shape=tuple(x.shape), scheme=scheme,
-                               role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY, tensor_scale=float(t))
+            x.astype(np.float32),
+            scheme,
+            check=nonfinite is not NonFinitePolicy.KEEP,
+            tensor_amax=self.amax.get(name),
+            dtype="bfloat16" if x.dtype == ml_dtypes.bfloat16 else "float32",
+        )
+        return QuantizedTensor(
+            codes=codes,
+            scale=stored,
+            scale_fp32=s,
+            shape=tuple(x.shape),
+            scheme=scheme,
+            role=Role.WEIGHT,
+            src_dtype="float32",
+            framework=Framework.NUMPY,
+            tensor_scale=float(t),
+        )

@@ -23,11 +23,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CheckpointError, LayoutError
-from ...quant import Scheme, ScaleStorage, get_preset, nvfp4
+from ...quant import ScaleStorage, Scheme, get_preset, nvfp4
 from ...quant.scheme import BlockKind
 from .base import LayoutHandler, LayoutName, StoredWeight, ignored_modules, with_config
-from .common import (Nvfp4Writer, base_name, block_tensor, cannot_hold, check_grid, checked, code_output,
-                     fp8_preset, grid_weights, logical_shape, pack_codes, read_codes, read_scales, scale_storage)
+from .common import (
+    Nvfp4Writer,
+    base_name,
+    block_tensor,
+    cannot_hold,
+    check_grid,
+    checked,
+    code_output,
+    fp8_preset,
+    grid_weights,
+    logical_shape,
+    pack_codes,
+    read_codes,
+    read_scales,
+    scale_storage,
+)
 from .fused import fused_sets
 
 FLOAT_QUANTIZED = "float-quantized"
@@ -40,12 +54,20 @@ VERSION = "0.19.0"  # the compressed-tensors release whose config llm-compressor
 _STRATEGY = {"block": BlockKind.TILE, "channel": BlockKind.ROW, "tensor": BlockKind.TENSOR, "group": BlockKind.VECTOR}
 _CT = "CompressedTensorsConfig(dequantize=True) on CPU (checked here, bit for bit)"
 _LOADERS = {  # vLLM / SGLang from their sources and docs, not run here (no GPU)
-    FLOAT_QUANTIZED: {"vLLM": "FP8 GEMM, or Marlin weight-only on GPUs without FP8", "SGLang": "loads it",
-                      "transformers": _CT},
-    "nvfp4-pack-quantized": {"vLLM": "CompressedTensorsW4A4Fp4 (Blackwell FP4 GEMM) / W4A16Fp4 (Marlin, older GPUs)",
-                             "SGLang": "loads it (Blackwell)", "transformers": _CT},
-    "mxfp4-pack-quantized": {"vLLM": "CompressedTensorsW4A4Mxfp4 (emulation or Marlin weight-only)",
-                             "transformers": _CT},
+    FLOAT_QUANTIZED: {
+        "vLLM": "FP8 GEMM, or Marlin weight-only on GPUs without FP8",
+        "SGLang": "loads it",
+        "transformers": _CT,
+    },
+    "nvfp4-pack-quantized": {
+        "vLLM": "CompressedTensorsW4A4Fp4 (Blackwell FP4 GEMM) / W4A16Fp4 (Marlin, older GPUs)",
+        "SGLang": "loads it (Blackwell)",
+        "transformers": _CT,
+    },
+    "mxfp4-pack-quantized": {
+        "vLLM": "CompressedTensorsW4A4Mxfp4 (emulation or Marlin weight-only)",
+        "transformers": _CT,
+    },
     "mxfp8-quantized": {"vLLM": "recent releases' MXFP8 linear kernels (unverified here)", "transformers": _CT},
 }
 _PITFALLS = {
@@ -53,14 +75,17 @@ _PITFALLS = {
     "nvfp4-pack-quantized": [
         "weight_global_scale g is a DIVISOR (value = code * s / g), the reciprocal of ModelOpt's weight_scale_2: a "
         "reader that multiplies misreads every weight",
-        "q/k/v and gate/up must share one global scale: vLLM's fused layers keep one"],
+        "q/k/v and gate/up must share one global scale: vLLM's fused layers keep one",
+    ],
     "mxfp4-pack-quantized": [
         "weight_scale holds E8M0 bytes as U8 (not F8_E8M0); its rule is compressed-tensors' own (ct_mx), not OCP "
         "FLOOR: requantizing with the mxfp4 preset gives other bytes",
-        "E2M1 code 8 is -0 here, +0 in ModelOpt, DeepSeek-V4 and ggml (values equal, bits differ)"],
+        "E2M1 code 8 is -0 here, +0 in ModelOpt, DeepSeek-V4 and ggml (values equal, bits differ)",
+    ],
     "mxfp8-quantized": [
         "weight_scale holds E8M0 bytes as U8; ct_mx rounds amax at E2M1's 1 mantissa bit even for FP8, so it never "
-        "clips but puts some blocks a binade up (OCP FLOOR: the mxfp8 preset)"],
+        "clips but puts some blocks a binade up (OCP FLOOR: the mxfp8 preset)"
+    ],
 }
 
 
@@ -78,8 +103,10 @@ def _groups(ckpt) -> list[tuple[list, dict, dict | None]]:
     where = ckpt.root / "config.json"
     groups = qc.get("config_groups")
     if not isinstance(groups, dict) or not groups:
-        raise CheckpointError(f"{where}: compressed-tensors config has no config_groups (no block_structure "
-                              "or strategy to read the weights with)")
+        raise CheckpointError(
+            f"{where}: compressed-tensors config has no config_groups (no block_structure "
+            "or strategy to read the weights with)"
+        )
     out = []
     for gname, g in groups.items():
         args = (g or {}).get("weights") if isinstance(g, dict) else None
@@ -118,12 +145,24 @@ def _strategy(scheme: Scheme, shape) -> str | None:
     return {BlockKind.TILE: "block", BlockKind.TENSOR: "tensor"}[kind]
 
 
-def _args(num_bits: int, strategy: str, group_size, scale_dtype, block_structure=None, dynamic=False,
-          observer=None) -> dict:
+def _args(
+    num_bits: int, strategy: str, group_size, scale_dtype, block_structure=None, dynamic=False, observer=None
+) -> dict:
     """QuantizationArgs as compressed-tensors 0.19 serializes them (every key)."""
-    return {"actorder": None, "block_structure": block_structure, "dynamic": dynamic, "group_size": group_size,
-            "num_bits": num_bits, "observer": observer, "observer_kwargs": {}, "scale_dtype": scale_dtype,
-            "strategy": strategy, "symmetric": True, "type": "float", "zp_dtype": None}
+    return {
+        "actorder": None,
+        "block_structure": block_structure,
+        "dynamic": dynamic,
+        "group_size": group_size,
+        "num_bits": num_bits,
+        "observer": observer,
+        "observer_kwargs": {},
+        "scale_dtype": scale_dtype,
+        "strategy": strategy,
+        "symmetric": True,
+        "type": "float",
+        "zp_dtype": None,
+    }
 
 
 class CTFormat(LayoutHandler):
@@ -162,8 +201,10 @@ class FloatQuantized(CTFormat):
     def _build(self, ckpt, args: dict, storage: ScaleStorage) -> Scheme:
         where = ckpt.root / "config.json"
         if args.get("type") != "float" or args.get("num_bits") != 8:
-            raise CheckpointError(f"{where}: weights of type {args.get('type')!r} with {args.get('num_bits')!r} bits "
-                                  f"are not {FLOAT_QUANTIZED} FP8 (read: float, 8 bits)")
+            raise CheckpointError(
+                f"{where}: weights of type {args.get('type')!r} with {args.get('num_bits')!r} bits "
+                f"are not {FLOAT_QUANTIZED} FP8 (read: float, 8 bits)"
+            )
         if args.get("symmetric") is False:
             raise CheckpointError(f"{where}: asymmetric FP8 weights (zero points) are not read")
         strategy = args.get("strategy")
@@ -171,8 +212,10 @@ class FloatQuantized(CTFormat):
         if kind is BlockKind.TILE:
             bs = args.get("block_structure")
             if not (isinstance(bs, list) and len(bs) == 2 and all(type(b) is int and b > 0 for b in bs)):
-                raise CheckpointError(f"{where}: compressed-tensors block_structure {bs!r} is not two positive "
-                                      "integers (only the FP8 block, channel, group and tensor strategies are read)")
+                raise CheckpointError(
+                    f"{where}: compressed-tensors block_structure {bs!r} is not two positive "
+                    "integers (only the FP8 block, channel, group and tensor strategies are read)"
+                )
             block = f"{bs[0]}x{bs[1]}"
         elif kind is BlockKind.VECTOR:
             g = args.get("group_size")
@@ -180,12 +223,15 @@ class FloatQuantized(CTFormat):
                 raise CheckpointError(f"{where}: group strategy with group_size {g!r}")
             block = f"1x{g}"
         elif kind is None:
-            raise CheckpointError(f"{where}: compressed-tensors strategy {strategy!r} is not read "
-                                  f"(read: {', '.join(_STRATEGY)}); its config has no block_structure to use")
+            raise CheckpointError(
+                f"{where}: compressed-tensors strategy {strategy!r} is not read "
+                f"(read: {', '.join(_STRATEGY)}); its config has no block_structure to use"
+            )
         else:
             block = kind.value
-        return Scheme.build("float8_e4m3fn", "v3_float", block, storage=storage,
-                            name=f"compressed-tensors/{strategy}/weight")
+        return Scheme.build(
+            "float8_e4m3fn", "v3_float", block, storage=storage, name=f"compressed-tensors/{strategy}/weight"
+        )
 
     def weights(self, ckpt):
         groups, cache = _groups(ckpt), {}
@@ -193,8 +239,9 @@ class FloatQuantized(CTFormat):
         def make(w, s):
             info = ckpt.info(w)
             if info.dtype != "F8_E4M3":
-                raise CheckpointError(f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}; {FLOAT_QUANTIZED} "
-                                      "weights are F8_E4M3")
+                raise CheckpointError(
+                    f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}; {FLOAT_QUANTIZED} weights are F8_E4M3"
+                )
             storage = scale_storage(ckpt, s, ("F32", "BF16", "F16"), "compressed-tensors")
             args = _group_of(base_name(w), groups)[1]
             key = (repr(args), storage)  # one Scheme object per distinct args: plans pickled to workers share it
@@ -221,8 +268,10 @@ class FloatQuantized(CTFormat):
         out.update(fp8_preset(ckpt, weights))
         for w in weights.values():
             if w.scheme.block.kind is BlockKind.TILE and w.shape[1] % 128:
-                out["warnings"].append(f"{w.name} {list(w.shape)}: compressed-tensors' dynamic group-128 activation "
-                                       "quantizer needs K % 128 == 0; load with dequantize=True")
+                out["warnings"].append(
+                    f"{w.name} {list(w.shape)}: compressed-tensors' dynamic group-128 activation "
+                    "quantizer needs K % 128 == 0; load with dequantize=True"
+                )
         return out
 
     # -- writing
@@ -231,8 +280,11 @@ class FloatQuantized(CTFormat):
 
     def fit(self, name, shape, scheme):
         if len(shape) != 2 or _strategy(scheme, shape) is None:
-            raise cannot_hold("compressed-tensors", scheme, "strategies are tensor, channel (one scale per output "
-                                                            "row), group (1xG along K) and block")
+            raise cannot_hold(
+                "compressed-tensors",
+                scheme,
+                "strategies are tensor, channel (one scale per output row), group (1xG along K) and block",
+            )
         if scheme.storage is ScaleStorage.E8M0:  # the same powers of two as float multipliers
             scheme = scheme.with_(storage="float32")
         if scheme.storage is not ScaleStorage.FLOAT32 and scheme.storage is not ScaleStorage.BFLOAT16:
@@ -241,8 +293,10 @@ class FloatQuantized(CTFormat):
 
     def outputs(self, name, shape, scheme):
         scale = (1,) if scheme.block.kind is BlockKind.TENSOR else scheme.block.grid(shape)
-        return [code_output(name, shape, scheme.element), (f"{base_name(name)}.{SCALE}", scheme.storage.safetensors,
-                                                           scale)]
+        return [
+            code_output(name, shape, scheme.element),
+            (f"{base_name(name)}.{SCALE}", scheme.storage.safetensors, scale),
+        ]
 
     def arrays(self, q, input_scale):
         return [pack_codes(q), np.asarray(q.scale).reshape(self.outputs("w", q.shape, q.scheme)[1][2])]
@@ -251,15 +305,36 @@ class FloatQuantized(CTFormat):
         groups = {}
         for i, s in enumerate(schemes):
             strategy = _strategy(s, (1, 1))
-            weights = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": strategy, "dynamic": False,
-                       "group_size": s.block.size[0] if strategy == "group" else None}
+            weights = {
+                "num_bits": 8,
+                "type": "float",
+                "symmetric": True,
+                "strategy": strategy,
+                "dynamic": False,
+                "group_size": s.block.size[0] if strategy == "group" else None,
+            }
             if strategy == "block":
                 weights["block_structure"] = list(s.block.size)
-            acts = ({"num_bits": 8, "type": "float", "symmetric": True, "group_size": 128, "strategy": "group",
-                     "dynamic": True} if strategy == "block" else None)
+            acts = (
+                {
+                    "num_bits": 8,
+                    "type": "float",
+                    "symmetric": True,
+                    "group_size": 128,
+                    "strategy": "group",
+                    "dynamic": True,
+                }
+                if strategy == "block"
+                else None
+            )
             targets = ["Linear"] if len(schemes) == 1 else [f"re:^{re.escape(m)}$" for m in modules[s]]
-            groups[f"group_{i}"] = {"targets": targets, "weights": weights, "input_activations": acts,
-                                    "output_activations": None, "format": FLOAT_QUANTIZED}
+            groups[f"group_{i}"] = {
+                "targets": targets,
+                "weights": weights,
+                "input_activations": acts,
+                "output_activations": None,
+                "format": FLOAT_QUANTIZED,
+            }
         return groups
 
 
@@ -294,12 +369,18 @@ class Microscale(CTFormat):
 
     def _check_args(self, ckpt, module: str, args: dict) -> None:
         s = self.scheme
-        want = {"num_bits": s.element.bits, "type": "float", "strategy": self.spec.strategy,
-                "group_size": s.block.size[0]}
+        want = {
+            "num_bits": s.element.bits,
+            "type": "float",
+            "strategy": self.spec.strategy,
+            "group_size": s.block.size[0],
+        }
         bad = {k: args.get(k) for k, v in want.items() if args.get(k) != v}
         if bad or args.get("symmetric") is False:
-            raise CheckpointError(f"{ckpt.root / 'config.json'}: module {module!r} has weights {bad or args} in a "
-                                  f"{self.format} checkpoint, whose weights are {want} (symmetric)")
+            raise CheckpointError(
+                f"{ckpt.root / 'config.json'}: module {module!r} has weights {bad or args} in a "
+                f"{self.format} checkpoint, whose weights are {want} (symmetric)"
+            )
 
     def weights(self, ckpt):
         groups = _groups(ckpt)
@@ -313,12 +394,15 @@ class Microscale(CTFormat):
             self._check_args(ckpt, base, _group_of(base, groups)[1])
             info = ckpt.info(codes)
             if info.dtype != spec.codes_dtype or len(info.shape) != 2:
-                raise CheckpointError(f"{where}: {codes!r} is {info.dtype}{list(info.shape)}; {self.format} codes are "
-                                      f"2-D {spec.codes_dtype}")
+                raise CheckpointError(
+                    f"{where}: {codes!r} is {info.dtype}{list(info.shape)}; {self.format} codes are "
+                    f"2-D {spec.codes_dtype}"
+                )
             shape = logical_shape(info, scheme.element)
             if ckpt.info(s).dtype != spec.scale_dtype:
-                raise CheckpointError(f"{where}: scale {s!r} is {ckpt.info(s).dtype}; {self.format} scales are "
-                                      f"{spec.scale_dtype}")
+                raise CheckpointError(
+                    f"{where}: scale {s!r} is {ckpt.info(s).dtype}; {self.format} scales are {spec.scale_dtype}"
+                )
             check_grid(ckpt, base + ".weight", s, shape, scheme)
             parts = {"codes": codes, "scale": s}
             if self.nvfp4:
@@ -329,11 +413,20 @@ class Microscale(CTFormat):
                 if f"{base}.{INPUT_GLOBAL}" in ckpt.tensors:
                     parts[INPUT_GLOBAL] = f"{base}.{INPUT_GLOBAL}"
             out[base + ".weight"] = StoredWeight(base + ".weight", shape, scheme, parts)
-        stray = next((n for n in ckpt.tensors if n.endswith("." + spec.codes) and n[: -len(spec.codes)] + SCALE
-                      not in ckpt.tensors and (spec.codes != "weight" or ckpt.info(n).dtype == "F8_E4M3")), None)
+        stray = next(
+            (
+                n
+                for n in ckpt.tensors
+                if n.endswith("." + spec.codes)
+                and n[: -len(spec.codes)] + SCALE not in ckpt.tensors
+                and (spec.codes != "weight" or ckpt.info(n).dtype == "F8_E4M3")
+            ),
+            None,
+        )
         if stray:
-            raise CheckpointError(f"{ckpt.tensors[stray][0]}: {stray!r} has no scale tensor "
-                                  f"{stray[: -len(spec.codes)] + SCALE!r}")
+            raise CheckpointError(
+                f"{ckpt.tensors[stray][0]}: {stray!r} has no scale tensor {stray[: -len(spec.codes)] + SCALE!r}"
+            )
         return out
 
     def read(self, ckpt, w):
@@ -356,13 +449,17 @@ class Microscale(CTFormat):
             g = {n: ckpt.read(w.parts["tensor_scale"]).reshape(-1) for n, w in weights.items()}
             zero_d = [n for n, w in weights.items() if ckpt.info(w.parts["tensor_scale"]).shape == ()]
             if zero_d:
-                out["warnings"].append(f"{zero_d[0]} (and {len(zero_d) - 1} more): a 0-d weight_global_scale (as "
-                                       "compressed-tensors' ModelOpt converter writes) makes compressed-tensors "
-                                       "compute s / g in the model's dtype: one bf16 rounding more than fp8port's")
+                out["warnings"].append(
+                    f"{zero_d[0]} (and {len(zero_d) - 1} more): a 0-d weight_global_scale (as "
+                    "compressed-tensors' ModelOpt converter writes) makes compressed-tensors "
+                    "compute s / g in the model's dtype: one bf16 rounding more than fp8port's"
+                )
             for names in fused_sets(weights):
                 if len({float(g[n][0]) for n in names}) > 1:
-                    out["warnings"].append(f"{', '.join(names)}: global scales differ within a fused set; vLLM's "
-                                           "fused layer keeps one (llm-compressor writes them equal)")
+                    out["warnings"].append(
+                        f"{', '.join(names)}: global scales differ within a fused set; vLLM's "
+                        "fused layer keeps one (llm-compressor writes them equal)"
+                    )
         return out
 
     # -- writing
@@ -381,15 +478,20 @@ class Microscale(CTFormat):
         if scheme.block != want.block:
             raise cannot_hold("compressed-tensors", scheme, f"{self.format} has groups of 1x{g} along K")
         if len(shape) != 2 or shape[-1] % g:
-            raise cannot_hold("compressed-tensors", scheme, f"{self.format} needs 2-D weights with K a multiple of "
-                                                            f"{g}; {name} is {list(shape)}")
+            raise cannot_hold(
+                "compressed-tensors",
+                scheme,
+                f"{self.format} needs 2-D weights with K a multiple of {g}; {name} is {list(shape)}",
+            )
         # NVFP4: the tensor scale stored as compressed-tensors' divisor (its rule); MX: codes as they are
         return scheme.with_(scale_rule="ct_nvfp4") if self.nvfp4 else scheme
 
     def outputs(self, name, shape, scheme):
         base, (n, k) = base_name(name), shape
-        out = [(f"{base}.{self.spec.codes}", self.spec.codes_dtype, (n, k * scheme.element.bits // 8)),
-               (f"{base}.{SCALE}", self.spec.scale_dtype, scheme.block.grid(shape))]
+        out = [
+            (f"{base}.{self.spec.codes}", self.spec.codes_dtype, (n, k * scheme.element.bits // 8)),
+            (f"{base}.{SCALE}", self.spec.scale_dtype, scheme.block.grid(shape)),
+        ]
         if self.nvfp4:
             out.append((f"{base}.{GLOBAL}", "F32", (1,)))
         return out
@@ -407,19 +509,37 @@ class Microscale(CTFormat):
         s, spec = self.scheme, self.spec
         weights = _args(s.element.bits, spec.strategy, s.block.size[0], spec.scale_name)
         w4a4 = static_inputs  # NVFP4 with static input scales: compressed-tensors' NVFP4 (W4A4) scheme
-        acts = (_args(4, "tensor_group", 16, spec.scale_name, dynamic="local", observer="static_minmax") if w4a4
-                else None)
+        acts = (
+            _args(4, "tensor_group", 16, spec.scale_name, dynamic="local", observer="static_minmax") if w4a4 else None
+        )
         name = spec.group_name[: -len("A16")] if w4a4 else spec.group_name
-        return {name: {"format": self.format, "input_activations": acts, "output_activations": None,
-                       "targets": ["Linear"], "weights": weights}}
+        return {
+            name: {
+                "format": self.format,
+                "input_activations": acts,
+                "output_activations": None,
+                "targets": ["Linear"],
+                "weights": weights,
+            }
+        }
 
 
-NVFP4 = Microscale(_Micro("nvfp4-pack-quantized", "ct-nvfp4", "weight_packed", "U8", "tensor_group", "F8_E4M3",
-                          "torch.float8_e4m3fn", "NVFP4A16"))
-MXFP4 = Microscale(_Micro("mxfp4-pack-quantized", "ct-mxfp4", "weight_packed", "U8", "group", "U8", "torch.uint8",
-                          "MXFP4A16"))
-MXFP8 = Microscale(_Micro("mxfp8-quantized", "ct-mxfp8", "weight", "F8_E4M3", "group", "U8", "torch.uint8",
-                          "MXFP8A16"))
+NVFP4 = Microscale(
+    _Micro(
+        "nvfp4-pack-quantized",
+        "ct-nvfp4",
+        "weight_packed",
+        "U8",
+        "tensor_group",
+        "F8_E4M3",
+        "torch.float8_e4m3fn",
+        "NVFP4A16",
+    )
+)
+MXFP4 = Microscale(
+    _Micro("mxfp4-pack-quantized", "ct-mxfp4", "weight_packed", "U8", "group", "U8", "torch.uint8", "MXFP4A16")
+)
+MXFP8 = Microscale(_Micro("mxfp8-quantized", "ct-mxfp8", "weight", "F8_E4M3", "group", "U8", "torch.uint8", "MXFP8A16"))
 
 # The extension point: one CTFormat per compressed-tensors format, reading it and writing the schemes it
 # holds (`fit`, asked in this order). A new format is an entry here, removed from PLANNED_FORMATS.
@@ -428,8 +548,10 @@ FORMATS: dict[str, CTFormat] = {f.format: f for f in (NVFP4, MXFP4, MXFP8, Float
 
 class CompressedTensors(LayoutHandler):
     name = LayoutName.COMPRESSED_TENSORS
-    summary = ("X.weight F8_E4M3 + X.weight_scale (float multiplier); or NVFP4 / MXFP4 X.weight_packed, MXFP8 "
-               "X.weight, with X.weight_scale (E4M3 / E8M0 as U8) and NVFP4's X.weight_global_scale divisor")
+    summary = (
+        "X.weight F8_E4M3 + X.weight_scale (float multiplier); or NVFP4 / MXFP4 X.weight_packed, MXFP8 "
+        "X.weight, with X.weight_scale (E4M3 / E8M0 as U8) and NVFP4's X.weight_global_scale divisor"
+    )
     loaders = ("compressed-tensors (transformers CompressedTensorsConfig)", "vLLM", "SGLang", "llm-compressor")
     quant_methods = ("compressed-tensors",)
     presets = ("ct-nvfp4", "ct-mxfp4", "ct-mxfp8")
@@ -446,11 +568,14 @@ class CompressedTensors(LayoutHandler):
         for f in names:
             if f not in FORMATS:
                 what = "is not read yet" if f in PLANNED_FORMATS else "is unknown"
-                raise LayoutError(f"{ckpt.root / 'config.json'}: compressed-tensors format {f!r} {what} (read: "
-                                  f"{', '.join(FORMATS)}; planned: {', '.join(PLANNED_FORMATS)})")
+                raise LayoutError(
+                    f"{ckpt.root / 'config.json'}: compressed-tensors format {f!r} {what} (read: "
+                    f"{', '.join(FORMATS)}; planned: {', '.join(PLANNED_FORMATS)})"
+                )
         if len(names) > 1:
-            raise LayoutError(f"{ckpt.root / 'config.json'}: compressed-tensors formats {names} mixed in one "
-                              "checkpoint are not read")
+            raise LayoutError(
+                f"{ckpt.root / 'config.json'}: compressed-tensors formats {names} mixed in one checkpoint are not read"
+            )
         return FORMATS[names[0]]
 
     def signature(self, ckpt):
@@ -475,15 +600,17 @@ class CompressedTensors(LayoutHandler):
         return out
 
     def writer(self, request, source):
-        return CompressedTensorsWriter(self.name, request, source,
-                                       get_preset(request.preset) if request.preset else None, divisor=True)
+        return CompressedTensorsWriter(
+            self.name, request, source, get_preset(request.preset) if request.preset else None, divisor=True
+        )
 
 
 def _format(scheme: Scheme) -> CTFormat:
     fmt = next((f for f in FORMATS.values() if f.takes(scheme)), None)
     if fmt is None:
-        raise cannot_hold("compressed-tensors", scheme, f"its formats ({', '.join(FORMATS)}) hold FP8 E4M3, "
-                                                        "NVFP4 and MXFP4")
+        raise cannot_hold(
+            "compressed-tensors", scheme, f"its formats ({', '.join(FORMATS)}) hold FP8 E4M3, NVFP4 and MXFP4"
+        )
     return fmt
 
 
@@ -506,11 +633,15 @@ class CompressedTensorsWriter(Nvfp4Writer):
         super().review(jobs)
         used = {_format(j.scheme).format for j in jobs if j.scheme is not None}
         if len(used) > 1:
-            raise LayoutError(f"one compressed-tensors format per checkpoint, not {sorted(used)} (mixed-precision is "
-                              "not written): convert with one --preset, or --exclude what differs")
+            raise LayoutError(
+                f"one compressed-tensors format per checkpoint, not {sorted(used)} (mixed-precision is "
+                "not written): convert with one --preset, or --exclude what differs"
+            )
         if self.inputs and len(self.inputs) != sum(j.scheme is not None for j in jobs):
-            raise LayoutError("some NVFP4 weights have static input scales and some do not: compressed-tensors' NVFP4 "
-                              "scheme holds them for every weight or none")
+            raise LayoutError(
+                "some NVFP4 weights have static input scales and some do not: compressed-tensors' NVFP4 "
+                "scheme holds them for every weight or none"
+            )
 
     def config(self, config, jobs):
         schemes = self.schemes(jobs)
@@ -518,8 +649,17 @@ class CompressedTensorsWriter(Nvfp4Writer):
             return with_config(config, None)
         fmt = _format(schemes[0])
         modules = {s: [base_name(j.source) for j in jobs if j.scheme == s] for s in schemes}
-        return with_config(config, {
-            "config_groups": fmt.group(schemes, modules, bool(self.inputs)), "format": fmt.format,
-            "global_compression_ratio": None, "ignore": ignored_modules(jobs), "kv_cache_scheme": None,
-            "quant_method": "compressed-tensors", "quantization_status": "compressed", "transform_config": {},
-            "version": VERSION})
+        return with_config(
+            config,
+            {
+                "config_groups": fmt.group(schemes, modules, bool(self.inputs)),
+                "format": fmt.format,
+                "global_compression_ratio": None,
+                "ignore": ignored_modules(jobs),
+                "kv_cache_scheme": None,
+                "quant_method": "compressed-tensors",
+                "quantization_status": "compressed",
+                "transform_config": {},
+                "version": VERSION,
+            },
+        )

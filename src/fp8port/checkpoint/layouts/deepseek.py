@@ -13,12 +13,21 @@ import math
 from dataclasses import dataclass
 
 from ...errors import CheckpointError
-from ...quant import Scheme, ScaleStorage, get_preset
+from ...quant import ScaleStorage, Scheme, get_preset
 from ...quant.relayout import widened
 from ...quant.scheme import BlockKind
 from .base import LayoutHandler, LayoutName, StoredWeight, with_config
-from .common import (GridWriter, block_tensor, cannot_hold, check_grid, fp8_preset, grid_weights, read_codes,
-                     read_scales, scale_storage)
+from .common import (
+    GridWriter,
+    block_tensor,
+    cannot_hold,
+    check_grid,
+    fp8_preset,
+    grid_weights,
+    read_codes,
+    read_scales,
+    scale_storage,
+)
 
 SCALE = "weight_scale_inv"
 SCALE_DTYPES = ("F32", "BF16", "F16", "F8_E8M0")
@@ -39,10 +48,14 @@ def _transformers_warning(name, shape, block) -> str | None:
         return None
     gn, gk = math.ceil(n / bm), math.ceil(k / bn)
     if n % gn == 0 and k % gk == 0:
-        return (f"{name} {list(shape)}: transformers 5.8-5.24 would read it with {n // gn}x{k // gk} blocks "
-                f"instead of {bm}x{bn} and load WRONG weights silently (dequantize on CPU)")
-    return (f"{name} {list(shape)}: transformers 5.8-5.24 fails to load it on CPU ('not divisible by scale grid "
-            f"({gn}, {gk})'); fp8port dequant, vLLM and compressed-tensors read it correctly")
+        return (
+            f"{name} {list(shape)}: transformers 5.8-5.24 would read it with {n // gn}x{k // gk} blocks "
+            f"instead of {bm}x{bn} and load WRONG weights silently (dequantize on CPU)"
+        )
+    return (
+        f"{name} {list(shape)}: transformers 5.8-5.24 fails to load it on CPU ('not divisible by scale grid "
+        f"({gn}, {gk})'); fp8port dequant, vLLM and compressed-tensors read it correctly"
+    )
 
 
 class DeepSeek(LayoutHandler):
@@ -65,12 +78,15 @@ class DeepSeek(LayoutHandler):
         def make(w, s):
             info = ckpt.info(w)
             if info.dtype != "F8_E4M3" or len(info.shape) != 2:
-                raise CheckpointError(f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}{list(info.shape)}; the "
-                                      "deepseek layout holds 2-D F8_E4M3 weights")
+                raise CheckpointError(
+                    f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}{list(info.shape)}; the "
+                    "deepseek layout holds 2-D F8_E4M3 weights"
+                )
             storage = scale_storage(ckpt, s, SCALE_DTYPES, "deepseek")
             rule = "ue8m0" if pow2 or storage is ScaleStorage.E8M0 else "v3_float"
-            scheme = schemes.get(storage) or schemes.setdefault(storage, Scheme.build(
-                "float8_e4m3fn", rule, f"{bm}x{bn}", storage=storage, name="deepseek/weight"))
+            scheme = schemes.get(storage) or schemes.setdefault(
+                storage, Scheme.build("float8_e4m3fn", rule, f"{bm}x{bn}", storage=storage, name="deepseek/weight")
+            )
             check_grid(ckpt, w, s, info.shape, scheme)
             return StoredWeight(w, tuple(info.shape), scheme, {"codes": w, "scale": s})
 
@@ -123,8 +139,12 @@ class DeepSeekWriter(GridWriter):
         blocks = {s.block.size for s in schemes}
         if len(blocks) > 1:
             raise cannot_hold("deepseek", schemes[1], f"one weight_block_size per checkpoint, not {sorted(blocks)}")
-        qc = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-              "weight_block_size": list(blocks.pop())}
+        qc = {
+            "quant_method": "fp8",
+            "fmt": "e4m3",
+            "activation_scheme": "dynamic",
+            "weight_block_size": list(blocks.pop()),
+        }
         if all(s.scale_rule.power_of_two for s in schemes):
             qc["scale_fmt"] = "ue8m0"
         out = with_config(config, qc)  # expert_dtype is DeepSeek-V4's mark; here every weight is FP8

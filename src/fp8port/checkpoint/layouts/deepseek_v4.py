@@ -20,11 +20,20 @@ import numpy as np
 
 from ...codec.packing import pack, unpack
 from ...errors import CheckpointError, LayoutError
-from ...quant import Scheme, ScaleStorage, get_preset
+from ...quant import ScaleStorage, Scheme, get_preset
 from ...quant.scheme import BlockKind
 from .base import LayoutHandler, LayoutName, StoredWeight, Writer, scheme_groups, with_config
-from .common import (base_name, block_tensor, cannot_hold, check_grid, fp8_preset, grid_weights, read_codes,
-                     read_scales, scale_storage)
+from .common import (
+    base_name,
+    block_tensor,
+    cannot_hold,
+    check_grid,
+    fp8_preset,
+    grid_weights,
+    read_codes,
+    read_scales,
+    scale_storage,
+)
 from .deepseek import SCALE_DTYPES, block_size
 
 SCALE = "scale"
@@ -41,7 +50,9 @@ def routed_expert(name: str) -> bool:
 def _expert_dtype(ckpt) -> str | None:
     v = (ckpt.config or {}).get("expert_dtype")
     if v is not None and v not in EXPERT_DTYPES:
-        raise LayoutError(f"{ckpt.root / 'config.json'}: expert_dtype {v!r} is not read (read: {', '.join(EXPERT_DTYPES)})")
+        raise LayoutError(
+            f"{ckpt.root / 'config.json'}: expert_dtype {v!r} is not read (read: {', '.join(EXPERT_DTYPES)})"
+        )
     return v
 
 
@@ -51,8 +62,10 @@ def _fp4(scheme: Scheme) -> bool:
 
 class DeepSeekV4(LayoutHandler):
     name = LayoutName.DEEPSEEK_V4
-    summary = ("X.weight F8_E4M3 + X.scale F8_E8M0 per 128x128 block; routed experts X.weight I8 (2 E2M1 codes "
-               "per byte) + X.scale F8_E8M0 per 1x32; native names")
+    summary = (
+        "X.weight F8_E4M3 + X.scale F8_E8M0 per 128x128 block; routed experts X.weight I8 (2 E2M1 codes "
+        "per byte) + X.scale F8_E8M0 per 1x32; native names"
+    )
     loaders = ("DeepSeek-V4 inference/ (model.py; convert.py --expert-dtype fp8 widens the experts)", "vLLM")
     quant_methods = ()  # "fp8" is DeepSeek's: claimed here only with expert_dtype or X.scale names
     presets = (OWN_PRESET,)
@@ -64,7 +77,8 @@ class DeepSeekV4(LayoutHandler):
         if dtype is not None:
             return f"config.json has expert_dtype {dtype!r} beside quant_method 'fp8'"
         if any(n.endswith("." + SCALE) for n in ckpt.tensors) and not any(
-                n.endswith(".weight_scale_inv") for n in ckpt.tensors):
+            n.endswith(".weight_scale_inv") for n in ckpt.tensors
+        ):
             return "quant_method 'fp8' with X.scale tensors (DeepSeek-V4's names; V3 names them weight_scale_inv)"
         return None
 
@@ -84,15 +98,18 @@ class DeepSeekV4(LayoutHandler):
             if len(info.shape) == 2 and info.dtype == "F8_E4M3":
                 storage = scale_storage(ckpt, s, SCALE_DTYPES, "deepseek-v4 FP8")
                 rule = "ue8m0" if pow2 or storage is ScaleStorage.E8M0 else "v3_float"
-                scheme = fp8.get(storage) or fp8.setdefault(storage, Scheme.build(
-                    E4M3, rule, f"{bm}x{bn}", storage=storage, name="deepseek-v4/weight"))
+                scheme = fp8.get(storage) or fp8.setdefault(
+                    storage, Scheme.build(E4M3, rule, f"{bm}x{bn}", storage=storage, name="deepseek-v4/weight")
+                )
                 shape = tuple(info.shape)
             elif len(info.shape) == 2 and info.dtype == "I8":
                 scale_storage(ckpt, s, ("F8_E8M0",), "deepseek-v4 FP4")
                 scheme, shape = fp4, (info.shape[0], 2 * info.shape[1])
             else:
-                raise CheckpointError(f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}{list(info.shape)}; the "
-                                      "deepseek-v4 layout holds 2-D F8_E4M3 weights and I8 (packed E2M1) experts")
+                raise CheckpointError(
+                    f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}{list(info.shape)}; the "
+                    "deepseek-v4 layout holds 2-D F8_E4M3 weights and I8 (packed E2M1) experts"
+                )
             check_grid(ckpt, w, s, shape, scheme)
             return StoredWeight(w, shape, scheme, {"codes": w, "scale": s}, "FP4 (E2M1)" if _fp4(scheme) else "")
 
@@ -117,23 +134,37 @@ class DeepSeekV4(LayoutHandler):
     def describe(self, ckpt, weights):
         groups = scheme_groups(weights)
         fp4 = [w for w in weights.values() if _fp4(w.scheme)]
-        warnings = [f"{w.name}: FP4 outside the routed experts; DeepSeek's inference code expects FP4 only for "
-                    "ffn.experts.E.*" for w in fp4 if not routed_expert(w.name)][:3]
+        warnings = [
+            f"{w.name}: FP4 outside the routed experts; DeepSeek's inference code expects FP4 only for ffn.experts.E.*"
+            for w in fp4
+            if not routed_expert(w.name)
+        ][:3]
         dtype = (ckpt.config or {}).get("expert_dtype")
         experts = [w for w in weights.values() if routed_expert(w.name)]
         if experts and dtype != ("fp4" if fp4 else "fp8"):
-            warnings.append(f"{'FP4' if fp4 else 'FP8'} routed experts, but config.json says expert_dtype {dtype!r}: "
-                            "DeepSeek's code and vLLM pick the expert path from it (vLLM takes a missing one as fp4)")
-        warnings.append("transformers' FineGrainedFP8 looks for weight_scale_inv, not .scale: convert to --layout "
-                        "deepseek for it and the V3 loaders of vLLM and SGLang (FP4 experts are widened to FP8 by "
-                        "DeepSeek's rule; the summary says per tensor whether losslessly)")
+            warnings.append(
+                f"{'FP4' if fp4 else 'FP8'} routed experts, but config.json says expert_dtype {dtype!r}: "
+                "DeepSeek's code and vLLM pick the expert path from it (vLLM takes a missing one as fp4)"
+            )
+        warnings.append(
+            "transformers' FineGrainedFP8 looks for weight_scale_inv, not .scale: convert to --layout "
+            "deepseek for it and the V3 loaders of vLLM and SGLang (FP4 experts are widened to FP8 by "
+            "DeepSeek's rule; the summary says per tensor whether losslessly)"
+        )
         facts = fp8_preset(ckpt, {n: w for n, w in weights.items() if not _fp4(w.scheme)})
-        return {"groups": groups, **facts, "preset": OWN_PRESET if fp4 else facts.get("preset"), "expert_dtype": dtype,
-                "loaders": {self.loaders[0]: "loads it (FP8 128x128, FP4 experts 1x32; partial blocks ceil)",
-                            self.loaders[1]: "its deepseek_v4 model (GPU; not run here); expert_dtype picks the "
-                                             "FP4 or FP8 expert path",
-                            "fp8port": "load_quantized, dequant, convert"},
-                "warnings": warnings}
+        return {
+            "groups": groups,
+            **facts,
+            "preset": OWN_PRESET if fp4 else facts.get("preset"),
+            "expert_dtype": dtype,
+            "loaders": {
+                self.loaders[0]: "loads it (FP8 128x128, FP4 experts 1x32; partial blocks ceil)",
+                self.loaders[1]: "its deepseek_v4 model (GPU; not run here); expert_dtype picks the "
+                "FP4 or FP8 expert path",
+                "fp8port": "load_quantized, dequant, convert",
+            },
+            "warnings": warnings,
+        }
 
     def writer(self, request, source):
         own = request.preset == OWN_PRESET
@@ -164,14 +195,27 @@ class DeepSeekV4Writer(Writer):
             raise cannot_hold("deepseek-v4", scheme, "its weights are 2-D")
         if scheme.element.name == E4M3 and scheme.block.kind is BlockKind.TILE:  # F32 (-Base) or E8M0 scales
             return scheme if scheme.storage is ScaleStorage.E8M0 else scheme.with_(storage="float32")
-        if _fp4(scheme) and scheme.block.kind is BlockKind.VECTOR and scheme.block.size == (32,) \
-                and scheme.block.axis % 2 == 1 and scheme.scale_rule.power_of_two and shape[1] % 32 == 0:
+        if (
+            _fp4(scheme)
+            and scheme.block.kind is BlockKind.VECTOR
+            and scheme.block.size == (32,)
+            and scheme.block.axis % 2 == 1
+            and scheme.scale_rule.power_of_two
+            and shape[1] % 32 == 0
+        ):
             if not routed_expert(name):
-                raise cannot_hold("deepseek-v4", scheme, "FP4 is for routed experts (ffn.experts.E.*) only; "
-                                  f"--preset {OWN_PRESET} puts those in FP4 and the rest in FP8")
+                raise cannot_hold(
+                    "deepseek-v4",
+                    scheme,
+                    "FP4 is for routed experts (ffn.experts.E.*) only; "
+                    f"--preset {OWN_PRESET} puts those in FP4 and the rest in FP8",
+                )
             return scheme.with_(storage="e8m0")
-        raise cannot_hold("deepseek-v4", scheme, "it holds E4M3 in bm x bn tiles and routed experts in E2M1 1x32 "
-                                                 "with E8M0 scales (K a multiple of 32)")
+        raise cannot_hold(
+            "deepseek-v4",
+            scheme,
+            "it holds E4M3 in bm x bn tiles and routed experts in E2M1 1x32 with E8M0 scales (K a multiple of 32)",
+        )
 
     def outputs(self, name, shape, scheme):
         n, k = shape
@@ -192,8 +236,12 @@ class DeepSeekV4Writer(Writer):
         tiles = {s.block.size for s in schemes if s.block.kind is BlockKind.TILE}
         if len(tiles) > 1:
             raise cannot_hold("deepseek-v4", schemes[1], f"one weight_block_size per checkpoint, not {sorted(tiles)}")
-        qc = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-              "weight_block_size": list(tiles.pop() if tiles else (128, 128))}
+        qc = {
+            "quant_method": "fp8",
+            "fmt": "e4m3",
+            "activation_scheme": "dynamic",
+            "weight_block_size": list(tiles.pop() if tiles else (128, 128)),
+        }
         if all(s.scale_rule.power_of_two for s in schemes):
             qc["scale_fmt"] = "ue8m0"
         out = with_config(config, qc)

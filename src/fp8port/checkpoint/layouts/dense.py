@@ -15,8 +15,10 @@ class Dense(LayoutHandler):
 
     def writer(self, request, source):
         if request.preset or request.block or request.storage:
-            raise LayoutError("the dense layout holds no quantized weights: --preset, --block and --scale-dtype do "
-                              "not apply (convert to a quantized layout, or dequant)")
+            raise LayoutError(
+                "the dense layout holds no quantized weights: --preset, --block and --scale-dtype do "
+                "not apply (convert to a quantized layout, or dequant)"
+            )
         return DenseWriter(self.name, request, source)
 
 

@@ -14,16 +14,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CheckpointError, Fp8portError
-from ...quant import PRESETS, Scheme, ScaleStorage, get_preset, nvfp4
+from ...quant import PRESETS, ScaleStorage, Scheme, get_preset, nvfp4
 from ...quant.presets import scheme_from_description
 from .base import LayoutHandler, LayoutName, StoredWeight, ignored_modules, with_config
-from .common import (GridWriter, block_tensor, check_grid, checked, code_output, grid_weights, logical_shape,
-                     read_codes, read_scales)
+from .common import (
+    GridWriter,
+    block_tensor,
+    check_grid,
+    checked,
+    code_output,
+    grid_weights,
+    logical_shape,
+    read_codes,
+    read_scales,
+)
 
 SCALE = "weight_scale"
 TENSOR_SCALE = "weight_tensor_scale"
-PACKING = {"float4": "two codes per byte, element 0 in the low nibble",
-           "float6": "bitstream: 4 codes in 3 bytes, little-endian 24-bit words"}
+PACKING = {
+    "float4": "two codes per byte, element 0 in the low nibble",
+    "float6": "bitstream: 4 codes in 3 bytes, little-endian 24-bit words",
+}
 
 
 def _schemes(ckpt) -> tuple[Scheme, dict[str, Scheme]]:
@@ -63,11 +74,14 @@ class Fp8port(LayoutHandler):
             info, sinfo = ckpt.info(w), ckpt.info(s)
             code = code_output(w, logical_shape(info, scheme.element), scheme.element)[1]
             if info.dtype != code:
-                raise CheckpointError(f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}; {scheme.name} codes are "
-                                      f"{code}")
+                raise CheckpointError(
+                    f"{ckpt.tensors[w][0]}: weight {w!r} is {info.dtype}; {scheme.name} codes are {code}"
+                )
             if sinfo.dtype != scheme.storage.safetensors:
-                raise CheckpointError(f"{ckpt.tensors[s][0]}: scale {s!r} is {sinfo.dtype}; {scheme.name} scales are "
-                                      f"{scheme.storage.safetensors}")
+                raise CheckpointError(
+                    f"{ckpt.tensors[s][0]}: scale {s!r} is {sinfo.dtype}; {scheme.name} scales are "
+                    f"{scheme.storage.safetensors}"
+                )
             shape = logical_shape(info, scheme.element)
             check_grid(ckpt, w, s, shape, scheme)
             parts = {"codes": w, "scale": s}
@@ -101,8 +115,14 @@ class Fp8port(LayoutHandler):
         return out
 
     def writer(self, request, source):
-        return Fp8portWriter(self.name, request, source, get_preset(request.preset) if request.preset else None,
-                             scale_suffix=SCALE, tensor_scale_suffix=TENSOR_SCALE)
+        return Fp8portWriter(
+            self.name,
+            request,
+            source,
+            get_preset(request.preset) if request.preset else None,
+            scale_suffix=SCALE,
+            tensor_scale_suffix=TENSOR_SCALE,
+        )
 
 
 @dataclass
@@ -113,8 +133,14 @@ class Fp8portWriter(GridWriter):
             return with_config(config, None)
         main = max(schemes, key=lambda s: sum(j.scheme == s for j in jobs))
         preset = self.label or next((p.name for p in PRESETS.values() if p.weight == main), None)
-        qc = {"quant_method": "fp8port", "format_version": 1, "preset": preset,
-              "weight_scheme": main.describe(), "ignored": ignored_modules(jobs), "packing": PACKING}
+        qc = {
+            "quant_method": "fp8port",
+            "format_version": 1,
+            "preset": preset,
+            "weight_scheme": main.describe(),
+            "ignored": ignored_modules(jobs),
+            "packing": PACKING,
+        }
         others = {j.source: j.scheme.describe() for j in jobs if j.scheme is not None and j.scheme != main}
         if others:
             qc["weight_schemes"] = others

@@ -16,10 +16,12 @@ import numpy as np
 from .base import Action, Job, Source
 
 # (pattern with the set's prefix as group 1, number of members of a complete set)
-SETS = ((re.compile(r"^(.*(?:attn|attention)\.)[qkv]_proj\.weight$"), 3),
-        (re.compile(r"^(.*(?:attn|attention)\.)(?:wq_a|wkv_a_with_mqa)\.weight$"), 2),
-        (re.compile(r"^(.*mlp\.)(?:gate|up)_proj\.weight$"), 2),
-        (re.compile(r"^(.*)w[13]\.weight$"), 2))
+SETS = (
+    (re.compile(r"^(.*(?:attn|attention)\.)[qkv]_proj\.weight$"), 3),
+    (re.compile(r"^(.*(?:attn|attention)\.)(?:wq_a|wkv_a_with_mqa)\.weight$"), 2),
+    (re.compile(r"^(.*mlp\.)(?:gate|up)_proj\.weight$"), 2),
+    (re.compile(r"^(.*)w[13]\.weight$"), 2),
+)
 
 
 def fused_sets(names) -> list[list[str]]:

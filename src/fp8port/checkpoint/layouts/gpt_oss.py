@@ -42,15 +42,27 @@ def _scheme() -> Scheme:
 
 class GptOss(LayoutHandler):
     name = LayoutName.GPT_OSS
-    summary = ("experts X_blocks U8 [E, N, K/32, 16] (LOW_FIRST E2M1) + X_scales U8 [E, N, K/32] (E8M0); the rest "
-               "dense; quant_method mxfp4")
-    loaders = ("transformers Mxfp4Config (dequantize=True on CPU; triton kernels on GPU)", "vLLM", "SGLang",
-               "llama.cpp (through convert_hf_to_gguf: GGUF MXFP4)")
+    summary = (
+        "experts X_blocks U8 [E, N, K/32, 16] (LOW_FIRST E2M1) + X_scales U8 [E, N, K/32] (E8M0); the rest "
+        "dense; quant_method mxfp4"
+    )
+    loaders = (
+        "transformers Mxfp4Config (dequantize=True on CPU; triton kernels on GPU)",
+        "vLLM",
+        "SGLang",
+        "llama.cpp (through convert_hf_to_gguf: GGUF MXFP4)",
+    )
     quant_methods = ("mxfp4",)
 
     def signature(self, ckpt):
-        hit = next((n for n, (_, i) in ckpt.tensors.items() if n.endswith(BLOCKS) and i.dtype == "U8"
-                    and n[: -len(BLOCKS)] + SCALES in ckpt.tensors), None)
+        hit = next(
+            (
+                n
+                for n, (_, i) in ckpt.tensors.items()
+                if n.endswith(BLOCKS) and i.dtype == "U8" and n[: -len(BLOCKS)] + SCALES in ckpt.tensors
+            ),
+            None,
+        )
         return f"no quantization_config, but gpt-oss MXFP4 tensors such as {hit!r}" if hit else None
 
     def weights(self, ckpt):
@@ -64,13 +76,17 @@ class GptOss(LayoutHandler):
             if s not in ckpt.tensors:
                 raise CheckpointError(f"{f}: blocks {n!r} have no scales {s!r}")
             if info.dtype != "U8" or len(info.shape) != 4 or info.shape[-1] != GROUP // 2:
-                raise CheckpointError(f"{f}: blocks {n!r} are {info.dtype}{list(info.shape)}; gpt-oss blocks are U8 "
-                                      f"[experts, out, in/{GROUP}, {GROUP // 2}]")
+                raise CheckpointError(
+                    f"{f}: blocks {n!r} are {info.dtype}{list(info.shape)}; gpt-oss blocks are U8 "
+                    f"[experts, out, in/{GROUP}, {GROUP // 2}]"
+                )
             scale_storage(ckpt, s, ("U8",), "gpt-oss")
             e, rows, g, _ = info.shape
             if tuple(ckpt.info(s).shape) != (e, rows, g):
-                raise CheckpointError(f"{ckpt.tensors[s][0]}: scales {s!r} are {list(ckpt.info(s).shape)}; blocks "
-                                      f"{n!r} {list(info.shape)} need [{e}, {rows}, {g}]")
+                raise CheckpointError(
+                    f"{ckpt.tensors[s][0]}: scales {s!r} are {list(ckpt.info(s).shape)}; blocks "
+                    f"{n!r} {list(info.shape)} need [{e}, {rows}, {g}]"
+                )
             out[name] = StoredWeight(name, (e, g * GROUP, rows), scheme, {"codes": n, "scale": s})
         return out
 
@@ -86,16 +102,19 @@ class GptOss(LayoutHandler):
         out = super().describe(ckpt, weights)
         out["preset"] = None  # OpenAI's rule is not published: no preset claims its bytes
         out["scales_all_powers_of_two"] = True if weights else None
-        out["loaders"] = {self.loaders[0]: "loads it (its experts [E, in, out] transposed from the blocks)",
-                          self.loaders[1]: "loads it on GPUs (gpt-oss MXFP4 MoE kernels; not run here)",
-                          self.loaders[2]: "loads it on GPUs (not run here)",
-                          self.loaders[3]: "reads GGUF, not this: the converter moves nibbles only "
-                                           "(fp8port.codec.packing.gguf_mxfp4_blocks), lossless",
-                          "fp8port": "load_quantized (experts dequantized one at a time), dequant, convert"}
-        out["warnings"] = ["gate_up rows are interleaved (even rows gate, odd rows up): tools that split gate_up "
-                           "into halves (llm-compressor model_free_ptq) misread them",
-                           "OpenAI has not published the scale rule of its MXFP4 checkpoint; requantizing "
-                           "from BF16 gives other bytes"]
+        out["loaders"] = {
+            self.loaders[0]: "loads it (its experts [E, in, out] transposed from the blocks)",
+            self.loaders[1]: "loads it on GPUs (gpt-oss MXFP4 MoE kernels; not run here)",
+            self.loaders[2]: "loads it on GPUs (not run here)",
+            self.loaders[3]: "reads GGUF, not this: the converter moves nibbles only "
+            "(fp8port.codec.packing.gguf_mxfp4_blocks), lossless",
+            "fp8port": "load_quantized (experts dequantized one at a time), dequant, convert",
+        }
+        out["warnings"] = [
+            "gate_up rows are interleaved (even rows gate, odd rows up): tools that split gate_up "
+            "into halves (llm-compressor model_free_ptq) misread them",
+            "OpenAI has not published the scale rule of its MXFP4 checkpoint; requantizing from BF16 gives other bytes",
+        ]
         return out
 
     def writer(self, request, source):
@@ -125,13 +144,24 @@ class GptOssWriter(Writer):
 
     def hold(self, name, shape, scheme):
         b = scheme.block
-        if scheme.element.name != E2M1 or len(shape) != 3 or b.kind is not BlockKind.VECTOR or b.size != (GROUP,) \
-                or b.axis % 3 != 1:
-            raise cannot_hold("gpt-oss", scheme, f"its experts are E2M1 in 1x{GROUP} blocks along the in-features "
-                                                 "of [experts, in, out]")
+        if (
+            scheme.element.name != E2M1
+            or len(shape) != 3
+            or b.kind is not BlockKind.VECTOR
+            or b.size != (GROUP,)
+            or b.axis % 3 != 1
+        ):
+            raise cannot_hold(
+                "gpt-oss",
+                scheme,
+                f"its experts are E2M1 in 1x{GROUP} blocks along the in-features of [experts, in, out]",
+            )
         if not scheme.scale_rule.power_of_two or shape[1] % GROUP:
-            raise cannot_hold("gpt-oss", scheme, f"its scales are E8M0 bytes over in-features that are a multiple "
-                                                 f"of {GROUP} ({list(shape)})")
+            raise cannot_hold(
+                "gpt-oss",
+                scheme,
+                f"its scales are E8M0 bytes over in-features that are a multiple of {GROUP} ({list(shape)})",
+            )
         return scheme.with_(storage="e8m0")
 
     def outputs(self, name, shape, scheme):
@@ -146,16 +176,25 @@ class GptOssWriter(Writer):
 
     def review(self, jobs):
         if not any(j.scheme is not None for j in jobs):
-            raise LayoutError(f"{self.source.ckpt.root}: the gpt-oss layout holds only MoE experts (3-D "
-                              "*.experts.gate_up_proj / down_proj, [experts, in, out]) in MXFP4, and this checkpoint "
-                              "has none to write" + ("" if self.preset else " (name --preset mxfp4 for a dense one)")
-                              + "; choose another layout (deepseek, compressed-tensors, fp8port)")
+            raise LayoutError(
+                f"{self.source.ckpt.root}: the gpt-oss layout holds only MoE experts (3-D "
+                "*.experts.gate_up_proj / down_proj, [experts, in, out]) in MXFP4, and this checkpoint "
+                "has none to write"
+                + ("" if self.preset else " (name --preset mxfp4 for a dense one)")
+                + "; choose another layout (deepseek, compressed-tensors, fp8port)"
+            )
 
     def config(self, config, jobs):
-        keep = self.source.ckpt.quantization_config.get("modules_to_not_convert") \
-            if self.source.layout is LayoutName.GPT_OSS else None
+        keep = (
+            self.source.ckpt.quantization_config.get("modules_to_not_convert")
+            if self.source.layout is LayoutName.GPT_OSS
+            else None
+        )
         if not isinstance(keep, list):
-            dense = [j.source[: -len(".weight")] for j in jobs if j.scheme is None and j.source.endswith(".weight")
-                     and len(j.outputs[0][2]) == 2]
+            dense = [
+                j.source[: -len(".weight")]
+                for j in jobs
+                if j.scheme is None and j.source.endswith(".weight") and len(j.outputs[0][2]) == 2
+            ]
             keep = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", m) for m in dense + ["lm_head"]))
         return with_config(config, {"quant_method": "mxfp4", "modules_to_not_convert": keep})

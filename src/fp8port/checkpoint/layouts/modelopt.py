@@ -43,21 +43,37 @@ def settings(ckpt) -> dict:
     if qc.get("quant_method") == "modelopt":
         where = ckpt.root / "config.json"
         groups = qc.get("config_groups")
-        sizes = [(g.get("weights") or {}).get("group_size") for g in groups.values() if isinstance(g, dict)
-                 and isinstance(g.get("weights"), dict)] if isinstance(groups, dict) else []
-        out = {"quant_algo": qc.get("quant_algo"), "group_size": sizes[0] if sizes else GROUP,
-               "kv_cache_quant_algo": qc.get("kv_cache_scheme"), "where": where}
+        sizes = (
+            [
+                (g.get("weights") or {}).get("group_size")
+                for g in groups.values()
+                if isinstance(g, dict) and isinstance(g.get("weights"), dict)
+            ]
+            if isinstance(groups, dict)
+            else []
+        )
+        out = {
+            "quant_algo": qc.get("quant_algo"),
+            "group_size": sizes[0] if sizes else GROUP,
+            "kv_cache_quant_algo": qc.get("kv_cache_scheme"),
+            "where": where,
+        }
         if len(set(map(repr, sizes))) > 1:
             raise CheckpointError(f"{where}: ModelOpt config_groups with group sizes {sizes}; one is read")
     else:
         where = ckpt.root / HF_QUANT_CONFIG
         try:
             q = json.loads(where.read_text())["quantization"]
-            out = {"quant_algo": q.get("quant_algo"), "group_size": q.get("group_size", GROUP),
-                   "kv_cache_quant_algo": q.get("kv_cache_quant_algo"), "where": where}
+            out = {
+                "quant_algo": q.get("quant_algo"),
+                "group_size": q.get("group_size", GROUP),
+                "kv_cache_quant_algo": q.get("kv_cache_quant_algo"),
+                "where": where,
+            }
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise LayoutError(f"{where}: not a ModelOpt quantization config (need a JSON object with "
-                                  "`quantization`)") from None
+            raise LayoutError(
+                f"{where}: not a ModelOpt quantization config (need a JSON object with `quantization`)"
+            ) from None
     if not isinstance(out["quant_algo"], str) or out["quant_algo"] not in ALGOS:  # NVFP4_AWQ, FP8, MIXED_PRECISION
         raise LayoutError(f"{where}: ModelOpt quant_algo {out['quant_algo']!r} is not read (read: {', '.join(ALGOS)})")
     if out["group_size"] != GROUP:
@@ -67,8 +83,10 @@ def settings(ckpt) -> dict:
 
 class ModelOpt(LayoutHandler):
     name = LayoutName.MODELOPT
-    summary = ("X.weight U8 (packed E2M1) + X.weight_scale F8_E4M3 per 16 + X.weight_scale_2 F32 multiplier "
-               "(+ X.input_scale), hf_quant_config.json")
+    summary = (
+        "X.weight U8 (packed E2M1) + X.weight_scale F8_E4M3 per 16 + X.weight_scale_2 F32 multiplier "
+        "(+ X.input_scale), hf_quant_config.json"
+    )
     quant_methods = ("modelopt",)
 
     def detect(self, ckpt):
@@ -95,8 +113,10 @@ class ModelOpt(LayoutHandler):
                 raise CheckpointError(f"{where}: {t!r} has no {w!r} and {s!r} beside it")
             info = ckpt.info(w)
             if info.dtype != "U8" or len(info.shape) != 2:
-                raise CheckpointError(f"{where}: weight {w!r} is {info.dtype}{list(info.shape)}; ModelOpt NVFP4 "
-                                      "weights are 2-D U8 (two E2M1 codes per byte)")
+                raise CheckpointError(
+                    f"{where}: weight {w!r} is {info.dtype}{list(info.shape)}; ModelOpt NVFP4 "
+                    "weights are 2-D U8 (two E2M1 codes per byte)"
+                )
             for name, dtype in ((s, "F8_E4M3"), (t, "F32")) + (((inp, "F32"),) if inp in ckpt.tensors else ()):
                 if ckpt.info(name).dtype != dtype:
                     raise CheckpointError(f"{where}: {name!r} is {ckpt.info(name).dtype}; ModelOpt stores {dtype}")
@@ -109,11 +129,18 @@ class ModelOpt(LayoutHandler):
             check_grid(ckpt, w, s, shape, scheme)
             parts = {"codes": w, "scale": s, "tensor_scale": t} | ({INPUT: inp} if inp in ckpt.tensors else {})
             out[w] = StoredWeight(w, shape, scheme, parts)
-        stray = next((n for n, (_, i) in ckpt.tensors.items() if n.endswith("." + SCALE) and i.dtype == "F8_E4M3"
-                      and n[: -len(SCALE)] + SCALE_2 not in ckpt.tensors), None)
+        stray = next(
+            (
+                n
+                for n, (_, i) in ckpt.tensors.items()
+                if n.endswith("." + SCALE) and i.dtype == "F8_E4M3" and n[: -len(SCALE)] + SCALE_2 not in ckpt.tensors
+            ),
+            None,
+        )
         if stray:
-            raise CheckpointError(f"{ckpt.tensors[stray][0]}: NVFP4 block scale {stray!r} has no "
-                                  f"{stray[: -len(SCALE)] + SCALE_2!r}")
+            raise CheckpointError(
+                f"{ckpt.tensors[stray][0]}: NVFP4 block scale {stray!r} has no {stray[: -len(SCALE)] + SCALE_2!r}"
+            )
         return out
 
     def read(self, ckpt, w):
@@ -137,27 +164,35 @@ class ModelOpt(LayoutHandler):
         out.update(preset=PRESET, quant_algo=cfg["quant_algo"], config_read_from=cfg["where"] and str(cfg["where"]))
         out["loaders"] = {  # from their sources and docs, not run here (no GPU)
             "vLLM": "modelopt_fp4: FP4 GEMM on Blackwell (W4A4 with input_scale), Marlin W4A16 on older GPUs",
-            "SGLang": "modelopt_fp4 (Blackwell)", "TensorRT-LLM": "loads ModelOpt exports",
-            "transformers": "no loader for pre-quantized NVFP4 (5.25: 'not supported yet'); fp8port dequant first"}
+            "SGLang": "modelopt_fp4 (Blackwell)",
+            "TensorRT-LLM": "loads ModelOpt exports",
+            "transformers": "no loader for pre-quantized NVFP4 (5.25: 'not supported yet'); fp8port dequant first",
+        }
         out["pitfalls"] = [
             "weight_scale_2 p is a MULTIPLIER (value = code * s * p); compressed-tensors stores g = 1 / p: moving "
             "between them keeps every code, but 1 / p is exact only for powers of two",
             "compressed-tensors' own ModelOpt converter writes g 0-d, so it computes s / g in bf16 (12 % of the "
             "values of SmolLM2's first two layers one bf16 step off); fp8port writes g as [1], as llm-compressor",
-            "vLLM and SGLang keep the max weight_scale_2 / input_scale of a fused q/k/v or gate/up layer"]
+            "vLLM and SGLang keep the max weight_scale_2 / input_scale of a fused q/k/v or gate/up layer",
+        ]
         p = {n: float(ckpt.read(w.parts["tensor_scale"]).reshape(-1)[0]) for n, w in weights.items()}
         for names in fused_sets(weights):
             if len({p[n] for n in names}) > 1:
-                out["warnings"].append(f"{', '.join(names)}: weight_scale_2 differs within a fused set; vLLM and "
-                                       "SGLang keep its max for the fused layer, which misreads the others")
+                out["warnings"].append(
+                    f"{', '.join(names)}: weight_scale_2 differs within a fused set; vLLM and "
+                    "SGLang keep its max for the fused layer, which misreads the others"
+                )
         if cfg["kv_cache_quant_algo"]:
-            out["warnings"].append(f"kv_cache_quant_algo {cfg['kv_cache_quant_algo']!r}: fp8port reads no KV-cache "
-                                   "scheme; convert copies its k/v scale tensors as plain tensors")
+            out["warnings"].append(
+                f"kv_cache_quant_algo {cfg['kv_cache_quant_algo']!r}: fp8port reads no KV-cache "
+                "scheme; convert copies its k/v scale tensors as plain tensors"
+            )
         return out
 
     def writer(self, request, source):
-        return ModelOptWriter(self.name, request, source, get_preset(request.preset) if request.preset else None,
-                              divisor=False)
+        return ModelOptWriter(
+            self.name, request, source, get_preset(request.preset) if request.preset else None, divisor=False
+        )
 
 
 @dataclass
@@ -166,24 +201,32 @@ class ModelOptWriter(Nvfp4Writer):
 
     def hold(self, name, shape, scheme):
         if scheme.element.name != "float4_e2m1fn" or scheme.storage is not ScaleStorage.E4M3_TENSOR:
-            raise cannot_hold("modelopt", scheme, "fp8port writes its NVFP4 (E2M1, E4M3 block scales, F32 "
-                                                  "tensor scale)")
+            raise cannot_hold(
+                "modelopt", scheme, "fp8port writes its NVFP4 (E2M1, E4M3 block scales, F32 tensor scale)"
+            )
         if str(scheme.block) != f"1x{GROUP}(axis=-1)" or len(shape) != 2 or shape[-1] % GROUP:
-            raise cannot_hold("modelopt", scheme, f"NVFP4 has 1x{GROUP} groups along K of 2-D weights; {name} is "
-                                                  f"{list(shape)}")
+            raise cannot_hold(
+                "modelopt", scheme, f"NVFP4 has 1x{GROUP} groups along K of 2-D weights; {name} is {list(shape)}"
+            )
         return scheme.with_(scale_rule="nvfp4")  # its tensor scale is a multiplier
 
     def outputs(self, name, shape, scheme):
         base, (n, k) = base_name(name), shape
-        out = [(name, "U8", (n, k // 2)), (f"{base}.{SCALE}", "F8_E4M3", scheme.block.grid(shape)),
-               (f"{base}.{SCALE_2}", "F32", ())]
+        out = [
+            (name, "U8", (n, k // 2)),
+            (f"{base}.{SCALE}", "F8_E4M3", scheme.block.grid(shape)),
+            (f"{base}.{SCALE_2}", "F32", ()),
+        ]
         if self.input_scale(name) is not None:
             out.append((f"{base}.{INPUT}", "F32", ()))
         return out
 
     def arrays(self, name, q):
-        out = [pack_codes(q).reshape(q.shape[0], -1), np.asarray(q.scale).view(ml_dtypes.float8_e4m3fn),
-               np.asarray(q.tensor_scale, np.float32).reshape(())]
+        out = [
+            pack_codes(q).reshape(q.shape[0], -1),
+            np.asarray(q.scale).view(ml_dtypes.float8_e4m3fn),
+            np.asarray(q.tensor_scale, np.float32).reshape(()),
+        ]
         if name in self.inputs:
             out.append(np.asarray(self.inputs[name], np.float32).reshape(()))
         return out
@@ -192,21 +235,35 @@ class ModelOptWriter(Nvfp4Writer):
         super().review(jobs)
         quantized = [j.source for j in jobs if j.scheme is not None]
         if self.inputs and len(self.inputs) != len(quantized):
-            raise LayoutError("some NVFP4 weights have static input scales and some do not: ModelOpt's quant_algo "
-                              "is NVFP4 (every weight has one) or W4A16_NVFP4 (none)")
+            raise LayoutError(
+                "some NVFP4 weights have static input scales and some do not: ModelOpt's quant_algo "
+                "is NVFP4 (every weight has one) or W4A16_NVFP4 (none)"
+            )
         self.algo = "NVFP4" if self.inputs else "W4A16_NVFP4"
 
     def _quantization(self, jobs) -> dict:
-        return {"quant_algo": self.algo, "kv_cache_quant_algo": None, "group_size": GROUP,
-                "exclude_modules": ignored_modules(jobs)}
+        return {
+            "quant_algo": self.algo,
+            "kv_cache_quant_algo": None,
+            "group_size": GROUP,
+            "exclude_modules": ignored_modules(jobs),
+        }
 
     def config(self, config, jobs):
         if not any(j.scheme is not None for j in jobs):
             return with_config(config, None)
         args = {"dynamic": False, "num_bits": 4, "type": "float", "group_size": GROUP}
         group = {"weights": args, "targets": ["Linear"]} | ({"input_activations": args} if ALGOS[self.algo] else {})
-        return with_config(config, {"config_groups": {"group_0": group}, "ignore": ignored_modules(jobs),
-                                    "quant_algo": self.algo, "producer": self.producer(), "quant_method": "modelopt"})
+        return with_config(
+            config,
+            {
+                "config_groups": {"group_0": group},
+                "ignore": ignored_modules(jobs),
+                "quant_algo": self.algo,
+                "producer": self.producer(),
+                "quant_method": "modelopt",
+            },
+        )
 
     @staticmethod
     def producer() -> dict:

@@ -27,13 +27,29 @@ from ....errors import ConversionError
 from ....quant import Scheme
 from ...folder import DESCRIPTION
 from ...selection import quantizable
-from ..base import (Action, LayoutHandler, LayoutName, Source, StoredWeight, WriteRequest, Writer, index_object,
-                    with_config)
+from ..base import (
+    Action,
+    LayoutHandler,
+    LayoutName,
+    Source,
+    StoredWeight,
+    Writer,
+    WriteRequest,
+    index_object,
+    with_config,
+)
 from . import codec
 from .description import INDEX, description, quantized_types, shard_names
 from .inspect import describe
-from .rules import (FLOAT_RULES, check_fits, check_groups, float_reason, layer_kind, module_order,  # noqa: F401
-                    mtp_layers)
+from .rules import (
+    FLOAT_RULES,  # noqa: F401  (the loaders' float-tensor rules: the contract test reads them here)
+    check_fits,
+    check_groups,
+    float_reason,
+    layer_kind,
+    module_order,  # noqa: F401
+    mtp_layers,
+)
 from .types import LOADERS, PRIORITY, WRITABLE, AscendType, entries, logical, target  # noqa: F401
 
 FLOAT = AscendType.FLOAT
@@ -47,12 +63,15 @@ def _load_activations(path) -> tuple[dict, str]:
         assert isinstance(data, dict)
         acts = {m: (float(v["input_scale"]), float(v["input_offset"])) for m, v in data.items()}
     except (OSError, ValueError, AssertionError, KeyError, TypeError) as e:
-        raise ConversionError(f"{path}: activation scales must be a JSON object "
-                              f'{{module: {{"input_scale": s, "input_offset": o}}}} ({type(e).__name__})') from None
+        raise ConversionError(
+            f"{path}: activation scales must be a JSON object "
+            f'{{module: {{"input_scale": s, "input_offset": o}}}} ({type(e).__name__})'
+        ) from None
     for m, (s, o) in acts.items():
         if not (math.isfinite(s) and s > 0 and o == round(o) and -128 <= o <= 127):
-            raise ConversionError(f"{path}: {m}: input_scale must be finite and > 0 and input_offset an "
-                                  f"int8 value; got {s}, {o}")
+            raise ConversionError(
+                f"{path}: {m}: input_scale must be finite and > 0 and input_offset an int8 value; got {s}, {o}"
+            )
     return acts, hashlib.sha256(raw).hexdigest()
 
 
@@ -67,8 +86,10 @@ class Ascend(LayoutHandler):
         return None
 
     def weights(self, ckpt):
-        return {n: StoredWeight(n, logical(ckpt.info(n).shape, t), t.scheme, codec.parts(ckpt, n, t), label=t.value)
-                for n, t in quantized_types(ckpt).items()}
+        return {
+            n: StoredWeight(n, logical(ckpt.info(n).shape, t), t.scheme, codec.parts(ckpt, n, t), label=t.value)
+            for n, t in quantized_types(ckpt).items()
+        }
 
     def read(self, ckpt, w):
         return codec.read(ckpt, w)
@@ -82,27 +103,42 @@ class Ascend(LayoutHandler):
     def describe(self, ckpt, weights):
         return describe(ckpt, weights)
 
-    def writer(self, request: WriteRequest, source: Source) -> "AscendWriter":
+    def writer(self, request: WriteRequest, source: Source) -> AscendWriter:
         if request.preset is None:
-            raise ConversionError("--layout ascend needs --preset TYPE, one of: "
-                                  + ", ".join(t.value for t in WRITABLE))
+            raise ConversionError(
+                "--layout ascend needs --preset TYPE, one of: " + ", ".join(t.value for t in WRITABLE)
+            )
         atype, scheme = target(request.preset, source.model_dtype)
         if source.layout is LayoutName.ASCEND:
             raise ConversionError(f"{source.ckpt.root} is already AscendV1; `fp8port dequant` it first to change types")
         if request.storage or request.block:
-            raise ConversionError(f"--{'scale-dtype' if request.storage else 'block'} does not apply to --layout "
-                                  "ascend (its blocks and scale dtypes are fixed per type)")
+            raise ConversionError(
+                f"--{'scale-dtype' if request.storage else 'block'} does not apply to --layout "
+                "ascend (its blocks and scale dtypes are fixed per type)"
+            )
         if atype is AscendType.W8A8 and not request.activation_scales:
-            raise ConversionError("W8A8 (static) needs calibrated input_scale/input_offset per Linear, which "
-                                  "fp8port cannot compute without data (ascend-layout.md §4.4); pass "
-                                  "--activation-scales FILE.json, or use W8A8_DYNAMIC")
-        w = AscendWriter(self.name, request, source, atype=atype, scheme=scheme, measures_error=True,
-                         index_name=INDEX, file_metadata=None)
+            raise ConversionError(
+                "W8A8 (static) needs calibrated input_scale/input_offset per Linear, which "
+                "fp8port cannot compute without data (ascend-layout.md §4.4); pass "
+                "--activation-scales FILE.json, or use W8A8_DYNAMIC"
+            )
+        w = AscendWriter(
+            self.name,
+            request,
+            source,
+            atype=atype,
+            scheme=scheme,
+            measures_error=True,
+            index_name=INDEX,
+            file_metadata=None,
+        )
         w.deq_int64 = source.model_dtype != "BF16"  # msModelSlim deqscale2int64_by_dtype
         w.mtp = mtp_layers(source.ckpt.tensors, source.ckpt.config)
         if source.model_dtype == "F16" and ":" not in request.preset:
-            w.notes.append("msModelSlim computes scales in float16 on a float16 model; fp8port's msmodelslim-* rules "
-                           "model its bf16 and float32 arithmetic, so a scale may differ from its in the last bit")
+            w.notes.append(
+                "msModelSlim computes scales in float16 on a float16 model; fp8port's msmodelslim-* rules "
+                "model its bf16 and float32 arithmetic, so a scale may differ from its in the last bit"
+            )
         if request.activation_scales:
             if atype is not AscendType.W8A8:
                 raise ConversionError("--activation-scales is for --preset W8A8 (static)")
@@ -154,14 +190,19 @@ class AscendWriter(Writer):
 
     def review(self, jobs):
         check_groups(self.types)
-        if self.atype is AscendType.W8A16 and any(layer_kind(n) == "moe" and t is not AscendType.FLOAT
-                                                  for n, t in self.types.items()):
-            raise ConversionError("W8A16 has no MoE scheme in vLLM-Ascend or SGLang (§2.4, §3); use W8A8_DYNAMIC, "
-                                  "or keep the experts FLOAT with --exclude '*.experts.*'")
+        if self.atype is AscendType.W8A16 and any(
+            layer_kind(n) == "moe" and t is not AscendType.FLOAT for n, t in self.types.items()
+        ):
+            raise ConversionError(
+                "W8A16 has no MoE scheme in vLLM-Ascend or SGLang (§2.4, §3); use W8A8_DYNAMIC, "
+                "or keep the experts FLOAT with --exclude '*.experts.*'"
+            )
         lossy = sum(j.action is Action.REQUANTIZE and self.types[j.source] is AscendType.W8A8_MXFP8 for j in jobs)
         if lossy:
-            self.notes.append(f"{lossy} FP8 weights have scales that are not powers of two (or blocks that are "
-                              "not 1xK-splittable): requantized to MXFP8, error per tensor in the summary")
+            self.notes.append(
+                f"{lossy} FP8 weights have scales that are not powers of two (or blocks that are "
+                "not 1xK-splittable): requantized to MXFP8, error per tensor in the summary"
+            )
 
     def extra_copies(self):
         """msModelSlim writes lm_head.weight for tied embeddings ("so both keys exist for tie_word_embeddings")."""
@@ -176,7 +217,7 @@ class AscendWriter(Writer):
         for j in sorted(jobs, key=lambda j: module_order(j.outputs[0][0])):
             if j.action is Action.COPY and j.source.endswith(".bias"):
                 if self.types.get(j.source[: -len(".bias")] + ".weight", FLOAT) is not FLOAT:
-                    (n, _, shape), = j.outputs
+                    ((n, _, shape),) = j.outputs
                     j = replace(j, outputs=((n, "F32", shape),))
             out.append(j)
         return out

@@ -28,21 +28,37 @@ def row_tensor(codes: np.ndarray, weight_scale: np.ndarray, t: AscendType) -> Qu
     """Per-row codes (uint8 bytes; int codes two's complement) with msModelSlim's weight_scale [N, 1]."""
     scheme = t.scheme
     s = (np.asarray(weight_scale, np.float32).reshape(-1, 1) / step(scheme)).astype(np.float32)
-    return QuantizedTensor(codes=np.ascontiguousarray(codes).view(np.uint8), scale=s, scale_fp32=s,
-                           shape=tuple(codes.shape), scheme=scheme, role=Role.WEIGHT, src_dtype="float32",
-                           framework=Framework.NUMPY)
+    return QuantizedTensor(
+        codes=np.ascontiguousarray(codes).view(np.uint8),
+        scale=s,
+        scale_fp32=s,
+        shape=tuple(codes.shape),
+        scheme=scheme,
+        role=Role.WEIGHT,
+        src_dtype="float32",
+        framework=Framework.NUMPY,
+    )
 
 
 def mx_tensor(codes: np.ndarray, scale_bytes: np.ndarray, shape, t: AscendType) -> QuantizedTensor:
-    return QuantizedTensor(codes=codes, scale=scale_bytes.view(ml_dtypes.float8_e8m0fnu),
-                           scale_fp32=scale_store.e8m0_values(scale_bytes), shape=tuple(shape), scheme=t.scheme,
-                           role=Role.WEIGHT, src_dtype="float32", framework=Framework.NUMPY)
+    return QuantizedTensor(
+        codes=codes,
+        scale=scale_bytes.view(ml_dtypes.float8_e8m0fnu),
+        scale_fp32=scale_store.e8m0_values(scale_bytes),
+        shape=tuple(shape),
+        scheme=t.scheme,
+        role=Role.WEIGHT,
+        src_dtype="float32",
+        framework=Framework.NUMPY,
+    )
 
 
 def check_e8m0(scale_bytes: np.ndarray, where: str) -> None:
     if (scale_bytes == 0xFF).any():
-        raise NonFiniteError(f"{where}: a block has a NaN scale (E8M0 0xFF), which Ascend loaders refuse "
-                             "(§2.6); fix the non-finite weights (--nonfinite zero)")
+        raise NonFiniteError(
+            f"{where}: a block has a NaN scale (E8M0 0xFF), which Ascend loaders refuse "
+            "(§2.6); fix the non-finite weights (--nonfinite zero)"
+        )
 
 
 def encode(t: AscendType, w: np.ndarray, scheme: Scheme, name: str, policy: NonFinitePolicy) -> QuantizedTensor:
@@ -106,8 +122,10 @@ def _need(ckpt: Checkpoint, name: str, dtypes: tuple[str, ...], shape) -> None:
         raise CheckpointError(f"{ckpt.root}: tensor {name!r} is missing")
     info = ckpt.info(name)
     if info.dtype not in dtypes or tuple(info.shape) != tuple(shape):
-        raise CheckpointError(f"{ckpt.tensors[name][0]}: {name!r} is {info.dtype}{list(info.shape)}, expected "
-                              f"{'/'.join(dtypes)}{list(shape)}")
+        raise CheckpointError(
+            f"{ckpt.tensors[name][0]}: {name!r} is {info.dtype}{list(info.shape)}, expected "
+            f"{'/'.join(dtypes)}{list(shape)}"
+        )
 
 
 ROW_CODES = {AscendType.W4A8_DYNAMIC: ("I8", "U8"), AscendType.WFP8AFP8_DYNAMIC: ("F8_E4M3", "U8")}
@@ -171,8 +189,10 @@ def read(ckpt: Checkpoint, w: StoredWeight) -> QuantizedTensor:
         return mx_tensor(codes, sb, (n, k), t)
     off = _offset(ckpt, w)
     if off is not None and off.any():
-        raise CheckpointError(f"{ckpt.tensors[w.name][0]}: {w.name!r} has a non-zero weight_offset (asymmetric "
-                              "int), which a block-scaled tensor cannot hold; `fp8port dequant` reads it")
+        raise CheckpointError(
+            f"{ckpt.tensors[w.name][0]}: {w.name!r} has a non-zero weight_offset (asymmetric "
+            "int), which a block-scaled tensor cannot hold; `fp8port dequant` reads it"
+        )
     return row_tensor(_row_codes(ckpt, w, t), _row_scale(ckpt, w, t), t)
 
 

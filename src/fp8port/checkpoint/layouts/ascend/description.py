@@ -37,12 +37,15 @@ def quantized_types(ckpt: Checkpoint) -> dict[str, AscendType]:
         try:
             t = AscendType.parse(v)
         except UnknownNameError:
-            raise CheckpointError(f"{ckpt.root / DESCRIPTION}: {n!r} has type {v!r}, which fp8port does not "
-                                  "read") from None
+            raise CheckpointError(
+                f"{ckpt.root / DESCRIPTION}: {n!r} has type {v!r}, which fp8port does not read"
+            ) from None
         if t is not AscendType.FLOAT:
             if len(ckpt.info(n).shape) != 2:
-                raise CheckpointError(f"{ckpt.root / DESCRIPTION}: {n!r} is {t.value}, but its tensor has shape "
-                                      f"{list(ckpt.info(n).shape)} (quantized weights are 2-D)")
+                raise CheckpointError(
+                    f"{ckpt.root / DESCRIPTION}: {n!r} is {t.value}, but its tensor has shape "
+                    f"{list(ckpt.info(n).shape)} (quantized weights are 2-D)"
+                )
             out[n] = t
     return out
 
@@ -54,8 +57,13 @@ def description(types: dict[str, AscendType]) -> dict:
     present = set(types.values()) | {AscendType.FLOAT}
     top = max((t for t in present if t in PRIORITY), key=PRIORITY.index)
     desc = {n: t.value for n, t in types.items()}
-    desc.update(version=VERSION, model_quant_type=top.value, metadata={},
-                group_size=MX_GROUP if any(t.mx for t in present) else 0, optional={})
+    desc.update(
+        version=VERSION,
+        model_quant_type=top.value,
+        metadata={},
+        group_size=MX_GROUP if any(t.mx for t in present) else 0,
+        optional={},
+    )
     return desc
 
 

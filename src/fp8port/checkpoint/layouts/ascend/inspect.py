@@ -35,12 +35,15 @@ def describe(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
             if ".kv_b_proj." in n:
                 refuse["vllm-ascend"].append(f"{n} is quantized: {why}")
         for loader, reg in LOADERS.items():
-            if v not in reg[layer_kind(n)] and not any(r.startswith(f"no {layer_kind(n)} scheme for {v} ")
-                                                       for r in refuse[loader]):
+            if v not in reg[layer_kind(n)] and not any(
+                r.startswith(f"no {layer_kind(n)} scheme for {v} ") for r in refuse[loader]
+            ):
                 refuse[loader].append(f"no {layer_kind(n)} scheme for {v} (e.g. {n})")
     if AscendType.WFP8AFP8_DYNAMIC.value in counts:
-        msg = ("WFP8AFP8_DYNAMIC: msModelSlim writes this name but vLLM-Ascend registers W8A8FP8_DYNAMIC and "
-               "SGLang neither, so both refuse it (§2.5)")
+        msg = (
+            "WFP8AFP8_DYNAMIC: msModelSlim writes this name but vLLM-Ascend registers W8A8FP8_DYNAMIC and "
+            "SGLang neither, so both refuse it (§2.5)"
+        )
         warnings.append(msg)
         for r in refuse.values():
             r.append(msg)
@@ -56,8 +59,10 @@ def describe(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
         warnings.append(f"group_size is {desc.get('group_size')!r}; MX types need 32 (§2.6)")
     odd = [w.name for w in mx if w.shape[1] % 64]
     if odd:
-        warnings.append(f"{len(odd)} MX weights have K not a multiple of 64 (e.g. {odd[0]}): SGLang reshapes "
-                        "the scales in pairs without padding (§2.6)")
+        warnings.append(
+            f"{len(odd)} MX weights have K not a multiple of 64 (e.g. {odd[0]}): SGLang reshapes "
+            "the scales in pairs without padding (§2.6)"
+        )
     if ckpt.quantization_config:
         warnings.append("config.json still has quantization_config; vLLM may take the FP8 path (§1.4)")
     for key in ("model_quant_type", "version"):
@@ -70,11 +75,16 @@ def describe(ckpt: Checkpoint, weights: dict[str, StoredWeight]) -> dict:
         "block": "1x32 along K (MX)" if mx else "one scale per output channel",
         "scale_storage": sorted({ckpt.info(s).dtype for s in scales}),
         "groups": scheme_groups(weights),
-        "loaders": {k: ("accepts it" if not v else "refuses it: " + "; ".join(sorted(set(v))[:8]))
-                    for k, v in refuse.items()},
-        "ascend": {"model_quant_type": desc.get("model_quant_type"), "version": desc.get("version"),
-                   "group_size": desc.get("group_size"), "weights_per_type": dict(sorted(counts.items())),
-                   "mtp_layers": sorted(mtp),
-                   "loaders": {k: {"accepts": not v, "reasons": sorted(set(v))[:8]} for k, v in refuse.items()}},
+        "loaders": {
+            k: ("accepts it" if not v else "refuses it: " + "; ".join(sorted(set(v))[:8])) for k, v in refuse.items()
+        },
+        "ascend": {
+            "model_quant_type": desc.get("model_quant_type"),
+            "version": desc.get("version"),
+            "group_size": desc.get("group_size"),
+            "weights_per_type": dict(sorted(counts.items())),
+            "mtp_layers": sorted(mtp),
+            "loaders": {k: {"accepts": not v, "reasons": sorted(set(v))[:8]} for k, v in refuse.items()},
+        },
         "warnings": warnings,
     }

@@ -54,8 +54,11 @@ def layer_kind(name: str) -> str:
 def fused_group(name: str) -> str | None:
     """Modules a loader fuses, which must share one type (§2 conventions, §7.4)."""
     base = name.rsplit(".", 1)[0]
-    for members, tag in ((("q_proj", "k_proj", "v_proj"), "qkv"), (("gate_proj", "up_proj"), "gate_up"),
-                         (("q_a_proj", "kv_a_proj_with_mqa"), "fused_qkv_a")):
+    for members, tag in (
+        (("q_proj", "k_proj", "v_proj"), "qkv"),
+        (("gate_proj", "up_proj"), "gate_up"),
+        (("q_a_proj", "kv_a_proj_with_mqa"), "fused_qkv_a"),
+    ):
         for m in members:
             if base.endswith("." + m):
                 prefix = base[: -len(m) - 1]
@@ -68,15 +71,51 @@ def fused_group(name: str) -> str | None:
 
 
 # transformers' module order (each class's __init__): what msModelSlim's saver walks, layer by layer.
-MODULE_ORDER = {n: i for i, n in enumerate((
-    "model", "embed_tokens", "layers", "norm", "lm_head",  # the model; its layers are written first (below)
-    "self_attn", "mlp", "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
-    "post_feedforward_layernorm",  # a decoder layer
-    "q_proj", "q_a_proj", "q_a_layernorm", "q_b_proj", "k_proj", "v_proj", "kv_a_proj_with_mqa", "kv_a_layernorm",
-    "kv_b_proj", "o_proj", "q_norm", "k_norm",  # attention (Llama, Qwen3, DeepSeek MLA)
-    "gate_proj", "up_proj", "down_proj", "experts", "gate", "shared_experts",  # MLP and MoE
-    "weight", "weight_scale", "weight_offset", "scale_bias", "quant_bias", "input_scale", "input_offset",
-    "deq_scale", "bias"))}  # a module's tensors, as its saver writes them
+MODULE_ORDER = {
+    n: i
+    for i, n in enumerate(
+        (
+            "model",
+            "embed_tokens",
+            "layers",
+            "norm",
+            "lm_head",  # the model; its layers are written first (below)
+            "self_attn",
+            "mlp",
+            "input_layernorm",
+            "post_attention_layernorm",
+            "pre_feedforward_layernorm",
+            "post_feedforward_layernorm",  # a decoder layer
+            "q_proj",
+            "q_a_proj",
+            "q_a_layernorm",
+            "q_b_proj",
+            "k_proj",
+            "v_proj",
+            "kv_a_proj_with_mqa",
+            "kv_a_layernorm",
+            "kv_b_proj",
+            "o_proj",
+            "q_norm",
+            "k_norm",  # attention (Llama, Qwen3, DeepSeek MLA)
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+            "experts",
+            "gate",
+            "shared_experts",  # MLP and MoE
+            "weight",
+            "weight_scale",
+            "weight_offset",
+            "scale_bias",
+            "quant_bias",
+            "input_scale",
+            "input_offset",
+            "deq_scale",
+            "bias",
+        )
+    )
+}  # a module's tensors, as its saver writes them
 
 
 def module_order(name: str) -> tuple:
@@ -85,28 +124,38 @@ def module_order(name: str) -> tuple:
     lm_head). Its saver runs layer by layer, then walks what is left."""
     m = _LAYER.match(name)
     parts = name.split(".")
-    return (0 if m else 1, *((0, int(p), "") if p.isdigit() else (1, MODULE_ORDER.get(p, len(MODULE_ORDER)), p)
-                             for p in parts))
+    return (
+        0 if m else 1,
+        *((0, int(p), "") if p.isdigit() else (1, MODULE_ORDER.get(p, len(MODULE_ORDER)), p) for p in parts),
+    )
 
 
 def check_fits(t: AscendType, name: str, shape, has_bias: bool, activations: dict) -> None:
     n, k = shape
     if t.fp4 and k % 2:
-        raise ConversionError(f"{name} {list(shape)}: K = {k} is odd, so its E2M1 codes do not fill whole bytes "
-                              "along K (two per byte, §2.7); keep it FLOAT with --exclude or choose W8A8_MXFP8")
+        raise ConversionError(
+            f"{name} {list(shape)}: K = {k} is odd, so its E2M1 codes do not fill whole bytes "
+            "along K (two per byte, §2.7); keep it FLOAT with --exclude or choose W8A8_MXFP8"
+        )
     if t is AscendType.W4A8_DYNAMIC:
         slices = scale_bias_slices(name)
         if n % 2 or k % slices:
-            raise ConversionError(f"{name} {list(shape)}: W4A8_DYNAMIC packs pairs of rows (N even) and sums K in "
-                                  f"{slices} slices; keep it FLOAT with --exclude")
+            raise ConversionError(
+                f"{name} {list(shape)}: W4A8_DYNAMIC packs pairs of rows (N even) and sums K in "
+                f"{slices} slices; keep it FLOAT with --exclude"
+            )
     base = name[: -len(".weight")]
     if t is AscendType.W8A8:
         if base not in activations:
-            raise ConversionError(f"{name}: no activation scales for {base!r} in --activation-scales; W8A8 "
-                                  "(static) needs input_scale and input_offset for every quantized Linear")
+            raise ConversionError(
+                f"{name}: no activation scales for {base!r} in --activation-scales; W8A8 "
+                "(static) needs input_scale and input_offset for every quantized Linear"
+            )
         if has_bias:
-            raise ConversionError(f"{name}: has a bias; how the loaders combine it with W8A8's quant_bias is "
-                                  "unverified (§2.1), so fp8port does not write it; use W8A8_DYNAMIC")
+            raise ConversionError(
+                f"{name}: has a bias; how the loaders combine it with W8A8's quant_bias is "
+                "unverified (§2.1), so fp8port does not write it; use W8A8_DYNAMIC"
+            )
 
 
 def check_groups(types: dict[str, AscendType]) -> None:
@@ -118,6 +167,8 @@ def check_groups(types: dict[str, AscendType]) -> None:
         if g is None:
             continue
         if g in seen and seen[g][1] is not t:
-            raise ConversionError(f"{name} would be {t.value} but {seen[g][0]} is {seen[g][1].value}: the loaders "
-                                  "fuse these modules and need one type (§2); adjust --include/--exclude")
+            raise ConversionError(
+                f"{name} would be {t.value} but {seen[g][0]} is {seen[g][1].value}: the loaders "
+                "fuse these modules and need one type (§2); adjust --include/--exclude"
+            )
         seen.setdefault(g, (name, t))

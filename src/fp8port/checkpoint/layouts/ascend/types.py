@@ -31,19 +31,23 @@ class AscendType(NamedEnum):
     W4A8_DYNAMIC = "W4A8_DYNAMIC"  # not in msModelSlim's priority list (§1.2)
 
     @classmethod
-    def writable(cls, value) -> "AscendType":
+    def writable(cls, value) -> AscendType:
         """A type `convert --layout ascend --preset TYPE` writes (errors list the writable ones)."""
         try:
             t = cls.parse(value)
         except UnknownNameError:
             raise UnknownNameError(cls.__label__, value, [m.value for m in WRITABLE]) from None
         if t is cls.WFP8AFP8_DYNAMIC:
-            raise ConversionError("WFP8AFP8_DYNAMIC is not written: msModelSlim names it so, but vLLM-Ascend "
-                                  "registers W8A8FP8_DYNAMIC and SGLang neither, so no loader would accept "
-                                  "the file (ascend-layout.md §2.5); use W8A8_MXFP8 on Ascend 950")
+            raise ConversionError(
+                "WFP8AFP8_DYNAMIC is not written: msModelSlim names it so, but vLLM-Ascend "
+                "registers W8A8FP8_DYNAMIC and SGLang neither, so no loader would accept "
+                "the file (ascend-layout.md §2.5); use W8A8_MXFP8 on Ascend 950"
+            )
         if t not in WRITABLE:
-            raise ConversionError(f"{t.value} is an AscendV1 type fp8port reads but does not write (it needs "
-                                  f"calibration or extra tensors); writable: {', '.join(m.value for m in WRITABLE)}")
+            raise ConversionError(
+                f"{t.value} is an AscendV1 type fp8port reads but does not write (it needs "
+                f"calibration or extra tensors); writable: {', '.join(m.value for m in WRITABLE)}"
+            )
         return t
 
     @property
@@ -57,8 +61,14 @@ class AscendType(NamedEnum):
     @property
     def per_channel(self) -> bool:
         """One float32 scale per output row (int8, int4 or FP8 codes)."""
-        return self in (AscendType.W8A8_DYNAMIC, AscendType.W8A16, AscendType.W8A8_MIX, AscendType.W8A8,
-                        AscendType.WFP8AFP8_DYNAMIC, AscendType.W4A8_DYNAMIC)
+        return self in (
+            AscendType.W8A8_DYNAMIC,
+            AscendType.W8A16,
+            AscendType.W8A8_MIX,
+            AscendType.W8A8,
+            AscendType.WFP8AFP8_DYNAMIC,
+            AscendType.W4A8_DYNAMIC,
+        )
 
     @property
     def scheme(self) -> Scheme:
@@ -77,29 +87,71 @@ class AscendType(NamedEnum):
 
 
 PRIORITY = list(AscendType)[:-1]
-WRITABLE = (AscendType.W8A8_MXFP8, AscendType.W4A8_MXFP, AscendType.W4A4_MXFP4, AscendType.W8A8_DYNAMIC,
-            AscendType.W8A16, AscendType.W8A8, AscendType.W4A8_DYNAMIC)
+WRITABLE = (
+    AscendType.W8A8_MXFP8,
+    AscendType.W4A8_MXFP,
+    AscendType.W4A4_MXFP4,
+    AscendType.W8A8_DYNAMIC,
+    AscendType.W8A16,
+    AscendType.W8A8,
+    AscendType.W4A8_DYNAMIC,
+)
 # What msModelSlim 26.1.0 quantizes each type's weights with (its `minmax` weight quantizers): the default.
-DEFAULT_PRESET = {AscendType.W8A8_MXFP8: "msmodelslim-mxfp8", AscendType.W4A8_MXFP: "msmodelslim-mxfp4",
-                  AscendType.W4A4_MXFP4: "msmodelslim-mxfp4", AscendType.W8A8_DYNAMIC: "msmodelslim-int8",
-                  AscendType.W8A16: "msmodelslim-int8", AscendType.W8A8: "msmodelslim-int8",
-                  AscendType.W4A8_DYNAMIC: "msmodelslim-int4"}
+DEFAULT_PRESET = {
+    AscendType.W8A8_MXFP8: "msmodelslim-mxfp8",
+    AscendType.W4A8_MXFP: "msmodelslim-mxfp4",
+    AscendType.W4A4_MXFP4: "msmodelslim-mxfp4",
+    AscendType.W8A8_DYNAMIC: "msmodelslim-int8",
+    AscendType.W8A16: "msmodelslim-int8",
+    AscendType.W8A8: "msmodelslim-int8",
+    AscendType.W4A8_DYNAMIC: "msmodelslim-int4",
+}
 MX_PRESET = {AscendType.W8A8_MXFP8: "mxfp8", AscendType.W4A8_MXFP: "mxfp4", AscendType.W4A4_MXFP4: "mxfp4"}
 ACTIVATION_PRESET = {AscendType.W8A8_MXFP8: "mxfp8", AscendType.W4A8_MXFP: "mxfp8", AscendType.W4A4_MXFP4: "mxfp4"}
 
 # Scheme registries of the loaders (§3.1 vLLM-Ascend @182b75e, §3.2 SGLang modelslim.py).
 LOADERS = {
-    "vllm-ascend": {"linear": {"W8A8", "W8A8_DYNAMIC", "W8A8_MIX", "W8A16", "W8A8_MXFP8", "W4A8_MXFP",
-                               "W4A4_MXFP4", "W4A4_DYNAMIC", "W4A4_FLATQUANT_DYNAMIC", "W4A4_MXFP4_FLATQUANT",
-                               "W8A8FP8_DYNAMIC"},
-                    "moe": {"W8A8_DYNAMIC", "W8A8_MXFP8", "W4A8_DYNAMIC", "W4A8_MXFP", "W4A4_MXFP4", "W4A16",
-                            "W4A16_MXFP4", "W8A8FP8_DYNAMIC"}},
-    "sglang": {"linear": {"W4A4_DYNAMIC", "W8A8", "W8A8_DYNAMIC", "W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4"},
-               "moe": {"W4A4_DYNAMIC", "W4A8_DYNAMIC", "W8A8_DYNAMIC", "W8A8_MXFP8"}},
+    "vllm-ascend": {
+        "linear": {
+            "W8A8",
+            "W8A8_DYNAMIC",
+            "W8A8_MIX",
+            "W8A16",
+            "W8A8_MXFP8",
+            "W4A8_MXFP",
+            "W4A4_MXFP4",
+            "W4A4_DYNAMIC",
+            "W4A4_FLATQUANT_DYNAMIC",
+            "W4A4_MXFP4_FLATQUANT",
+            "W8A8FP8_DYNAMIC",
+        },
+        "moe": {
+            "W8A8_DYNAMIC",
+            "W8A8_MXFP8",
+            "W4A8_DYNAMIC",
+            "W4A8_MXFP",
+            "W4A4_MXFP4",
+            "W4A16",
+            "W4A16_MXFP4",
+            "W8A8FP8_DYNAMIC",
+        },
+    },
+    "sglang": {
+        "linear": {"W4A4_DYNAMIC", "W8A8", "W8A8_DYNAMIC", "W8A8_MXFP8", "W4A8_MXFP", "W4A4_MXFP4"},
+        "moe": {"W4A4_DYNAMIC", "W4A8_DYNAMIC", "W8A8_DYNAMIC", "W8A8_MXFP8"},
+    },
 }
 
-COMPANIONS = ("weight_scale", "weight_offset", "scale_bias", "input_scale", "input_offset", "deq_scale",
-              "quant_bias", "weight_dual_scale")
+COMPANIONS = (
+    "weight_scale",
+    "weight_offset",
+    "scale_bias",
+    "input_scale",
+    "input_offset",
+    "deq_scale",
+    "quant_bias",
+    "weight_dual_scale",
+)
 
 
 def target(value, model_dtype: str = "BF16") -> tuple[AscendType, Scheme]:
@@ -114,11 +166,17 @@ def target(value, model_dtype: str = "BF16") -> tuple[AscendType, Scheme]:
         s = get_preset(DEFAULT_PRESET[t]).weight
         return t, (float32_twin(s) if model_dtype == "F32" else s)
     s, want = get_preset(preset).weight, t.scheme
-    if (s.element, s.block.kind, s.block.size, s.storage) != (want.element, want.block.kind, want.block.size,
-                                                              want.storage):
-        raise ConversionError(f"--preset {value}: {preset} gives {s.element.name} in {s.block} blocks with "
-                              f"{s.storage.value} scales, but {t.value} stores {want.element.name} in {want.block} "
-                              f"blocks with {want.storage.value} scales")
+    if (s.element, s.block.kind, s.block.size, s.storage) != (
+        want.element,
+        want.block.kind,
+        want.block.size,
+        want.storage,
+    ):
+        raise ConversionError(
+            f"--preset {value}: {preset} gives {s.element.name} in {s.block} blocks with "
+            f"{s.storage.value} scales, but {t.value} stores {want.element.name} in {want.block} "
+            f"blocks with {want.storage.value} scales"
+        )
     return t, s
 
 
@@ -140,14 +198,26 @@ def entries(t: AscendType, name: str, shape, deq_int64: bool = False):
         return [(name, "U8", (n, k // 2)), (f"{base}.weight_scale", "U8", (n, math.ceil(k / MX_GROUP)))]
     if t in (AscendType.W8A8_DYNAMIC, AscendType.W8A16, AscendType.WFP8AFP8_DYNAMIC):  # the last: read, not written
         codes = "F8_E4M3" if t is AscendType.WFP8AFP8_DYNAMIC else "I8"
-        return [(name, codes, (n, k)), (f"{base}.weight_scale", "F32", (n, 1)),
-                (f"{base}.weight_offset", "F32", (n, 1))]
+        return [
+            (name, codes, (n, k)),
+            (f"{base}.weight_scale", "F32", (n, 1)),
+            (f"{base}.weight_offset", "F32", (n, 1)),
+        ]
     if t is AscendType.W4A8_DYNAMIC:  # pairs of rows in one byte; scale_bias per K slice (rules.scale_bias_slices)
-        return [(name, "I8", (n // 2, k)), (f"{base}.weight_scale", "F32", (n, 1)),
-                (f"{base}.weight_offset", "F32", (n, 1)), (f"{base}.scale_bias", "F32", (n, scale_bias_slices(name)))]
+        return [
+            (name, "I8", (n // 2, k)),
+            (f"{base}.weight_scale", "F32", (n, 1)),
+            (f"{base}.weight_offset", "F32", (n, 1)),
+            (f"{base}.scale_bias", "F32", (n, scale_bias_slices(name))),
+        ]
     if t is AscendType.W8A8:
-        return [(name, "I8", (n, k)), (f"{base}.quant_bias", "I32", (n,)), (f"{base}.input_scale", "F32", (1,)),
-                (f"{base}.input_offset", "F32", (1,)), (f"{base}.deq_scale", "I64" if deq_int64 else "F32", (n,))]
+        return [
+            (name, "I8", (n, k)),
+            (f"{base}.quant_bias", "I32", (n,)),
+            (f"{base}.input_scale", "F32", (1,)),
+            (f"{base}.input_offset", "F32", (1,)),
+            (f"{base}.deq_scale", "I64" if deq_int64 else "F32", (n,)),
+        ]
     raise ConversionError(f"{t.value} is not written")
 
 
@@ -158,8 +228,10 @@ def scale_bias_slices(name: str) -> int:
         return 1
     if any(p in name for p in ("down_proj", "o_proj", "w2")):
         return 16
-    raise ConversionError(f"{name}: W4A8_DYNAMIC's scale_bias is defined (msModelSlim process_scale) only for "
-                          "q/k/v/o, gate/up/down and w1/w2/w3 projections; keep it FLOAT with --exclude")
+    raise ConversionError(
+        f"{name}: W4A8_DYNAMIC's scale_bias is defined (msModelSlim process_scale) only for "
+        "q/k/v/o, gate/up/down and w1/w2/w3 projections; keep it FLOAT with --exclude"
+    )
 
 
 def logical(shape, t: AscendType) -> tuple[int, ...]:

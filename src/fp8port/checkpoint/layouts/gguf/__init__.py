@@ -35,8 +35,10 @@ def _scale_name(name: str) -> str:
 
 class Gguf(LayoutHandler):
     name = LayoutName.GGUF
-    summary = ("one GGUF file (llama.cpp): llama.cpp's tensor names, F32 / F16 / BF16 / Q8_0 / MXFP4 / NVFP4 "
-               "tensors, the hyperparameters and tokenizer as metadata")
+    summary = (
+        "one GGUF file (llama.cpp): llama.cpp's tensor names, F32 / F16 / BF16 / Q8_0 / MXFP4 / NVFP4 "
+        "tensors, the hyperparameters and tokenizer as metadata"
+    )
     loaders = ("llama.cpp and what embeds it (llama-cpp-python, Ollama, LM Studio)",)
 
     def detect(self, ckpt):
@@ -49,14 +51,18 @@ class Gguf(LayoutHandler):
                 continue
             t = GgufType.of_ggml(info.dtype)
             if t is None:
-                raise LayoutError(f"{f}: tensor {n!r} is {info.dtype}; fp8port reads the GGUF types "
-                                  f"{', '.join(t.ggml for t in GgufType)}")
+                raise LayoutError(
+                    f"{f}: tensor {n!r} is {info.dtype}; fp8port reads the GGUF types "
+                    f"{', '.join(t.ggml for t in GgufType)}"
+                )
             parts = {"codes": n}
             scale = ckpt.tensors.get(_scale_name(n))
             if t is GgufType.NVFP4 and scale:
                 if scale[1].dtype != "F32" or math.prod(scale[1].shape) != 1:
-                    raise LayoutError(f"{f}: {_scale_name(n)!r} is {scale[1].dtype} {list(scale[1].shape)}; "
-                                      "llama.cpp's NVFP4 tensor scale is one F32")
+                    raise LayoutError(
+                        f"{f}: {_scale_name(n)!r} is {scale[1].dtype} {list(scale[1].shape)}; "
+                        "llama.cpp's NVFP4 tensor scale is one F32"
+                    )
                 parts["tensor_scale"] = _scale_name(n)
             out[n] = StoredWeight(n, tuple(info.shape), t.scheme, parts, label=info.dtype)
         return out
@@ -69,16 +75,27 @@ class Gguf(LayoutHandler):
     def describe(self, ckpt, weights):
         out = super().describe(ckpt, weights)
         kv = ckpt.kv
-        out["gguf"] = {k: kv.get(k) for k in ("general.architecture", "general.name", "general.file_type",
-                                               "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens")}
+        out["gguf"] = {
+            k: kv.get(k)
+            for k in (
+                "general.architecture",
+                "general.name",
+                "general.file_type",
+                "tokenizer.ggml.model",
+                "tokenizer.ggml.pre",
+                "tokenizer.ggml.tokens",
+            )
+        }
         if ckpt.rows:
             out["gguf"]["rows_reordered"] = f"{len(ckpt.rows)} q/k projections (llama.cpp's rotary order; read back)"
         return out
 
     def check_source(self, ckpt):
         # a GGUF file carries llama.cpp's names and metadata, not a config.json to write beside them
-        raise LayoutError(f"{ckpt.files[0]}: fp8port reads GGUF files for inspect, diff and --verify; converting "
-                          "from GGUF is not supported (convert the Hugging Face folder it came from)")
+        raise LayoutError(
+            f"{ckpt.files[0]}: fp8port reads GGUF files for inspect, diff and --verify; converting "
+            "from GGUF is not supported (convert the Hugging Face folder it came from)"
+        )
 
     def counterparts(self, ckpt, names):
         import gguf
@@ -97,8 +114,10 @@ class Gguf(LayoutHandler):
 
     def writer(self, request, source):
         if request.preset or request.block or request.storage:
-            raise LayoutError("--layout gguf takes --type (f32, f16, bf16, q8_0, mxfp4, nvfp4); --preset, --block and "
-                              "--scale-dtype do not apply")
+            raise LayoutError(
+                "--layout gguf takes --type (f32, f16, bf16, q8_0, mxfp4, nvfp4); --preset, --block and "
+                "--scale-dtype do not apply"
+            )
         if request.type is None:
             raise LayoutError(f"--layout gguf needs --type ({', '.join(t.value for t in GgufType)})")
         t = GgufType.parse(request.type)
@@ -176,8 +195,12 @@ class GgufWriter(Writer):
         infos = [(n, s, self.ggml.get(n, d), nbytes(d, s)) for j in plan.jobs for n, d, s in j.outputs]
         orders = {n: o for n, s, _, _ in infos if (o := row_order(m.arch, n, s[0], m.heads, m.kv_heads)) is not None}
         T = gguf.GGUFValueType
-        kv = [*self.model.kv, (gguf.Keys.General.FILE_TYPE, self.type.file_type, T.UINT32),
-              (gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION, T.UINT32), *self.metadata]
+        kv = [
+            *self.model.kv,
+            (gguf.Keys.General.FILE_TYPE, self.type.file_type, T.UINT32),
+            (gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION, T.UINT32),
+            *self.metadata,
+        ]
 
         def ordered():
             names = iter(n for n, _, _, _ in infos)

@@ -14,8 +14,12 @@ from functools import cached_property
 from ....errors import LayoutError
 
 # Hugging Face class -> gguf MODEL_ARCH member: architectures whose metadata is the generic set
-ARCHS = {"LlamaForCausalLM": "LLAMA", "MistralForCausalLM": "LLAMA", "Qwen2ForCausalLM": "QWEN2",
-         "Qwen3ForCausalLM": "QWEN3"}
+ARCHS = {
+    "LlamaForCausalLM": "LLAMA",
+    "MistralForCausalLM": "LLAMA",
+    "Qwen2ForCausalLM": "QWEN2",
+    "Qwen3ForCausalLM": "QWEN3",
+}
 # config keys that mean more than the generic set: refused by name where set (layer_types: unless every
 # layer is full attention). Mistral's sliding_window is ignored, as llama.cpp's converter does.
 UNMAPPED = ("num_experts", "num_local_experts", "n_routed_experts", "rope_scaling", "use_sliding_window")
@@ -43,8 +47,10 @@ class Model:
         table, known = self._names
         got = table.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
         if got is None or got[0] not in known:
-            raise LayoutError(f"tensor {name!r} has no name in llama.cpp's {self.arch} architecture (gguf's "
-                              "TensorNameMap); exclude it from the source or convert another layout")
+            raise LayoutError(
+                f"tensor {name!r} has no name in llama.cpp's {self.arch} architecture (gguf's "
+                "TensorNameMap); exclude it from the source or convert another layout"
+            )
         return got[1]
 
 
@@ -74,15 +80,26 @@ def model(config: dict | None, where) -> Model:
     hf = next((a for a in names if a in ARCHS), None)
     if hf is None:
         known = config.get("model_type") in gguf.MODEL_ARCH_NAMES.values()
-        also = (f"; the gguf package names {config.get('model_type')!r}, but fp8port maps no hyperparameters for it"
-                if known else "")
-        raise LayoutError(f"{where}: architecture {names or config.get('model_type')!r}: fp8port writes GGUF "
-                          f"metadata for {', '.join(ARCHS)} only{also}")
+        also = (
+            f"; the gguf package names {config.get('model_type')!r}, but fp8port maps no hyperparameters for it"
+            if known
+            else ""
+        )
+        raise LayoutError(
+            f"{where}: architecture {names or config.get('model_type')!r}: fp8port writes GGUF "
+            f"metadata for {', '.join(ARCHS)} only{also}"
+        )
     rope = config.get("rope_parameters") or {}
     layers_kinds = set(config.get("layer_types") or ["full_attention"])
-    extra = [k for k in UNMAPPED if config.get(k)] + ([f"layer_types {sorted(layers_kinds)}"] if layers_kinds != {
-        "full_attention"} else []) + (
-        [f"rope_parameters.rope_type {rope['rope_type']!r}"] if rope.get("rope_type", "default") != "default" else [])
+    extra = (
+        [k for k in UNMAPPED if config.get(k)]
+        + ([f"layer_types {sorted(layers_kinds)}"] if layers_kinds != {"full_attention"} else [])
+        + (
+            [f"rope_parameters.rope_type {rope['rope_type']!r}"]
+            if rope.get("rope_type", "default") != "default"
+            else []
+        )
+    )
     if extra:
         raise LayoutError(f"{where}: {hf} with {', '.join(extra)}: fp8port does not map that to GGUF metadata")
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, ARCHS[hf])]
@@ -107,6 +124,8 @@ def model(config: dict | None, where) -> Model:
         (K.Rope.DIMENSION_COUNT.format(arch=arch), head_dim, U32),
     ]
     if head_dim != hidden // heads:  # Qwen3: heads wider than hidden / heads
-        kv += [(K.Attention.KEY_LENGTH.format(arch=arch), head_dim, U32),
-               (K.Attention.VALUE_LENGTH.format(arch=arch), head_dim, U32)]
+        kv += [
+            (K.Attention.KEY_LENGTH.format(arch=arch), head_dim, U32),
+            (K.Attention.VALUE_LENGTH.format(arch=arch), head_dim, U32),
+        ]
     return Model(arch, layers, heads, kv_heads, kv)

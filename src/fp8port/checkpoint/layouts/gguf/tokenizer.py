@@ -17,8 +17,10 @@ from ....errors import LayoutError
 GPT2 = {"type": "ByteLevel", "use_regex": True}
 DIGITS = {"type": "Digits", "individual_digits": True}
 BYTES = {"type": "ByteLevel", "use_regex": False}
-LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 # llama.cpp pre-tokenizer name -> the tokenizer.json pre_tokenizer steps it reproduces (keys that matter)
 PRE_TOKENIZERS = {
@@ -42,8 +44,10 @@ def pre_tokenizer(tok: dict, where) -> str:
     for name, want in PRE_TOKENIZERS.items():
         if len(steps) == len(want) and all(all(s.get(k) == v for k, v in w.items()) for s, w in zip(steps, want)):
             return name
-    raise LayoutError(f"{where}: pre_tokenizer {json.dumps(tok.get('pre_tokenizer'))[:200]} matches none that "
-                      f"llama.cpp runs and fp8port maps ({', '.join(PRE_TOKENIZERS)})")
+    raise LayoutError(
+        f"{where}: pre_tokenizer {json.dumps(tok.get('pre_tokenizer'))[:200]} matches none that "
+        f"llama.cpp runs and fp8port maps ({', '.join(PRE_TOKENIZERS)})"
+    )
 
 
 def tokenizer(root: Path, vocab_size: int) -> list:
@@ -56,9 +60,15 @@ def tokenizer(root: Path, vocab_size: int) -> list:
         model = tok["model"]
     except (OSError, ValueError, KeyError, TypeError):
         raise LayoutError(f"{where}: missing or not a tokenizer.json; GGUF needs the tokenizer") from None
-    if model.get("type") != "BPE" or model.get("byte_fallback") or (tok.get("decoder") or {}).get("type") != "ByteLevel":
-        raise LayoutError(f"{where}: a {model.get('type')} tokenizer (byte_fallback {model.get('byte_fallback')}); "
-                          "fp8port writes byte-level BPE tokenizers (llama.cpp's gpt2 model) only")
+    if (
+        model.get("type") != "BPE"
+        or model.get("byte_fallback")
+        or (tok.get("decoder") or {}).get("type") != "ByteLevel"
+    ):
+        raise LayoutError(
+            f"{where}: a {model.get('type')} tokenizer (byte_fallback {model.get('byte_fallback')}); "
+            "fp8port writes byte-level BPE tokenizers (llama.cpp's gpt2 model) only"
+        )
     pre = pre_tokenizer(tok, where)
     tokens = {int(i): t for t, i in model["vocab"].items()}
     types = dict.fromkeys(tokens, NORMAL)
@@ -71,9 +81,12 @@ def tokenizer(root: Path, vocab_size: int) -> list:
     ids = range(vocab_size)
     T = gguf.GGUFValueType
     K = gguf.Keys.Tokenizer
-    kv = [(K.MODEL, "gpt2", None), (K.PRE, pre, None),
-          (K.LIST, [tokens.get(i, f"[PAD{i}]") for i in ids], None),
-          (K.TOKEN_TYPE, [types.get(i, UNUSED) for i in ids], T.INT32)]
+    kv = [
+        (K.MODEL, "gpt2", None),
+        (K.PRE, pre, None),
+        (K.LIST, [tokens.get(i, f"[PAD{i}]") for i in ids], None),
+        (K.TOKEN_TYPE, [types.get(i, UNUSED) for i in ids], T.INT32),
+    ]
     special = gguf.SpecialVocab(root, load_merges=True, n_vocab=vocab_size)
     if not special.merges:
         raise LayoutError(f"{where}: no merges; a BPE tokenizer needs them")

@@ -20,8 +20,8 @@ from ....errors import CheckpointError
 from ....names import NamedEnum
 from ....quant import QuantizedTensor, Scheme, get_preset
 from ....quant.storage import e8m0_values
-from ..common import block_tensor
 from ..base import StoredWeight
+from ..common import block_tensor
 
 NVFP4_GROUP = 16
 
@@ -58,12 +58,18 @@ class GgufType(NamedEnum):
         """general.file_type (llama.cpp's LlamaFileType of a file mostly of this type)."""
         import gguf
 
-        names = {GgufType.F32: "ALL_F32", GgufType.F16: "MOSTLY_F16", GgufType.BF16: "MOSTLY_BF16",
-                 GgufType.Q8_0: "MOSTLY_Q8_0", GgufType.MXFP4: "MOSTLY_MXFP4_MOE", GgufType.NVFP4: "MOSTLY_NVFP4"}
+        names = {
+            GgufType.F32: "ALL_F32",
+            GgufType.F16: "MOSTLY_F16",
+            GgufType.BF16: "MOSTLY_BF16",
+            GgufType.Q8_0: "MOSTLY_Q8_0",
+            GgufType.MXFP4: "MOSTLY_MXFP4_MOE",
+            GgufType.NVFP4: "MOSTLY_NVFP4",
+        }
         return int(gguf.LlamaFileType[names[self]])
 
     @classmethod
-    def of_ggml(cls, name: str) -> "GgufType | None":
+    def of_ggml(cls, name: str) -> GgufType | None:
         return next((t for t in cls if t.ggml == name), None)
 
     @property
@@ -89,8 +95,9 @@ def to_blocks(t: GgufType, q: QuantizedTensor) -> np.ndarray:
     return np.ascontiguousarray(blocks.reshape(*rows, -1))
 
 
-def from_blocks(t: GgufType, raw: np.ndarray, w: StoredWeight, tensor_scale: float | None, where: str
-                ) -> QuantizedTensor:
+def from_blocks(
+    t: GgufType, raw: np.ndarray, w: StoredWeight, tensor_scale: float | None, where: str
+) -> QuantizedTensor:
     """The QuantizedTensor of ggml blocks `raw` (rows x bytes per row) of weight `w`."""
     rows, k = w.shape[:-1], w.shape[-1]
     if t is GgufType.Q8_0:
