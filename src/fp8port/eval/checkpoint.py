@@ -271,6 +271,7 @@ def _validate(ckpt: Checkpoint, reference: Path | None, chosen: list) -> tuple[l
     """(the checkpoint's layout handler, why) once the arguments fit: a quantized checkpoint for --as or without a
     reference (load_reference checks that the reference is dense)."""
     handler, detected = layouts.detect(ckpt)
+    handler.check_source(ckpt)  # a layout fp8port cannot build a model from (GGUF) says so by name
     is_dense = handler.name is layouts.LayoutName.DENSE
     if chosen and is_dense:
         raise CheckpointError(f"{ckpt.root} is dense; --as evaluates how engines load a quantized checkpoint")
