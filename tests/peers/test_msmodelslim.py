@@ -358,7 +358,7 @@ def test_dequant_diff_and_load_quantized(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fp8port.nn import FP8Linear, load_quantized
+    from fp8port.nn import FP8Linear, fused, load_quantized
 
     convert(run["dir"], tmp_path / "dense", Options(mode="dequant", dtype="fp32"), progress=None)
     assert diff(run["dir"], tmp_path / "dense")["identical"]  # every value, the lm_head clone's bytes too
@@ -370,7 +370,7 @@ def test_dequant_diff_and_load_quantized(run, tmp_path):
         assert np.array_equal(ours.view(np.uint32), theirs.astype(F32).view(np.uint32)), name
     dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", dtype=torch.float32)
     ids = torch.tensor([[1, 504, 3458, 314]])
-    with torch.no_grad():
+    with torch.no_grad(), fused.disabled():  # 4 rows run the fused GEMV, equal within its stated bound only
         assert torch.equal(model(ids).logits, dense(ids).logits)
 
 

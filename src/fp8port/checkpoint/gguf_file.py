@@ -122,6 +122,8 @@ class _Cursor:
 
     def take(self, dtype: str, n: int = 1) -> np.ndarray:
         dt = np.dtype(dtype)
+        if n < 0 or n * dt.itemsize > len(self.buf) - self.pos:  # a count from the file: checked, never trusted
+            raise ValueError(f"{n} values of {dt} run past the end of the header")
         a = np.frombuffer(self.buf, dt, n, self.pos)
         self.pos += dt.itemsize * n
         return a
