@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import banner, describe  # noqa: E402
 from bench_convert import FP8PORT, build, log  # noqa: E402
 
 
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     mw = {k: statistics.median(v) for k, v in wall.items()}
     me = {k: statistics.median(v) for k, v in engine.items()}
     report = {
+        "machine": describe(),  # the CPU model and the kernels' ISA tier
         "environment": {
             "python": platform.python_version(),
             "cpus": cpus,
@@ -133,6 +135,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(banner(report["machine"]))
     print(
         f"{dense / 1e9:.2f} GB BF16 -> {out_shards} FP8 shards; median of {args.repeat}, {cpus} CPUs, "
         "identical bytes in every variant"

@@ -236,7 +236,15 @@ def main(argv=None):
     signal.alarm(args.timeout)
     import triton
 
-    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__}
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from _machine import cpu_model  # the host CPU beside the device
+
+    report = {
+        "device": torch.cuda.get_device_name(0),
+        "host_cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
     report["correctness"] = correctness(torch)
     report["quant"] = quant_bandwidth(torch, args.iters)
     report["gemm"] = gemm_speed(torch, args.iters, args.quick)
@@ -249,7 +257,8 @@ def main(argv=None):
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{report['device']}  torch {report['torch']}  triton {report['triton']}")
+        host = f"host CPU {report['host_cpu_model']}"
+        print(f"{report['device']} ({host})  torch {report['torch']}  triton {report['triton']}")
         for c in report["correctness"]:
             print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}")
         print(f"\n{'op':<11}{'scheme':<26}{'shape':<14}{'GB/s':>8}{'copy GB/s':>11}{'% copy':>8}")
