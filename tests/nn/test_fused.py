@@ -14,7 +14,7 @@ from torch import nn
 import fp8port
 from fp8port import cpu
 from fp8port.cpu import gemm
-from fp8port.nn import FP8Linear, fused
+from fp8port.nn import FP8Linear, fused, prefill
 from fp8port.quant import PRESETS
 
 pytestmark = pytest.mark.skipif(not gemm.available(), reason="the C kernels are not built here")
@@ -22,19 +22,28 @@ pytestmark = pytest.mark.skipif(not gemm.available(), reason="the C kernels are 
 U = 2.0**-24
 
 
-def _check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, what: str):
-    """y against x (float32 values) @ w.T + bias computed in float64, within the stated bound."""
+def _check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, what: str, roundings: int = 1):
+    """y against x (float32 values) @ w.T + bias computed in float64, within the stated bound; roundings:
+    bf16 roundings of the output (2 where the prefill's bf16 GEMM is followed by an output factor)."""
     x64, w64 = x.double(), w.double()
     ref = x64 @ w64.T + (0 if bias is None else bias.double())
     mag = x64.abs() @ w64.abs().T + (0 if bias is None else bias.double().abs())
     tol = (2 * x.shape[-1] + 4) * U * mag
     if y.dtype == torch.bfloat16:
-        tol = tol + 2.0**-8 * (ref.abs() + (0 if bias is None else bias.double().abs()))
+        tol = tol + 2.0**-8 * (roundings * ref.abs() + (0 if bias is None else bias.double().abs()))
     err = (y.double() - ref).abs()
     assert (err <= tol).all(), f"{what}: worst excess {(err - tol).max().item():.3g}"
 
 
 TIERS = [t.value for t in cpu.tiers()]
+
+
+def _roundings(fl: FP8Linear, m: int) -> int:
+    """bf16 roundings of a bf16 output: two where the prefill runs a bf16 GEMM and then scales its output
+    by a factor other than 1 (nn/prefill.py: torch's CPU bf16 GEMM has no float32 output)."""
+    sp = fl.fused_weight().prefill.split
+    scaled = sp is not None and sp.kind != "exact" and prefill.SCALED_BF16 and prefill.bf16_gemm_fast()
+    return 2 if m > fused.GEMV_ROWS and scaled else 1
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -55,7 +64,9 @@ def test_weight_only_within_the_bound(preset, tier):
                     with gemm.bf16_dot(dot):
                         y = fl(xb)
                     assert y.dtype == torch.bfloat16
-                    _check(y, xb.float(), w, lin.bias, f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot}")
+                    _check(
+                        y, xb.float(), w, lin.bias, f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot}", _roundings(fl, m)
+                    )
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -141,3 +152,50 @@ def test_inputs_that_need_gradients_take_the_dense_path():
     x = torch.randn(2, 64, requires_grad=True)
     fl(x).sum().backward()
     assert torch.allclose(x.grad, fl.dequantized_weight().sum(0).expand(2, 64))
+
+
+@pytest.mark.parametrize(
+    "preset", ["nvfp4", "ct-nvfp4", "msmodelslim-int8", "msmodelslim-fp8", "deepseek-v3", "deepseek-v3.1", "mxfp4"]
+)
+def test_prefill_gemms_within_the_bound(preset, monkeypatch):
+    """The prefill's bf16 GEMM (with the scale split into exact bf16 rows and an output factor: NVFP4's
+    tensor scale, per-channel scales) and its float32 GEMM (CPUs whose bf16 GEMM is slow) against
+    dequantize -> float32 matmul, in one slab and in several."""
+    torch.manual_seed(5)
+    n, k = 70, 320
+    lin = nn.Linear(k, n)
+    fl = FP8Linear.from_linear(lin, preset)
+    w = fl.dequantized_weight()
+    want = {"nvfp4": "tensor", "ct-nvfp4": "tensor", "msmodelslim-int8": "rows", "msmodelslim-fp8": "rows"}
+    sp = fl.fused_weight().prefill.split
+    assert (sp.kind if sp else None) == want.get(preset, "exact" if preset != "deepseek-v3" else None)
+    x = torch.randn(2, 20, k)
+    for fast in (True, False):
+        monkeypatch.setattr(prefill, "bf16_gemm", fast)
+        for ws in (prefill.WORKSPACE_BYTES, 16 * k * 2):  # one slab; slabs of 16 rows
+            monkeypatch.setattr(prefill, "WORKSPACE_BYTES", ws)
+            with torch.no_grad():
+                y32, yb = fl(x), fl(x.bfloat16())
+            assert yb.dtype == torch.bfloat16 and yb.shape == (2, 20, n)
+            _check(y32.reshape(-1, n), x.reshape(-1, k), w, lin.bias, f"{preset} float32 fast={fast} ws={ws}")
+            xb = x.bfloat16().float().reshape(-1, k)
+            _check(yb.reshape(-1, n), xb, w, lin.bias, f"{preset} bf16 fast={fast} ws={ws}", _roundings(fl, 40))
+
+
+def test_prefill_workspace_is_freed(monkeypatch):
+    """The dense rows live only during the call: resident memory stays codes plus scales."""
+    import weakref
+
+    made = []
+
+    def workspace(n, dtype):
+        t = torch.empty(n, dtype=dtype)
+        made.append(weakref.ref(t))
+        return t
+
+    monkeypatch.setattr(prefill, "_workspace", workspace)
+    fl = FP8Linear.from_linear(nn.Linear(256, 96), "nvfp4")
+    with torch.no_grad():
+        for x in (torch.randn(16, 256), torch.randn(16, 256).bfloat16()):
+            fl(x)
+    assert len(made) == 2 and all(r() is None for r in made)

@@ -27,9 +27,9 @@ from ..codec.native import lut256
 from ..cpu import gemm
 from ..formats import Kind
 from ..quant.scheme import Scheme
+from . import prefill
 
 GEMV_ROWS = 8  # activation rows up to which the GEMV runs
-CHUNK_BYTES = 4 << 20  # dense rows per prefill chunk: about this many bytes (stays in L2 / L3)
 _DTYPES = (torch.float32, torch.bfloat16)
 _on = True
 
@@ -179,20 +179,6 @@ def _bf16_exact(scale: np.ndarray, spec) -> bool:
     return bool(((b & 0x807FFFFF) == 0).all() and ((e >= 1) & (e <= 254)).all() and as_bf16.all())
 
 
-class _Scratch(threading.local):
-    def __init__(self):
-        self.buf = {}
-
-    def get(self, n: int, dtype) -> torch.Tensor:
-        t = self.buf.get(dtype)
-        if t is None or t.numel() < n:
-            t = self.buf[dtype] = torch.empty(n, dtype=dtype)
-        return t[:n]
-
-
-_scratch = _Scratch()
-
-
 class FusedWeight:
     """A layer's codes and scales with the kernels' plan; calling it runs the layer on x."""
 
@@ -203,6 +189,8 @@ class FusedWeight:
         if self.g is not None:
             self.g.codes, self.g.sgrid, self.g.lut = codes.data_ptr(), scale.data_ptr(), self.lut.ctypes.data
         self.bf16_exact = self.g is not None and _bf16_exact(scale.numpy(), scheme.element)
+        if self.g is not None:
+            self.prefill = prefill.Prefill(self.g, scale, scheme.element, shape, self.bf16_exact)
         self._bias = (None, None)
         self._local = threading.local()
 
@@ -238,7 +226,7 @@ class FusedWeight:
             x2 = x2.contiguous()
         m = x2.shape[0]
         if m > GEMV_ROWS:
-            return self._prefill(x2, bias).reshape(*x.shape[:-1], n)
+            return self.prefill(x2, bias).reshape(*x.shape[:-1], n)
         y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
         if m == 0:
             return y
@@ -250,23 +238,4 @@ class FusedWeight:
         g.x, g.x_bf16, g.M, g.ldx = x2.data_ptr(), b16, m, k
         g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
         gemm.gemv(g)
-        return y
-
-    def _prefill(self, x2: torch.Tensor, bias) -> torch.Tensor:
-        n, k = self.shape
-        b16 = self.bf16_exact and x2.dtype == torch.bfloat16
-        wdt = torch.bfloat16 if b16 else torch.float32
-        xw = x2 if x2.dtype == wdt else x2.to(wdt)
-        bias = None if bias is None else bias.to(wdt)
-        rows = max(16, CHUNK_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
-        buf = _scratch.get(min(rows, n) * k, wdt)
-        if rows >= n:
-            gemm.decode_rows(self.g, 0, n, buf.data_ptr(), b16)
-            return torch.nn.functional.linear(xw, buf.view(n, k), bias).to(x2.dtype)
-        y = torch.empty((x2.shape[0], n), dtype=x2.dtype)
-        for n0 in range(0, n, rows):
-            n1 = min(n, n0 + rows)
-            w = buf[: (n1 - n0) * k].view(n1 - n0, k)
-            gemm.decode_rows(self.g, n0, n1, w.data_ptr(), b16)
-            y[:, n0:n1] = torch.nn.functional.linear(xw, w, None if bias is None else bias[n0:n1])
         return y

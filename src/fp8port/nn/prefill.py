@@ -1,0 +1,192 @@
+"""The prefill path of the fused linear layers (more than fused.GEMV_ROWS activation rows).
+
+The weight is dequantized into a transient workspace (cpu/gemm.c decode_rows: no more than WORKSPACE_BYTES
+of dense rows at a time; the whole weight in one slab where it fits, since torch's GEMM runs best on one
+call) and multiplied by torch's GEMM; the workspace is freed when the call returns, so resident memory
+stays codes plus scales.
+
+bf16 activations take a bf16 GEMM wherever the dense rows can be exact bf16 values and torch's bf16 GEMM
+is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs). The scale grid S is
+split as S = b * c: b exact in bf16 times every element value (at most 8 significant bits together), c
+one float32 per output column, applied to the GEMM's float32-accumulated output once:
+  - power-of-two scales: b = S, c = 1 (the rows are the reference dequantize's, bit for bit);
+  - one scale per row or per tensor (per-channel INT8 / FP8): b = 1, c = that scale;
+  - a tensor scale times short block scales (NVFP4: E4M3 x float32): b = bf16(S * fp32(1 / t)), c = t,
+    accepted only where |b t - S| <= 2u |S| on every block (u = 2^-24).
+Against dequantize -> float32 matmul this adds at most 4u sum_k |x_k w_k| to the float32 reassociation
+error (the reference's own rounding of code x scale, <= 2u from b t vs S, the rounding of the product
+with c), which the stated bound's "+ 4" covers (docs/kernels.md). But torch's CPU bf16 GEMM has no
+float32 output, so where c is not 1 the output is rounded to bf16 twice (the GEMM's, then c z + bias):
+2^-8 (2 |y_ref| + |b|) instead of 2^-8 (|y_ref| + |b|) for bf16 activations on these layers (still far
+inside the dequantize-to-bf16 path's 2^-8 sum_k |x_k w_k|). Set SCALED_BF16 = False to run them on
+float32 rows instead (2-3x slower here). Other scales (DeepSeek-V3's arbitrary float32 block scales,
+Q8_0's fp16 ones) dequantize to float32 rows and run a float32 GEMM.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..codec.native import lut256
+from ..cpu import gemm
+
+WORKSPACE_BYTES = 64 << 20  # the most dense rows one call holds at a time
+U = 2.0**-24
+SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
+bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
+
+
+@functools.cache
+def _measured_bf16_gemm_fast() -> bool:
+    """Whether torch's bf16 GEMM beats its float32 one on this CPU (a one-off measurement of a few ms; the
+    two differ by 2-8x either way: AVX-512 BF16 / AMX vs AVX2-only CPUs)."""
+    a, b = torch.randn(256, 1024), torch.randn(256, 1024)
+
+    def best(x, w):
+        torch.nn.functional.linear(x, w)
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+
+    with torch.inference_mode():
+        return best(a.bfloat16(), b.bfloat16()) < best(a, b)
+
+
+def bf16_gemm_fast() -> bool:
+    return _measured_bf16_gemm_fast() if bf16_gemm is None else bf16_gemm
+
+
+def _workspace(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """The dense rows' buffer of one call (dropped when the call returns)."""
+    return torch.empty(n, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Split:
+    """S = b * c (see the module docstring). kind: 'exact' (b = S), 'rows' (b = 1, c = S per row block) or
+    'tensor' (b = bf16(S * inv_t), c = t)."""
+
+    kind: str
+    t: float = 1.0
+    inv_t: float = 1.0
+
+
+def _sig_bits(v: np.ndarray) -> int:
+    """The most significant bits any of these float32 values has."""
+    m = np.abs(v[np.isfinite(v) & (v != 0)]).astype(np.float32).view(np.uint32) & 0x7FFFFF
+    if m.size == 0:
+        return 0
+    tz = np.array([(int(x) & -int(x)).bit_length() - 1 if x else 23 for x in np.unique(m)])
+    return int(24 - tz.min())
+
+
+def _tensor_b(scale: np.ndarray, inv_t: np.float32) -> np.ndarray:
+    """b = bf16(S * inv_t) as float32, computed as the prefill call does (float32 product, RNE to bf16)."""
+    return torch.from_numpy(scale * inv_t).bfloat16().float().numpy()
+
+
+def split(scale: np.ndarray, spec, bf16_exact: bool) -> Split | None:
+    """How the float32 scale grid (N blocks x K blocks) splits for a bf16 GEMM, or None (float32 rows).
+
+    bf16_exact: every code's value times its scale is a bf16 value (fused._bf16_exact)."""
+    if bf16_exact:
+        return Split("exact")
+    vals = lut256(spec)[: spec.ncodes]
+    vals = vals[np.isfinite(vals)]
+    bits = _sig_bits(vals)
+    s = np.ascontiguousarray(scale, np.float32)
+    if bits > 8 or not np.isfinite(s).all() or s.size == 0:
+        return None
+    if s.shape[1] == 1:
+        return Split("rows")
+    room = 8 - bits  # significant bits b may have
+    nz = np.abs(s[s != 0]).astype(np.float64)
+    if room == 0 or nz.size == 0:
+        return None
+    # t candidates: the first scale over each `room`-bit significand, and two float32 ulps either side
+    base = nz[0] / (1 + np.arange(1 << (room - 1)) / (1 << (room - 1)))
+    cands = np.unique(np.concatenate([np.nextafter(np.float32(base), np.float32(d)) for d in (0, np.inf)] + [base]))
+    cands = np.unique(np.concatenate([cands, np.nextafter(np.float32(cands), np.float32(0)), np.float32(base)]))
+    cands = np.float32(cands)
+    sample = s.ravel()[:: max(1, s.size // 512)].astype(np.float64)
+    vmin, vmax = np.abs(vals[vals != 0]).min(), np.abs(vals).max()
+
+    def ok(t: np.float32, grid: np.ndarray) -> bool:
+        inv_t = np.float32(1 / np.float64(t))
+        b = _tensor_b(np.float32(grid), inv_t).astype(np.float64)
+        m = b.view(np.uint64) & ((1 << (52 - room + 1)) - 1)
+        nzb = np.abs(b[b != 0])
+        return bool(
+            not m.any()
+            and ((b == 0) == (grid == 0)).all()
+            and (np.abs(b * np.float64(t) - grid) <= 2 * U * np.abs(grid)).all()
+            and (nzb.size == 0 or (nzb.min() * vmin >= 2.0**-126 and nzb.max() * vmax <= 2.0**127))
+        )
+
+    for t in cands:
+        if ok(t, sample) and ok(t, s.astype(np.float64)):
+            return Split("tensor", float(t), float(np.float32(1 / np.float64(t))))
+    return None
+
+
+class Prefill:
+    """One weight's prefill: `g` (cpu.gemm.Gemv with the weight's fields), its float32 scale grid and
+    element spec; the Split for bf16 GEMMs is found on the first bf16 call (None: float32 rows only)."""
+
+    def __init__(self, g, scale: torch.Tensor, spec, shape: tuple[int, int], bf16_exact: bool):
+        self.g, self.scale, self.spec, self.shape, self.bf16_exact = g, scale, spec, shape, bf16_exact
+
+    @functools.cached_property
+    def split(self) -> Split | None:
+        return split(self.scale.numpy(), self.spec, self.bf16_exact)
+
+    def _bf16_parts(self):
+        """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats)."""
+        sp = self.split
+        if sp.kind == "exact":
+            return self.g, None, None
+        g = gemm.Gemv.from_buffer_copy(self.g)
+        if sp.kind == "rows":
+            b = torch.ones_like(self.scale)
+            c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]]
+        else:
+            b = (self.scale * torch.tensor(sp.inv_t, dtype=torch.float32)).bfloat16().float()
+            c = sp.t
+        g.sgrid = b.data_ptr()
+        return g, b, c
+
+    def __call__(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x2 (M, K) contiguous float32 or bf16 -> (M, N) in x2's dtype."""
+        n, k = self.shape
+        sp = self.split if x2.dtype == torch.bfloat16 and bf16_gemm_fast() else None
+        b16 = sp is not None and (sp.kind == "exact" or SCALED_BF16)
+        wdt = torch.bfloat16 if b16 else torch.float32
+        g, keep, c = self._bf16_parts() if b16 else (self.g, None, None)
+        xw = x2.to(wdt)
+        rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        buf = _workspace(min(rows, n) * k, wdt)
+        y = torch.empty((x2.shape[0], n), dtype=wdt)
+        for n0 in range(0, n, rows):
+            n1 = min(n, n0 + rows)
+            w = buf[: (n1 - n0) * k].view(n1 - n0, k)
+            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16)
+            if c is None and bias is not None:
+                torch.addmm(bias[n0:n1].to(wdt), xw, w.t(), out=y[:, n0:n1])
+            else:
+                torch.mm(xw, w.t(), out=y[:, n0:n1])
+        del buf, keep
+        if c is not None:  # the output columns' factor (and the bias) in float32, rounded to bf16 once
+            cc = torch.as_tensor(c, dtype=torch.float32).reshape(-1)
+            if bias is None:
+                y.mul_(cc)
+            else:
+                torch.addcmul(bias.to(torch.float32), y, cc, out=y)
+        return y.to(x2.dtype)
