@@ -156,7 +156,7 @@ class Prefill:
         g = gemm.Gemv.from_buffer_copy(self.g)
         if sp.kind == "rows":
             b = torch.ones_like(self.scale)
-            c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]]
+            c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]].contiguous()
         else:
             b = (self.scale * torch.tensor(sp.inv_t, dtype=torch.float32)).bfloat16().float()
             c = sp.t
@@ -183,10 +183,13 @@ class Prefill:
             else:
                 torch.mm(xw, w.t(), out=y[:, n0:n1])
         del buf, keep
-        if c is not None:  # the output columns' factor (and the bias) in float32, rounded to bf16 once
-            cc = torch.as_tensor(c, dtype=torch.float32).reshape(-1)
-            if bias is None:
-                y.mul_(cc)
-            else:
-                torch.addcmul(bias.to(torch.float32), y, cc, out=y)
+        if c is not None:  # the output's factor and the bias, computed in float32 and rounded to bf16 once
+            if bias is None and isinstance(c, float):
+                y.mul_(c)
+            else:  # an N-vector (a 1-element tensor would take a slow mixed-dtype broadcast)
+                cv = c if isinstance(c, torch.Tensor) else torch.full((n,), c, dtype=torch.float32)
+                if bias is None:
+                    y.mul_(cv)
+                else:
+                    torch.addcmul(bias.to(torch.float32), y, cv, out=y)
         return y.to(x2.dtype)
