@@ -1,26 +1,24 @@
 """The prefill path of the fused linear layers (more than fused.GEMV_ROWS activation rows).
 
-The weight is dequantized into a transient workspace (cpu/gemm.c decode_rows: no more than WORKSPACE_BYTES
-of dense rows at a time; the whole weight in one slab where it fits, since torch's GEMM runs best on one
-call) and multiplied by torch's GEMM; the workspace is freed when the call returns, so resident memory
-stays codes plus scales.
+The weight is dequantized into a transient workspace (cpu/gemm.c decode_rows: slabs of whole rows, at most
+WORKSPACE_BYTES, the whole weight where it fits) and each slab multiplied by torch's GEMM into the output's
+columns; the workspace is freed when the call returns, so resident memory stays codes plus scales.
 
 bf16 activations take a bf16 GEMM wherever the dense rows can be exact bf16 values and torch's bf16 GEMM
-is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs). The scale grid S is
-split as S = b * c: b exact in bf16 times every element value (at most 8 significant bits together), c
-one float32 per output column, applied to the GEMM's float32-accumulated output once:
+is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs, where bf16 rows would be
+4-8x slower): the scale grid S is split as S = b * c, b exact in bf16 times every element value (at most
+8 significant bits together), c one float32 per output column, multiplied into the GEMM's output:
   - power-of-two scales: b = S, c = 1 (the rows are the reference dequantize's, bit for bit);
   - one scale per row or per tensor (per-channel INT8 / FP8): b = 1, c = that scale;
   - a tensor scale times short block scales (NVFP4: E4M3 x float32): b = bf16(S * fp32(1 / t)), c = t,
     accepted only where |b t - S| <= 2u |S| on every block (u = 2^-24).
-Against dequantize -> float32 matmul this adds at most 4u sum_k |x_k w_k| to the float32 reassociation
-error (the reference's own rounding of code x scale, <= 2u from b t vs S, the rounding of the product
-with c), which the stated bound's "+ 4" covers (docs/kernels.md). But torch's CPU bf16 GEMM has no
-float32 output, so where c is not 1 the output is rounded to bf16 twice (the GEMM's, then c z + bias):
-2^-8 (2 |y_ref| + |b|) instead of 2^-8 (|y_ref| + |b|) for bf16 activations on these layers (still far
-inside the dequantize-to-bf16 path's 2^-8 sum_k |x_k w_k|). Set SCALED_BF16 = False to run them on
-float32 rows instead (2-3x slower here). Other scales (DeepSeek-V3's arbitrary float32 block scales,
-Q8_0's fp16 ones) dequantize to float32 rows and run a float32 GEMM.
+Against dequantize -> float32 matmul (whose code x scale rounds once, u) the products then differ by at
+most 3u |x_k w_k| and the product with c rounds once more: the stated bound's "+ 4" (docs/kernels.md)
+covers it. But torch's CPU bf16 GEMM has no float32 output, so where c is not 1 the output is rounded to
+bf16 twice (the GEMM's, then c z + bias in float32): 2^-8 (2 |y_ref| + |b|) in place of 2^-8 (|y_ref| +
+|b|) for bf16 activations on these layers (far inside the dequantize-to-bf16 path's 2^-8 sum |x_k w_k|).
+SCALED_BF16 = False runs them on float32 rows instead (2-3x slower on AVX-512 BF16). Other scales
+(DeepSeek-V3's arbitrary float32 block scales, Q8_0's fp16 ones) take float32 rows and a float32 GEMM.
 """
 
 from __future__ import annotations
@@ -35,7 +33,10 @@ import torch
 from ..codec.native import lut256
 from ..cpu import gemm
 
-WORKSPACE_BYTES = 64 << 20  # the most dense rows one call holds at a time
+# The most dense rows one call holds at a time: below glibc's 32 MB ceiling for serving allocations from
+# the heap, since a larger one is a fresh mmap each call (page faults: 7168->2048 float32 rows, one
+# slab of 59 MB, took 200-265 ms against 160-185 ms in slabs of 16 MB; bf16 rows showed no difference).
+WORKSPACE_BYTES = 16 << 20
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
 bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
