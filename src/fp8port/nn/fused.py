@@ -1,14 +1,15 @@
 """Fused weight-only linear layers on the C kernels (cpu/gemm.c): no dense copy of the weight.
 
 Decode (at most GEMV_ROWS activation rows): the GEMV decodes codes to float32 in registers and folds
-each block's scale into the block's partial sums. Prefill (more rows): rows of the weight are
-dequantized one chunk of about CHUNK_BYTES at a time into a reused buffer (bit-exact with the
-reference dequantize; bf16 where that is exact) and multiplied by torch's GEMM, so no more than one
-chunk of dense weight exists at any time and resident memory stays codes plus scales.
+each block's scale into the block's partial sums. Prefill (more rows, nn/prefill.py): slabs of rows of
+the weight are dequantized into a workspace freed after the call (float32, or exact bf16 rows with the
+scales' non-bf16 part applied to the output) and multiplied by torch's GEMM, so resident memory stays
+codes plus scales.
 
 Both equal the dequantized layer (dequantize, then a float32 matmul) up to float32 reassociation: for
 an output y = sum_k x_k w_k over K terms, |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24), plus
-bf16's rounding of the output and the bias, 2^-8 (|y_ref| + |b|), where the input is bf16 (docs/kernels.md).
+bf16's rounding of the output and the bias, 2^-8 (|y_ref| + |b|), where the input is bf16 (docs/kernels.md;
+twice 2^-8 |y_ref| where the prefill scales a bf16 GEMM's output: nn/prefill.py).
 
 `plan` picks the decoder for a scheme and checks it against the element's value table on every code;
 what it cannot take (blocks along K narrower than 16 and not whole rows, codes whose value is Inf or
