@@ -214,3 +214,18 @@ def test_prefill_unpacked_nibbles_decode_as_packed():
             gemm.decode_rows(fw.g, n0, n1, want.data_ptr(), b16)
             gemm.decode_rows(nib.rows(n0, n1), n0, n1, got.data_ptr(), b16)
             assert torch.equal(got, want), (n0, n1, b16)
+
+
+def test_prefill_follows_scales_written_in_place():
+    """The kernels read the scale buffer in place, so the prefill's split is found again after a write."""
+    torch.manual_seed(6)
+    lin = nn.Linear(128, 48, bias=False)
+    fl = FP8Linear.from_linear(lin, "mxfp8")
+    x = torch.randn(20, 128).bfloat16()
+    with torch.no_grad():
+        fl(x)
+        assert fl.fused_weight().prefill.split.kind == "exact"
+        fl.scale_fp32.mul_(3)  # no longer powers of two
+        y = fl(x)
+    assert fl.fused_weight().prefill.split.kind == "tensor"
+    _check(y, x.float(), fl.dequantized_weight(), None, "mxfp8 scales x 3", _roundings(fl, 20))

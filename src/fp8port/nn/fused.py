@@ -191,7 +191,9 @@ class FusedWeight:
             self.g.codes, self.g.sgrid, self.g.lut = codes.data_ptr(), scale.data_ptr(), self.lut.ctypes.data
         self.bf16_exact = self.g is not None and _bf16_exact(scale.numpy(), scheme.element)
         if self.g is not None:
-            self.prefill = prefill.Prefill(self.g, codes, scale, scheme.element, shape, self.bf16_exact)
+            self.prefill = prefill.Prefill(
+                self.g, codes, scale, scheme.element, shape, lambda s: _bf16_exact(s, scheme.element)
+            )
         self._bias = (None, None)
         self._local = threading.local()
 

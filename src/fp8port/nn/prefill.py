@@ -177,14 +177,21 @@ class Prefill:
     """One weight's prefill: `g` (cpu.gemm.Gemv with the weight's fields), its codes, float32 scale grid and
     element spec; the Split for bf16 GEMMs is found on the first bf16 call (None: float32 rows only)."""
 
-    def __init__(self, g, codes: torch.Tensor, scale: torch.Tensor, spec, shape: tuple[int, int], bf16_exact: bool):
+    def __init__(self, g, codes: torch.Tensor, scale: torch.Tensor, spec, shape: tuple[int, int], bf16_exact):
+        """bf16_exact(scale grid) -> whether every code's value times its scale is a bf16 value."""
         self.g, self.codes, self.scale, self.spec, self.shape = g, codes, scale, spec, shape
         self.bf16_exact = bf16_exact
         self.nibbles = g.dec == gemm.DECODER_ID[gemm.Decoder.NIB] and g.row_bytes * 2 == g.K
+        self._split = (None, None)
 
-    @functools.cached_property
+    @property
     def split(self) -> Split | None:
-        return split(self.scale.numpy(), self.spec, self.bf16_exact)
+        """The Split of the scale grid as it is now (found again after writes into it)."""
+        v = self.scale._version
+        if self._split[0] != v:
+            s = self.scale.numpy()
+            self._split = v, split(s, self.spec, self.bf16_exact(s))
+        return self._split[1]
 
     def _bf16_parts(self):
         """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats)."""
