@@ -229,3 +229,6 @@ def test_prefill_follows_scales_written_in_place():
         y = fl(x)
     assert fl.fused_weight().prefill.split.kind == "tensor"
     _check(y, x.float(), fl.dequantized_weight(), None, "mxfp8 scales x 3", _roundings(fl, 20))
+    with torch.inference_mode():  # buffers made here have no version counter
+        fi = FP8Linear.from_linear(lin, "nvfp4")
+        _check(fi(x), x.float(), fi.dequantized_weight(), None, "nvfp4 inference mode", _roundings(fi, 20))

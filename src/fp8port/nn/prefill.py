@@ -187,7 +187,10 @@ class Prefill:
     @property
     def split(self) -> Split | None:
         """The Split of the scale grid as it is now (found again after writes into it)."""
-        v = self.scale._version
+        try:
+            v = self.scale._version
+        except RuntimeError:  # an inference tensor has no version counter: found once
+            v = -1
         if self._split[0] != v:
             s = self.scale.numpy()
             self._split = v, split(s, self.spec, self.bf16_exact(s))
