@@ -160,7 +160,7 @@ def test_inputs_that_need_gradients_take_the_dense_path():
 def test_prefill_gemms_within_the_bound(preset, monkeypatch):
     """The prefill's bf16 GEMM (with the scale split into exact bf16 rows and an output factor: NVFP4's
     tensor scale, per-channel scales) and its float32 GEMM (CPUs whose bf16 GEMM is slow) against
-    dequantize -> float32 matmul, in one slab and in several."""
+    dequantize -> float32 matmul, in one slab and in several (and packed 4-bit codes unpacked in pieces)."""
     torch.manual_seed(5)
     n, k = 70, 320
     lin = nn.Linear(k, n)
@@ -170,6 +170,7 @@ def test_prefill_gemms_within_the_bound(preset, monkeypatch):
     sp = fl.fused_weight().prefill.split
     assert (sp.kind if sp else None) == want.get(preset, "exact" if preset != "deepseek-v3" else None)
     x = torch.randn(2, 20, k)
+    monkeypatch.setattr(prefill, "NIB_BYTES", 16 * k)  # packed 4-bit codes: unpacked 16 rows at a time
     for fast in (True, False):
         monkeypatch.setattr(prefill, "bf16_gemm", fast)
         for ws in (prefill.WORKSPACE_BYTES, 16 * k * 2):  # one slab; slabs of 16 rows
