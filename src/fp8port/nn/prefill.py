@@ -34,9 +34,10 @@ from ..codec.native import lut256
 from ..cpu import gemm
 
 # The most dense rows one call holds at a time: below glibc's 32 MB ceiling for serving allocations from
-# the heap, since a larger one is a fresh mmap each call (page faults: 7168->2048 float32 rows, one
-# slab of 59 MB, took 200-265 ms against 160-185 ms in slabs of 16 MB; bf16 rows showed no difference).
-WORKSPACE_BYTES = 16 << 20
+# the heap, since a larger one is a fresh mmap each call (page faults). 7168->2048 at M = 512, one thread,
+# min CPU time per call: bf16 rows (29 MB, one slab) 73.2 ms, in slabs of 16 / 8 / 4 MB 75.6 / 76.4 /
+# 78.3 (bf16 nn.Linear 69.6); float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
+WORKSPACE_BYTES = 30 << 20
 NIB_BYTES = 1 << 20  # packed 4-bit codes are unpacked this many at a time (stays in L2)
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
