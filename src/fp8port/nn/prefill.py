@@ -190,18 +190,14 @@ class Prefill:
     @property
     def split(self) -> Split | None:
         """The Split of the scale grid as it is now (found again after writes into it)."""
-        try:
-            v = self.scale._version
-        except RuntimeError:  # an inference tensor has no version counter: found once
-            v = -1
+        v = -1 if self.scale.is_inference() else self.scale._version  # inference tensors have no counter
         if self._split[0] != v:
             s = self.scale.numpy()
             self._split = v, split(s, self.spec, self.bf16_exact(s))
         return self._split[1]
 
-    def _bf16_parts(self):
+    def _bf16_parts(self, sp: Split):
         """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats)."""
-        sp = self.split
         if sp.kind == "exact":
             return self.g, None, None
         g = gemm.Gemv.from_buffer_copy(self.g)
@@ -220,7 +216,7 @@ class Prefill:
         sp = self.split if x2.dtype == torch.bfloat16 and bf16_gemm_fast() else None
         b16 = sp is not None and (sp.kind == "exact" or SCALED_BF16)
         wdt = torch.bfloat16 if b16 else torch.float32
-        g, keep, c = self._bf16_parts() if b16 else (self.g, None, None)
+        g, keep, c = self._bf16_parts(sp) if b16 else (self.g, None, None)
         xw = x2.to(wdt)
         rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
         buf = _workspace(min(rows, n) * k, wdt)
