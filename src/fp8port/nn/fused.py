@@ -229,7 +229,7 @@ class FusedWeight:
             x2 = x2.contiguous()
         m = x2.shape[0]
         if m > GEMV_ROWS:
-            return self.prefill(x2, bias).reshape(*x.shape[:-1], n)
+            return self._prefill(x2, bias).reshape(*x.shape[:-1], n)
         y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
         if m == 0:
             return y
@@ -242,3 +242,6 @@ class FusedWeight:
         g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
         gemm.gemv(g)
         return y
+
+    def _prefill(self, x2: torch.Tensor, bias) -> torch.Tensor:
+        return self.prefill(x2, bias)  # nn/prefill.py
