@@ -1,8 +1,8 @@
 """The fused weight-only kernels (nn/fused.py, cpu/gemm.c) equal dequantize -> float32 matmul up to the
 float32 reassociation bound docs/kernels.md states: |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24),
-plus bf16's rounding of the output and the bias (2^-8 (|y_ref| + |b|)) where the activations are bf16.
-Every preset, ragged shapes, decode (GEMV) and prefill (chunked) row counts, both modes, every ISA tier
-this CPU runs."""
+plus bf16's rounding of the output and the bias (2^-8 (|y_ref| + |b|)) where the activations are bf16
+(the output rounded twice where the prefill scales a bf16 GEMM's output: nn/prefill.py). Every preset,
+ragged shapes, decode (GEMV) and prefill (slab) row counts, both modes, every ISA tier this CPU runs."""
 
 from __future__ import annotations
 
