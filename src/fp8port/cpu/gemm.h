@@ -235,10 +235,16 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
         T(gemv_body)(G, xp, m0, n0, nf, part, n1 - n0, n0, kc0, kc1, ubuf, MB, NR, DEC);                    \
         T(gemv_body)(G, xp, m0, nf, n1, part, n1 - n0, n0, kc0, kc1, ubuf, MB, 1, DEC);                     \
     }
+/* AVX-512 (32 registers) also has a pass of 8 rows, one output row at a time: each decoded weight
+ * vector serves all 8 activation rows */
 #if VBYTES == 64
-#define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 4, DEC) GEMV_FN(4, 2, DEC)
+#define GM_PASSES 4
+#define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 4, DEC) GEMV_FN(4, 2, DEC) GEMV_FN(8, 1, DEC)
+#define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC), T(gemv_8_##DEC)}
 #else
+#define GM_PASSES 3
 #define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 2, DEC) GEMV_FN(4, 1, DEC)
+#define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC)}
 #endif
 GEMV_DECS(GM_FLOAT)
 GEMV_DECS(GM_INT8)
@@ -251,13 +257,12 @@ GEMV_DECS(GM_GATHER)
 
 typedef void (*T(gemv_fn))(const gemv_t *, const float *, int64_t, int64_t, int64_t, float *, int64_t, int64_t,
                            uint8_t *);
-#define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC)}
-static const T(gemv_fn) T(gemv_table)[GM_KINDS][3] = {GEMV_ROW(GM_FLOAT), GEMV_ROW(GM_INT8), GEMV_ROW(GM_TAB16),
+static const T(gemv_fn) T(gemv_table)[GM_KINDS][GM_PASSES] = {GEMV_ROW(GM_FLOAT), GEMV_ROW(GM_INT8), GEMV_ROW(GM_TAB16),
                                                       GEMV_ROW(GM_NIB), GEMV_ROW(GM_FP6), GEMV_ROW(GM_GATHER)};
 #undef GEMV_ROW
 
-/* Output rows [n0, n1) of all M activation rows, in passes of 4, 2 and 1 rows into float32 sums (a pass
- * of 8 rows ran out of registers: M = 8 took about 4x the time of M = 4, not 2x),
+/* Output rows [n0, n1) of all M activation rows, in passes of 8 (AVX-512), 4, 2 and 1 rows into float32
+ * sums (on 16 registers a pass of 8 rows ran out of them: M = 8 took about 4x the time of M = 4, not 2x),
  * then the bias and the store. Returns -1 without memory. */
 static int T(gemv_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1)
 {
@@ -270,7 +275,7 @@ static int T(gemv_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n
     }
     for (int64_t m = 0; m < G->M;) {
         const int64_t left = G->M - m;
-        const int i = left >= 4 ? 2 : left >= 2 ? 1 : 0;
+        const int i = left >= 8 && GM_PASSES > 3 ? 3 : left >= 4 ? 2 : left >= 2 ? 1 : 0;
         /* FP6 rows are unpacked whole: one chunk */
         const int64_t kc = G->dec == GM_FP6 ? K : gm_chunk(G, (1 << i) * 4);
         for (int64_t kc0 = 0; kc0 < K; kc0 += kc)
@@ -334,6 +339,7 @@ static void T(decode_rows)(const gemv_t *G, int64_t n0, int64_t n1, void *out, i
 }
 
 #undef NTAB
+#undef GM_PASSES
 #undef UNROLL
 #undef GL
 /* the including tier's macros (gemm.c) */

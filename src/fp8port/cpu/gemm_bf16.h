@@ -149,13 +149,17 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf_body(const gemv
         bf_body(G, xp, m0, n0, nf, part, n1 - n0, n0, kc0, kc1, MB, NR, DEC);                               \
         bf_body(G, xp, m0, nf, n1, part, n1 - n0, n0, kc0, kc1, MB, 1, DEC);                                \
     }
-BF_FN(1, 4, GM_FLOAT) BF_FN(2, 4, GM_FLOAT) BF_FN(4, 2, GM_FLOAT)
+/* GM_FLOAT (block mode) has a pass of 8 rows, one output row at a time (8 block sums and 8 totals in
+ * registers): each decoded weight vector serves all 8 activation rows. GM_NIB (flat mode: blocks of 16
+ * or 32) measured slower that way than in two passes of 4 rows (more activation loads per product). */
+BF_FN(1, 4, GM_FLOAT) BF_FN(2, 4, GM_FLOAT) BF_FN(4, 2, GM_FLOAT) BF_FN(8, 1, GM_FLOAT)
 BF_FN(1, 4, GM_NIB) BF_FN(2, 4, GM_NIB) BF_FN(4, 2, GM_NIB)
 #undef BF_FN
 
 typedef void (*bf_fn)(const gemv_t *, const uint16_t *, int64_t, int64_t, int64_t, float *, int64_t, int64_t);
-static const bf_fn BF_TABLE[2][3] = {{bf_gemv_1_GM_FLOAT, bf_gemv_2_GM_FLOAT, bf_gemv_4_GM_FLOAT},
-                                     {bf_gemv_1_GM_NIB, bf_gemv_2_GM_NIB, bf_gemv_4_GM_NIB}};  /* passes of 4, 2, 1 rows */
+static const bf_fn BF_TABLE[2][4] = {  /* passes of 1, 2, 4, 8 rows */
+    {bf_gemv_1_GM_FLOAT, bf_gemv_2_GM_FLOAT, bf_gemv_4_GM_FLOAT, bf_gemv_8_GM_FLOAT},
+    {bf_gemv_1_GM_NIB, bf_gemv_2_GM_NIB, bf_gemv_4_GM_NIB, NULL}};
 
 static int bf_range(const gemv_t *G, const uint16_t *xp, int64_t n0, int64_t n1)
 {
@@ -163,7 +167,7 @@ static int bf_range(const gemv_t *G, const uint16_t *xp, int64_t n0, int64_t n1)
     if (!part) return -1;
     for (int64_t m = 0; m < G->M;) {
         const int64_t left = G->M - m;
-        const int i = left >= 4 ? 2 : left >= 2 ? 1 : 0;
+        const int i = left >= 8 && G->dec != GM_NIB ? 3 : left >= 4 ? 2 : left >= 2 ? 1 : 0;
         const int64_t kc = gm_chunk(G, (1 << i) * 2);
         for (int64_t kc0 = 0; kc0 < G->K; kc0 += kc)
             BF_TABLE[G->dec == GM_NIB][i](G, xp, m, n0, n1, part, kc0, kc0 + kc < G->K ? kc0 + kc : G->K);
