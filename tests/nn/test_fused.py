@@ -233,3 +233,24 @@ def test_prefill_follows_scales_written_in_place():
     with torch.inference_mode():  # buffers made here have no version counter
         fi = FP8Linear.from_linear(lin, "nvfp4")
         _check(fi(x), x.float(), fi.dequantized_weight(), None, "nvfp4 inference mode", _roundings(fi, 20))
+
+
+def test_decode_fast_path_rechecks_what_changes():
+    """After its first call a layer decodes through the prepared plan; a forced tier, fused.disabled(), a
+    wrong input width and a replaced buffer still take effect there."""
+    torch.manual_seed(5)
+    fl = FP8Linear.from_linear(nn.Linear(64, 16, bias=False), "mxfp4")
+    x = torch.randn(2, 1, 64)
+    with torch.no_grad():
+        assert fl(x).shape == (2, 1, 16)
+        fw = fl._fw
+        for t in TIERS:
+            with cpu.forced(t):
+                fl(x)
+                assert fw._tier == cpu._BIT[cpu.Isa.parse(t)]
+        with fused.disabled():
+            assert torch.equal(fl(x), nn.functional.linear(x, fl.dequantized_weight()))
+        with pytest.raises(fp8port.errors.ShapeError):
+            fl(torch.randn(1, 63))
+        fl.scale_fp32 = fl.scale_fp32 * 0
+        assert torch.equal(fl(x), torch.zeros(2, 1, 16)) and fl._fw is not fw

@@ -244,6 +244,18 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t bf16_dot)
     return rc;
 }
 
+/* One call of a layer's prepared plan (nn/fused.py): the plan's weight fields (never written here, so
+ * threads may share a plan) with this call's M contiguous rows of activations x and outputs y, both
+ * bf16 (flags bit 0) or both float32; flags bit 1 allows the BF16 route; bias: N float32 or NULL. */
+int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t flags, int32_t tier,
+                 int32_t threads, const float *bias)
+{
+    gemv_t G = *plan;
+    G.x = x, G.x_bf16 = G.y_bf16 = flags & 1, G.M = M, G.ldx = G.K;
+    G.y = y, G.ldy = G.N, G.bias = bias;
+    return fp8_gemv(&G, threads, tier, flags >> 1 & 1);
+}
+
 /* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). */
 void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads,
                      int32_t tier)

@@ -77,6 +77,8 @@ def _gemm_lib():
         return None
     lib.fp8_gemv.argtypes = [ctypes.POINTER(Gemv), _i32, _i32, _i32]
     lib.fp8_gemv.restype = ctypes.c_int
+    lib.fp8_gemv_run.argtypes = [_ptr, _ptr, _ptr, _i64, _i32, _i32, _i32, _ptr]
+    lib.fp8_gemv_run.restype = ctypes.c_int
     lib.fp8_decode_rows.argtypes = [ctypes.POINTER(Gemv), _i64, _i64, _ptr, _i32, _i32, _i32]
     lib.fp8_decode_rows.restype = None
     lib.fp8_gemm_lanes.argtypes = [_i32]
@@ -132,9 +134,28 @@ def has_bf16_dot() -> bool:
 
 def gemv(g: Gemv, threads: int | None = None) -> None:
     """y = x W^T (+ bias) as `g` describes it, split along N over `threads` (default: by work)."""
-    t = (1 if g.N * g.K * g.M < 1 << 19 else _t(g.N * g.K * g.M >> 18)) if threads is None else threads
+    t = gemv_threads(g.N * g.K * g.M) if threads is None else threads
     if _gemm_lib().fp8_gemv(ctypes.byref(g), t, _tier_now(), _bf16_dot_on):
         raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
+
+
+def runner():
+    """fp8_gemv_run(plan address, x address, y address, M, flags, tier, threads, bias address or None):
+    one call of a prepared plan (nn/fused.py), nonzero without memory. flags: 1 bf16 activations and
+    output (else float32), 2 the BF16 route allowed."""
+    return _gemm_lib().fp8_gemv_run
+
+
+def gemv_threads(work: int) -> int:
+    """Threads for a GEMV of `work` = N * K * M codes times rows: one below 2^19 (OpenMP's wake-up
+    costs more than the second thread saves there), then one per 2^18."""
+    return 1 if work < 1 << 19 else _t(work >> 18)
+
+
+def plan_state() -> tuple:
+    """What a prepared plan's tier and thread counts were read under: they are read again when this
+    changes (cpu.forced entered or left, a fork)."""
+    return _cpu._forced, _cpu._forked
 
 
 def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None) -> None:

@@ -18,7 +18,7 @@ NaN) runs the dequantize-then-matmul path of FP8Linear instead.
 
 from __future__ import annotations
 
-import threading
+import ctypes
 from contextlib import contextmanager
 
 import numpy as np
@@ -195,7 +195,8 @@ class FusedWeight:
                 self.g, codes, scale, scheme.element, shape, lambda s: _bf16_exact(s, scheme.element)
             )
         self._bias = (None, None)
-        self._local = threading.local()
+        if self.g is not None:  # the decode call's prepared plan (_gemv)
+            self._addr, self._run, self._state = ctypes.addressof(self.g), gemm.runner(), None
 
     @classmethod
     def build(cls, codes, scale, scheme, shape, packed) -> FusedWeight:
@@ -208,6 +209,23 @@ class FusedWeight:
         read them in place, so values written into the same buffers need no new plan, except codes
         whose value is not finite: set the layer's plan to None after writing such)."""
         return codes is self.src[0] and scale is self.src[1]
+
+    def takes(self, x: torch.Tensor, buffers: dict) -> bool:
+        """The per-call check of FP8Linear's weight-only fast path: what its full path checks, cheaply (the
+        tier and thread counts are read again only when cpu.forced or a fork changed them). buffers: the
+        layer's _buffers (its attributes cost a Module.__getattr__ each)."""
+        if gemm.plan_state() != self._state:
+            self._refresh()
+        return (
+            _on
+            and self._tier >= 0
+            and x.dtype in _DTYPES
+            and x.is_cpu
+            and x.shape[-1] == self.shape[1]
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and buffers["codes"] is self.src[0]
+            and buffers["scale_fp32"] is self.src[1]
+        )
 
     def runs(self, dtype: torch.dtype) -> bool:
         """Whether the kernels take activations of this dtype (on the CPU) for this weight."""
@@ -224,24 +242,36 @@ class FusedWeight:
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., K) float32 or bf16 -> (..., N) in x's dtype."""
         n, k = self.shape
+        m = x.numel() // k
+        if m <= GEMV_ROWS and x.is_contiguous():
+            return self._gemv(x, m, bias)
         x2 = x.reshape(-1, k)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        m = x2.shape[0]
-        if m > GEMV_ROWS:
+        if x2.shape[0] > GEMV_ROWS:
             return self._prefill(x2, bias).reshape(*x.shape[:-1], n)
-        y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
-        if m == 0:
-            return y
-        g = getattr(self._local, "g", None)
-        if g is None:  # each thread fills its own copy of the parameters (a layer may run on several)
-            g = self._local.g = gemm.Gemv.from_buffer_copy(self.g)
-        b16 = x.dtype == torch.bfloat16
-        b = None if bias is None else self._bias32(bias)
-        g.x, g.x_bf16, g.M, g.ldx = x2.data_ptr(), b16, m, k
-        g.y, g.y_bf16, g.ldy, g.bias = y.data_ptr(), b16, n, None if b is None else b.data_ptr()
-        gemm.gemv(g)
+        return self._gemv(x2, x2.shape[0], bias).reshape(*x.shape[:-1], n)
+
+    def _gemv(self, x: torch.Tensor, m: int, bias) -> torch.Tensor:
+        """The GEMV of x's m contiguous rows: one C call on the prepared plan, which only x, y and the bias
+        change (the plan is never written, so threads share it)."""
+        y = torch.empty(*x.shape[:-1], self.shape[0], dtype=x.dtype)
+        if m:
+            if gemm.plan_state() != self._state:
+                self._refresh()
+            flags = (x.dtype is torch.bfloat16) | gemm._bf16_dot_on << 1
+            b = None if bias is None else self._bias32(bias).data_ptr()
+            if self._run(self._addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
+                raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
         return y
+
+    def _refresh(self):
+        """Read the tier and the thread count per row count once (again when cpu.forced or a fork changed
+        them), not on every call: FP8PORT_ISA is read here."""
+        self._state = gemm.plan_state()
+        self._tier = gemm._tier_now()
+        n, k = self.shape
+        self._threads = [gemm.gemv_threads(n * k * m) for m in range(GEMV_ROWS + 1)]
 
     def _prefill(self, x2: torch.Tensor, bias) -> torch.Tensor:
         return self.prefill(x2, bias)  # nn/prefill.py

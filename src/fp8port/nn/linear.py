@@ -128,6 +128,9 @@ class FP8Linear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fw = self._fw  # the fused kernels' decode fast path: a few checks, one C call
+        if fw is not None and self.mode is Mode.WEIGHT_ONLY and fw.g is not None and fw.takes(x, self._buffers):
+            return fw(x, self.bias)
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"FP8Linear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         # the kernels record no autograd graph: inputs that need gradients take the dense path
