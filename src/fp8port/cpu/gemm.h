@@ -69,6 +69,40 @@ static inline T(vf) T(dec_nib)(const uint8_t *p, const T(vf) *tab)
     return T(lut16)(tab, (T(vi))(((T(vu))LOAD_U8_TWICE(p) >> sh) & 15));
 }
 
+#if VBYTES == 32 && defined(__x86_64__)
+/* AVX2: 32 4-bit codes (16 bytes) at once where the 16 values are bf16 values (E2M1's are): the codes
+ * as bytes [low nibbles, high nibbles] index two 16-byte tables (vpshufb) of the values' bf16 low and
+ * high bytes, which interleave into bf16 words and those into float32 (low half zero). The four vectors
+ * hold codes [0, 2, 4, 6, 1, 3, 5, 7] + 8 j: dec_nib's order, so prep_x's permutation serves both. */
+#define GM_NIBQ 1
+static inline T(vf) T(loadx)(const float *p) { return (T(vf))_mm256_loadu_ps(p); }
+static inline int T(nib_tables)(const gemv_t *G, __m256i *lo, __m256i *hi)
+{
+    uint8_t l[16], h[16];
+    for (int i = 0; i < 16; i++) {
+        const uint32_t u = gm_f2u(G->tab16[i]);
+        if (u & 0xFFFF) return 0;
+        l[i] = (uint8_t)(u >> 16), h[i] = (uint8_t)(u >> 24);
+    }
+    *lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)l));
+    *hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)h));
+    return 1;
+}
+
+static inline void T(dec_nib4)(const uint8_t *p, __m256i tlo, __m256i thi, T(vf) *v)
+{
+    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+    const __m256i idx = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(b, m)),
+                                                _mm_and_si128(_mm_srli_epi16(b, 4), m), 1);
+    const __m256i lo = _mm256_shuffle_epi8(tlo, idx), hi = _mm256_shuffle_epi8(thi, idx), z = _mm256_setzero_si256();
+    const __m256i w0 = _mm256_unpacklo_epi8(lo, hi), w1 = _mm256_unpackhi_epi8(lo, hi);
+    v[0] = (T(vf))_mm256_unpacklo_epi16(z, w0), v[1] = (T(vf))_mm256_unpackhi_epi16(z, w0);
+    v[2] = (T(vf))_mm256_unpacklo_epi16(z, w1), v[3] = (T(vf))_mm256_unpackhi_epi16(z, w1);
+}
+#else
+#define GM_NIBQ 0
+#endif
+
 static inline T(vf) T(dec_gather)(const uint8_t *p, const gemv_t *G)
 {
     const T(vi) idx = (T(vi))T(load_bytes)(p);
@@ -158,6 +192,10 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
     T(vf) tab[NTAB];
     memcpy(tab, G->tab16, sizeof tab < 64 ? sizeof tab : 64);
     const float *x0 = xp + m0 * K;
+#if GM_NIBQ
+    __m256i tlo, thi;
+    const int nibq = DEC == GM_NIB && T(nib_tables)(G, &tlo, &thi);
+#endif
     for (int64_t n = n0; n + NR <= n1; n += NR) {
         const uint8_t *row[4], *src[4];  /* fixed sizes (NR <= 4, MB * NR <= 8): after inlining, registers */
         const float *srow[4];
@@ -175,6 +213,23 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
         UNROLL for (int i = 0; i < MB * NR; i++) tot[i] = (T(vf)){0}, ts[i] = 0.0f;
         int64_t k = kc0;
         if (flat) {
+#if GM_NIBQ
+            /* 32 codes a step, two blocks of 16 or one of 32: each half's sum times its scale */
+            if (DEC == GM_NIB && nibq)
+                for (; k + 4 * GL <= kc1; k += 4 * GL)
+                    UNROLL for (int r = 0; r < NR; r++) {
+                        T(vf) v[4];
+                        T(prefetch_next)(DEC, src[r], k, ahead);
+                        T(dec_nib4)(row[r] + k / 2, tlo, thi, v);
+                        const T(vf) s0 = _mm256_set1_ps(srow[r][k >> bsh]), s1 = _mm256_set1_ps(srow[r][(k + 16) >> bsh]);
+                        UNROLL for (int m = 0; m < MB; m++) {
+                            T(vf) xv[4];
+                            UNROLL for (int q = 0; q < 4; q++) xv[q] = T(loadx)(x0 + m * K + k + q * GL);
+                            const T(vf) p0 = GFMA(xv[1], v[1], xv[0] * v[0]), p1 = GFMA(xv[3], v[3], xv[2] * v[2]);
+                            tot[m * NR + r] = GFMA(p1, s1, GFMA(p0, s0, tot[m * NR + r]));
+                        }
+                    }
+#endif
             for (; k + GL <= kc1; k += GL) {
                 T(vf) w[4];
                 UNROLL for (int r = 0; r < NR; r++) {
@@ -192,6 +247,18 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
             const int64_t j = k / bn, k1 = (j + 1) * bn < kc1 ? (j + 1) * bn : kc1;
             T(vf) acc[8];
             UNROLL for (int i = 0; i < MB * NR; i++) acc[i] = (T(vf)){0};
+#if GM_NIBQ
+            if (DEC == GM_NIB && nibq)
+                for (; k + 4 * GL <= k1; k += 4 * GL)
+                    UNROLL for (int r = 0; r < NR; r++) {
+                        T(vf) v[4];
+                        T(prefetch_next)(DEC, src[r], k, ahead);
+                        T(dec_nib4)(row[r] + k / 2, tlo, thi, v);
+                        UNROLL for (int m = 0; m < MB; m++)
+                            UNROLL for (int q = 0; q < 4; q++)
+                                acc[m * NR + r] = GFMA(T(loadx)(x0 + m * K + k + q * GL), v[q], acc[m * NR + r]);
+                    }
+#endif
             for (; k + GL <= k1; k += GL) {
                 T(vf) w[4];
                 UNROLL for (int r = 0; r < NR; r++) {
@@ -340,6 +407,7 @@ static void T(decode_rows)(const gemv_t *G, int64_t n0, int64_t n1, void *out, i
 
 #undef NTAB
 #undef GM_PASSES
+#undef GM_NIBQ
 #undef UNROLL
 #undef GL
 /* the including tier's macros (gemm.c) */
