@@ -4,10 +4,12 @@ activations), the same layer's dequantize-then-matmul fallback, W8A8 and the nai
 in one run; median and min of --repeat samples, ratios against fp32 and bf16 nn.Linear, and per shape the
 best fused layer against the faster dense one beside the issue's target.
 
-    python benchmarks/bench_linear.py [--repeat 7] [--json] [--cpu-time] [--quick]
+    python benchmarks/bench_linear.py [--repeat 7] [--json] [--cpu-time] [--quick] [--shape NAME] [--m 1,8]
 
 --cpu-time: one thread everywhere, each call's CPU time of that thread (steadier on a shared machine
-than wall clock); --quick: SmolLM2's gate/up shape only, M = 1 and 8 (a smoke run).
+than wall clock); --quick: SmolLM2's gate/up shape only, M = 1 and 8 (a smoke run); --shape: the shapes
+whose name contains NAME; --m: these row counts. The first line after the banner is the empty-call
+floor: a 16x64 FP8Linear at M = 1 (bf16), whose kernel does almost nothing (Python, dispatch, output).
 """
 
 from __future__ import annotations
@@ -73,7 +75,13 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--cpu-time", action="store_true", help="one thread; per-call CPU time of that thread")
     ap.add_argument("--quick", action="store_true", help="one shape, M = 1 and 8")
+    ap.add_argument("--shape", default="", help="only the shapes whose name contains this")
+    ap.add_argument("--m", default=None, help="row counts, comma-separated (default 1,8,512)")
     args = ap.parse_args(argv)
+    shapes = [sh for sh in (SHAPES[1:2] if args.quick else SHAPES) if args.shape in sh[0]]
+    ms = MS[:2] if args.quick else MS
+    if args.m:
+        ms = tuple(int(v) for v in args.m.split(","))
     global _clock
     if args.cpu_time:
         import numba
@@ -84,14 +92,16 @@ def main(argv=None):
     torch.manual_seed(0)
     rows, best = [], []
     with torch.inference_mode():
-        for label, n, k in SHAPES[1:2] if args.quick else SHAPES:
+        tiny, xt = FP8Linear.from_linear(nn.Linear(64, 16, bias=False), "deepseek-v3.1"), torch.randn(1, 64).bfloat16()
+        floor_us = round(timeit(lambda: tiny(xt), args.repeat)[0] * 1e3, 2)
+        for label, n, k in shapes:
             dense = nn.Linear(k, n, bias=False)
             dense_bf = nn.Linear(k, n, bias=False).to(torch.bfloat16)
             dense_bf.weight.copy_(dense.weight)
             layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
             w8 = layers["deepseek-v3.1"]
             a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
-            for m in MS[:2] if args.quick else MS:
+            for m in ms:
                 print(f"{label} M={m} ...", file=sys.stderr)
                 x = torch.randn(m, k)
                 xb = x.bfloat16()
@@ -138,11 +148,13 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
         "repeat": args.repeat,
         "clock": "thread CPU time" if args.cpu_time else "wall",
+        "empty_call_floor_us": floor_us,
     }
     if args.json:
         print(json.dumps({"info": info, "rows": rows, "best": best}, indent=1))
         return 0
     print(banner(info))
+    print(f"empty-call floor (16x64 FP8Linear, M=1, bf16): {floor_us} us")
     print(f"linear layers; median ms ({info['clock']}; ratio to fp32 / bf16 nn.Linear)")
     for r in rows:
         if "memory" in r:
