@@ -302,11 +302,17 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
         T(gemv_body)(G, xp, m0, n0, nf, part, n1 - n0, n0, kc0, kc1, ubuf, MB, NR, DEC);                    \
         T(gemv_body)(G, xp, m0, nf, n1, part, n1 - n0, n0, kc0, kc1, ubuf, MB, 1, DEC);                     \
     }
-/* AVX-512 (32 registers) also has a pass of 8 rows, one output row at a time: each decoded weight
- * vector serves all 8 activation rows */
+/* AVX-512 and AVX2 also have a pass of 8 rows, one output row at a time: each decoded weight vector
+ * serves all 8 activation rows (on AVX2's 16 registers the block totals spill, but at block ends only:
+ * 7168->2048 at M = 8, one thread, FP8 4.5 -> 4.2 ms, MXFP4 8.0 -> 5.0, NVFP4 6.4 -> 7.7 (shared
+ * machine, medians of three alternating runs); the base / NEON tier keeps passes of 4) */
 #if VBYTES == 64
 #define GM_PASSES 4
 #define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 4, DEC) GEMV_FN(4, 2, DEC) GEMV_FN(8, 1, DEC)
+#define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC), T(gemv_8_##DEC)}
+#elif VBYTES == 32
+#define GM_PASSES 4
+#define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 2, DEC) GEMV_FN(4, 1, DEC) GEMV_FN(8, 1, DEC)
 #define GEMV_ROW(DEC) {T(gemv_1_##DEC), T(gemv_2_##DEC), T(gemv_4_##DEC), T(gemv_8_##DEC)}
 #else
 #define GM_PASSES 3
@@ -328,9 +334,8 @@ static const T(gemv_fn) T(gemv_table)[GM_KINDS][GM_PASSES] = {GEMV_ROW(GM_FLOAT)
                                                       GEMV_ROW(GM_NIB), GEMV_ROW(GM_FP6), GEMV_ROW(GM_GATHER)};
 #undef GEMV_ROW
 
-/* Output rows [n0, n1) of all M activation rows, in passes of 8 (AVX-512), 4, 2 and 1 rows into float32
- * sums (on 16 registers a pass of 8 rows ran out of them: M = 8 took about 4x the time of M = 4, not 2x),
- * then the bias and the store. Returns -1 without memory. */
+/* Output rows [n0, n1) of all M activation rows, in passes of 8 (AVX-512, AVX2), 4, 2 and 1 rows into
+ * float32 sums, then the bias and the store. Returns -1 without memory. */
 static int T(gemv_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1)
 {
     const int64_t K = G->K;
