@@ -1,7 +1,7 @@
 """The fused weight-only linear kernels (gemm.c): the ctypes view of their parameters and the calls.
 
-`gemv` computes y = x W^T (+ bias) for a few activation rows straight from W's codes and block scales;
-`decode_rows` writes rows of the dequantized W into a caller's buffer (bit-exact with the reference
+`runner` gives the GEMV: y = x W^T (+ bias) for a few activation rows straight from W's codes and
+block scales, on a layer's prepared plan; `decode_rows` writes rows of the dequantized W into a caller's buffer (bit-exact with the reference
 dequantize) for the prefill path, which multiplies one cache-sized chunk at a time. nn/fused.py fills
 the parameters from a layer's scheme.
 """
@@ -130,13 +130,6 @@ def has_bf16_dot() -> bool:
     """Whether bf16 activations take the AVX-512 BF16 route here (vdpbf16ps): the CPU has it, the
     avx512 tier runs, and it is not switched off."""
     return _bf16_dot_on and tier() is Isa.AVX512 and bool(_gemm_lib().fp8_gemm_bf16dot())
-
-
-def gemv(g: Gemv, threads: int | None = None) -> None:
-    """y = x W^T (+ bias) as `g` describes it, split along N over `threads` (default: by work)."""
-    t = gemv_threads(g.N * g.K * g.M) if threads is None else threads
-    if _gemm_lib().fp8_gemv(ctypes.byref(g), t, _tier_now(), _bf16_dot_on):
-        raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
 
 
 def runner():

@@ -243,7 +243,7 @@ class FusedWeight:
         """x (..., K) float32 or bf16 -> (..., N) in x's dtype."""
         n, k = self.shape
         m = x.numel() // k
-        if m <= GEMV_ROWS and x.is_contiguous():
+        if m <= GEMV_ROWS and x.is_contiguous() and x.shape[-1] == k:
             return self._gemv(x, m, bias)
         x2 = x.reshape(-1, k)
         if not x2.is_contiguous():
