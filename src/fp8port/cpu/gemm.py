@@ -140,9 +140,11 @@ def runner():
 
 
 def gemv_threads(work: int) -> int:
-    """Threads for a GEMV of `work` = N * K * M codes times rows: one below 2^19 (OpenMP's wake-up
-    costs more than the second thread saves there), then one per 2^18."""
-    return 1 if work < 1 << 19 else _t(work >> 18)
+    """Threads for a GEMV of `work` = N * K * M codes times rows: one below 2^18 (OpenMP's wake-up
+    costs more than the second thread saves there), then one per 2^17. SmolLM2's 576x576 at M = 1
+    (2^18.3) takes two: 12.5 -> 9.4 us (MXFP4, the second core idle; a quiet machine's README figures
+    showed two threads ahead from 1536x576 on)."""
+    return 1 if work < 1 << 18 else _t(work >> 17)
 
 
 def plan_state() -> tuple:
