@@ -1,9 +1,9 @@
 """The fused weight-only linear kernels (gemm.c): the ctypes view of their parameters and the calls.
 
 `runner` gives the GEMV: y = x W^T (+ bias) for a few activation rows straight from W's codes and
-block scales, on a layer's prepared plan; `decode_rows` writes rows of the dequantized W into a caller's buffer (bit-exact with the reference
-dequantize) for the prefill path, which multiplies one cache-sized chunk at a time. nn/fused.py fills
-the parameters from a layer's scheme.
+block scales, on a layer's prepared plan; `decode_rows` writes rows of the dequantized W into a
+caller's buffer (bit-exact with the reference dequantize) for the prefill path, which multiplies one
+cache-sized chunk at a time. nn/fused.py fills the parameters from a layer's scheme.
 """
 
 from __future__ import annotations
