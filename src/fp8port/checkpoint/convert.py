@@ -13,11 +13,9 @@ this module runs them: staging, journal, executors, index and summary, publishin
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,7 +186,10 @@ def _worker_init(threads: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
-def _local_pool(workers: int) -> ProcessPoolExecutor:
+def _local_pool(workers: int):
+    import multiprocessing  # here: a one-process run does not pay for importing it
+    from concurrent.futures import ProcessPoolExecutor
+
     # spawn, not fork: the parent already runs OpenMP threads (Numba, torch), and a forked
     # child of such a process may hang. Cores are shared out so that workers do not oversubscribe.
     cores = os.cpu_count() or 1
