@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import CheckpointError
+from . import diskio
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -198,24 +199,6 @@ def written_digest(path: Path) -> str | None:
         return None
 
 
-def _writeback_starter():
-    """A function (fd, offset, nbytes) that asks the kernel to start writing those bytes to disk now, without
-    waiting (Linux sync_file_range); None elsewhere. The fsync that closes a file then waits for its last
-    tensor rather than for all of it: the disk works while the next tensor is produced."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return lambda fd, off, n: fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE; a failure only loses the head start
-
-
-_START_WRITEBACK = _writeback_starter()
-
-
 def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> str:
     """Stream entries into `path` (the caller writes to a temporary name and renames); returns the
     file's SHA-256, computed on a second thread while the bytes are written (and the next tensor
@@ -230,6 +213,7 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
     raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
     h = hashlib.sha256(len(raw).to_bytes(8, "little") + raw)
     with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:  # one worker: updates keep their order
+        diskio.reserve(f.fileno(), 8 + len(raw) + pos, path)
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         pending = []  # (future, the bytes it hashes): kept alive until hashed; at most two in flight
@@ -242,9 +226,8 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
             pending.append((hasher.submit(h.update, view), data))
             for i in range(0, len(view), WRITE_CHUNK):  # releases the GIL, as hashlib does: both run at once
                 f.write(view[i : i + WRITE_CHUNK])
-            if _START_WRITEBACK is not None and data.nbytes >= 1 << 20:
-                f.flush()
-                _START_WRITEBACK(f.fileno(), pos, data.nbytes)
+            f.flush()
+            diskio.start_writeback(f.fileno(), pos, data.nbytes)
             pos += data.nbytes
             if len(pending) > 2:
                 pending.pop(0)[0].result()
