@@ -173,8 +173,11 @@ def _write_file(stage: Staging, ckpt: Checkpoint, plan: Plan, progress) -> tuple
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        with open(tmp, "rb") as f:  # the layout's own writer (gguf's) does not fsync; a shard's is fsynced
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
         tmp.replace(stage.shard_path(name))
-        stage.mark_done(name, sha256_file(stage.shard_path(name)))
+        stage.mark_done(name, digest)
         if progress:
             progress("shard", name=name, index=0, count=1)
     return _summary(stage, plan, reports, [name]), resumed
