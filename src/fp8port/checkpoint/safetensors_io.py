@@ -212,7 +212,9 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
     h = hashlib.sha256(len(raw).to_bytes(8, "little") + raw)
-    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:  # one worker: updates keep their order
+    # one hashing thread (updates keep their order) and one that starts each tensor's writeback, which
+    # blocks while the disk's queue is full
+    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as flusher:
         diskio.reserve(f.fileno(), 8 + len(raw) + pos, path)
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
@@ -227,7 +229,7 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
             for i in range(0, len(view), WRITE_CHUNK):  # releases the GIL, as hashlib does: both run at once
                 f.write(view[i : i + WRITE_CHUNK])
             f.flush()
-            diskio.start_writeback(f.fileno(), pos, data.nbytes)
+            flusher.submit(diskio.start_writeback, f.fileno(), pos, data.nbytes)
             pos += data.nbytes
             if len(pending) > 2:
                 pending.pop(0)[0].result()
