@@ -34,6 +34,7 @@ def reserve(fd: int, nbytes: int, path) -> None:
     if _fallocate(fd, 0, 0, nbytes) != 0:
         err = ctypes.get_errno()
         if err in (errno.ENOSPC, errno.EDQUOT):
+            os.ftruncate(fd, 0)  # ext4 keeps the blocks a failed fallocate did get: give them back now
             raise OSError(err, os.strerror(err), str(path))
 
 
