@@ -7,7 +7,12 @@ Builds a synthetic sharded BF16 Llama-like checkpoint (4096x4096 attention, 1100
   convert  `fp8port convert --preset deepseek-v3.1` in a subprocess
   dequant  `fp8port dequant` of that output back to bf16, in a subprocess
 
-and prints the median seconds, GB/s over the dense BF16 size (so the ratios are time ratios),
+Both ratios are against that copy of the dense BF16 checkpoint: convert reads those bytes (and writes
+half as many), dequant writes them (from half as many): "a plain file copy of the same bytes" in issue
+20, the larger side of each step. Every timed step starts after os.sync(): none pays for the writeback
+of an earlier step or for the discards of the files just deleted (a disk mounted with `discard`).
+
+It prints the median seconds, GB/s over the dense BF16 size (so the ratios are time ratios),
 ratios vs the copy, the CPU time (user + system) of each step beside the copy's (the figure to compare on
 a loaded machine, where wall times mostly measure the others) and each subprocess's peak RSS. Peak RSS
 is that of the largest single process (getrusage semantics): with --workers N the pool's processes add
@@ -201,6 +206,7 @@ def main(argv=None) -> int:
         for r in range(args.repeat):
             for d in ("copy", "fp8", "back"):
                 shutil.rmtree(work / d, ignore_errors=True)
+            os.sync()
             t, c = time.perf_counter(), cpu_seconds()
             copy_folder(src, work / "copy")
             results["copy"].append(time.perf_counter() - t)
@@ -210,6 +216,7 @@ def main(argv=None) -> int:
                 ("convert", ["convert", str(src), str(work / "fp8"), "--preset", "deepseek-v3.1"]),
                 ("dequant", ["dequant", str(work / "fp8"), str(work / "back"), "--dtype", "bf16"]),
             ):
+                os.sync()
                 s, m, c = run_measured([*FP8PORT, *cmd, *common])
                 results[step].append(s)
                 rss[step].append(m)

@@ -124,6 +124,11 @@ def test_index_paths_that_leave_src(tmp_path, rng):
     (src / "model.safetensors.index.json").write_text(json.dumps(idx))
     with pytest.raises(CheckpointError, match="outside the checkpoint"):
         Checkpoint.open(src)
+    # a NUL byte: no file can have that name (pathlib raised ValueError; test_fuzz found it)
+    idx["weight_map"] = {n: "a\x00b" for n in idx["weight_map"]}
+    (src / "model.safetensors.index.json").write_text(json.dumps(idx))
+    with pytest.raises(CheckpointError, match="weight_map names"):
+        Checkpoint.open(src)
 
 
 def test_nonfinite_error_names_tensor_and_block(tmp_path, rng):

@@ -13,11 +13,9 @@ this module runs them: staging, journal, executors, index and summary, publishin
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +173,11 @@ def _write_file(stage: Staging, ckpt: Checkpoint, plan: Plan, progress) -> tuple
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        with open(tmp, "rb") as f:  # the layout's own writer (gguf's) does not fsync; a shard's is fsynced
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
         tmp.replace(stage.shard_path(name))
-        stage.mark_done(name, sha256_file(stage.shard_path(name)))
+        stage.mark_done(name, digest)
         if progress:
             progress("shard", name=name, index=0, count=1)
     return _summary(stage, plan, reports, [name]), resumed
@@ -188,7 +189,10 @@ def _worker_init(threads: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
-def _local_pool(workers: int) -> ProcessPoolExecutor:
+def _local_pool(workers: int):
+    import multiprocessing  # here: a one-process run does not pay for importing it
+    from concurrent.futures import ProcessPoolExecutor
+
     # spawn, not fork: the parent already runs OpenMP threads (Numba, torch), and a forked
     # child of such a process may hang. Cores are shared out so that workers do not oversubscribe.
     cores = os.cpu_count() or 1

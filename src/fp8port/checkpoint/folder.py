@@ -22,7 +22,7 @@ HF_QUANT_CONFIG = "hf_quant_config.json"  # NVIDIA ModelOpt's
 
 def _inside(root: Path, rel: str, what: str) -> Path:
     """root/rel, refusing names that leave root (.., absolute paths, links pointing out)."""
-    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
         raise CheckpointError(f"{root / INDEX}: {what} names {rel!r}, a path outside the checkpoint")
     p = root / rel
     if not p.resolve().is_relative_to(root.resolve()):

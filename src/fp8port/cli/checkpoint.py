@@ -11,10 +11,7 @@ import sys
 import time
 
 from ..checkpoint import convert as cv
-from ..checkpoint.diff import diff
-from ..checkpoint.inspect import inspect
 from ..checkpoint.plan import SUMMARY, Options, make_plan
-from ..distributed import executor_from_option
 from ..errors import UnknownNameError
 from .output import print_json, print_table
 
@@ -180,6 +177,8 @@ def run(args) -> int:
                 print(f"note: {note}")
         return 0
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    from ..distributed import executor_from_option  # here: a conversion's start-up counts in its time
+
     with executor_from_option(args.ray, log=log) as executor:
         t0 = time.perf_counter()
         res = cv.run(
@@ -219,6 +218,8 @@ def run(args) -> int:
 
 
 def run_inspect(args) -> int:
+    from ..checkpoint.inspect import inspect
+
     info = inspect(args.src)
     if args.json:
         print_json(info)
@@ -266,6 +267,8 @@ def run_inspect(args) -> int:
 
 
 def run_diff(args) -> int:
+    from ..checkpoint.diff import diff
+
     d = diff(args.a, args.b)
     if args.json:
         print_json(d)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..conform import check, export, identify
 from .output import jsonable, number, print_json, print_table
 
 HELP = "conformance kit: export golden vectors, check an implementation's outputs, identify its behaviour"
@@ -37,6 +36,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_export(args) -> int:
+    from ..conform import export
+
     r = export(args.directory, formats=args.formats, presets=args.presets)
     print(f"wrote {r.cases} cases, {len(r.targets)} targets, {len(r.files)} files to {r.directory}")
     print("targets: " + " ".join(r.targets))
@@ -59,6 +60,8 @@ def _few(names: list[str], n: int = 4) -> str:
 
 
 def run_check(args) -> int:
+    from ..conform import check
+
     rep = check(args.outputs, args.against)
     if args.json:
         print_json(
@@ -112,6 +115,8 @@ def run_check(args) -> int:
 
 
 def run_identify(args) -> int:
+    from ..conform import identify
+
     rep = identify(args.outputs)
     if args.json:
         print_json(

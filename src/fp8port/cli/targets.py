@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..deploy import Column, load_chips
 from .output import print_json, print_table
 
 HELP = "list the hardware targets: memory, bandwidth, dense throughput per format, native formats"
@@ -20,6 +19,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..deploy import Column, load_chips
+
     chips = load_chips().values()
     if args.json:
         print_json([c.to_json() for c in chips])
