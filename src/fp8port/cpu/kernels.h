@@ -137,9 +137,9 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
     const V a = u & 0x7FFFFFFFu;
     const V qn = (a + f.rnd_off + ((a >> f.S) & 1u)) >> f.S;
     const V qs = (V)((T(lvf))a + f.magic) - f.magic_bits;
-    const V sub = (V)(a < f.min_normal);
+    const V sub = (V)((T(ls32))a < (int32_t)f.min_normal); /* signed compares: a < 2^31, q small */
     V q = (sub & qs) | (~sub & qn);
-    const V over = (V)(q > f.maxq);
+    const V over = (V)((T(ls32))q > (int32_t)f.maxq);
     q = (over & f.ovf) | (~over & q);
     return q | ((u >> 31) << f.sign_shift);
 }
@@ -160,38 +160,116 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
                       o[k] = (uint8_t)T(encode_fast)(f2u(u2f(u) OP m), p);                                  \
                   })                                                                                        \
     }
-#define WIDEN16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define WIDEN32(u, p) memcpy(&(u), (p), sizeof(u))
-LEAN_FN(lean_mul16, uint16_t, WIDEN16, *)
-LEAN_FN(lean_div16, uint16_t, WIDEN16, /)
+LEAN_FN(lean_mul16, uint16_t, WIDEN_BF16, *)
+LEAN_FN(lean_div16, uint16_t, WIDEN_BF16, /)
 LEAN_FN(lean_mul32, uint32_t, WIDEN32, *)
 LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
 #undef LEAN_FN
 #undef FOR_SPANS
 #undef SPAN_ARGS
-#undef WIDEN16
-#undef WIDEN32
 
 /* NVFP4's block scales of one row of blocks, vectorized over the blocks: the E4M3 code of
  * clamp(fp32(amax / max) / p, 2^-6, 448), s = p * s_blk, and the element multiplier
- * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). */
-static __attribute__((noinline)) void T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
-                                                      uint8_t *restrict code, float *restrict sg, float *restrict mul)
+ * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). The clamped value is a
+ * normal E4M3 number, so under RNE its code is the rebias-and-round of the normal range alone.
+ * Returns 1 where some block's amax * multiplier is not finite (the lean encoder needs it finite). */
+static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
+                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
 {
     const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p;
     const enc_t e4 = Q->e4m3;
-    for (int64_t j = 0; j < nb; j++) {
-        float bs = (u2f(a[j]) / maxv) / p;
-        bs = bs < 0.015625f ? 0.015625f : bs;
-        bs = bs > 448.0f ? 448.0f : bs;
-        const uint32_t c = T(encode_one)(f2u(bs), e4);
-        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20));  /* a normal E4M3 value */
-        code[j] = (uint8_t)c;
-        sg[j] = p * sblk;
-        mul[j] = inv_p / sblk;
+    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
+    uint32_t bad = 0;
+#define NVFP4_SCALES(CODE)                                                                                  \
+    for (int64_t j = 0; j < nb; j++) {                                                                      \
+        float bs = (u2f(a[j]) / maxv) / p;                                                                  \
+        bs = bs < 0.015625f ? 0.015625f : bs;                                                               \
+        bs = bs > 448.0f ? 448.0f : bs;                                                                     \
+        const uint32_t b = f2u(bs), c = CODE;                                                               \
+        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20)); /* a normal E4M3 value */ \
+        code[j] = (uint8_t)c;                                                                               \
+        sg[j] = p * sblk;                                                                                   \
+        mul[j] = inv_p / sblk;                                                                              \
+        bad |= (f2u(u2f(a[j]) * mul[j]) & 0x7FFFFFFFu) >= 0x7F800000u;                                      \
     }
+    if (e4.rne) NVFP4_SCALES((b - off + ((b >> S) & 1u)) >> S)
+    else NVFP4_SCALES(T(encode_one)(b, e4))
+#undef NVFP4_SCALES
+    return bad != 0;
 }
 
+/* NVFP4 (mode 2, 1 x 16 blocks, N a multiple of VBYTES) in one pass over a row while it is in L1: the
+ * block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32 and the lean
+ * encoder, four vectors packed to bytes per step: the general path's arithmetic, without its per-block
+ * calls. Returns 1 where a scaled value could be non-finite (the row goes to the general path). */
+/* Block amaxes of 8 blocks of 16 bf16 at x (|x| bits, as signed 16-bit lanes): three rounds of
+ * interleaving pairs of vectors and a max halve the lanes per block and double the blocks per vector,
+ * a fold of the two 128-bit halves ends with one lane per block. */
+typedef int16_t T(h16) __attribute__((vector_size(32)));
+typedef int16_t T(h8) __attribute__((vector_size(16)));
+typedef uint32_t T(h32) __attribute__((vector_size(64)));
+#define MAXS(a, b) ({ __typeof__(a) ms_a = (a), ms_b = (b), ms_gt = (__typeof__(a))(ms_a > ms_b); \
+                      (ms_gt & ms_a) | (~ms_gt & ms_b); })
+#define ILV16(a, b, lo) __builtin_shufflevector(a, b, lo, 16 + lo, lo + 1, 17 + lo, lo + 2, 18 + lo, lo + 3, 19 + lo, \
+                                               lo + 8, 24 + lo, lo + 9, 25 + lo, lo + 10, 26 + lo, lo + 11, 27 + lo)
+#define ILV32(a, b, lo) __builtin_shufflevector(a, b, lo, lo + 1, 16 + lo, 17 + lo, lo + 2, lo + 3, 18 + lo, 19 + lo, \
+                                               lo + 8, lo + 9, 24 + lo, 25 + lo, lo + 10, lo + 11, 26 + lo, 27 + lo)
+#define ILV64(a, b, lo) __builtin_shufflevector(a, b, lo, lo + 1, lo + 2, lo + 3, 16 + lo, 17 + lo, 18 + lo, 19 + lo, \
+                                               lo + 8, lo + 9, lo + 10, lo + 11, 24 + lo, 25 + lo, 26 + lo, 27 + lo)
+#define LOAD_ABS16(k) ({ T(h16) ld; memcpy(&ld, x + 16 * (k), sizeof ld); ld & 0x7FFF; })
+#define PAIR16(k) ({ const T(h16) p0 = LOAD_ABS16(k), p1 = LOAD_ABS16(k + 1); MAXS(ILV16(p0, p1, 0), ILV16(p0, p1, 4)); })
+static inline void T(amax8_h16)(const uint16_t *x, uint32_t *a)
+{
+    const T(h16) q0 = PAIR16(0), q1 = PAIR16(2), q2 = PAIR16(4), q3 = PAIR16(6);
+    const T(h16) r0 = MAXS(ILV32(q0, q1, 0), ILV32(q0, q1, 4)), r1 = MAXS(ILV32(q2, q3, 0), ILV32(q2, q3, 4));
+    const T(h16) s0 = MAXS(ILV64(r0, r1, 0), ILV64(r0, r1, 4));
+    const T(h8) m = MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
+                         __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (int l = 0; l < 8; l++) a[l] = (uint32_t)(uint16_t)m[l] << 16; /* lane l: block l */
+}
+#undef ILV16
+#undef ILV32
+#undef ILV64
+#undef LOAD_ABS16
+#undef PAIR16
+/* max of the 16 lanes of one block of float32 |x| bits (a halving tree) */
+static inline uint32_t T(hmax_h32)(T(h32) v)
+{
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3));
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1));
+    return v[0] > v[1] ? v[0] : v[1];
+}
+/* NVFP4 (mode 2, 1 x 16 blocks, N a multiple of VBYTES and of 128) in one pass over a row while it is
+ * in L1: the block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32
+ * and the lean encoder, four vectors packed to bytes per step (prefetching the row at pf, the next one
+ * read): the general path's arithmetic without its per-block calls. Returns 1 where a scaled value could be non-finite (the general path then). */
+#define NVFP4_ROW(W, ELT, WIDEN, AMAX)                                                                     \
+    static __attribute__((noinline)) int T(nvfp4_row##W)(const quant_t *Q, const ELT *restrict x, uint8_t *restrict o, \
+                                                         int64_t g0, uint32_t *restrict a, float *restrict mul,  \
+                                                         const ELT *pf)                                             \
+    {                                                                                                       \
+        const int64_t N = Q->N, gn = N / 16, lanes = VBYTES / 4;                                            \
+        const int32_t stream = Q->stream;                                                                   \
+        (void)stream; /* the baseline tier stores plainly */                                             \
+        const fast_t f = Q->fast;                                                                           \
+        AMAX                                                                                                \
+        if (T(nvfp4_scales)(a, gn, Q, Q->stored + g0, Q->sgrid + g0, mul)) return 1;                        \
+        for (int64_t i = 0; i < N; i += VBYTES) {                                                           \
+            T(lv32) c[4];                                                                                   \
+            for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
+            for (int u = 0; u < 4; u++) {                                                                   \
+                T(lv32) w;                                                                                  \
+                WIDEN(w, x + i + u * lanes);                                                                \
+                const T(lvf) y = (T(lvf))w * mul[(i + u * lanes) >> 4];                                     \
+                c[u] = T(encode_fast_v)((T(lv32))y, f);                                                     \
+            }                                                                                               \
+            const T(bytes) bv = PACK32(c);                                                                  \
+            STORE_OUT(o + i, bv, stream);                                                                   \
+        }                                                                                                   \
+        return 0;                                                                                           \
+    }
 /* Power-of-two blocks of sign-bit float formats, rounded to nearest even (pow2_t): the scaled value
  * x * 2^-E is never formed; the codes come from integer operations on |x|'s bits, in 16-bit lanes for
  * bf16 input (mb = 7 mantissa bits) and 32-bit lanes for float32 (mb = 23). Two encoders:
@@ -220,6 +298,15 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
+NVFP4_ROW(16, uint16_t, WIDEN_BF16, for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, a + j);)
+NVFP4_ROW(32, uint32_t, WIDEN32, for (int64_t j = 0; j < gn; j++) {                                   \
+    T(h32) v;                                                                                           \
+    memcpy(&v, x + 16 * j, sizeof v);                                                                   \
+    a[j] = T(hmax_h32)(v & 0x7FFFFFFFu);                                                                \
+})
+#undef MAXS
+#undef NVFP4_ROW
+#undef WIDEN32
 
 /* Scales of nb blocks (amax bits a[j], float32 position) of a row group under a power-of-two step rule:
  * sgrid, stored bytes and E[j] (NO_POW2 where the scale is fine but outside the power-of-two path).
@@ -492,11 +579,18 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     const int32_t fused = whole && Q->mode == 0 && Q->lean;
     int32_t *Ef = fused ? malloc(gn * 2 * sizeof(int32_t)) : NULL;
     void *acc = fused && bm > 1 ? aligned_alloc(VBYTES, gn * VBYTES) : NULL;
+    /* NVFP4 rows in one pass each, last first: the tensor-amax pass before this call has just read them */
+    const int32_t nvrow = Q->mode == 2 && Q->lean && bm == 1 && bn == 16 && N % VBYTES == 0 && N % 128 == 0;
     int64_t bad = 0;
-    for (int64_t t = t0; t < t1; t++) {
+    for (int64_t tt = t0; tt < t1; tt++) {
+        const int64_t t = nvrow ? t1 - 1 - (tt - t0) : tt;
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const char *xg = (const char *)Q->x + (b * M + r0) * N * es;
         uint8_t *cg = Q->codes + (b * M + r0) * N;
+        const char *pfr = t > t0 ? xg - N * es : xg;  /* the row the next step reads */
+        if (nvrow && !(bf ? T(nvfp4_row16)(Q, (const uint16_t *)xg, cg, t * gn, a, mul, (const uint16_t *)pfr)
+                          : T(nvfp4_row32)(Q, (const uint32_t *)xg, cg, t * gn, a, mul, (const uint32_t *)pfr)))
+            continue;
         if (fused) {  /* the common case: the whole row group on the power-of-two path */
             const char *pf = xg + nr * N * es;
             uint32_t *af = (uint32_t *)(Ef + gn);
@@ -521,7 +615,7 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
             }
             int any_pow2 = 0, any_lean = 0, any_full = 0;
             if (Q->mode == 2) {
-                T(nvfp4_scales)(a, nb, Q, Q->stored + t * gn + j0, Q->sgrid + t * gn + j0, mul);
+                (void)T(nvfp4_scales)(a, nb, Q, Q->stored + t * gn + j0, Q->sgrid + t * gn + j0, mul);
                 for (int64_t j = 0; j < nb; j++) dv[j] = 0;
             } else {
                 for (int64_t j = 0; j < nb && !isbad; j++) {
@@ -707,3 +801,4 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef PACK32
 #undef LUT16
 #undef LUT16_HALF
+#undef WIDEN_BF16

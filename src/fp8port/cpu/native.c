@@ -275,6 +275,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX512(c))
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
+#define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream)                                                                        \
     STORE_WIDE(dst, v, stream, do {                                                                      \
         __m512i t64;                                                                                    \
@@ -299,6 +300,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX2(c))
 #define LUT16(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm_shuffle_epi8, __m128i)
+#define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
 #include "kernels.h"
 #pragma GCC pop_options
@@ -319,6 +321,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
     0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF LUT16
+/* bf16 bits at p to float32 bits in a vector u of 32-bit lanes */
+#define WIDEN_BF16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
