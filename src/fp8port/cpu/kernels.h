@@ -679,6 +679,21 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
     }
 }
 
+/* The bf16 patterns pat of the codes at c + k (DEQUANT_ROW's locals), and the lanes of Inf / NaN codes
+ * redone from the float table. WIDEN_U8 (this tier's) widens the bytes to 16-bit lanes. */
+#define DQ_PAT(NAME, LUT)                                                                                   \
+    V code;                                                                                                 \
+    WIDEN_U8(code, c + k);                                                                                  \
+    const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                                           \
+    const V sub = (V)((T(NAME##_s))mag < lim);                                                              \
+    const V nrm = (mag << sh) + kexp;                                                                       \
+    const V sbn = LUT(tabe, m);                                                                             \
+    const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);
+#define DQ_SPECIAL(ANYF)                                                                                    \
+    const V spec = (V)(mag >= special);                                                                     \
+    if (ANYF(spec))                                                                                         \
+        for (int64_t i = k; i < k + lanes; i++)                                                             \
+            if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);
 /* One instance per vector width VB (bytes of 16-bit lanes): the tier's, and half of it for blocks
  * narrower than a full vector (NVFP4's 16 on AVX-512). */
 #define DEQUANT_ROW(NAME, VB, ANYF, LUT)                                                                           \
@@ -696,6 +711,8 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
         const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);       \
         const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min;                         \
         const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);     \
+        const int32_t bf = D->bf16, stream = D->stream; /* locals: the stores could alias *D */             \
+        (void)stream;                                                                                       \
         V tab = {0}, nz = {0};                                                                              \
         for (int i = 0; i < lanes; i++) { /* in every 128-bit lane */                                       \
             tab[i] = D->subtab[i & 7];                                                                      \
@@ -712,23 +729,21 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
             const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0); \
             const V tabe = tab + (nz & e7); /* the block's subnormal codes: 2^E joins nonzero ones */          \
             int64_t k = j0;                                                                                 \
+            if (pow2 && bf) { /* the common case in a loop of its own */                                    \
+                for (; k + lanes <= j0 + n; k += lanes) {                                                   \
+                    DQ_PAT(NAME, LUT)                                                                       \
+                    STORE_OUT((uint16_t *)out + k, pat, stream);                                            \
+                    DQ_SPECIAL(ANYF)                                                                        \
+                }                                                                                           \
+            }                                                                                               \
             for (; k + lanes <= j0 + n; k += lanes) {                                                       \
-                T(NAME##_b) cb;                                                                             \
-                memcpy(&cb, c + k, sizeof cb);                                                              \
-                const V code = __builtin_convertvector(cb, V);                                              \
-                const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                               \
-                const V sub = (V)((T(NAME##_s))mag < lim);                                                  \
-                const V nrm = (mag << sh) + kexp;                                                           \
-                const V sbn = LUT(tabe, m);                                                                 \
-                const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
-                if (pow2 && D->bf16) {                                                                      \
-                    STORE_OUT((uint16_t *)out + k, pat, D->stream);                                         \
-                } else if (pow2) {                                                                          \
+                DQ_PAT(NAME, LUT)                                                                           \
+                if (pow2) {                                                                                 \
                     const W w = __builtin_convertvector(pat, W) << 16;                                      \
-                    STORE_OUT((uint32_t *)out + k, w, D->stream);                                           \
+                    STORE_OUT((uint32_t *)out + k, w, stream);                                              \
                 } else { /* the decoded value times s in float32, rounded like the reference */             \
                     const T(NAME##_f) v = (T(NAME##_f))(__builtin_convertvector(pat, W) << 16) * s;         \
-                    if (D->bf16) {                                                                          \
+                    if (bf) {                                                                               \
                         const W u = (W)v, r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;                       \
                         const W nan = (W)((u & 0x7FFFFFFFu) > 0x7F800000u);                                 \
                         const V h = __builtin_convertvector((nan & ((u >> 16) | 0x40u)) | (~nan & r), V);   \
@@ -737,10 +752,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
                         memcpy((float *)out + k, &v, sizeof v);                                             \
                     }                                                                                       \
                 }                                                                                           \
-                const V spec = (V)(mag >= special);                                                         \
-                if (ANYF(spec))                                                                             \
-                    for (int64_t i = k; i < k + lanes; i++)                                                 \
-                        if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);        \
+                DQ_SPECIAL(ANYF)                                                                            \
             }                                                                                               \
             T(dequant_tail)(c, k, j0 + n, D, s, out);                                                       \
         }                                                                                                   \
@@ -754,6 +766,8 @@ DEQUANT_ROW(dequant_row_half, VBYTES / 2, ANY_BYTES, LUT16_HALF)
 #endif
 #undef DEQUANT_ROW
 #undef ANY_BYTES
+#undef DQ_PAT
+#undef DQ_SPECIAL
 
 /* Row groups [t0, t1) of dequantization: out = decode(code) * s in float32, or that rounded to bf16 */
 static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
@@ -802,3 +816,4 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef LUT16
 #undef LUT16_HALF
 #undef WIDEN_BF16
+#undef WIDEN_U8
