@@ -203,7 +203,8 @@ static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a,
  * block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32 and the lean
  * encoder, four vectors packed to bytes per step: the general path's arithmetic, without its per-block
  * calls. Returns 1 where a scaled value could be non-finite (the row goes to the general path). */
-/* Block amaxes of 8 blocks of 16 bf16 at x (|x| bits, as signed 16-bit lanes): three rounds of
+/* Block amaxes of 8 blocks of bn bf16 at x (bn a multiple of 16; |x| bits as signed 16-bit lanes, the
+ * vectors of a block first folded into one): three rounds of
  * interleaving pairs of vectors and a max halve the lanes per block and double the blocks per vector,
  * a fold of the two 128-bit halves ends with one lane per block. */
 typedef int16_t T(h16) __attribute__((vector_size(32)));
@@ -217,9 +218,17 @@ typedef uint32_t T(h32) __attribute__((vector_size(64)));
                                                lo + 8, lo + 9, 24 + lo, 25 + lo, lo + 10, lo + 11, 26 + lo, 27 + lo)
 #define ILV64(a, b, lo) __builtin_shufflevector(a, b, lo, lo + 1, lo + 2, lo + 3, 16 + lo, 17 + lo, 18 + lo, 19 + lo, \
                                                lo + 8, lo + 9, lo + 10, lo + 11, 24 + lo, 25 + lo, 26 + lo, 27 + lo)
-#define LOAD_ABS16(k) ({ T(h16) ld; memcpy(&ld, x + 16 * (k), sizeof ld); ld & 0x7FFF; })
+#define LOAD_ABS16(k) ({                                                                                  \
+    T(h16) ld, l2;                                                                                          \
+    memcpy(&ld, x + bn * (k), sizeof ld);                                                                   \
+    for (int64_t i = 16; i < bn; i += 16) {                                                                 \
+        memcpy(&l2, x + bn * (k) + i, sizeof l2);                                                           \
+        ld = MAXS(ld & 0x7FFF, l2 & 0x7FFF);                                                                \
+    }                                                                                                       \
+    ld & 0x7FFF;                                                                                            \
+})
 #define PAIR16(k) ({ const T(h16) p0 = LOAD_ABS16(k), p1 = LOAD_ABS16(k + 1); MAXS(ILV16(p0, p1, 0), ILV16(p0, p1, 4)); })
-static inline void T(amax8_h16)(const uint16_t *x, uint32_t *a)
+static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
 {
     const T(h16) q0 = PAIR16(0), q1 = PAIR16(2), q2 = PAIR16(4), q3 = PAIR16(6);
     const T(h16) r0 = MAXS(ILV32(q0, q1, 0), ILV32(q0, q1, 4)), r1 = MAXS(ILV32(q2, q3, 0), ILV32(q2, q3, 4));
@@ -298,7 +307,7 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
-NVFP4_ROW(16, uint16_t, WIDEN_BF16, for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, a + j);)
+NVFP4_ROW(16, uint16_t, WIDEN_BF16, for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
 NVFP4_ROW(32, uint32_t, WIDEN32, for (int64_t j = 0; j < gn; j++) {                                   \
     T(h32) v;                                                                                           \
     memcpy(&v, x + 16 * j, sizeof v);                                                                   \
@@ -499,7 +508,10 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         const int64_t N = Q->N, bn = Q->bn, gn = N / bn, lanes = VBYTES / sizeof(ELT);                     \
         const T(consts##W) C = T(consts_of##W)(&Q->pow2);                                                   \
         if (nr == 1) {                                                                                      \
-            for (int64_t j = 0; j < gn; j++) {                                                              \
+            int64_t j = 0;                                                                                  \
+            if (sizeof(ELT) == 2 && bn % 16 == 0) /* 8 blocks at a time, one lane each */                  \
+                for (; j + 8 <= gn; j += 8) T(amax8_h16)((const uint16_t *)x + j * bn, bn, a + j);           \
+            for (; j < gn; j++) {                                                                           \
                 const ELT *xb = x + j * bn;                                                                 \
                 V m0 = {0}, m1 = {0}, p0, p1;                                                               \
                 int64_t i = 0;                                                                              \
