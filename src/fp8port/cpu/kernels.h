@@ -131,7 +131,8 @@ typedef int32_t T(ls32) __attribute__((vector_size(VBYTES)));
 typedef float T(lvf) __attribute__((vector_size(VBYTES)));
 typedef uint16_t T(lv16) __attribute__((vector_size(VBYTES / 2)));
 typedef uint8_t T(lv8) __attribute__((vector_size(VBYTES / 4)));
-static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
+/* capped (a constant at the call): the overflow code is maxq or maxq + 1, so an unsigned min caps q */
+static inline __attribute__((always_inline)) T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f, int capped)
 {
     typedef T(lv32) V;
     const V a = u & 0x7FFFFFFFu;
@@ -139,8 +140,12 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
     const V qs = (V)((T(lvf))a + f.magic) - f.magic_bits;
     const V sub = (V)((T(ls32))a < (int32_t)f.min_normal); /* signed compares: a < 2^31, q small */
     V q = (sub & qs) | (~sub & qn);
-    const V over = (V)((T(ls32))q > (int32_t)f.maxq);
-    q = (over & f.ovf) | (~over & q);
+    if (capped) {
+        q = MINU32(q, (V){0} + f.ovf);
+    } else {
+        const V over = (V)((T(ls32))q > (int32_t)f.maxq);
+        q = (over & f.ovf) | (~over & q);
+    }
     return q | ((u >> 31) << f.sign_shift);
 }
 #define LEAN_FN(NAME, XT, WIDEN, OP)                                                                        \
@@ -152,7 +157,7 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
                       T(lv32) u;                                                                            \
                       WIDEN(u, xr + k);                                                                     \
                       const T(lvf) y = (T(lvf))u OP m;                                                      \
-                      const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, p), T(lv8));   \
+                      const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, p, 0), T(lv8));   \
                       memcpy(o + k, &c, sizeof c);                                                          \
                   }                                                                                         \
                   for (; k < n; k++) {                                                                      \
@@ -272,7 +277,7 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
                 T(lv32) w;                                                                                  \
                 WIDEN(w, x + i + u * lanes);                                                                \
                 const T(lvf) y = (T(lvf))w * mul[(i + u * lanes) >> 4];                                     \
-                c[u] = T(encode_fast_v)((T(lv32))y, f);                                                     \
+                c[u] = T(encode_fast_v)((T(lv32))y, f, 1);                                                     \
             }                                                                                               \
             const T(bytes) bv = PACK32(c);                                                                  \
             STORE_OUT(o + i, bv, stream);                                                                   \
@@ -592,7 +597,8 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     int32_t *Ef = fused ? malloc(gn * 2 * sizeof(int32_t)) : NULL;
     void *acc = fused && bm > 1 ? aligned_alloc(VBYTES, gn * VBYTES) : NULL;
     /* NVFP4 rows in one pass each, last first: the tensor-amax pass before this call has just read them */
-    const int32_t nvrow = Q->mode == 2 && Q->lean && bm == 1 && bn == 16 && N % VBYTES == 0 && N % 128 == 0;
+    const int32_t nvrow = Q->mode == 2 && Q->lean && bm == 1 && bn == 16 && N % VBYTES == 0 && N % 128 == 0
+                         && (Q->fast.ovf == Q->fast.maxq || Q->fast.ovf == Q->fast.maxq + 1);
     int64_t bad = 0;
     for (int64_t tt = t0; tt < t1; tt++) {
         const int64_t t = nvrow ? t1 - 1 - (tt - t0) : tt;
