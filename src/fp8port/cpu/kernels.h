@@ -373,7 +373,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
     typedef uint8_t T(b##W) __attribute__((vector_size(VBYTES / sizeof(ELT))));                            \
     /* Constants of one call, in registers for the loops below. */                                         \
     typedef struct {                                                                                        \
-        T(v##W) absm, h1, one, cap, nrm1, thr[7];                                                           \
+        T(v##W) absm, h1, one, cap, nrm1, sr, thr[7];                                                       \
         ELT S, sign_shift, kbase, ksbase, zbase;                                                            \
         int32_t nthr;                                                                                       \
     } T(consts##W);                                                                                         \
@@ -386,6 +386,8 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         c.one = (T(v##W)){0} + 1;                                                                           \
         c.cap = (T(v##W)){0} + (ELT)P->ovf;                                                                 \
         c.nrm1 = (T(v##W)){0} + (ELT)(((ELT)1 << MB) - 1);                                                  \
+        /* the subnormal range's width k + 2^mb - ks = (M + 1) << mb, biased by the sign bit (sub_lanes) */  \
+        c.sr = (T(v##W)){0} + (ELT)((ELT)((ELT)(P->M + 1) << MB) ^ (ELT)((ELT)1 << (8 * sizeof(ELT) - 1)));  \
         for (int i = 0; i < 7; i++) c.thr[i] = (T(v##W)){0} + (ELT)(sizeof(ELT) == 2 ? P->thr16[i] : P->thr32[i]); \
         c.S = S;                                                                                            \
         c.sign_shift = (ELT)(8 * sizeof(ELT) - 1 - P->sign_shift);                                          \
@@ -414,18 +416,18 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         return (T(v##W))((SV)sr > (SV)((p & C->absm) + sa));                                               \
     }                                                                                                       \
     /* the codes of the lanes of p in the subnormal range (shift encoder; rare, out of line) */          \
-    static __attribute__((noinline)) void T(subnormal##W)(const T(v##W) *pp, const T(consts##W) *C,         \
-                                                          const pow2_t *P, int32_t E, T(v##W) sa, T(v##W) sr, \
-                                                          T(v##W) *c)                                       \
+    static __attribute__((noinline)) T(v##W) T(subnormal##W)(T(v##W) p, const T(consts##W) *C,              \
+                                                             const pow2_t *P, int32_t E, T(v##W) sa, T(v##W) sr, \
+                                                             T(v##W) c)                                     \
     {                                                                                                       \
         typedef T(v##W) V;                                                                                  \
-        const V m = *pp & C->absm, sub = T(sub_lanes##W)(*pp, C, sa, sr);                                   \
+        const V m = p & C->absm, sub = T(sub_lanes##W)(p, C, sa, sr);                                       \
         const ELT shmax = MB + 1, shc = (ELT)(127 + MB + P->emin - P->M + E);                               \
         V mant = (m & (ELT)((1u << MB) - 1)) | (ELT)(1u << MB), sh = shc - (m >> MB);                       \
         const V big = (V)(sh > shmax);                                                                      \
         sh = (big & shmax) | (~big & sh);                                                                   \
-        const V sn = SUBNORMAL(V, mant, sh) | ((*pp & ~C->absm) >> C->sign_shift);                          \
-        *c = (sub & sn) | (~sub & *c);                                                                      \
+        const V sn = SUBNORMAL(V, mant, sh) | ((p & ~C->absm) >> C->sign_shift);                            \
+        return (sub & sn) | (~sub & c);                                                                     \
     }                                                                                                       \
     /* codes of one vector: threshold encoder */                                                           \
     static inline __attribute__((always_inline)) T(v##W) T(enc_thr##W)(T(v##W) p, const T(consts##W) *C,    \
@@ -467,7 +469,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         }                                                                                                   \
         const ELT k = (ELT)((ELT)(E + C->kbase) << MB), ks = (ELT)((ELT)(E + C->ksbase) << MB);             \
         const V kh = (V){0} + (ELT)(k - C->h1[0]);                                                          \
-        const V sa = (V){0} + (ELT)(top - ks), sr = (V){0} + (ELT)((ELT)(k + ((ELT)1 << MB) - ks) ^ top);   \
+        const V sa = (V){0} + (ELT)(top - ks), sr = C->sr;                                                  \
         for (; i + VBYTES <= n; i += VBYTES) {                                                              \
             V p[NV], c[NV], sub = {0};                                                                      \
             for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
@@ -477,7 +479,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
                 sub |= T(sub_lanes##W)(p[u], C, sa, sr);                                                    \
             }                                                                                               \
             if (ANY(sub))                                                                                   \
-                for (int u = 0; u < NV; u++) T(subnormal##W)(&p[u], C, P, E, sa, sr, &c[u]);                \
+                for (int u = 0; u < NV; u++) c[u] = T(subnormal##W)(p[u], C, P, E, sa, sr, c[u]);           \
             const T(bytes) bv = PACK(c);                                                                    \
             STORE_OUT(o + i, bv, stream);                                                                    \
         }                                                                                                   \
@@ -485,7 +487,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             V p, c;                                                                                         \
             memcpy(&p, x + i, sizeof p);                                                                    \
             c = T(enc_shift##W)(p, C, kh);                                                                  \
-            if (ANY(T(sub_lanes##W)(p, C, sa, sr))) T(subnormal##W)(&p, C, P, E, sa, sr, &c);               \
+            if (ANY(T(sub_lanes##W)(p, C, sa, sr))) c = T(subnormal##W)(p, C, P, E, sa, sr, c);             \
             const T(b##W) bv = __builtin_convertvector(c, T(b##W));                                         \
             memcpy(o + i, &bv, sizeof bv);                                                                  \
         }                                                                                                   \
