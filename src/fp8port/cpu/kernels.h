@@ -204,14 +204,10 @@ static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a,
     return bad != 0;
 }
 
-/* NVFP4 (mode 2, 1 x 16 blocks, N a multiple of VBYTES) in one pass over a row while it is in L1: the
- * block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32 and the lean
- * encoder, four vectors packed to bytes per step: the general path's arithmetic, without its per-block
- * calls. Returns 1 where a scaled value could be non-finite (the row goes to the general path). */
 /* Block amaxes of 8 blocks of bn bf16 at x (bn a multiple of 16; |x| bits as signed 16-bit lanes, the
- * vectors of a block first folded into one): three rounds of
- * interleaving pairs of vectors and a max halve the lanes per block and double the blocks per vector,
- * a fold of the two 128-bit halves ends with one lane per block. */
+ * vectors of a block first folded into one): three rounds of interleaving pairs of vectors and a max
+ * halve the lanes per block and double the blocks per vector, a fold of the two 128-bit halves ends
+ * with one lane per block. */
 typedef int16_t T(h16) __attribute__((vector_size(32)));
 typedef int16_t T(h8) __attribute__((vector_size(16)));
 typedef uint32_t T(h32) __attribute__((vector_size(64)));
@@ -257,8 +253,9 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
 }
 /* NVFP4 (mode 2, 1 x 16 blocks, N a multiple of VBYTES and of 128) in one pass over a row while it is
  * in L1: the block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32
- * and the lean encoder, four vectors packed to bytes per step (prefetching the row at pf, the next one
- * read): the general path's arithmetic without its per-block calls. Returns 1 where a scaled value could be non-finite (the general path then). */
+ * and the lean encoder (capped), four vectors packed to bytes per step, prefetching the row at pf (the
+ * next one read): the general path's arithmetic without its per-block calls. Returns 1 where a scaled
+ * value could be non-finite (the row then takes the general path). */
 #define NVFP4_ROW(W, ELT, WIDEN, AMAX)                                                                     \
     static __attribute__((noinline)) int T(nvfp4_row##W)(const quant_t *Q, const ELT *restrict x, uint8_t *restrict o, \
                                                          int64_t g0, uint32_t *restrict a, float *restrict mul,  \
@@ -266,7 +263,7 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
     {                                                                                                       \
         const int64_t N = Q->N, gn = N / 16, lanes = VBYTES / 4;                                            \
         const int32_t stream = Q->stream;                                                                   \
-        (void)stream; /* the baseline tier stores plainly */                                             \
+        (void)stream; /* the baseline tier stores plainly */                                                \
         const fast_t f = Q->fast;                                                                           \
         AMAX                                                                                                \
         if (T(nvfp4_scales)(a, gn, Q, Q->stored + g0, Q->sgrid + g0, mul)) return 1;                        \
@@ -277,7 +274,7 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
                 T(lv32) w;                                                                                  \
                 WIDEN(w, x + i + u * lanes);                                                                \
                 const T(lvf) y = (T(lvf))w * mul[(i + u * lanes) >> 4];                                     \
-                c[u] = T(encode_fast_v)((T(lv32))y, f, 1);                                                     \
+                c[u] = T(encode_fast_v)((T(lv32))y, f, 1);                                                  \
             }                                                                                               \
             const T(bytes) bv = PACK32(c);                                                                  \
             STORE_OUT(o + i, bv, stream);                                                                   \
