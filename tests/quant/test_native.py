@@ -250,6 +250,24 @@ def test_blocks_it_cannot_do_fall_back(tier):
 
 
 @needs_native
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")  # the reference's inf * 0
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float32])
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_rows_edge_scales(tier, dtype):
+    """NVFP4's one-pass rows at the edges of the tensor scale: a tensor amax near 3e-40 (1 / p overflows
+    float32, so the row kernel hands every row to the general path), near 4e37, an all-zero block and
+    an all-zero tensor (p = 1): the bytes equal the reference's."""
+    rng = np.random.default_rng(5)
+    scheme = get_preset("nvfp4").weight
+    for scale in (1e-40, 1e37, 1.0, 0.0):
+        x = (rng.standard_normal((6, 256)) * scale).astype(np.float32)
+        x[0, :16] = 0
+        x = x.astype(dtype)
+        q = on(tier, lambda x=x: quantize(x, scheme, backend="fast", nonfinite="propagate"))
+        assert_same_q(q, quantize(x, scheme, backend="reference", nonfinite="propagate"))
+
+
+@needs_native
 @pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("stream", [True, False], ids=["non-temporal", "cached"])
 def test_large_tensor_both_threads(monkeypatch, stream, tier):

@@ -131,16 +131,21 @@ typedef int32_t T(ls32) __attribute__((vector_size(VBYTES)));
 typedef float T(lvf) __attribute__((vector_size(VBYTES)));
 typedef uint16_t T(lv16) __attribute__((vector_size(VBYTES / 2)));
 typedef uint8_t T(lv8) __attribute__((vector_size(VBYTES / 4)));
-static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
+/* capped (a constant at the call): the overflow code is maxq or maxq + 1, so an unsigned min caps q */
+static inline __attribute__((always_inline)) T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f, int capped)
 {
     typedef T(lv32) V;
     const V a = u & 0x7FFFFFFFu;
     const V qn = (a + f.rnd_off + ((a >> f.S) & 1u)) >> f.S;
     const V qs = (V)((T(lvf))a + f.magic) - f.magic_bits;
-    const V sub = (V)(a < f.min_normal);
+    const V sub = (V)((T(ls32))a < (int32_t)f.min_normal); /* signed compares: a < 2^31, q small */
     V q = (sub & qs) | (~sub & qn);
-    const V over = (V)(q > f.maxq);
-    q = (over & f.ovf) | (~over & q);
+    if (capped) {
+        q = MINU32(q, (V){0} + f.ovf);
+    } else {
+        const V over = (V)((T(ls32))q > (int32_t)f.maxq);
+        q = (over & f.ovf) | (~over & q);
+    }
     return q | ((u >> 31) << f.sign_shift);
 }
 #define LEAN_FN(NAME, XT, WIDEN, OP)                                                                        \
@@ -152,7 +157,7 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
                       T(lv32) u;                                                                            \
                       WIDEN(u, xr + k);                                                                     \
                       const T(lvf) y = (T(lvf))u OP m;                                                      \
-                      const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, p), T(lv8));   \
+                      const T(lv8) c = __builtin_convertvector(T(encode_fast_v)((T(lv32))y, p, 0), T(lv8));   \
                       memcpy(o + k, &c, sizeof c);                                                          \
                   }                                                                                         \
                   for (; k < n; k++) {                                                                      \
@@ -160,38 +165,122 @@ static inline T(lv32) T(encode_fast_v)(T(lv32) u, const fast_t f)
                       o[k] = (uint8_t)T(encode_fast)(f2u(u2f(u) OP m), p);                                  \
                   })                                                                                        \
     }
-#define WIDEN16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define WIDEN32(u, p) memcpy(&(u), (p), sizeof(u))
-LEAN_FN(lean_mul16, uint16_t, WIDEN16, *)
-LEAN_FN(lean_div16, uint16_t, WIDEN16, /)
+LEAN_FN(lean_mul16, uint16_t, WIDEN_BF16, *)
+LEAN_FN(lean_div16, uint16_t, WIDEN_BF16, /)
 LEAN_FN(lean_mul32, uint32_t, WIDEN32, *)
 LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
 #undef LEAN_FN
 #undef FOR_SPANS
 #undef SPAN_ARGS
-#undef WIDEN16
-#undef WIDEN32
 
 /* NVFP4's block scales of one row of blocks, vectorized over the blocks: the E4M3 code of
  * clamp(fp32(amax / max) / p, 2^-6, 448), s = p * s_blk, and the element multiplier
- * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). */
-static __attribute__((noinline)) void T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
-                                                      uint8_t *restrict code, float *restrict sg, float *restrict mul)
+ * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). The clamped value is a
+ * normal E4M3 number, so under RNE its code is the rebias-and-round of the normal range alone.
+ * Returns 1 where some block's amax * multiplier is not finite (the lean encoder needs it finite). */
+static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
+                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
 {
     const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p;
     const enc_t e4 = Q->e4m3;
-    for (int64_t j = 0; j < nb; j++) {
-        float bs = (u2f(a[j]) / maxv) / p;
-        bs = bs < 0.015625f ? 0.015625f : bs;
-        bs = bs > 448.0f ? 448.0f : bs;
-        const uint32_t c = T(encode_one)(f2u(bs), e4);
-        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20));  /* a normal E4M3 value */
-        code[j] = (uint8_t)c;
-        sg[j] = p * sblk;
-        mul[j] = inv_p / sblk;
+    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
+    uint32_t bad = 0;
+#define NVFP4_SCALES(CODE)                                                                                  \
+    for (int64_t j = 0; j < nb; j++) {                                                                      \
+        float bs = (u2f(a[j]) / maxv) / p;                                                                  \
+        bs = bs < 0.015625f ? 0.015625f : bs;                                                               \
+        bs = bs > 448.0f ? 448.0f : bs;                                                                     \
+        const uint32_t b = f2u(bs), c = CODE;                                                               \
+        const float sblk = u2f(((((c >> 3) & 15u) + 120u) << 23) | ((c & 7u) << 20)); /* a normal E4M3 value */ \
+        code[j] = (uint8_t)c;                                                                               \
+        sg[j] = p * sblk;                                                                                   \
+        mul[j] = inv_p / sblk;                                                                              \
+        bad |= (f2u(u2f(a[j]) * mul[j]) & 0x7FFFFFFFu) >= 0x7F800000u;                                      \
     }
+    if (e4.rne) NVFP4_SCALES((b - off + ((b >> S) & 1u)) >> S)
+    else NVFP4_SCALES(T(encode_one)(b, e4))
+#undef NVFP4_SCALES
+    return bad != 0;
 }
 
+/* Block amaxes of 8 blocks of bn bf16 at x (bn a multiple of 16; |x| bits as signed 16-bit lanes, the
+ * vectors of a block first folded into one): three rounds of interleaving pairs of vectors and a max
+ * halve the lanes per block and double the blocks per vector, a fold of the two 128-bit halves ends
+ * with one lane per block. */
+typedef int16_t T(h16) __attribute__((vector_size(32)));
+typedef int16_t T(h8) __attribute__((vector_size(16)));
+typedef uint32_t T(h32) __attribute__((vector_size(64)));
+#define MAXS(a, b) ({ __typeof__(a) ms_a = (a), ms_b = (b), ms_gt = (__typeof__(a))(ms_a > ms_b); \
+                      (ms_gt & ms_a) | (~ms_gt & ms_b); })
+#define ILV16(a, b, lo) __builtin_shufflevector(a, b, lo, 16 + lo, lo + 1, 17 + lo, lo + 2, 18 + lo, lo + 3, 19 + lo, \
+                                               lo + 8, 24 + lo, lo + 9, 25 + lo, lo + 10, 26 + lo, lo + 11, 27 + lo)
+#define ILV32(a, b, lo) __builtin_shufflevector(a, b, lo, lo + 1, 16 + lo, 17 + lo, lo + 2, lo + 3, 18 + lo, 19 + lo, \
+                                               lo + 8, lo + 9, 24 + lo, 25 + lo, lo + 10, lo + 11, 26 + lo, 27 + lo)
+#define ILV64(a, b, lo) __builtin_shufflevector(a, b, lo, lo + 1, lo + 2, lo + 3, 16 + lo, 17 + lo, 18 + lo, 19 + lo, \
+                                               lo + 8, lo + 9, lo + 10, lo + 11, 24 + lo, 25 + lo, 26 + lo, 27 + lo)
+#define LOAD_ABS16(k) ({                                                                                  \
+    T(h16) ld, l2;                                                                                          \
+    memcpy(&ld, x + bn * (k), sizeof ld);                                                                   \
+    for (int64_t i = 16; i < bn; i += 16) {                                                                 \
+        memcpy(&l2, x + bn * (k) + i, sizeof l2);                                                           \
+        ld = MAXS(ld & 0x7FFF, l2 & 0x7FFF);                                                                \
+    }                                                                                                       \
+    ld & 0x7FFF;                                                                                            \
+})
+#define PAIR16(k) ({ const T(h16) p0 = LOAD_ABS16(k), p1 = LOAD_ABS16(k + 1); MAXS(ILV16(p0, p1, 0), ILV16(p0, p1, 4)); })
+static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
+{
+    const T(h16) q0 = PAIR16(0), q1 = PAIR16(2), q2 = PAIR16(4), q3 = PAIR16(6);
+    const T(h16) r0 = MAXS(ILV32(q0, q1, 0), ILV32(q0, q1, 4)), r1 = MAXS(ILV32(q2, q3, 0), ILV32(q2, q3, 4));
+    const T(h16) s0 = MAXS(ILV64(r0, r1, 0), ILV64(r0, r1, 4));
+    const T(h8) m = MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
+                         __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (int l = 0; l < 8; l++) a[l] = (uint32_t)(uint16_t)m[l] << 16; /* lane l: block l */
+}
+#undef ILV16
+#undef ILV32
+#undef ILV64
+#undef LOAD_ABS16
+#undef PAIR16
+/* max of the 16 lanes of one block of float32 |x| bits (a halving tree) */
+static inline uint32_t T(hmax_h32)(T(h32) v)
+{
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3));
+    v = MAXU_ANY(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1));
+    return v[0] > v[1] ? v[0] : v[1];
+}
+/* NVFP4 (mode 2, 1 x 16 blocks, N a multiple of VBYTES and of 128) in one pass over a row while it is
+ * in L1: the block amaxes, the row's block scales at once (nvfp4_scales), then y = x * mul in float32
+ * and the lean encoder (capped), four vectors packed to bytes per step, prefetching the row at pf (the
+ * next one read): the general path's arithmetic without its per-block calls. Returns 1 where a scaled
+ * value could be non-finite (the row then takes the general path). */
+#define NVFP4_ROW(W, ELT, WIDEN, AMAX)                                                                     \
+    static __attribute__((noinline)) int T(nvfp4_row##W)(const quant_t *Q, const ELT *restrict x, uint8_t *restrict o, \
+                                                         int64_t g0, uint32_t *restrict a, float *restrict mul,  \
+                                                         const ELT *pf)                                             \
+    {                                                                                                       \
+        const int64_t N = Q->N, gn = N / 16, lanes = VBYTES / 4;                                            \
+        const int32_t stream = Q->stream;                                                                   \
+        (void)stream; /* the baseline tier stores plainly */                                                \
+        const fast_t f = Q->fast;                                                                           \
+        AMAX                                                                                                \
+        if (T(nvfp4_scales)(a, gn, Q, Q->stored + g0, Q->sgrid + g0, mul)) return 1;                        \
+        for (int64_t i = 0; i < N; i += VBYTES) {                                                           \
+            T(lv32) c[4];                                                                                   \
+            for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
+            for (int u = 0; u < 4; u++) {                                                                   \
+                T(lv32) w;                                                                                  \
+                WIDEN(w, x + i + u * lanes);                                                                \
+                const T(lvf) y = (T(lvf))w * mul[(i + u * lanes) >> 4];                                     \
+                c[u] = T(encode_fast_v)((T(lv32))y, f, 1);                                                  \
+            }                                                                                               \
+            const T(bytes) bv = PACK32(c);                                                                  \
+            STORE_OUT(o + i, bv, stream);                                                                   \
+        }                                                                                                   \
+        return 0;                                                                                           \
+    }
 /* Power-of-two blocks of sign-bit float formats, rounded to nearest even (pow2_t): the scaled value
  * x * 2^-E is never formed; the codes come from integer operations on |x|'s bits, in 16-bit lanes for
  * bf16 input (mb = 7 mantissa bits) and 32-bit lanes for float32 (mb = 23). Two encoders:
@@ -220,6 +309,15 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
+NVFP4_ROW(16, uint16_t, WIDEN_BF16, for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
+NVFP4_ROW(32, uint32_t, WIDEN32, for (int64_t j = 0; j < gn; j++) {                                   \
+    T(h32) v;                                                                                           \
+    memcpy(&v, x + 16 * j, sizeof v);                                                                   \
+    a[j] = T(hmax_h32)(v & 0x7FFFFFFFu);                                                                \
+})
+#undef MAXS
+#undef NVFP4_ROW
+#undef WIDEN32
 
 /* Scales of nb blocks (amax bits a[j], float32 position) of a row group under a power-of-two step rule:
  * sgrid, stored bytes and E[j] (NO_POW2 where the scale is fine but outside the power-of-two path).
@@ -272,7 +370,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
     typedef uint8_t T(b##W) __attribute__((vector_size(VBYTES / sizeof(ELT))));                            \
     /* Constants of one call, in registers for the loops below. */                                         \
     typedef struct {                                                                                        \
-        T(v##W) absm, h1, one, cap, nrm1, thr[7];                                                           \
+        T(v##W) absm, h1, one, cap, nrm1, sr, thr[7];                                                       \
         ELT S, sign_shift, kbase, ksbase, zbase;                                                            \
         int32_t nthr;                                                                                       \
     } T(consts##W);                                                                                         \
@@ -285,6 +383,8 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         c.one = (T(v##W)){0} + 1;                                                                           \
         c.cap = (T(v##W)){0} + (ELT)P->ovf;                                                                 \
         c.nrm1 = (T(v##W)){0} + (ELT)(((ELT)1 << MB) - 1);                                                  \
+        /* the subnormal range's width k + 2^mb - ks = (M + 1) << mb, biased by the sign bit (sub_lanes) */  \
+        c.sr = (T(v##W)){0} + (ELT)((ELT)((ELT)(P->M + 1) << MB) ^ (ELT)((ELT)1 << (8 * sizeof(ELT) - 1)));  \
         for (int i = 0; i < 7; i++) c.thr[i] = (T(v##W)){0} + (ELT)(sizeof(ELT) == 2 ? P->thr16[i] : P->thr32[i]); \
         c.S = S;                                                                                            \
         c.sign_shift = (ELT)(8 * sizeof(ELT) - 1 - P->sign_shift);                                          \
@@ -313,18 +413,18 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         return (T(v##W))((SV)sr > (SV)((p & C->absm) + sa));                                               \
     }                                                                                                       \
     /* the codes of the lanes of p in the subnormal range (shift encoder; rare, out of line) */          \
-    static __attribute__((noinline)) void T(subnormal##W)(const T(v##W) *pp, const T(consts##W) *C,         \
-                                                          const pow2_t *P, int32_t E, T(v##W) sa, T(v##W) sr, \
-                                                          T(v##W) *c)                                       \
+    static __attribute__((noinline)) T(v##W) T(subnormal##W)(T(v##W) p, const T(consts##W) *C,              \
+                                                             const pow2_t *P, int32_t E, T(v##W) sa, T(v##W) sr, \
+                                                             T(v##W) c)                                     \
     {                                                                                                       \
         typedef T(v##W) V;                                                                                  \
-        const V m = *pp & C->absm, sub = T(sub_lanes##W)(*pp, C, sa, sr);                                   \
+        const V m = p & C->absm, sub = T(sub_lanes##W)(p, C, sa, sr);                                       \
         const ELT shmax = MB + 1, shc = (ELT)(127 + MB + P->emin - P->M + E);                               \
         V mant = (m & (ELT)((1u << MB) - 1)) | (ELT)(1u << MB), sh = shc - (m >> MB);                       \
         const V big = (V)(sh > shmax);                                                                      \
         sh = (big & shmax) | (~big & sh);                                                                   \
-        const V sn = SUBNORMAL(V, mant, sh) | ((*pp & ~C->absm) >> C->sign_shift);                          \
-        *c = (sub & sn) | (~sub & *c);                                                                      \
+        const V sn = SUBNORMAL(V, mant, sh) | ((p & ~C->absm) >> C->sign_shift);                            \
+        return (sub & sn) | (~sub & c);                                                                     \
     }                                                                                                       \
     /* codes of one vector: threshold encoder */                                                           \
     static inline __attribute__((always_inline)) T(v##W) T(enc_thr##W)(T(v##W) p, const T(consts##W) *C,    \
@@ -366,7 +466,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         }                                                                                                   \
         const ELT k = (ELT)((ELT)(E + C->kbase) << MB), ks = (ELT)((ELT)(E + C->ksbase) << MB);             \
         const V kh = (V){0} + (ELT)(k - C->h1[0]);                                                          \
-        const V sa = (V){0} + (ELT)(top - ks), sr = (V){0} + (ELT)((ELT)(k + ((ELT)1 << MB) - ks) ^ top);   \
+        const V sa = (V){0} + (ELT)(top - ks), sr = C->sr;                                                  \
         for (; i + VBYTES <= n; i += VBYTES) {                                                              \
             V p[NV], c[NV], sub = {0};                                                                      \
             for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
@@ -376,7 +476,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
                 sub |= T(sub_lanes##W)(p[u], C, sa, sr);                                                    \
             }                                                                                               \
             if (ANY(sub))                                                                                   \
-                for (int u = 0; u < NV; u++) T(subnormal##W)(&p[u], C, P, E, sa, sr, &c[u]);                \
+                for (int u = 0; u < NV; u++) c[u] = T(subnormal##W)(p[u], C, P, E, sa, sr, c[u]);           \
             const T(bytes) bv = PACK(c);                                                                    \
             STORE_OUT(o + i, bv, stream);                                                                    \
         }                                                                                                   \
@@ -384,7 +484,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             V p, c;                                                                                         \
             memcpy(&p, x + i, sizeof p);                                                                    \
             c = T(enc_shift##W)(p, C, kh);                                                                  \
-            if (ANY(T(sub_lanes##W)(p, C, sa, sr))) T(subnormal##W)(&p, C, P, E, sa, sr, &c);               \
+            if (ANY(T(sub_lanes##W)(p, C, sa, sr))) c = T(subnormal##W)(p, C, P, E, sa, sr, c);             \
             const T(b##W) bv = __builtin_convertvector(c, T(b##W));                                         \
             memcpy(o + i, &bv, sizeof bv);                                                                  \
         }                                                                                                   \
@@ -412,7 +512,10 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         const int64_t N = Q->N, bn = Q->bn, gn = N / bn, lanes = VBYTES / sizeof(ELT);                     \
         const T(consts##W) C = T(consts_of##W)(&Q->pow2);                                                   \
         if (nr == 1) {                                                                                      \
-            for (int64_t j = 0; j < gn; j++) {                                                              \
+            int64_t j = 0;                                                                                  \
+            if (sizeof(ELT) == 2 && bn % 16 == 0) /* 8 blocks at a time, one lane each */                  \
+                for (; j + 8 <= gn; j += 8) T(amax8_h16)((const uint16_t *)x + j * bn, bn, a + j);           \
+            for (; j < gn; j++) {                                                                           \
                 const ELT *xb = x + j * bn;                                                                 \
                 V m0 = {0}, m1 = {0}, p0, p1;                                                               \
                 int64_t i = 0;                                                                              \
@@ -492,11 +595,19 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
     const int32_t fused = whole && Q->mode == 0 && Q->lean;
     int32_t *Ef = fused ? malloc(gn * 2 * sizeof(int32_t)) : NULL;
     void *acc = fused && bm > 1 ? aligned_alloc(VBYTES, gn * VBYTES) : NULL;
+    /* NVFP4 rows in one pass each, last first: the tensor-amax pass before this call has just read them */
+    const int32_t nvrow = Q->mode == 2 && Q->lean && bm == 1 && bn == 16 && N % VBYTES == 0 && N % 128 == 0
+                         && (Q->fast.ovf == Q->fast.maxq || Q->fast.ovf == Q->fast.maxq + 1);
     int64_t bad = 0;
-    for (int64_t t = t0; t < t1; t++) {
+    for (int64_t tt = t0; tt < t1; tt++) {
+        const int64_t t = nvrow ? t1 - 1 - (tt - t0) : tt;
         const int64_t b = t / gm, g = t - b * gm, r0 = g * bm, nr = (r0 + bm < M ? r0 + bm : M) - r0;
         const char *xg = (const char *)Q->x + (b * M + r0) * N * es;
         uint8_t *cg = Q->codes + (b * M + r0) * N;
+        const char *pfr = t > t0 ? xg - N * es : xg;  /* the row the next step reads */
+        if (nvrow && !(bf ? T(nvfp4_row16)(Q, (const uint16_t *)xg, cg, t * gn, a, mul, (const uint16_t *)pfr)
+                          : T(nvfp4_row32)(Q, (const uint32_t *)xg, cg, t * gn, a, mul, (const uint32_t *)pfr)))
+            continue;
         if (fused) {  /* the common case: the whole row group on the power-of-two path */
             const char *pf = xg + nr * N * es;
             uint32_t *af = (uint32_t *)(Ef + gn);
@@ -521,7 +632,7 @@ static int64_t T(quant_range)(const quant_t *Q, int64_t t0, int64_t t1)
             }
             int any_pow2 = 0, any_lean = 0, any_full = 0;
             if (Q->mode == 2) {
-                T(nvfp4_scales)(a, nb, Q, Q->stored + t * gn + j0, Q->sgrid + t * gn + j0, mul);
+                (void)T(nvfp4_scales)(a, nb, Q, Q->stored + t * gn + j0, Q->sgrid + t * gn + j0, mul);
                 for (int64_t j = 0; j < nb; j++) dv[j] = 0;
             } else {
                 for (int64_t j = 0; j < nb && !isbad; j++) {
@@ -585,6 +696,21 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
     }
 }
 
+/* The bf16 patterns pat of the codes at c + k (DEQUANT_ROW's locals), and the lanes of Inf / NaN codes
+ * redone from the float table. WIDEN_U8 (this tier's) widens the bytes to 16-bit lanes. */
+#define DQ_PAT(NAME, LUT)                                                                                   \
+    V code;                                                                                                 \
+    WIDEN_U8(code, c + k);                                                                                  \
+    const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                                           \
+    const V sub = (V)((T(NAME##_s))mag < lim);                                                              \
+    const V nrm = (mag << sh) + kexp;                                                                       \
+    const V sbn = LUT(tabe, m);                                                                             \
+    const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);
+#define DQ_SPECIAL(ANYF)                                                                                    \
+    const V spec = (V)(mag >= special);                                                                     \
+    if (ANYF(spec))                                                                                         \
+        for (int64_t i = k; i < k + lanes; i++)                                                             \
+            if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);
 /* One instance per vector width VB (bytes of 16-bit lanes): the tier's, and half of it for blocks
  * narrower than a full vector (NVFP4's 16 on AVX-512). */
 #define DEQUANT_ROW(NAME, VB, ANYF, LUT)                                                                           \
@@ -602,6 +728,8 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
         const uint16_t sign = (uint16_t)(1u << D->sign_shift), mmask = (uint16_t)((1u << D->M_) - 1);       \
         const uint16_t sh = (uint16_t)(7 - D->M_), special = (uint16_t)D->special_min;                         \
         const uint16_t ssh = (uint16_t)(15 - D->sign_shift), k0exp = (uint16_t)((127 - D->bias) << 7);     \
+        const int32_t bf = D->bf16, stream = D->stream; /* locals: the stores could alias *D */             \
+        (void)stream;                                                                                       \
         V tab = {0}, nz = {0};                                                                              \
         for (int i = 0; i < lanes; i++) { /* in every 128-bit lane */                                       \
             tab[i] = D->subtab[i & 7];                                                                      \
@@ -618,23 +746,21 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
             const uint16_t kexp = (uint16_t)(k0exp + (pow2 ? E << 7 : 0)), e7 = (uint16_t)(pow2 ? E << 7 : 0); \
             const V tabe = tab + (nz & e7); /* the block's subnormal codes: 2^E joins nonzero ones */          \
             int64_t k = j0;                                                                                 \
+            if (pow2 && bf) { /* the common case in a loop of its own */                                    \
+                for (; k + lanes <= j0 + n; k += lanes) {                                                   \
+                    DQ_PAT(NAME, LUT)                                                                       \
+                    STORE_OUT((uint16_t *)out + k, pat, stream);                                            \
+                    DQ_SPECIAL(ANYF)                                                                        \
+                }                                                                                           \
+            }                                                                                               \
             for (; k + lanes <= j0 + n; k += lanes) {                                                       \
-                T(NAME##_b) cb;                                                                             \
-                memcpy(&cb, c + k, sizeof cb);                                                              \
-                const V code = __builtin_convertvector(cb, V);                                              \
-                const V sgn = code & sign, mag = code ^ sgn, m = mag & mmask;                               \
-                const V sub = (V)((T(NAME##_s))mag < lim);                                                  \
-                const V nrm = (mag << sh) + kexp;                                                           \
-                const V sbn = LUT(tabe, m);                                                                 \
-                const V pat = (sub & sbn) | (~sub & nrm) | (sgn << ssh);                                    \
-                if (pow2 && D->bf16) {                                                                      \
-                    STORE_OUT((uint16_t *)out + k, pat, D->stream);                                         \
-                } else if (pow2) {                                                                          \
+                DQ_PAT(NAME, LUT)                                                                           \
+                if (pow2) {                                                                                 \
                     const W w = __builtin_convertvector(pat, W) << 16;                                      \
-                    STORE_OUT((uint32_t *)out + k, w, D->stream);                                           \
+                    STORE_OUT((uint32_t *)out + k, w, stream);                                              \
                 } else { /* the decoded value times s in float32, rounded like the reference */             \
                     const T(NAME##_f) v = (T(NAME##_f))(__builtin_convertvector(pat, W) << 16) * s;         \
-                    if (D->bf16) {                                                                          \
+                    if (bf) {                                                                               \
                         const W u = (W)v, r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;                       \
                         const W nan = (W)((u & 0x7FFFFFFFu) > 0x7F800000u);                                 \
                         const V h = __builtin_convertvector((nan & ((u >> 16) | 0x40u)) | (~nan & r), V);   \
@@ -643,10 +769,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
                         memcpy((float *)out + k, &v, sizeof v);                                             \
                     }                                                                                       \
                 }                                                                                           \
-                const V spec = (V)(mag >= special);                                                         \
-                if (ANYF(spec))                                                                             \
-                    for (int64_t i = k; i < k + lanes; i++)                                                 \
-                        if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);        \
+                DQ_SPECIAL(ANYF)                                                                            \
             }                                                                                               \
             T(dequant_tail)(c, k, j0 + n, D, s, out);                                                       \
         }                                                                                                   \
@@ -660,6 +783,8 @@ DEQUANT_ROW(dequant_row_half, VBYTES / 2, ANY_BYTES, LUT16_HALF)
 #endif
 #undef DEQUANT_ROW
 #undef ANY_BYTES
+#undef DQ_PAT
+#undef DQ_SPECIAL
 
 /* Row groups [t0, t1) of dequantization: out = decode(code) * s in float32, or that rounded to bf16 */
 static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
@@ -707,3 +832,5 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef PACK32
 #undef LUT16
 #undef LUT16_HALF
+#undef WIDEN_BF16
+#undef WIDEN_U8

@@ -245,6 +245,17 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
     _mm512_permutexvar_epi32(_mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0),            \
                              _mm512_packus_epi16(_mm512_packus_epi32(ZX((c)[0]), ZX((c)[1])),                  \
                                                  _mm512_packus_epi32(ZX((c)[2]), ZX((c)[3]))))
+/* bytes at p to the 16-bit lanes of v (32 or 16 bytes; WIDE64: the 64-byte case) by one vpmovzxbw */
+#define WIDEN_U8_X86(v, p, WIDE64)                                                                           \
+    do {                                                                                                    \
+        WIDE64 if (sizeof(v) == 32) {                                                                       \
+            const __m256i w32 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const void *)(p)));                   \
+            memcpy(&(v), &w32, sizeof(v));                                                                  \
+        } else {                                                                                            \
+            const __m128i w16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const void *)(p)));                       \
+            memcpy(&(v), &w16, sizeof(v));                                                                  \
+        }                                                                                                   \
+    } while (0)
 #endif
 /* t[m] for 16-bit lanes m < 8 of a table held in every 128-bit lane (dequantize's subnormal codes): one
  * byte shuffle of the indices 2m, 2m + 1 (AVX2 has no 16-bit permute; GCC would go lane by lane) */
@@ -275,6 +286,11 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX512(c))
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
+#define WIDEN_U8(v, p) WIDEN_U8_X86(v, p, if (sizeof(v) == 64) {                                                \
+        const __m512i w64 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const void *)(p)));                     \
+        memcpy(&(v), &w64, sizeof(v));                                                                      \
+    } else)
+#define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream)                                                                        \
     STORE_WIDE(dst, v, stream, do {                                                                      \
         __m512i t64;                                                                                    \
@@ -299,6 +315,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define PACK32(c) ((T(bytes))PACK32_AVX2(c))
 #define LUT16(t, m) LUT16_PSHUFB(t, m, _mm256_shuffle_epi8, __m256i)
 #define LUT16_HALF(t, m) LUT16_PSHUFB(t, m, _mm_shuffle_epi8, __m128i)
+#define WIDEN_U8(v, p) WIDEN_U8_X86(v, p, )
+#define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
 #include "kernels.h"
 #pragma GCC pop_options
@@ -319,6 +337,10 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
     0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
 #define LUT16(t, m) __builtin_shuffle(t, m)
 #define LUT16_HALF LUT16
+/* bf16 bits at p to float32 bits in a vector u of 32-bit lanes */
+#define WIDEN_U8(v, p) do { typedef uint8_t w8_t __attribute__((vector_size(sizeof(v) / 2))); w8_t w8; \
+                              memcpy(&w8, (p), sizeof w8); (v) = __builtin_convertvector(w8, __typeof__(v)); } while (0)
+#define WIDEN_BF16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)

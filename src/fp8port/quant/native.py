@@ -22,6 +22,17 @@ _STORED = {ScaleStorage.E8M0: 1, ScaleStorage.E4M3_TENSOR: 2}
 STREAM_BYTES = 8 << 20  # codes (dequantize: outputs) this large are written around the cache (non-temporal stores)
 
 
+_AFFINE: dict[int, tuple] = {}  # id(step table) -> (the table, kept alive; its affine form)
+
+
+def _affine(table: np.ndarray):
+    """steps.affine, once per step table (step_table hands out one read-only array per scheme)."""
+    hit = _AFFINE.get(id(table))
+    if hit is None or hit[0] is not table:
+        hit = _AFFINE[id(table)] = (table, affine(table))
+    return hit[1]
+
+
 def unsupported_reason(scheme: Scheme) -> str | None:
     """Why the C kernels cannot quantize this scheme (None: they can, where built)."""
     if not cpu.available():
@@ -80,7 +91,7 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
     else:
         table = step_table(scheme)
         q.steps = table.ctypes.data
-        aff = affine(table)
+        aff = _affine(table)
         if aff is not None:
             q.aff, (q.aff_d, q.aff_t, q.aff_flo, q.aff_fhi) = 1, aff
     stored = np.empty(sgrid.shape, np.uint8) if q.stored_kind else None
