@@ -102,6 +102,23 @@ static void gm_unpack6(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
     }
 }
 
+/* K 4-bit codes, two a byte (low nibble first), into one a byte: 32 at a time in 16-byte vectors (the
+ * byte interleave is punpcklbw / zip1 on every tier), the odd end by bytes */
+typedef uint8_t gm_v16 __attribute__((vector_size(16)));
+static void gm_unpack4(const uint8_t *restrict p, int64_t K, uint8_t *restrict out)
+{
+    const gm_v16 lo_i = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const gm_v16 hi_i = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        gm_v16 b;
+        memcpy(&b, p + k / 2, 16);
+        const gm_v16 l = b & 15, h = b >> 4, o0 = __builtin_shuffle(l, h, lo_i), o1 = __builtin_shuffle(l, h, hi_i);
+        memcpy(out + k, &o0, 16), memcpy(out + k + 16, &o1, 16);
+    }
+    for (; k < K; k++) out[k] = (p[k / 2] >> (4 * (k & 1))) & 15;
+}
+
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")

@@ -371,8 +371,7 @@ static void T(decode_rows)(const gemv_t *G, int64_t n0, int64_t n1, void *out, i
     const int dec = G->dec == GM_NIB ? GM_TAB16 : G->dec;
     for (int64_t n = n0; n < n1; n++) {
         const uint8_t *row = G->codes + n * G->row_bytes;
-        if (G->dec == GM_NIB)
-            for (int64_t k = 0; k < K; k++) ubuf[k] = (row[k / 2] >> (4 * (k & 1))) & 15;
+        if (G->dec == GM_NIB) gm_unpack4(row, K, ubuf);
         if (G->dec == GM_FP6) gm_unpack6(row, K, ubuf);
         if (packed) row = ubuf;
         const float *srow = G->sgrid + (n / G->bm) * gk;
