@@ -160,7 +160,7 @@ def test_inputs_that_need_gradients_take_the_dense_path():
 def test_prefill_gemms_within_the_bound(preset, monkeypatch):
     """The prefill's bf16 GEMM (with the scale split into exact bf16 rows and an output factor: NVFP4's
     tensor scale, per-channel scales) and its float32 GEMM (CPUs whose bf16 GEMM is slow) against
-    dequantize -> float32 matmul, in one slab and in several (and packed 4-bit codes unpacked in pieces)."""
+    dequantize -> float32 matmul, in one slab and in several."""
     torch.manual_seed(5)
     n, k = 70, 320
     lin = nn.Linear(k, n)
@@ -170,7 +170,6 @@ def test_prefill_gemms_within_the_bound(preset, monkeypatch):
     sp = fl.fused_weight().prefill.split
     assert (sp.kind if sp else None) == want.get(preset, "exact" if preset != "deepseek-v3" else None)
     x = torch.randn(2, 20, k)
-    monkeypatch.setattr(prefill, "NIB_BYTES", 16 * k)  # packed 4-bit codes: unpacked 16 rows at a time
     for fast in (True, False):
         monkeypatch.setattr(prefill, "bf16_gemm", fast)
         for ws in (prefill.WORKSPACE_BYTES, 16 * k * 2):  # one slab; slabs of 16 rows
@@ -200,21 +199,6 @@ def test_prefill_workspace_is_freed(monkeypatch):
         for x in (torch.randn(16, 256), torch.randn(16, 256).bfloat16()):
             fl(x)
     assert len(made) >= 2 and all(r() is None for r in made)
-
-
-def test_prefill_unpacked_nibbles_decode_as_packed():
-    """The prefill's slab-wise unpack of packed 4-bit codes gives decode_rows' own rows, bit for bit."""
-    fl = FP8Linear.from_linear(nn.Linear(96, 40), "nvfp4")
-    fw = fl.fused_weight()
-    assert fw.prefill.nibbles
-    nib = prefill._Nibbles(fw.g, fl.codes, 16)
-    for n0, n1 in [(0, 16), (16, 32), (32, 40)]:
-        for b16 in (False, True):
-            want = torch.empty(n1 - n0, 96, dtype=torch.bfloat16 if b16 else torch.float32)
-            got = torch.empty_like(want)
-            gemm.decode_rows(fw.g, n0, n1, want.data_ptr(), b16)
-            gemm.decode_rows(nib.rows(n0, n1), n0, n1, got.data_ptr(), b16)
-            assert torch.equal(got, want), (n0, n1, b16)
 
 
 def test_prefill_follows_scales_written_in_place():

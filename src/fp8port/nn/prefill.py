@@ -38,7 +38,6 @@ from ..cpu import gemm
 # min CPU time per call: bf16 rows (29 MB, one slab) 73.2 ms, in slabs of 16 / 8 / 4 MB 75.6 / 76.4 /
 # 78.3 (bf16 nn.Linear 69.6); float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
 WORKSPACE_BYTES = 30 << 20
-NIB_BYTES = 1 << 20  # packed 4-bit codes are unpacked this many at a time (stays in L2)
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
 bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
@@ -154,29 +153,6 @@ def split(scale: np.ndarray, spec, bf16_exact: bool) -> Split | None:
     return None
 
 
-class _Nibbles:
-    """Packed 4-bit codes unpacked into a workspace, one code per byte, NIB_BYTES at a time, so that
-    decode_rows reads them with its vector decoder (its own unpack of packed rows is a byte loop).
-    7168->2048 MXFP4 at M = 512, bf16, one thread, min CPU time per call: 75.1 ms against 80.6 with the
-    packed rows and 69.3 for bf16 nn.Linear; unpacking whole slabs (16 MB) took 90 ms (page faults of the
-    larger workspace), on SmolLM2's shapes either way is within 0.1 ms."""
-
-    def __init__(self, g, codes: torch.Tensor, rows: int):
-        self.g, self.codes = gemm.Gemv.from_buffer_copy(g), codes
-        self.g.dec, self.g.row_bytes = gemm.DECODER_ID[gemm.Decoder.TAB16], g.K
-        half = rows * codes.shape[1]
-        self.x, self.t = _workspace(half, torch.int16), _workspace(half, torch.int16)
-
-    def rows(self, n0: int, n1: int):
-        """The Gemv whose rows [n0, n1) are the unpacked codes (other rows must not be read)."""
-        h = self.codes.shape[1]
-        x, t = self.x[: (n1 - n0) * h].view(n1 - n0, h), self.t[: (n1 - n0) * h].view(n1 - n0, h)
-        x.copy_(self.codes[n0:n1])  # byte c -> int16 c, then (c | c << 4) & 0x0F0F: low nibble first
-        x.bitwise_or_(torch.bitwise_left_shift(x, 4, out=t)).bitwise_and_(0x0F0F)
-        self.g.codes = x.data_ptr() - n0 * self.g.row_bytes
-        return self.g
-
-
 class Prefill:
     """One weight's prefill: `g` (cpu.gemm.Gemv with the weight's fields), its codes, float32 scale grid and
     element spec; the Split for bf16 GEMMs is found on the first bf16 call (None: float32 rows only)."""
@@ -185,7 +161,6 @@ class Prefill:
         """bf16_exact(scale grid) -> whether every code's value times its scale is a bf16 value."""
         self.g, self.codes, self.scale, self.spec, self.shape = g, codes, scale, spec, shape
         self.bf16_exact = bf16_exact
-        self.nibbles = g.dec == gemm.DECODER_ID[gemm.Decoder.NIB] and g.row_bytes * 2 == g.K
         self._split = (None, None)
 
     @property
@@ -221,22 +196,16 @@ class Prefill:
         xw = x2.to(wdt)
         rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
         buf = _workspace(min(rows, n) * k, wdt)
-        nib_rows = max(16, NIB_BYTES // k)
-        nib = _Nibbles(g, self.codes, min(nib_rows, n)) if self.nibbles else None
         y = torch.empty((x2.shape[0], n), dtype=wdt)
         for n0 in range(0, n, rows):
             n1 = min(n, n0 + rows)
             w = buf[: (n1 - n0) * k].view(n1 - n0, k)
-            if nib is None:
-                gemm.decode_rows(g, n0, n1, w.data_ptr(), b16)
-            for r0 in range(n0, n1, nib_rows) if nib is not None else ():  # unpacked in L2-sized pieces
-                r1 = min(n1, r0 + nib_rows)
-                gemm.decode_rows(nib.rows(r0, r1), r0, r1, w[r0 - n0 :].data_ptr(), b16)
+            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16)
             if c is None and bias is not None:
                 torch.addmm(bias[n0:n1].to(wdt), xw, w.t(), out=y[:, n0:n1])
             else:
                 torch.mm(xw, w.t(), out=y[:, n0:n1])
-        del buf, keep, nib
+        del buf, keep
         if c is not None:  # the output's factor and the bias, computed in float32 and rounded to bf16 once
             if bias is None and isinstance(c, float):
                 y.mul_(c)
