@@ -198,7 +198,7 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
 #endif
     for (int64_t n = n0; n + NR <= n1; n += NR) {
         const uint8_t *row[4], *src[4];  /* fixed sizes (NR <= 4, MB * NR <= 8): after inlining, registers */
-        const float *srow[4];
+        const float *srow[4], *snext[4];
         const int64_t ahead = NR * G->row_bytes;
         UNROLL for (int r = 0; r < NR; r++) {
             row[r] = src[r] = G->codes + (n + r) * G->row_bytes;
@@ -207,6 +207,7 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
                 row[r] = ubuf + r * K;
             }
             srow[r] = G->sgrid + ((n + r) / G->bm) * gk;
+            snext[r] = G->sgrid + ((n + r + NR) / G->bm) * gk;  /* past the grid's end: only prefetched */
         }
         T(vf) tot[8];
         float ts[8];
@@ -220,6 +221,7 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
                     UNROLL for (int r = 0; r < NR; r++) {
                         T(vf) v[4];
                         T(prefetch_next)(DEC, src[r], k, ahead);
+                        __builtin_prefetch(snext[r] + (k >> bsh));
                         T(dec_nib4)(row[r] + k / 2, tlo, thi, v);
                         const T(vf) s0 = _mm256_set1_ps(srow[r][k >> bsh]), s1 = _mm256_set1_ps(srow[r][(k + 16) >> bsh]);
                         UNROLL for (int m = 0; m < MB; m++) {
@@ -234,6 +236,7 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
                 T(vf) w[4];
                 UNROLL for (int r = 0; r < NR; r++) {
                     T(prefetch_next)(DEC, src[r], k, ahead);
+                    __builtin_prefetch(snext[r] + (k >> bsh));
                     w[r] = T(dec)(DEC, row[r], k, G, tab) * srow[r][k >> bsh];
                 }
                 UNROLL for (int m = 0; m < MB; m++) {
