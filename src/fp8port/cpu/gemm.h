@@ -207,7 +207,7 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
                 row[r] = ubuf + r * K;
             }
             srow[r] = G->sgrid + ((n + r) / G->bm) * gk;
-            snext[r] = G->sgrid + ((n + r + NR) / G->bm) * gk;  /* past the grid's end: only prefetched */
+            snext[r] = G->sgrid + ((n + r + NR < G->N ? n + r + NR : n + r) / G->bm) * gk;  /* prefetched only */
         }
         T(vf) tot[8];
         float ts[8];
@@ -308,7 +308,8 @@ static inline __attribute__((always_inline)) void T(gemv_body)(const gemv_t *G, 
 /* AVX-512 and AVX2 also have a pass of 8 rows, one output row at a time: each decoded weight vector
  * serves all 8 activation rows (on AVX2's 16 registers the block totals spill, but at block ends only:
  * 7168->2048 at M = 8, one thread, FP8 4.5 -> 4.2 ms, MXFP4 8.0 -> 5.0, NVFP4 6.4 -> 7.7 (shared
- * machine, medians of three alternating runs); the base / NEON tier keeps passes of 4) */
+ * machine, medians of three alternating runs; NVFP4 then 7.2 -> 5.2 with its scale-grid rows prefetched);
+ * the base / NEON tier keeps passes of 4) */
 #if VBYTES == 64
 #define GM_PASSES 4
 #define GEMV_DECS(DEC) GEMV_FN(1, 4, DEC) GEMV_FN(2, 4, DEC) GEMV_FN(4, 2, DEC) GEMV_FN(8, 1, DEC)
