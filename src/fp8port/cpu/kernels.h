@@ -548,11 +548,19 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             for (int64_t j = 0; j < gn; j++) a[j] = T(hmaxv##W)(acc[j]);                                     \
         }                                                                                                   \
         if (T(pow2_scales)(Q, a, gn, g0, E)) return 1;                                                      \
+        /* blocks of one full step (MX 1 x 32): a constant width, so no loop or tail per block */          \
         for (int64_t r = 0; r < nr; r++)                                                                    \
-            for (int64_t j = 0; j < gn; j++)                                                                \
-                if (E[j] != NO_POW2)                                                                        \
-                    T(enc_span##W)(x + r * N + j * bn, out + r * N + j * bn, bn, E[j], &C, &Q->pow2, Q->stream, \
-                                   pf + r * N + j * bn);                                                    \
+            if (bn == VBYTES) {                                                                             \
+                for (int64_t j = 0; j < gn; j++)                                                            \
+                    if (E[j] != NO_POW2)                                                                    \
+                        T(enc_span##W)(x + r * N + j * VBYTES, out + r * N + j * VBYTES, VBYTES, E[j], &C,   \
+                                       &Q->pow2, Q->stream, pf + r * N + j * VBYTES);                       \
+            } else {                                                                                        \
+                for (int64_t j = 0; j < gn; j++)                                                            \
+                    if (E[j] != NO_POW2)                                                                    \
+                        T(enc_span##W)(x + r * N + j * bn, out + r * N + j * bn, bn, E[j], &C, &Q->pow2,     \
+                                       Q->stream, pf + r * N + j * bn);                                     \
+            }                                                                                               \
         return 0;                                                                                           \
     }                                                                                                       \
     /* Codes of the blocks j < nb of a row strip (nr rows, strides xs / os) whose E[j] != NO_POW2. */      \
