@@ -499,6 +499,15 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         }                                                                                                   \
         return a << (32 - 8 * sizeof(ELT));                                                                 \
     }                                                                                                       \
+    /* Codes of the gn blocks of width bn of one row whose E[j] != NO_POW2 (inlined: bn often a constant) */ \
+    static inline __attribute__((always_inline)) void T(enc_row##W)(const ELT *restrict x, uint8_t *restrict o, \
+                                                                   const ELT *pf, int64_t gn, int64_t bn,   \
+                                                                   const int32_t *E, const T(consts##W) *C, \
+                                                                   const pow2_t *P, int32_t stream)         \
+    {                                                                                                       \
+        for (int64_t j = 0; j < gn; j++)                                                                    \
+            if (E[j] != NO_POW2) T(enc_span##W)(x + j * bn, o + j * bn, bn, E[j], C, P, stream, pf + j * bn); \
+    }                                                                                                       \
     /* One row group (nr rows of N, blocks nr x bn, N % bn == 0, bn a multiple of the lanes) under a        \
      * power-of-two step rule: the blocks' amaxes, their scales (pow2_scales), then the codes of the blocks  \
      * the path takes (E[j] != NO_POW2). A row is in L1 while its three passes run; tiles read their rows   \
@@ -548,19 +557,14 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             for (int64_t j = 0; j < gn; j++) a[j] = T(hmaxv##W)(acc[j]);                                     \
         }                                                                                                   \
         if (T(pow2_scales)(Q, a, gn, g0, E)) return 1;                                                      \
-        /* blocks of one full step (MX 1 x 32): a constant width, so no loop or tail per block */          \
-        for (int64_t r = 0; r < nr; r++)                                                                    \
-            if (bn == VBYTES) {                                                                             \
-                for (int64_t j = 0; j < gn; j++)                                                            \
-                    if (E[j] != NO_POW2)                                                                    \
-                        T(enc_span##W)(x + r * N + j * VBYTES, out + r * N + j * VBYTES, VBYTES, E[j], &C,   \
-                                       &Q->pow2, Q->stream, pf + r * N + j * VBYTES);                       \
-            } else {                                                                                        \
-                for (int64_t j = 0; j < gn; j++)                                                            \
-                    if (E[j] != NO_POW2)                                                                    \
-                        T(enc_span##W)(x + r * N + j * bn, out + r * N + j * bn, bn, E[j], &C, &Q->pow2,     \
-                                       Q->stream, pf + r * N + j * bn);                                     \
-            }                                                                                               \
+        /* the common widths as constants, so the code loop of a block has no loop or tail of its own */    \
+        for (int64_t r = 0; r < nr; r++) {                                                                  \
+            const ELT *xr = x + r * N, *pr = pf + r * N;                                                    \
+            uint8_t *orow = out + r * N;                                                                    \
+            if (bn == VBYTES) T(enc_row##W)(xr, orow, pr, gn, VBYTES, E, &C, &Q->pow2, Q->stream);          \
+            else if (bn == 128) T(enc_row##W)(xr, orow, pr, gn, 128, E, &C, &Q->pow2, Q->stream);           \
+            else T(enc_row##W)(xr, orow, pr, gn, bn, E, &C, &Q->pow2, Q->stream);                           \
+        }                                                                                                   \
         return 0;                                                                                           \
     }                                                                                                       \
     /* Codes of the blocks j < nb of a row strip (nr rows, strides xs / os) whose E[j] != NO_POW2. */      \
