@@ -370,7 +370,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
     typedef uint8_t T(b##W) __attribute__((vector_size(VBYTES / sizeof(ELT))));                            \
     /* Constants of one call, in registers for the loops below. */                                         \
     typedef struct {                                                                                        \
-        T(v##W) absm, h1, one, cap, nrm1, sr, thr[7];                                                       \
+        T(v##W) absm, h1, one, cap, nrm1, sr, thr[7], khb, sab, zq;                                         \
         ELT S, sign_shift, kbase, ksbase, zbase;                                                            \
         int32_t nthr;                                                                                       \
     } T(consts##W);                                                                                         \
@@ -391,6 +391,10 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         c.kbase = (ELT)(127 - P->bias);                                                                     \
         c.ksbase = (ELT)(127 - P->bias - P->M);                                                             \
         c.zbase = (ELT)P->z;                                                                                \
+        /* a block's k - half + 1, top - ks and (E + z) << mb are these plus or minus E << mb */              \
+        c.khb = (T(v##W)){0} + (ELT)((ELT)(c.kbase << MB) - c.h1[0]);                                      \
+        c.sab = (T(v##W)){0} + (ELT)(((ELT)1 << (8 * sizeof(ELT) - 1)) - (ELT)(c.ksbase << MB));           \
+        c.zq = (T(v##W)){0} + (ELT)(c.zbase << MB);                                                         \
         c.nthr = P->nthr;                                                                                   \
         return c;                                                                                           \
     }                                                                                                       \
@@ -444,10 +448,10 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
     {                                                                                                       \
         typedef T(v##W) V;                                                                                  \
         const int64_t lanes = VBYTES / sizeof(ELT);                                                         \
-        const ELT top = (ELT)((ELT)1 << (8 * sizeof(ELT) - 1));                                             \
+        const V eb = (V){0} + (ELT)((ELT)E << MB);                                                          \
         int64_t i = 0;                                                                                      \
         if (C->nthr) {                                                                                      \
-            const V kq = (V){0} + (ELT)((ELT)(E + C->zbase) << MB);                                         \
+            const V kq = C->zq + eb;                                                                        \
             for (; i + VBYTES <= n; i += VBYTES) {                                                          \
                 V p[NV], c[NV];                                                                             \
                 for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
@@ -464,9 +468,7 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
             }                                                                                               \
             return;                                                                                         \
         }                                                                                                   \
-        const ELT k = (ELT)((ELT)(E + C->kbase) << MB), ks = (ELT)((ELT)(E + C->ksbase) << MB);             \
-        const V kh = (V){0} + (ELT)(k - C->h1[0]);                                                          \
-        const V sa = (V){0} + (ELT)(top - ks), sr = C->sr;                                                  \
+        const V kh = C->khb + eb, sa = C->sab - eb, sr = C->sr;                                             \
         for (; i + VBYTES <= n; i += VBYTES) {                                                              \
             V p[NV], c[NV], sub = {0};                                                                      \
             for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
