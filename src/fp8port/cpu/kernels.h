@@ -733,8 +733,9 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
     typedef uint8_t T(NAME##_b) __attribute__((vector_size(VB / 2)));                                      \
     typedef uint32_t T(NAME##_w) __attribute__((vector_size(2 * VB)));                                     \
     typedef float T(NAME##_f) __attribute__((vector_size(2 * VB)));                                        \
-    static __attribute__((noinline)) void T(NAME)(const uint8_t *restrict c, int64_t N, int64_t bn,        \
-                                                  const float *sg, const dequant_t *D, void *restrict out)  \
+    static inline __attribute__((always_inline)) void T(NAME##_body)(const uint8_t *restrict c, int64_t N,  \
+                                                                    int64_t bn, const float *sg,            \
+                                                                    const dequant_t *D, void *restrict out) \
     {                                                                                                       \
         typedef T(NAME##_v) V;                                                                              \
         typedef T(NAME##_w) W;                                                                              \
@@ -787,6 +788,13 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
             }                                                                                               \
             T(dequant_tail)(c, k, j0 + n, D, s, out);                                                       \
         }                                                                                                   \
+    }                                                                                                       \
+    /* DeepSeek's 128-wide blocks with a constant width: no loop or tail setup per block */                 \
+    static __attribute__((noinline)) void T(NAME)(const uint8_t *restrict c, int64_t N, int64_t bn,        \
+                                                  const float *sg, const dequant_t *D, void *restrict out)  \
+    {                                                                                                       \
+        if (bn == 128 && N % 128 == 0) T(NAME##_body)(c, N, 128, sg, D, out);                               \
+        else T(NAME##_body)(c, N, bn, sg, D, out);                                                          \
     }
 #define ANY_BYTES(v) any_bytes(&(v), sizeof(v))
 DEQUANT_ROW(dequant_row, VBYTES, ANY, LUT16)
