@@ -370,8 +370,8 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
     typedef uint8_t T(b##W) __attribute__((vector_size(VBYTES / sizeof(ELT))));                            \
     /* Constants of one call, in registers for the loops below. */                                         \
     typedef struct {                                                                                        \
-        T(v##W) absm, h1, one, cap, nrm1, sr, thr[7], khb, sab, zq;                                         \
-        ELT S, sign_shift, kbase, ksbase, zbase;                                                            \
+        T(v##W) absm, one, cap, nrm1, sr, thr[7], khb, sab, zq;                                             \
+        ELT S, sign_shift;                                                                                  \
         int32_t nthr;                                                                                       \
     } T(consts##W);                                                                                         \
     static inline T(consts##W) T(consts_of##W)(const pow2_t *P)                                            \
@@ -379,7 +379,6 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         T(consts##W) c;                                                                                     \
         const ELT S = (ELT)(MB - P->M);                                                                     \
         c.absm = (T(v##W)){0} + (ELT)(((ELT)1 << (8 * sizeof(ELT) - 1)) - 1);                              \
-        c.h1 = (T(v##W)){0} + (ELT)(((ELT)1 << (S - 1)) - 1);                                               \
         c.one = (T(v##W)){0} + 1;                                                                           \
         c.cap = (T(v##W)){0} + (ELT)P->ovf;                                                                 \
         c.nrm1 = (T(v##W)){0} + (ELT)(((ELT)1 << MB) - 1);                                                  \
@@ -388,13 +387,12 @@ static int T(pow2_scales)(const quant_t *Q, const uint32_t *a, int64_t nb, int64
         for (int i = 0; i < 7; i++) c.thr[i] = (T(v##W)){0} + (ELT)(sizeof(ELT) == 2 ? P->thr16[i] : P->thr32[i]); \
         c.S = S;                                                                                            \
         c.sign_shift = (ELT)(8 * sizeof(ELT) - 1 - P->sign_shift);                                          \
-        c.kbase = (ELT)(127 - P->bias);                                                                     \
-        c.ksbase = (ELT)(127 - P->bias - P->M);                                                             \
-        c.zbase = (ELT)P->z;                                                                                \
-        /* a block's k - half + 1, top - ks and (E + z) << mb are these plus or minus E << mb */              \
-        c.khb = (T(v##W)){0} + (ELT)((ELT)(c.kbase << MB) - c.h1[0]);                                      \
-        c.sab = (T(v##W)){0} + (ELT)(((ELT)1 << (8 * sizeof(ELT) - 1)) - (ELT)(c.ksbase << MB));           \
-        c.zq = (T(v##W)){0} + (ELT)(c.zbase << MB);                                                         \
+        /* a block's k - half + 1, top - ks and (E + z) << mb (k = (E + 127 - bias) << mb, ks = k - (M << mb), \
+         * half = 2^(S - 1)) are these plus or minus E << mb */                                             \
+        const ELT h1 = (ELT)(((ELT)1 << (S - 1)) - 1), kb = (ELT)(127 - P->bias), ksb = (ELT)(127 - P->bias - P->M); \
+        c.khb = (T(v##W)){0} + (ELT)((ELT)(kb << MB) - h1);                                                 \
+        c.sab = (T(v##W)){0} + (ELT)(((ELT)1 << (8 * sizeof(ELT) - 1)) - (ELT)(ksb << MB));                \
+        c.zq = (T(v##W)){0} + (ELT)((ELT)P->z << MB);                                                       \
         c.nthr = P->nthr;                                                                                   \
         return c;                                                                                           \
     }                                                                                                       \
