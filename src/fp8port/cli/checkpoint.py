@@ -162,19 +162,23 @@ def _options(args) -> Options:
     )
 
 
-# libgomp's threads spin for a while after each parallel region, waiting for the next; between a
-# conversion's kernel calls that spinning takes the core the hashing and writeback threads need
-# (0.2-0.3 CPU s of 1.5-2 in convert and dequant). Read when the kernels' library loads, so set before
-# the first kernel call; a value the user set is kept.
+# A conversion hashes its output on a thread of its own: the kernels get one core less, and libgomp's
+# threads sleep between calls instead of spinning (by default they spin for a while after each parallel
+# region, on the core the hashing thread needs: 0.2-0.3 CPU s of convert's and dequant's 1.5-2).
+# OMP_WAIT_POLICY is read when the kernels' library loads, so it is set before the first kernel call;
+# a value the user set is kept. See docs/conversion-io.md.
 _CONVERSION_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @contextmanager
 def _conversion_env():
+    from ..cpu import capped_threads
+
     added = [k for k in _CONVERSION_ENV if k not in os.environ]
     os.environ.update({k: _CONVERSION_ENV[k] for k in added})
     try:
-        yield
+        with capped_threads((os.cpu_count() or 1) - 1):
+            yield
     finally:
         for k in added:
             os.environ.pop(k, None)
