@@ -1,6 +1,7 @@
 """convert / dequant / rescale / inspect / diff on synthetic checkpoints: bytes, layouts, errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -155,6 +156,29 @@ def test_dry_run_writes_nothing(dense, tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["layout_out"] == "fp8port" and any(t["action"] == "quantize" for t in plan["tensors"])
     assert not (tmp_path / "out").exists() and not staging_dir(tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_cli_conversion_leaves_a_core_to_hashing(dense, tmp_path, monkeypatch, capsys, user_policy):
+    """While `fp8port convert` runs, the kernels use one CPU fewer (the output is hashed on a thread of
+    its own) and libgomp waits passively unless the user chose; both are undone afterwards."""
+    from fp8port import cpu
+    from fp8port.checkpoint import convert as cv
+
+    if user_policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_policy)
+    seen, real = [], cv.run
+    monkeypatch.setattr(
+        cv, "run", lambda *a, **k: seen.append((cpu.threads(), os.environ.get("OMP_WAIT_POLICY"))) or real(*a, **k)
+    )
+    before = cpu.threads()
+    src, _ = dense
+    assert main(["convert", str(src), str(tmp_path / "out"), "--preset", "deepseek-v3.1", "-q"]) == 0
+    assert seen == [(min(before, max(1, os.cpu_count() - 1)), user_policy or "PASSIVE")]
+    assert cpu.threads() == before and os.environ.get("OMP_WAIT_POLICY") == user_policy
+    capsys.readouterr()
 
 
 # ---- errors: typed, named, non-zero exit, nothing visible in DST --------------------------

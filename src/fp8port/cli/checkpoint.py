@@ -6,9 +6,11 @@ results to stdout, `--json` for machines.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 
 from ..checkpoint import convert as cv
 from ..checkpoint.plan import SUMMARY, Options, make_plan
@@ -160,6 +162,28 @@ def _options(args) -> Options:
     )
 
 
+# A conversion hashes its output on a thread of its own: the kernels get one core less, and libgomp's
+# threads sleep between calls instead of spinning (by default they spin for a while after each parallel
+# region, on the core the hashing thread needs: 0.2-0.3 CPU s of convert's and dequant's 1.5-2).
+# OMP_WAIT_POLICY is read when the kernels' library loads, so it is set before the first kernel call;
+# a value the user set is kept. See docs/conversion-io.md.
+_CONVERSION_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@contextmanager
+def _conversion_env():
+    from ..cpu import capped_threads
+
+    added = [k for k in _CONVERSION_ENV if k not in os.environ]
+    os.environ.update({k: _CONVERSION_ENV[k] for k in added})
+    try:
+        with capped_threads((os.cpu_count() or 1) - 1):
+            yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def run(args) -> int:
     opts = _options(args)
     if args.dry_run:
@@ -179,7 +203,7 @@ def run(args) -> int:
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     from ..distributed import executor_from_option  # here: a conversion's start-up counts in its time
 
-    with executor_from_option(args.ray, log=log) as executor:
+    with _conversion_env(), executor_from_option(args.ray, log=log) as executor:
         t0 = time.perf_counter()
         res = cv.run(
             args.src,

@@ -247,11 +247,32 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_cap: int | None = None
+
+
+@contextmanager
+def capped_threads(n: int):
+    """At most `n` kernel threads inside the block (process-wide): a conversion leaves a core to its
+    hashing thread."""
+    global _cap
+    before, _cap = _cap, max(1, n)
+    try:
+        yield
+    finally:
+        _cap = before
+
+
 def threads() -> int:
     """The thread count Numba uses (numba.set_num_threads sets both; Numba's default, every CPU, where
-    it is not loaded); 1 in a forked child."""
+    it is not loaded), at most `capped_threads`'s; 1 in a forked child."""
     if _forked:
         return 1
+    if _cap is not None:
+        return min(_cap, _uncapped())
+    return _uncapped()
+
+
+def _uncapped() -> int:
     if "numba" in sys.modules:
         return sys.modules["numba"].get_num_threads()
     return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
