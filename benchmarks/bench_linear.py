@@ -5,16 +5,24 @@ in one run; median and min of --repeat samples, ratios against fp32 and bf16 nn.
 best fused layer against the faster dense one beside the issue's target.
 
     python benchmarks/bench_linear.py [--repeat 7] [--json] [--cpu-time] [--quick] [--shape NAME] [--m 1,8]
+                                      [--decode-like [MB]]
 
 --cpu-time: one thread everywhere, each call's CPU time of that thread (steadier on a shared machine
 than wall clock); --quick: SmolLM2's gate/up shape only, M = 1 and 8 (a smoke run); --shape: the shapes
 whose name contains NAME; --m: these row counts. The first line after the banner is the empty-call
 floor: a 16x64 FP8Linear at M = 1 (bf16), whose kernel does almost nothing (Python, dispatch, output).
+
+--decode-like: each call goes to the next of enough distinct copies of the layer that their dense bf16
+weights fill MB (default 256, about SmolLM2-135M's whole bf16 model), as a decode step walks every layer
+once per token; a layer is then read from memory, not from the cache its previous call left it in. Without
+it every sample calls one layer again and again, so layers smaller than the L2 / L3 cache run from cache:
+a measure of compute, not of the memory traffic that decode is bound by. Only the dense and fused rows run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -53,8 +61,24 @@ def timeit(fn, repeat):
     return statistics.median(ts) * 1e3, min(ts) * 1e3
 
 
+def rotating(make, copies: int):
+    """A call that goes to the next of `copies` objects made by make() each time (decode-like runs)."""
+    it = itertools.cycle([make() for _ in range(copies)])
+    return lambda: next(it)()
+
+
 def target(name: str, m: int) -> float:
     return 3.0 if m == 1 and "fp4" in name else TARGET[m]
+
+
+def _dense_copy(dense: nn.Linear, dtype) -> nn.Linear:
+    out = nn.Linear(dense.in_features, dense.out_features, bias=False).to(dtype)
+    out.weight.copy_(dense.weight)
+    return out
+
+
+def _bound(layer, x):
+    return lambda: layer(x)
 
 
 def fallback(layer: FP8Linear, x):
@@ -77,6 +101,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="one shape, M = 1 and 8")
     ap.add_argument("--shape", default="", help="only the shapes whose name contains this")
     ap.add_argument("--m", default=None, help="row counts, comma-separated (default 1,8,512)")
+    ap.add_argument(
+        "--decode-like",
+        type=float,
+        nargs="?",
+        const=256.0,
+        default=0.0,
+        metavar="MB",
+        help="cycle through distinct copies of each layer whose bf16 weights fill MB (default 256)",
+    )
     args = ap.parse_args(argv)
     shapes = [sh for sh in (SHAPES[1:2] if args.quick else SHAPES) if args.shape in sh[0]]
     ms = MS[:2] if args.quick else MS
@@ -96,22 +129,33 @@ def main(argv=None):
         floor_us = round(timeit(lambda: tiny(xt), args.repeat)[0] * 1e3, 2)
         for label, n, k in shapes:
             dense = nn.Linear(k, n, bias=False)
-            dense_bf = nn.Linear(k, n, bias=False).to(torch.bfloat16)
-            dense_bf.weight.copy_(dense.weight)
-            layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
-            w8 = layers["deepseek-v3.1"]
-            a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
+            copies = max(1, round(args.decode_like * 2**20 / (n * k * 2))) if args.decode_like else 1
             for m in ms:
                 print(f"{label} M={m} ...", file=sys.stderr)
                 x = torch.randn(m, k)
                 xb = x.bfloat16()
-                impl = {"fp32 nn.Linear": lambda: dense(x), "bf16 nn.Linear": lambda: dense_bf(xb)}
-                for p, layer in layers.items():
-                    impl[f"{p} fused (bf16)"] = lambda layer=layer: layer(xb)
-                    impl[f"{p} fused (fp32)"] = lambda layer=layer: layer(x)
-                impl["deepseek-v3.1 dequant path (bf16)"] = lambda: fallback(w8, xb)
-                impl["deepseek-v3.1 w8a8"] = lambda: a8(x)
-                impl["naive dequant+matmul"] = lambda: naive(w8, x)
+                if copies > 1:
+                    impl = {
+                        "fp32 nn.Linear": rotating(lambda: _bound(_dense_copy(dense, torch.float32), x), copies),
+                        "bf16 nn.Linear": rotating(lambda: _bound(_dense_copy(dense, torch.bfloat16), xb), copies),
+                    }
+                    for p in FUSED:
+                        for tag, xin in (("bf16", xb), ("fp32", x)):
+                            impl[f"{p} fused ({tag})"] = rotating(
+                                lambda p=p, xin=xin: _bound(FP8Linear.from_linear(dense, p), xin), copies
+                            )
+                else:
+                    dense_bf = _dense_copy(dense, torch.bfloat16)
+                    layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
+                    w8 = layers["deepseek-v3.1"]
+                    a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
+                    impl = {"fp32 nn.Linear": lambda: dense(x), "bf16 nn.Linear": lambda: dense_bf(xb)}
+                    for p, layer in layers.items():
+                        impl[f"{p} fused (bf16)"] = lambda layer=layer: layer(xb)
+                        impl[f"{p} fused (fp32)"] = lambda layer=layer: layer(x)
+                    impl["deepseek-v3.1 dequant path (bf16)"] = lambda: fallback(w8, xb)
+                    impl["deepseek-v3.1 w8a8"] = lambda: a8(x)
+                    impl["naive dequant+matmul"] = lambda: naive(w8, x)
                 t = {name: timeit(fn, args.repeat) for name, fn in impl.items()}
                 base32, base16 = t["fp32 nn.Linear"][0], t["bf16 nn.Linear"][0]
                 for name, (med, mn) in t.items():
@@ -139,9 +183,9 @@ def main(argv=None):
                             "target": round(target(name, m), 2),
                         }
                     )
-            rows.append(
-                {"layer": label, "memory": {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}}
-            )
+            resident = FP8Linear.from_linear(dense, "deepseek-v3.1").resident_bytes()
+            mem = {"bf16_bytes": n * k * 2, "fp8_resident_bytes": resident}
+            rows.append({"layer": label, "copies": copies, "memory": mem})
     info = {
         **describe(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -149,12 +193,15 @@ def main(argv=None):
         "repeat": args.repeat,
         "clock": "thread CPU time" if args.cpu_time else "wall",
         "empty_call_floor_us": floor_us,
+        "decode_like_mb": args.decode_like,
     }
     if args.json:
         print(json.dumps({"info": info, "rows": rows, "best": best}, indent=1))
         return 0
     print(banner(info))
     print(f"empty-call floor (16x64 FP8Linear, M=1, bf16): {floor_us} us")
+    if args.decode_like:
+        print(f"decode-like: each call goes to the next of layer copies filling {args.decode_like:g} MB of bf16")
     print(f"linear layers; median ms ({info['clock']}; ratio to fp32 / bf16 nn.Linear)")
     for r in rows:
         if "memory" in r:
@@ -162,6 +209,7 @@ def main(argv=None):
             print(
                 f"  {r['layer']}: resident {mem['fp8_resident_bytes']:,} bytes vs bf16 {mem['bf16_bytes']:,} "
                 f"({mem['fp8_resident_bytes'] / mem['bf16_bytes']:.2f}x)"
+                + (f"; {r['copies']} copies per implementation" if r["copies"] > 1 else "")
             )
             continue
         print(
