@@ -175,13 +175,33 @@ def _greedy(model, ids, n=32):
         return [model.generate(torch.tensor([i]), do_sample=False, max_new_tokens=n)[0, len(i) :].tolist() for i in ids]
 
 
+# Where llama.cpp's greedy tokens leave transformers' (bf16 model), the two must agree for this many
+# tokens first, and llama.cpp's token must be a near-tie in transformers' logits at that step: within
+# NEAR_TIE of the top logit. llama.cpp keeps the residual stream in float32 and its bf16 dot products
+# differ by CPU (AVX-512 BF16, AMX), so a near-tie can fall either way; a wrong file moves far more.
+AGREE_FIRST, NEAR_TIE = 8, 0.25
+
+
+def _same_or_near_tie(model, prompt, ours, theirs, tok):
+    d = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    if d is None:
+        assert len(theirs) == len(ours), (tok.decode(ours), tok.decode(theirs))
+        return
+    assert d >= AGREE_FIRST, (d, tok.decode(ours), tok.decode(theirs))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ours[:d]])).logits[0, -1].float()
+    gap = float(logits.max() - logits[theirs[d]])
+    assert gap <= NEAR_TIE, (d, gap, tok.decode(ours), tok.decode(theirs))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["bf16", "deepseek-v3.1", "mxfp4"])
 def test_smollm2_ggufs_load_and_generate_in_llama_cpp(source, smol_sources, judge, tmp_path):
     """SmolLM2 from its BF16 folder and from our deepseek-v3.1 and mxfp4 checkpoints, as GGUF bf16, q8_0
     and mxfp4: llama.cpp loads each, tokenizes the chat prompts as transformers does, and generates.
     From the BF16 folder's bf16 GGUF, the first 32 greedy tokens on three chat prompts equal those of the
-    dense model in our runtime (transformers, bf16). (The bf16 GGUFs of the FP8 / FP4 checkpoints hold
+    dense model in our runtime (transformers, bf16), or leave them after AGREE_FIRST tokens at a near-tie
+    (seen on a Xeon with AMX: token 21 of 32, on a comma). (The bf16 GGUFs of the FP8 / FP4 checkpoints hold
     their dequantized values exactly, which --verify checks; their greedy tokens are not compared:
     llama.cpp keeps the residual stream in float32 where transformers' bf16 model rounds it, so near-ties
     may resolve differently.)"""
@@ -210,5 +230,6 @@ def test_smollm2_ggufs_load_and_generate_in_llama_cpp(source, smol_sources, judg
         assert all(len(g) >= 4 for g in got["generated"]), (t, got["generated"])
         if source == "bf16" and t == "bf16":
             model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
-            assert got["generated"] == _greedy(model, ids), [tok.decode(g) for g in got["generated"]]
+            for prompt, ours, theirs in zip(ids, _greedy(model, ids), got["generated"], strict=True):
+                _same_or_near_tie(model, prompt, ours, theirs, tok)
         (tmp_path / f"{t}.gguf").unlink()  # 100-270 MB each
