@@ -1,3 +1,4 @@
+
 /* The kernels, written once in plain C for the compiler to vectorize; native.c includes this file
  * once per ISA tier (under a `#pragma GCC target`) with T(name) giving that tier's names.
  * Every loop over elements is branch-free: the per-element work is integer and float32
@@ -723,6 +724,9 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
     if (ANYF(spec))                                                                                         \
         for (int64_t i = k; i < k + lanes; i++)                                                             \
             if ((c[i] & (sign - 1)) >= special) T(dequant_tail)(c, i, i + 1, D, s, out);
+/* Codes are prefetched this many bytes ahead: the hardware prefetchers alone left the loads of codes
+ * stalling beside the non-temporal stores of the output (SPR: 1.5x a copy on AVX2 without, 0.7x with). */
+#define DQ_AHEAD 2048
 /* One instance per vector width VB (bytes of 16-bit lanes): the tier's, and half of it for blocks
  * narrower than a full vector (NVFP4's 16 on AVX-512). */
 #define DEQUANT_ROW(NAME, VB, ANYF, LUT)                                                                           \
@@ -761,6 +765,7 @@ static inline void T(dequant_tail)(const uint8_t *c, int64_t k0, int64_t k1, con
             int64_t k = j0;                                                                                 \
             if (pow2 && bf) { /* the common case in a loop of its own */                                    \
                 for (; k + lanes <= j0 + n; k += lanes) {                                                   \
+                    if (!(k & 63)) __builtin_prefetch(c + k + DQ_AHEAD);                                      \
                     DQ_PAT(NAME, LUT)                                                                       \
                     STORE_OUT((uint16_t *)out + k, pat, stream);                                            \
                     DQ_SPECIAL(ANYF)                                                                        \
