@@ -4,10 +4,11 @@ copy vs naive torch vs ours.
 Usage: python benchmarks/bench_quant.py [--threads 2] [--rounds 15] [--mode loops|shuffled] [--isa avx2]
                                        [--clock wall|cpu] [--rows 4096] [--json]
 --isa runs fp8port's C kernels on a lower ISA tier of this CPU (or "numba": without them).
-loops (default): each operation --rounds times in a row after a warm-up call (the input stays in
-cache, as in shared/NOTES.md section 4); shuffled: every round times each operation once, in a
-shuffled order, so each meets a cache another operation (often the naive path's half-gigabyte of
-temporaries) has just flushed, and a noisy minute hits all of them alike;
+loops (default): each operation --rounds times in a row after two warm-up calls (the input stays in
+cache, as in shared/NOTES.md section 4), the copy again before each (its figure is the median of all);
+shuffled: every round times each operation once, in a shuffled order, so each meets a cache another
+operation (often the naive path's half-gigabyte of temporaries) has just flushed, and a noisy minute
+hits all of them alike;
 figures are the median and minimum over the rounds. --clock cpu times each call by the process's CPU time
 (user + system, every thread) instead of the wall clock: with --threads 1 it is the figure to compare on a
 loaded machine, where the wall clock mostly measures the others (the copy is timed the same way, so the
@@ -35,13 +36,16 @@ def log(*a):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def rounds(fns: dict, n: int, mode: str = "loops", clock: str = "wall") -> dict:
-    """{name: {median_ms, min_ms, runs}} after one warm-up call each. loops: n calls of one fn in
-    a row, then the next (warm caches); shuffled: each fn once per round, in a shuffled order.
+def rounds(fns: dict, n: int, mode: str = "loops", clock: str = "wall", warmup: int = 2) -> dict:
+    """{name: {median_ms, min_ms, runs}} after `warmup` calls each. loops: n calls of one fn in
+    a row, then the next (warm caches); a "copy" (the baseline) is timed in a block of n before every
+    other fn's block, not only once first (a run on SPR measured the first role's copies at 3.77 ms
+    and the later roles' at 2.5-2.8 ms); shuffled: each fn once per round, in a shuffled order.
     clock: wall (perf_counter) or cpu (this process's CPU time, every thread)."""
     now = CLOCKS[clock]
-    for f in fns.values():
-        f()
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
     ts = {k: [] for k in fns}
 
     def one(k):
@@ -50,10 +54,12 @@ def rounds(fns: dict, n: int, mode: str = "loops", clock: str = "wall") -> dict:
         ts[k].append(now() - t)
 
     if mode == "loops":
-        for k in fns:
-            log(f"  {k} x {n}")
-            for _ in range(n):
-                one(k)
+        for k in [k for k in fns if k != "copy"] or list(fns):
+            block = (["copy"] if "copy" in fns and k != "copy" else []) + [k]
+            log(f"  {' then '.join(block)} x {n}")
+            for b in block:
+                for _ in range(n):
+                    one(b)
     else:
         order = list(fns)
         rng = random.Random(0)
@@ -62,7 +68,7 @@ def rounds(fns: dict, n: int, mode: str = "loops", clock: str = "wall") -> dict:
             rng.shuffle(order)  # no operation always runs right after the same one
             for k in order:
                 one(k)
-    return {k: {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "runs": n} for k, v in ts.items()}
+    return {k: {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "runs": len(v)} for k, v in ts.items()}
 
 
 def make_input(torch, rows=4096, cols=7168, seed=0):
@@ -195,6 +201,7 @@ def run(a, torch, dequantize, quantize):
                         },
                         a.ref_repeat,
                         clock=a.clock,
+                        warmup=1,
                     )
                 )
                 t["bit_exact_vs_naive"] = bool(torch.equal(q.codes, qn.view(torch.uint8)))

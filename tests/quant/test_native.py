@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fp8port import cpu
+from fp8port.arrays import to_numpy
 from fp8port.errors import UnsupportedInputError
 from fp8port.quant import ScaleRule, Scheme, dequantize, fast, get_preset, native, quantize, reference, steps
 
@@ -315,6 +316,32 @@ def test_out_buffers_are_reused(framework):
         if framework == "numpy":
             assert dequantize(q2, "float32", out=f32) is f32
             assert np.array_equal(f32, dequantize(q2, "float32"))
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("preset", ["mxfp8", "mxfp4", "deepseek-v3.1"])
+def test_out_scales_are_written_in_place(monkeypatch, preset, axis, tier, framework):
+    """out= takes the scales where the kernels write them (no copy after the call: MX's float32 grid is a
+    quarter of the codes' bytes), and they equal a fresh call's on every tier; a block along another
+    axis (the kernels see a moved copy) still fills out= by copying."""
+    rng = np.random.default_rng(3)
+    scheme = get_preset(preset).activation
+    scheme = scheme.with_(block="1x32(axis=0)") if axis == 0 else scheme
+    x, y = adversarial_bf16(rng, 64, 256), adversarial_bf16(rng, 64, 256)
+    if framework == "torch":
+        x, y = (torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) for a in (x, y))
+    q = on(tier, lambda: quantize(x, scheme, nonfinite="propagate"), whole=False)
+    s_fp32, stored = to_numpy(q.scale_fp32), to_numpy(q.scale)
+    grids, real = [], native.quantize  # the float32 grid each kernel call fills (argument 5)
+    monkeypatch.setattr(native, "quantize", lambda *a: grids.append(a[5]) or real(*a))
+    q2 = on(tier, lambda: quantize(y, scheme, nonfinite="propagate", out=q), whole=False)
+    want = on(tier, lambda: quantize(y, scheme, nonfinite="propagate"), whole=False)
+    assert np.shares_memory(to_numpy(q2.scale_fp32), s_fp32) and np.shares_memory(to_numpy(q2.scale), stored)
+    assert np.shares_memory(grids[0], s_fp32) == (axis == -1)
+    for got, ref in ((q2.codes, want.codes), (q2.scale_fp32, want.scale_fp32), (q2.scale, want.scale)):
+        assert np.array_equal(to_numpy(got).view(np.uint8), to_numpy(ref).view(np.uint8))
 
 
 def test_out_mismatches_are_clear_errors():

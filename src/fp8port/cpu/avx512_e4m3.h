@@ -71,7 +71,7 @@ AVX512 static inline void encode_span32(const uint32_t *q, uint8_t *c, int64_t n
     const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     int64_t o = 0;
     for (; o + 64 <= n; o += 64) {
-        for (int i = 0; i < 64; i += 16) _mm_prefetch((const char *)(pf + o + i), _MM_HINT_T0);
+        for (int i = 0; i < 64; i += 16) _mm_prefetch((const char *)(pf + o + i), _MM_HINT_T1);
         __m512i c0 = encode16(_mm512_loadu_si512(q + o), sh, cap), c1 = encode16(_mm512_loadu_si512(q + o + 16), sh, cap);
         __m512i c2 = encode16(_mm512_loadu_si512(q + o + 32), sh, cap), c3 = encode16(_mm512_loadu_si512(q + o + 48), sh, cap);
         __m512i pk = _mm512_packus_epi16(_mm512_packus_epi32(c0, c1), _mm512_packus_epi32(c2, c3));
@@ -152,8 +152,8 @@ AVX512 static inline void e4m3_encode_span(const uint16_t *q, uint8_t *c, int64_
     const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
     int64_t o = 0;
     for (; o + 64 <= n; o += 64) {  /* two vectors packed into one 64-byte line */
-        _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
-        _mm_prefetch((const char *)(pf + o + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pf + o), _MM_HINT_T1);
+        _mm_prefetch((const char *)(pf + o + 32), _MM_HINT_T1);
         __m512i c0 = e4m3_encode32(_mm512_loadu_si512(q + o), sh, cap);
         __m512i c1 = e4m3_encode32(_mm512_loadu_si512(q + o + 32), sh, cap);
         __m512i pk = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(c0, c1));

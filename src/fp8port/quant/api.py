@@ -142,11 +142,12 @@ def quantize(
     if be is Backend.FAST and why:
         raise BackendError(f"backend='fast' cannot run scheme {scheme.name!r}: {why}; use backend='auto'")
     tensor_scale = None
-    codes_out = None
+    codes_out = grids_out = None
     if out is not None:
         out = _check_out(out, arr, scheme, framework)
         codes_out = _writable(out.codes, "out.codes", arr.shape, (np.dtype(np.uint8),))
-    done = fast.quantize(arr, scheme, codes_out) if be is not Backend.REFERENCE and why is None else None
+        grids_out = (to_numpy(out.scale_fp32), to_numpy(out.scale))
+    done = fast.quantize(arr, scheme, codes_out, grids_out) if be is not Backend.REFERENCE and why is None else None
     if done is not None:
         codes, s, stored, tensor_scale, bad = done
         if bad and policy is NonFinite.ERROR:
@@ -166,8 +167,9 @@ def quantize(
     if out is not None:
         if codes.ctypes.data != codes_out.ctypes.data:  # the reference path wrote elsewhere
             np.copyto(codes_out, codes)
-        np.copyto(to_numpy(out.scale), stored)
-        np.copyto(to_numpy(out.scale_fp32), s)
+        for into, grid in ((to_numpy(out.scale), stored), (to_numpy(out.scale_fp32), s)):
+            if into.ctypes.data != grid.ctypes.data:  # the kernels wrote the scales elsewhere
+                np.copyto(into, grid)
         return QuantizedTensor(
             codes=out.codes,
             scale=out.scale,

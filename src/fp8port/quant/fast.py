@@ -74,10 +74,19 @@ def _grid_back(sg: np.ndarray, shape, scheme: Scheme, moved):
     return np.moveaxis(sg.reshape(mshape), -1, moved)
 
 
-def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None):
+def _grid_into(a: np.ndarray | None, shape, dtype) -> np.ndarray | None:
+    """a as a C-contiguous array of `shape` and `dtype`'s item size to write into, or None where it is not one."""
+    if a is None or not a.flags.c_contiguous or not a.flags.writeable or a.itemsize != np.dtype(dtype).itemsize:
+        return None
+    return a.view(dtype).reshape(shape) if a.size == int(np.prod(shape)) else None
+
+
+def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None, grids_out=None):
     """(codes like x, s_fp32 grid, stored grid or None, tensor scale or None, any non-finite), or None
     where only the reference can do it. x: float32 or bf16 bits (uint16). codes_out: a C-contiguous
-    uint8 array of x's shape to write the codes into (else allocated)."""
+    uint8 array of x's shape to write the codes into (else allocated). grids_out: (s_fp32, stored) arrays
+    of an out= tensor that the scales are written into where their layout allows (the caller compares
+    addresses before copying)."""
     shape = x.shape
     v3shape, bm, bn, moved = _layout(shape, scheme)
     if moved is not None:
@@ -92,9 +101,11 @@ def quantize(x: np.ndarray, scheme: Scheme, codes_out: np.ndarray | None = None)
         codes = codes_out.reshape(v3shape)  # a view: codes_out is C-contiguous
     else:
         codes = buffers.empty(v3shape, np.uint8)
-    sgrid = buffers.empty((B, gm, gn), np.float32)
+    s_out, st_out = grids_out if grids_out is not None and moved is None else (None, None)
+    sgrid = _grid_into(s_out, (B, gm, gn), np.float32)
+    sgrid = buffers.empty((B, gm, gn), np.float32) if sgrid is None else sgrid
     if native.unsupported_reason(scheme) is None:
-        done = native.quantize(x3, scheme, bm, bn, codes, sgrid)
+        done = native.quantize(x3, scheme, bm, bn, codes, sgrid, _grid_into(st_out, (B, gm, gn), np.uint8))
         if done is not None:
             stored, tensor_scale = done
             return _finish(codes, sgrid, xs.shape, shape, scheme, moved, False, codes_out, stored, tensor_scale)

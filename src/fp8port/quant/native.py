@@ -49,10 +49,11 @@ def unsupported_reason(scheme: Scheme) -> str | None:
     return None
 
 
-def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray, sgrid: np.ndarray):
+def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray, sgrid: np.ndarray, stored_out=None):
     """x3 (B, M, N): bf16 bits (uint16) or float32 bits (uint32). Fills codes and sgrid; returns
     (stored grid or None where the caller stores s itself, tensor scale or None), or None where a
-    block needs the general kernel (outputs then partly written)."""
+    block needs the general kernel (outputs then partly written). stored_out: a uint8 array of
+    sgrid's shape for the stored E8M0 bytes (else allocated)."""
     B, M, N = x3.shape
     rule = scheme.scale_rule
     el = scheme.element
@@ -94,7 +95,9 @@ def quantize(x3: np.ndarray, scheme: Scheme, bm: int, bn: int, codes: np.ndarray
         aff = _affine(table)
         if aff is not None:
             q.aff, (q.aff_d, q.aff_t, q.aff_flo, q.aff_fhi) = 1, aff
-    stored = np.empty(sgrid.shape, np.uint8) if q.stored_kind else None
+    stored = None
+    if q.stored_kind:
+        stored = stored_out if q.stored_kind == 1 and stored_out is not None else np.empty(sgrid.shape, np.uint8)
     if stored is not None:
         q.stored = stored.ctypes.data
     if cpu.quantize(q, B * -(-M // bm)):
