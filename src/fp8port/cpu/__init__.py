@@ -132,6 +132,9 @@ class Quant(ctypes.Structure):
         ("aff_t", _i32),
         ("aff_flo", _i32),
         ("aff_fhi", _i32),
+        ("cells", _i32),
+        ("cell_base", _i32),
+        ("cell_tab", ctypes.c_int16 * 64),
     ]
 
 

@@ -102,6 +102,9 @@ typedef struct {
     uint8_t *stored;            /* same grid, stored_kind != 0 */
     int32_t stream;             /* codes are large: aligned vectors of them bypass the cache */
     int32_t aff, aff_d, aff_t, aff_flo, aff_fhi; /* mode 0: the steps as E = f + d + (mantissa >= t), f in [flo, fhi] */
+    int32_t cells;              /* mode 2, bf16 rows: magnitude codes by cell (nvfp4_cells.h) */
+    int32_t cell_base;          /* the cell of cell_tab[0] (float32 bits >> 20, sticky last bit) */
+    int16_t cell_tab[64];       /* magnitude code of cells cell_base .. cell_base + 63 */
 } quant_t;
 
 typedef struct {
@@ -297,6 +300,8 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
         memcpy(&t64, &(v), sizeof(v) < 64 ? sizeof(v) : 64);                                            \
         _mm512_stream_si512((void *)(dst), t64);                                                        \
     } while (0))
+#include "nvfp4_cells.h"
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) nvfp4_cells_avx512(Q, x, o, a, mul, pf)
 #include "kernels.h"
 #pragma GCC pop_options
 #pragma GCC push_options
@@ -318,6 +323,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define WIDEN_U8(v, p) WIDEN_U8_X86(v, p, )
 #define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) 0 /* the lean encoder (cells: AVX-512 only) */
 #include "kernels.h"
 #pragma GCC pop_options
 #endif
@@ -342,6 +348,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
                               memcpy(&w8, (p), sizeof w8); (v) = __builtin_convertvector(w8, __typeof__(v)); } while (0)
 #define WIDEN_BF16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) 0
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
 #else
