@@ -270,6 +270,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
                           (mx_lt & mx_b) | (~mx_lt & mx_a); })
 #define SUBS_ANY(a, b) ({ __typeof__(a) su_a = (a); su_a - MINU_ANY(su_a, (b)); })
 #if defined(__x86_64__)
+#include "nvfp4_cells.h"
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
 #define T(name) name##_avx512
@@ -300,7 +301,6 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
         memcpy(&t64, &(v), sizeof(v) < 64 ? sizeof(v) : 64);                                            \
         _mm512_stream_si512((void *)(dst), t64);                                                        \
     } while (0))
-#include "nvfp4_cells.h"
 #define NVFP4_CELLS(Q, x, o, a, mul, pf) nvfp4_cells_avx512(Q, x, o, a, mul, pf)
 #include "kernels.h"
 #pragma GCC pop_options
@@ -323,7 +323,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define WIDEN_U8(v, p) WIDEN_U8_X86(v, p, )
 #define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
-#define NVFP4_CELLS(Q, x, o, a, mul, pf) 0 /* the lean encoder (cells: AVX-512 only) */
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) nvfp4_cells_avx2(Q, x, o, a, mul, pf)
 #include "kernels.h"
 #pragma GCC pop_options
 #endif
