@@ -310,7 +310,16 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
-NVFP4_ROW(16, uint16_t, WIDEN_BF16, NVFP4_CELLS(Q, x, o, a, mul, pf), for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
+/* the block amaxes of a bf16 row: from the first pass where it kept them (not on the baseline tier, which
+ * the aarch64 replay of recorded calls runs without that pass), else eight blocks at a time */
+#if VBYTES > 16
+#define NVFP4_GIVEN(a, g0, gn) (Q->amax_given ? (memcpy(a, (const uint32_t *)Q->sgrid + (g0), (gn) * 4), 1) : 0)
+#else
+#define NVFP4_GIVEN(a, g0, gn) 0
+#endif
+NVFP4_ROW(16, uint16_t, WIDEN_BF16, NVFP4_CELLS(Q, x, o, a, mul, pf),
+          if (!NVFP4_GIVEN(a, g0, gn)) for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
+#undef NVFP4_GIVEN
 NVFP4_ROW(32, uint32_t, WIDEN32, 0, for (int64_t j = 0; j < gn; j++) {                                   \
     T(h32) v;                                                                                           \
     memcpy(&v, x + 16 * j, sizeof v);                                                                   \
@@ -318,6 +327,21 @@ NVFP4_ROW(32, uint32_t, WIDEN32, 0, for (int64_t j = 0; j < gn; j++) {          
 })
 #undef MAXS
 #undef NVFP4_ROW
+
+/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid
+ * as float32 bits, and their max. */
+static uint32_t T(nvfp4_amax_rows)(const quant_t *Q, int64_t r0, int64_t r1)
+{
+    const int64_t N = Q->N, gn = N / 16;
+    uint32_t *g = (uint32_t *)Q->sgrid, m = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *x = (const uint16_t *)Q->x + r * N;
+        uint32_t *a = g + r * gn;
+        for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);
+        for (int64_t j = 0; j < gn; j++) m = a[j] > m ? a[j] : m;
+    }
+    return m;
+}
 #undef WIDEN32
 
 /* Scales of nb blocks (amax bits a[j], float32 position) of a row group under a power-of-two step rule:

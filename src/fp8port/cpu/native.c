@@ -105,6 +105,7 @@ typedef struct {
     int32_t cells;              /* mode 2, bf16 rows: magnitude codes by cell (nvfp4_cells.h) */
     int32_t cell_base;          /* the cell of cell_tab[0] (float32 bits >> 20, sticky last bit) */
     int16_t cell_tab[64];       /* magnitude code of cells cell_base .. cell_base + 63 */
+    int32_t amax_given;         /* mode 2, bf16: sgrid holds the block amax bits (fp8_nvfp4_amax) */
 } quant_t;
 
 typedef struct {
@@ -370,9 +371,11 @@ typedef struct {
     uint32_t (*amax)(const void *, int32_t, int64_t, int64_t, int64_t);
     int64_t (*quant)(const quant_t *, int64_t, int64_t);
     void (*dequant)(const dequant_t *, int64_t, int64_t);
+    uint32_t (*nvamax)(const quant_t *, int64_t, int64_t);
 } tier_t;
 
-#define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx}
+#define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx, \
+                   nvfp4_amax_rows_##sfx}
 #if defined(__x86_64__)
 #include "avx512_e4m3.h"
 
@@ -410,7 +413,8 @@ static const tier_t TIERS[4] = {
     TIER(base),
 #if defined(__x86_64__)
     TIER(avx2),
-    {encode_range_avx512, decode_range_avx512, amax_rows_avx512, quant_range_avx512_tier, dequant_range_avx512},
+    {encode_range_avx512, decode_range_avx512, amax_rows_avx512, quant_range_avx512_tier, dequant_range_avx512,
+     nvfp4_amax_rows_avx512},
 #else
     TIER(base), TIER(base),
 #endif
@@ -483,6 +487,25 @@ uint32_t fp8_amax(const void *x, int32_t bf16, int64_t n, int32_t threads, int32
     for (int w = 0; w < threads; w++) {
         const int64_t i0 = n * w / threads, i1 = n * (w + 1) / threads;
         const uint32_t v = k->amax((const char *)x + i0 * es, bf16, 1, 0, i1 - i0);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+/* NVFP4's first pass (bf16, 1 x 16 blocks, N a multiple of 128): every block's amax into the scale grid
+ * (as float32 bits, which the row pass reads before it writes the scale) and their max, the tensor
+ * amax; rows split over threads as fp8_quant splits them, so each thread's last rows are still cached. */
+uint32_t fp8_nvfp4_amax(const quant_t *Q, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const int64_t rows = Q->B * Q->M;
+    uint32_t m = 0;
+    if (threads <= 1) return k->nvamax(Q, 0, rows);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : m)
+#endif
+    for (int w = 0; w < threads; w++) {
+        const uint32_t v = k->nvamax(Q, rows * w / threads, rows * (w + 1) / threads);
         m = v > m ? v : m;
     }
     return m;
