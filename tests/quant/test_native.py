@@ -268,6 +268,78 @@ def test_nvfp4_rows_edge_scales(tier, dtype):
         assert_same_q(q, quantize(x, scheme, backend="reference", nonfinite="propagate"))
 
 
+def _nvfp4_tie_rows(rng, cols=256):
+    """bf16 rows whose scaled values y = x * mul hit every E2M1 midpoint exactly and one bf16 step either
+    side: the tensor amax 2688 = 448 * 6 makes p = 1, a block of amax 6 * 2^k has s_blk = 2^k, so its y
+    is x * 2^-k exactly (k from -6, the smallest E4M3 normal, up to 8). Row 0 holds the tensor amax."""
+    mids = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], np.float32)
+    bits = mids.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.int32)
+    vals = np.concatenate([bits - 1, bits, bits + 1]).astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float32)
+    rows = []
+    for k in range(-6, 9):
+        blocks = []
+        for j in range(cols // 16):
+            v = np.resize(np.roll(vals, j), 15) * rng.choice([-1, 1], 15)
+            blocks.append(np.concatenate([[6.0], v]) * np.float32(2.0**k))
+        rows.append(np.concatenate(blocks))
+    x = np.stack(rows).astype(np.float32)
+    x[0, 0] = 2688.0
+    x[1, 16:32] = 0  # an all-zero block, and a -0
+    x[1, 33] = -0.0
+    return x
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float32])
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_rows_ties_at_every_midpoint(tier, dtype):
+    """Exact ties of every E2M1 midpoint (0.25 and 1.25, 2.5, 5 round down to even; 0.75, 1.75, 3.5
+    up) and the bf16 values beside them, in blocks of every power-of-two E4M3 scale; plus blocks whose
+    scale clamps to E4M3's smallest normal (amax 6e-6 times the tensor's, a subnormal s_blk would be
+    below it), whose y are small: the bytes equal the reference's (the cell table's and the lean
+    encoder's ties alike)."""
+    rng = np.random.default_rng(11)
+    scheme = get_preset("nvfp4").weight
+    x = _nvfp4_tie_rows(rng)
+    x = np.concatenate([x, rng.standard_normal((3, 256)).astype(np.float32) * 2688 * 6e-6])
+    x = x.astype(dtype)
+    q = on(tier, lambda: quantize(x, scheme, backend="fast"))
+    assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+@needs_native
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_rows_two_threads_random(monkeypatch, tier):
+    """Heavy-tailed bf16 rows (every binade of y, both signs) over two threads with an odd row count:
+    the first pass keeps each row's block amaxes for the row pass of the same thread; same bytes as
+    the reference."""
+    monkeypatch.setattr(cpu, "threads", lambda: 2)
+    rng = np.random.default_rng(12)
+    scheme = get_preset("nvfp4").weight
+    x = (rng.standard_normal((37, 384)) * np.exp2(rng.integers(-20, 20, (37, 384)))).astype(ml_dtypes.bfloat16)
+    q = on(tier, lambda: quantize(x, scheme, backend="fast"))
+    assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+def test_nvfp4_cell_table_reads_the_reference():
+    """The cell table (cpu/nvfp4_cells.h) equals the reference's code at random points inside every
+    cell and below the first; formats with more mantissa bits get none (a cell would hold a boundary)."""
+    from fp8port.codec import native as codec_native
+    from fp8port.codec import reference as codec_reference
+
+    el = get_preset("nvfp4").weight
+    base, tab = codec_native.cells(el.element, el.rules)
+    rng = np.random.default_rng(13)
+    cell = np.repeat(np.arange(base - 16, base + codec_native.NCELLS), 64)
+    grid = (cell >> 1) << 21
+    bits = np.where(cell & 1, grid + rng.integers(1, 1 << 21, cell.size), grid).astype(np.uint32)
+    want = codec_reference.encode(bits.view(np.float32).astype(np.float64), el.element, el.rules) & 7
+    got = tab[np.clip(cell - base, 0, None)]
+    assert np.array_equal(got, want)
+    e4m3 = get_preset("mxfp8").activation
+    assert codec_native.cells(e4m3.element, e4m3.rules) is None
+
+
 @needs_native
 @pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("stream", [True, False], ids=["non-temporal", "cached"])

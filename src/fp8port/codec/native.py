@@ -139,6 +139,40 @@ def thresholds(spec: FormatSpec, rules: Rules) -> tuple[np.ndarray, np.ndarray] 
     return t16, hi.astype(np.uint32)
 
 
+NCELLS = 64  # entries of the cell table (one AVX-512 word permute of two registers)
+
+
+@lru_cache(maxsize=64)
+def cells(spec: FormatSpec, rules: Rules) -> tuple[int, np.ndarray] | None:
+    """(first cell, int16 magnitude codes of NCELLS cells) for the NVFP4 cell encoder (cpu/nvfp4_cells.h),
+    or None where it does not apply. A cell of a finite float32 y >= 0 is its bits >> 20 with the OR of
+    the lower 20 bits as the last bit: an even cell is one value, an odd one the open interval above
+    it. The table holds where the reference's code is constant on each cell (formats of at most one
+    mantissa bit: every rounding boundary has at most three significant bits), read off the reference
+    at both ends of every cell; the first cell starts a binade below the first nonzero code, so it and
+    everything below it code to 0."""
+    from . import reference
+
+    steps = thresholds(spec, rules)
+    if steps is None:
+        return None
+    base = ((int(steps[1][0]) >> 23) - 1) << 3
+    cell = np.arange(base, base + NCELLS, dtype=np.int64)
+    if base < 8 or (cell[-1] >> 3) >= 255:
+        return None
+    grid = (cell >> 1) << 21
+    lo, hi = np.where(cell & 1, grid + 1, grid), np.where(cell & 1, grid + (1 << 21) - 1, grid)
+
+    def mag(bits):
+        x = np.asarray(bits, np.uint32).view(np.float32).astype(np.float64)
+        return reference.encode(x, spec, rules).astype(np.int64) & ~spec.sign_bit
+
+    codes = mag(lo)
+    if np.any(codes != mag(hi)) or codes[0] != 0 or mag([0])[0] != 0:
+        return None
+    return base, codes.astype(np.int16)
+
+
 def covers(spec: FormatSpec, rules: Rules) -> bool:
     """Whether encode() takes this format and profile (float32 / bf16 input; the rest is Numba's)."""
     if not cpu.available() or Overflow.ERROR in (rules.overflow, rules.inf):

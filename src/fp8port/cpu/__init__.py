@@ -132,6 +132,10 @@ class Quant(ctypes.Structure):
         ("aff_t", _i32),
         ("aff_flo", _i32),
         ("aff_fhi", _i32),
+        ("cells", _i32),
+        ("cell_base", _i32),
+        ("cell_tab", ctypes.c_int16 * 64),
+        ("amax_given", _i32),
     ]
 
 
@@ -177,6 +181,8 @@ def _lib():
     lib.fp8_decode.restype = None
     lib.fp8_amax.argtypes = [_ptr, _i32, _i64, _i32, _i32]
     lib.fp8_amax.restype = ctypes.c_uint32
+    lib.fp8_nvfp4_amax.argtypes = [ctypes.POINTER(Quant), _i32, _i32]
+    lib.fp8_nvfp4_amax.restype = ctypes.c_uint32
     lib.fp8_quant.argtypes = [ctypes.POINTER(Quant), _i32, _i32]
     lib.fp8_quant.restype = _i64
     lib.fp8_dequant.argtypes = [ctypes.POINTER(Dequant), _i32, _i32]
@@ -312,6 +318,15 @@ def amax_bits(bits: np.ndarray) -> int:
     """max |x| of float32 (uint32) or bf16 (uint16) bits, as float32 bits (NaN > Inf > finite)."""
     n = bits.size
     return int(_lib().fp8_amax(bits.ctypes.data, int(bits.dtype == np.uint16), n, _t(n >> 16), _tier_id()))
+
+
+def nvfp4_amax(q: Quant) -> int:
+    """NVFP4's first pass over a filled Quant (bf16, 1 x 16 blocks, N a multiple of 128): the block amaxes
+    into q.sgrid for the row pass, and the tensor amax as float32 bits; sets q.amax_given."""
+    rows = q.B * q.M
+    m = int(_lib().fp8_nvfp4_amax(ctypes.byref(q), _t(rows), _tier_id()))
+    q.amax_given = 1
+    return m
 
 
 def quantize(q: Quant, groups: int) -> int:

@@ -260,7 +260,7 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
  * and the lean encoder (capped), four vectors packed to bytes per step, prefetching the row at pf (the
  * next one read): the general path's arithmetic without its per-block calls. Returns 1 where a scaled
  * value could be non-finite (the row then takes the general path). */
-#define NVFP4_ROW(W, ELT, WIDEN, AMAX)                                                                     \
+#define NVFP4_ROW(W, ELT, WIDEN, CELLS, AMAX)                                                                   \
     static __attribute__((noinline)) int T(nvfp4_row##W)(const quant_t *Q, const ELT *restrict x, uint8_t *restrict o, \
                                                          int64_t g0, uint32_t *restrict a, float *restrict mul,  \
                                                          const ELT *pf)                                             \
@@ -271,6 +271,7 @@ static inline uint32_t T(hmax_h32)(T(h32) v)
         const fast_t f = Q->fast;                                                                           \
         AMAX                                                                                                \
         if (T(nvfp4_scales)(a, gn, Q, Q->stored + g0, Q->sgrid + g0, mul)) return 1;                        \
+        if (CELLS) return 0;                                                                                \
         for (int64_t i = 0; i < N; i += VBYTES) {                                                           \
             T(lv32) c[4];                                                                                   \
             for (int b = 0; b < (int)(VBYTES * sizeof(ELT)); b += 64) __builtin_prefetch((const char *)(pf + i) + b); \
@@ -313,14 +314,38 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
-NVFP4_ROW(16, uint16_t, WIDEN_BF16, for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
-NVFP4_ROW(32, uint32_t, WIDEN32, for (int64_t j = 0; j < gn; j++) {                                   \
+/* the block amaxes of a bf16 row: from the first pass where it kept them (not on the baseline tier, which
+ * the aarch64 replay of recorded calls runs without that pass), else eight blocks at a time */
+#if VBYTES > 16
+#define NVFP4_GIVEN(a, g0, gn) (Q->amax_given ? (memcpy(a, (const uint32_t *)Q->sgrid + (g0), (gn) * 4), 1) : 0)
+#else
+#define NVFP4_GIVEN(a, g0, gn) 0
+#endif
+NVFP4_ROW(16, uint16_t, WIDEN_BF16, NVFP4_CELLS(Q, x, o, a, mul, pf),
+          if (!NVFP4_GIVEN(a, g0, gn)) for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);)
+#undef NVFP4_GIVEN
+NVFP4_ROW(32, uint32_t, WIDEN32, 0, for (int64_t j = 0; j < gn; j++) {                                   \
     T(h32) v;                                                                                           \
     memcpy(&v, x + 16 * j, sizeof v);                                                                   \
     a[j] = T(hmax_h32)(v & 0x7FFFFFFFu);                                                                \
 })
 #undef MAXS
 #undef NVFP4_ROW
+
+/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid
+ * as float32 bits, and their max. */
+static uint32_t T(nvfp4_amax_rows)(const quant_t *Q, int64_t r0, int64_t r1)
+{
+    const int64_t N = Q->N, gn = N / 16;
+    uint32_t *g = (uint32_t *)Q->sgrid, m = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *x = (const uint16_t *)Q->x + r * N;
+        uint32_t *a = g + r * gn;
+        for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);
+        for (int64_t j = 0; j < gn; j++) m = a[j] > m ? a[j] : m;
+    }
+    return m;
+}
 #undef WIDEN32
 
 /* Scales of nb blocks (amax bits a[j], float32 position) of a row group under a power-of-two step rule:
@@ -862,3 +887,4 @@ static void T(dequant_range)(const dequant_t *D, int64_t t0, int64_t t1)
 #undef LUT16_HALF
 #undef WIDEN_BF16
 #undef WIDEN_U8
+#undef NVFP4_CELLS

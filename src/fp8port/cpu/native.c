@@ -102,6 +102,10 @@ typedef struct {
     uint8_t *stored;            /* same grid, stored_kind != 0 */
     int32_t stream;             /* codes are large: aligned vectors of them bypass the cache */
     int32_t aff, aff_d, aff_t, aff_flo, aff_fhi; /* mode 0: the steps as E = f + d + (mantissa >= t), f in [flo, fhi] */
+    int32_t cells;              /* mode 2, bf16 rows: magnitude codes by cell (nvfp4_cells.h) */
+    int32_t cell_base;          /* the cell of cell_tab[0] (float32 bits >> 20, sticky last bit) */
+    int16_t cell_tab[64];       /* magnitude code of cells cell_base .. cell_base + 63 */
+    int32_t amax_given;         /* mode 2, bf16: sgrid holds the block amax bits (fp8_nvfp4_amax) */
 } quant_t;
 
 typedef struct {
@@ -267,6 +271,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
                           (mx_lt & mx_b) | (~mx_lt & mx_a); })
 #define SUBS_ANY(a, b) ({ __typeof__(a) su_a = (a); su_a - MINU_ANY(su_a, (b)); })
 #if defined(__x86_64__)
+#include "nvfp4_cells.h"
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
 #define T(name) name##_avx512
@@ -297,6 +302,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
         memcpy(&t64, &(v), sizeof(v) < 64 ? sizeof(v) : 64);                                            \
         _mm512_stream_si512((void *)(dst), t64);                                                        \
     } while (0))
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) nvfp4_cells_avx512(Q, x, o, a, mul, pf)
 #include "kernels.h"
 #pragma GCC pop_options
 #pragma GCC push_options
@@ -318,6 +324,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
 #define WIDEN_U8(v, p) WIDEN_U8_X86(v, p, )
 #define WIDEN_BF16(u, p) ((u) = (__typeof__(u))_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(p))), 16))
 #define STORE_OUT(dst, v, stream) STORE_WIDE(dst, v, stream, memcpy(dst, &(v), sizeof(v)))
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) nvfp4_cells_avx2(Q, x, o, a, mul, pf)
 #include "kernels.h"
 #pragma GCC pop_options
 #endif
@@ -342,6 +349,7 @@ __attribute__((target("avx2"))) static inline uint32_t hmax32_avx2(__m256i v)
                               memcpy(&w8, (p), sizeof w8); (v) = __builtin_convertvector(w8, __typeof__(v)); } while (0)
 #define WIDEN_BF16(u, p) do { T(lv16) h; memcpy(&h, (p), sizeof h); (u) = __builtin_convertvector(h, T(lv32)) << 16; } while (0)
 #define STORE_OUT(dst, v, stream) memcpy(dst, &(v), sizeof(v))
+#define NVFP4_CELLS(Q, x, o, a, mul, pf) 0
 #if defined(__aarch64__)
 #define HMAX(ELT, v, a) ((a) = sizeof(ELT) == 2 ? (uint32_t)vmaxvq_s16((int16x8_t)(v)) : (uint32_t)vmaxvq_s32((int32x4_t)(v)), 0)
 #else
@@ -363,9 +371,11 @@ typedef struct {
     uint32_t (*amax)(const void *, int32_t, int64_t, int64_t, int64_t);
     int64_t (*quant)(const quant_t *, int64_t, int64_t);
     void (*dequant)(const dequant_t *, int64_t, int64_t);
+    uint32_t (*nvamax)(const quant_t *, int64_t, int64_t);
 } tier_t;
 
-#define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx}
+#define TIER(sfx) {encode_range_##sfx, decode_range_##sfx, amax_rows_##sfx, quant_range_##sfx, dequant_range_##sfx, \
+                   nvfp4_amax_rows_##sfx}
 #if defined(__x86_64__)
 #include "avx512_e4m3.h"
 
@@ -403,7 +413,8 @@ static const tier_t TIERS[4] = {
     TIER(base),
 #if defined(__x86_64__)
     TIER(avx2),
-    {encode_range_avx512, decode_range_avx512, amax_rows_avx512, quant_range_avx512_tier, dequant_range_avx512},
+    {encode_range_avx512, decode_range_avx512, amax_rows_avx512, quant_range_avx512_tier, dequant_range_avx512,
+     nvfp4_amax_rows_avx512},
 #else
     TIER(base), TIER(base),
 #endif
@@ -476,6 +487,25 @@ uint32_t fp8_amax(const void *x, int32_t bf16, int64_t n, int32_t threads, int32
     for (int w = 0; w < threads; w++) {
         const int64_t i0 = n * w / threads, i1 = n * (w + 1) / threads;
         const uint32_t v = k->amax((const char *)x + i0 * es, bf16, 1, 0, i1 - i0);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+/* NVFP4's first pass (bf16, 1 x 16 blocks, N a multiple of 128): every block's amax into the scale grid
+ * (as float32 bits, which the row pass reads before it writes the scale) and their max, the tensor
+ * amax; rows split over threads as fp8_quant splits them, so each thread's last rows are still cached. */
+uint32_t fp8_nvfp4_amax(const quant_t *Q, int32_t threads, int32_t tier)
+{
+    const tier_t *k = tier_of(tier);
+    const int64_t rows = Q->B * Q->M;
+    uint32_t m = 0;
+    if (threads <= 1) return k->nvamax(Q, 0, rows);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : m)
+#endif
+    for (int w = 0; w < threads; w++) {
+        const uint32_t v = k->nvamax(Q, rows * w / threads, rows * (w + 1) / threads);
         m = v > m ? v : m;
     }
     return m;
