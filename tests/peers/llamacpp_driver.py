@@ -15,27 +15,14 @@ import: this process sees only llama.cpp.
 import json
 import sys
 
-import llama_cpp
 import numpy as np
 from llama_cpp import Llama, llama_print_system_info
 
 
-def _no_repack():
-    """Load weights as the file holds them (no CPU "extra buffer types"): ggml's AMX repacked kernels
-    segfault on a Sapphire-Rapids-class Xeon (llama-cpp-python 0.3.36, built from source there). The
-    judge reads the file; the repacking is a kernel choice made after reading it."""
-    default = llama_cpp.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_model_default_params = params
-
-
 def quantize(src, dst, ftype):
     """llama.cpp's own quantizer (llama_model_quantize, what `llama-quantize` runs) on a whole file."""
+    import llama_cpp
+
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{ftype}")
     params.nthread = 2
@@ -50,7 +37,6 @@ def main(path):
     if "model" not in req:
         return print(json.dumps({}))
     n_ctx = int(req.get("n_ctx", 512))
-    _no_repack()
     llm = Llama(
         model_path=req["model"], n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True, verbose=False, seed=0
     )

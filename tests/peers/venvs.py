@@ -33,8 +33,36 @@ def requirements(name: str) -> list[str]:
     return [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
 
 
-def _stamp(reqs: list[str]) -> str:
-    return hashlib.sha256(json.dumps([sys.version, reqs]).encode()).hexdigest()[:16]
+# ggml's -march=native build segfaults in its AMX kernels on a Sapphire-Rapids-class Xeon (llama-cpp-python
+# 0.3.36, seen in llama_decode on Q8_0 / Q4_1 prompts); the same source built for the CPU's AVX / AVX-512
+# extensions without AMX runs. So llama.cpp is built for the flags /proc/cpuinfo lists, never AMX.
+_GGML_FLAGS = {
+    "avx": "AVX",
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "f16c": "F16C",
+    "bmi2": "BMI2",
+    "avx512f": "AVX512",
+    "avx512vbmi": "AVX512_VBMI",
+    "avx512_vnni": "AVX512_VNNI",
+    "avx512_bf16": "AVX512_BF16",
+}
+
+
+def build_env(name: str) -> dict[str, str]:
+    """Extra environment for building peer `name` (CMAKE_ARGS for llama.cpp on x86-64; else none)."""
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return {}
+    if name != "llamacpp" or "avx2" not in flags:
+        return {}
+    on = [f"-DGGML_{v}=ON" for k, v in _GGML_FLAGS.items() if k in flags]
+    return {"CMAKE_ARGS": " ".join(["-DGGML_NATIVE=OFF", *on])}
+
+
+def _stamp(name: str, reqs: list[str]) -> str:
+    return hashlib.sha256(json.dumps([sys.version, reqs, build_env(name)]).encode()).hexdigest()[:16]
 
 
 def ensure(name: str) -> tuple[Path | None, str]:
@@ -46,27 +74,30 @@ def ensure(name: str) -> tuple[Path | None, str]:
     HOME.mkdir(parents=True, exist_ok=True)
     with open(HOME / f".{name}.lock", "w") as lock:  # parallel test workers / make peers share it
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file() and stamp.read_text() == _stamp(reqs) and py.exists():
+        if stamp.is_file() and stamp.read_text() == _stamp(name, reqs) and py.exists():
             return py, ""
         failed = HOME / f".{name}.failed"
-        if failed.is_file() and failed.read_text().startswith(_stamp(reqs)):
+        if failed.is_file() and failed.read_text().startswith(_stamp(name, reqs)):
             return None, failed.read_text().split("\n", 1)[1]  # one failed attempt per requirements set
         print(f"fp8port tests: creating peer venv {venv} ({', '.join(reqs)})", file=sys.stderr)
         steps = [[sys.executable, "-m", "venv", "--clear", str(venv)]]
         pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        if build_env(name):  # pip's wheel cache ignores CMAKE_ARGS: a wheel built another way must not be reused
+            pip.append("--no-cache-dir")
         if TORCH in reqs:
             steps.append(pip + [TORCH])
         rest = [r for r in reqs if r != TORCH]
         if rest:
             steps.append(pip + rest)
+        env = {**os.environ, **build_env(name)}
         for cmd in steps:
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if r.returncode:
                 tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
                 why = f"peer {name!r} could not be installed ({' '.join(cmd[3:6])}...): {tail}"
-                failed.write_text(_stamp(reqs) + "\n" + why)
+                failed.write_text(_stamp(name, reqs) + "\n" + why)
                 return None, why
-        stamp.write_text(_stamp(reqs))
+        stamp.write_text(_stamp(name, reqs))
         failed.unlink(missing_ok=True)
         return py, ""
 
