@@ -108,6 +108,31 @@ def test_decode_rows_is_the_reference_dequantize():
                     assert torch.equal(ob, fl.dequantized_weight(torch.bfloat16)), f"{preset} {tier} bf16"
 
 
+def test_decode_rows_bf16_route_is_the_reference_dequantize():
+    """K a multiple of 32 takes the AVX-512 BF16 row decoder (cpu/decode_bf16.h) where the CPU has it:
+    the same bytes as the reference on every tier, also for blocks whose scales make some products
+    subnormal (bf16 subnormals, which vcvtne2ps2bf16 would flush: those blocks take gm_bf16) and rows of
+    zero-scale blocks."""
+    torch.manual_seed(3)
+    for preset in ("deepseek-v3.1", "mxfp4", "nvfp4", "mxfp8"):
+        lin = nn.Linear(256, 48)
+        fl = FP8Linear.from_linear(lin, preset)
+        fw = fl.fused_weight()
+        if not fw.bf16_exact:
+            continue
+        with torch.no_grad():  # tiny power-of-two scales: products down to bf16's subnormals
+            fl.scale_fp32.view(-1)[0] = 2.0**-125
+            fl.scale_fp32.view(-1)[-1] = 0.0
+        want = fl.dequantized_weight(torch.bfloat16)
+        assert (want.float().abs() < 2.0**-126).any() and (want != 0).any(), preset
+        for tier in TIERS:
+            with cpu.forced(tier):
+                for n0, n1 in ((0, 48), (5, 31)):
+                    ob = torch.empty(n1 - n0, 256, dtype=torch.bfloat16)
+                    gemm.decode_rows(fw.g, n0, n1, ob.data_ptr(), True)
+                    assert torch.equal(ob.view(torch.int16), want[n0:n1].view(torch.int16)), f"{preset} {tier}"
+
+
 def test_non_finite_codes_fall_back():
     """A weight holding a NaN code is not taken by the kernels (they assume finite values); the layer
     then runs the dequantize-then-matmul path and says why."""

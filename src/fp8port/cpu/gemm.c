@@ -147,6 +147,7 @@ static void gm_unpack4(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #define BF16_TARGET
 #define BF_UNROLL _Pragma("GCC unroll 8")
 #include "gemm_bf16.h"
+#include "decode_bf16.h"
 #undef BF16_TARGET
 #undef BF_UNROLL
 #pragma GCC pop_options
@@ -186,6 +187,15 @@ static const gemm_tier_t GEMM_TIERS[4] = {  /* indexed like native.c's TIERS: sc
     GEMM_TIER(base, 4),
 };
 #undef GEMM_TIER
+
+#if defined(__x86_64__)
+static void dr_bf16_tier(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16)
+{
+    (void)bf16;
+    dr_bf16(G, n0, n1, out);
+}
+static const gemm_tier_t DR_BF16 = {prep_x_avx512, gemv_range_avx512, dr_bf16_tier, 16};  /* decode_rows' bf16 rows */
+#endif
 
 static inline const gemm_tier_t *gemm_tier(int32_t tier) { return &GEMM_TIERS[tier >= 0 && tier < 4 ? tier : 0]; }
 
@@ -279,6 +289,9 @@ void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t
 {
     const gemm_tier_t *k = gemm_tier(tier);
     const int64_t n = n1 - n0, es = bf16 ? 2 : 4;
+#if defined(__x86_64__)
+    if (bf16 && tier == 2 && dr_bf16_ok(G) && fp8_gemm_bf16dot()) k = &DR_BF16;
+#endif
     if (threads <= 1) {
         FP_ENTER;
         k->decode(G, n0, n1, out, bf16);
