@@ -283,11 +283,24 @@ int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t 
     return fp8_gemv(&G, threads, tier, flags >> 1 & 1);
 }
 
-/* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). */
-void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads,
-                     int32_t tier)
+/* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). smul != 0: each
+ * scale s taken as bf16(s * smul) (float32 product, round to nearest even; the prefill's tensor split),
+ * from a transient copy of the rows' block rows. Returns 0, or -1 without memory. */
+int fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads, int32_t tier,
+                    float smul)
 {
     const gemm_tier_t *k = gemm_tier(tier);
+    gemv_t S;
+    float *grid = NULL;
+    if (smul != 0.0f && n1 > n0) {
+        const int64_t gk = (G->K + G->bn - 1) / G->bn, r0 = n0 / G->bm, r1 = (n1 - 1) / G->bm + 1;
+        grid = malloc((size_t)((r1 - r0) * gk) * sizeof(float));
+        if (!grid) return -1;
+        for (int64_t i = 0; i < (r1 - r0) * gk; i++) grid[i] = gm_u2f((uint32_t)gm_bf16(G->sgrid[r0 * gk + i] * smul) << 16);
+        S = *G;
+        S.codes += r0 * G->bm * G->row_bytes, S.N -= r0 * G->bm, S.sgrid = grid;
+        n0 -= r0 * G->bm, n1 -= r0 * G->bm, G = &S;
+    }
     const int64_t n = n1 - n0, es = bf16 ? 2 : 4;
 #if defined(__x86_64__)
     if (bf16 && tier == 2 && dr_bf16_ok(G) && fp8_gemm_bf16dot()) k = &DR_BF16;
@@ -296,17 +309,19 @@ void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t
         FP_ENTER;
         k->decode(G, n0, n1, out, bf16);
         FP_LEAVE;
-        return;
-    }
+    } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
-    for (int w = 0; w < threads; w++) {
-        FP_ENTER;
-        const int64_t a = n * w / threads, b = n * (w + 1) / threads;
-        k->decode(G, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16);
-        FP_LEAVE;
+        for (int w = 0; w < threads; w++) {
+            FP_ENTER;
+            const int64_t a = n * w / threads, b = n * (w + 1) / threads;
+            k->decode(G, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16);
+            FP_LEAVE;
+        }
     }
+    free(grid);
+    return 0;
 }
 #undef FP_ENTER
 #undef FP_LEAVE

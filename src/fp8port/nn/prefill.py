@@ -173,18 +173,17 @@ class Prefill:
         return self._split[1]
 
     def _bf16_parts(self, sp: Split):
-        """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats)."""
+        """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats,
+        decode_rows' smul: b = bf16(S * smul) taken in the decoder where not 0)."""
         if sp.kind == "exact":
-            return self.g, None, None
+            return self.g, None, None, 0.0
+        if sp.kind == "tensor":
+            return self.g, None, sp.t, sp.inv_t  # = _tensor_b, in C
         g = gemm.Gemv.from_buffer_copy(self.g)
-        if sp.kind == "rows":
-            b = torch.ones_like(self.scale)
-            c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]].contiguous()
-        else:
-            b = (self.scale * torch.tensor(sp.inv_t, dtype=torch.float32)).bfloat16().float()  # = _tensor_b
-            c = sp.t
+        b = torch.ones_like(self.scale)
+        c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]].contiguous()
         g.sgrid = b.data_ptr()
-        return g, b, c
+        return g, b, c, 0.0
 
     def __call__(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x2 (M, K) contiguous float32 or bf16 -> (M, N) in x2's dtype."""
@@ -192,7 +191,8 @@ class Prefill:
         sp = self.split if x2.dtype == torch.bfloat16 and bf16_gemm_fast() else None
         b16 = sp is not None and (sp.kind == "exact" or SCALED_BF16)
         wdt = torch.bfloat16 if b16 else torch.float32
-        g, keep, c = self._bf16_parts(sp) if b16 else (self.g, None, None)
+        g, keep, c, smul = self._bf16_parts(sp) if b16 else (self.g, None, None, 0.0)
+        alpha = c if isinstance(c, float) and bias is None else None  # the GEMM scales its float32 sums
         xw = x2.to(wdt)
         rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
         buf = _workspace(min(rows, n) * k, wdt)
@@ -200,19 +200,18 @@ class Prefill:
         for n0 in range(0, n, rows):
             n1 = min(n, n0 + rows)
             w = buf[: (n1 - n0) * k].view(n1 - n0, k)
-            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16)
-            if c is None and bias is not None:
+            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16, smul=smul)
+            if alpha is not None:
+                torch.addmm(y[:, n0:n1], xw, w.t(), beta=0, alpha=alpha, out=y[:, n0:n1])
+            elif c is None and bias is not None:
                 torch.addmm(bias[n0:n1].to(wdt), xw, w.t(), out=y[:, n0:n1])
             else:
                 torch.mm(xw, w.t(), out=y[:, n0:n1])
         del buf, keep
-        if c is not None:  # the output's factor and the bias, computed in float32 and rounded to bf16 once
-            if bias is None and isinstance(c, float):
-                y.mul_(c)
-            else:  # an N-vector (a 1-element tensor would take a slow mixed-dtype broadcast)
-                cv = c if isinstance(c, torch.Tensor) else torch.full((n,), c, dtype=torch.float32)
-                if bias is None:
-                    y.mul_(cv)
-                else:
-                    torch.addcmul(bias.to(torch.float32), y, cv, out=y)
+        if c is not None and alpha is None:  # the output's factor and the bias in float32, rounded to bf16 once
+            cv = c if isinstance(c, torch.Tensor) else torch.full((n,), c, dtype=torch.float32)
+            if bias is None:  # an N-vector (a 1-element tensor would take a slow mixed-dtype broadcast)
+                y.mul_(cv)
+            else:
+                torch.addcmul(bias.to(torch.float32), y, cv, out=y)
         return y.to(x2.dtype)
