@@ -133,6 +133,27 @@ def test_decode_rows_bf16_route_is_the_reference_dequantize():
                     assert torch.equal(ob.view(torch.int16), want[n0:n1].view(torch.int16)), f"{preset} {tier}"
 
 
+def test_decode_rows_smul_rounds_each_scale_to_bf16():
+    """smul (the prefill's tensor split, NVFP4): rows as if each scale were bf16(S * smul), rounded once from
+    the float32 product (prefill._tensor_b), on every tier and for slabs starting inside a block row."""
+    torch.manual_seed(4)
+    for preset in ("nvfp4", "deepseek-v3.1"):
+        fl = FP8Linear.from_linear(nn.Linear(256, 40), preset)
+        fw = fl.fused_weight()
+        inv_t = float(np.float32(1 / 3.0))
+        ref = FP8Linear.from_linear(nn.Linear(256, 40), preset)
+        with torch.no_grad():
+            ref.codes.copy_(fl.codes)
+            ref.scale_fp32.copy_(torch.from_numpy(prefill._tensor_b(fl.scale_fp32.numpy(), np.float32(inv_t))))
+        want = ref.dequantized_weight(torch.bfloat16)
+        for tier in TIERS:
+            with cpu.forced(tier):
+                for n0, n1 in ((0, 40), (3, 29)):
+                    ob = torch.empty(n1 - n0, 256, dtype=torch.bfloat16)
+                    gemm.decode_rows(fw.g, n0, n1, ob.data_ptr(), True, smul=inv_t)
+                    assert torch.equal(ob.view(torch.int16), want[n0:n1].view(torch.int16)), f"{preset} {tier}"
+
+
 def test_non_finite_codes_fall_back():
     """A weight holding a NaN code is not taken by the kernels (they assume finite values); the layer
     then runs the dequantize-then-matmul path and says why."""

@@ -33,16 +33,23 @@ typedef struct {
     int fast;       /* whether every product is a normal float32, zero or infinite (vcvtne2ps2bf16 rounds it) */
 } dr_blk;
 
-/* One block's factors from its scale s; vmin: the smallest nonzero |value| of the element. GM_FLOAT folds
- * s into 2^(127 - bias) where that product is a normal float32 (so one rounding, as value x s). */
-BF16_TARGET static inline dr_blk dr_block(const gemv_t *G, float s, float vmin)
+/* One block's factors from its scale s; tab: the element's 16 values (GM_NIB); vmin: the smallest nonzero
+ * |value| of the element. GM_FLOAT folds s into 2^(127 - bias) where that product is a normal float32 (so
+ * one rounding, as value x s). */
+BF16_TARGET static inline __attribute__((always_inline)) dr_blk dr_block(const int DEC, const gemv_t *G, float s,
+                                                                        __m512 tab, float vmin)
 {
     dr_blk b;
-    const float f = G->fmul * s, a = s < 0 ? -s : s;
-    const uint32_t e = gm_f2u(f) >> 23 & 0xFF;
-    b.fast = (a == 0 || a * vmin >= 0x1p-126f) && a <= 0x1p127f && (G->dec == GM_NIB || (e != 0 && e != 0xFF));
-    b.tab = _mm512_mul_ps(_mm512_loadu_ps(G->tab16), _mm512_set1_ps(s));
-    b.f = _mm512_set1_ps(f);
+    const float a = s < 0 ? -s : s;
+    b.fast = (a == 0 || a * vmin >= 0x1p-126f) && a <= 0x1p127f;
+    if (DEC == GM_NIB) {
+        b.tab = _mm512_mul_ps(tab, _mm512_set1_ps(s)), b.f = tab;
+    } else {
+        const float f = G->fmul * s;
+        const uint32_t e = gm_f2u(f) >> 23 & 0xFF;
+        b.fast &= e != 0 && e != 0xFF;
+        b.tab = tab, b.f = _mm512_set1_ps(f);
+    }
     return b;
 }
 
@@ -58,6 +65,7 @@ static inline void dr_slow(const gemv_t *G, const uint8_t *row, int64_t k, int64
 BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int DEC, const gemv_t *G, int64_t n0,
                                                                      int64_t n1, uint16_t *out)
 {
+    const __m512 tab = _mm512_loadu_ps(G->tab16);
     const int64_t K = G->K, bn = G->bn >= G->K ? G->K : G->bn, gk = (K + bn - 1) / bn;
     float vmin = 0x1p127f;
     for (int i = 0; i < (DEC == GM_NIB ? 16 : 256); i++) {
@@ -70,7 +78,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int 
         uint16_t *o = out + (n - n0) * K;
         if (bn == 16) {  /* a step spans two blocks */
             for (int64_t j = 0; j < gk; j += 2) {
-                const dr_blk a = dr_block(G, srow[j], vmin), b = dr_block(G, srow[j + 1], vmin);
+                const dr_blk a = dr_block(DEC, G, srow[j], tab, vmin), b = dr_block(DEC, G, srow[j + 1], tab, vmin);
                 const int64_t k = j * 16;
                 if (!(a.fast & b.fast)) {
                     dr_slow(G, row, k, 16, srow[j], o), dr_slow(G, row, k + 16, 16, srow[j + 1], o);
@@ -82,7 +90,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int 
             continue;
         }
         for (int64_t j = 0; j < gk; j++) {  /* blocks of a multiple of 32 codes (the last may be short) */
-            const dr_blk a = dr_block(G, srow[j], vmin);
+            const dr_blk a = dr_block(DEC, G, srow[j], tab, vmin);
             const int64_t k0 = j * bn, k1 = k0 + bn < K ? k0 + bn : K;
             if (!a.fast) {
                 dr_slow(G, row, k0, k1 - k0, srow[j], o);

@@ -296,7 +296,11 @@ int fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t 
         const int64_t gk = (G->K + G->bn - 1) / G->bn, r0 = n0 / G->bm, r1 = (n1 - 1) / G->bm + 1;
         grid = malloc((size_t)((r1 - r0) * gk) * sizeof(float));
         if (!grid) return -1;
-        for (int64_t i = 0; i < (r1 - r0) * gk; i++) grid[i] = gm_u2f((uint32_t)gm_bf16(G->sgrid[r0 * gk + i] * smul) << 16);
+        for (int64_t i = 0; i < (r1 - r0) * gk; i++) {  /* gm_bf16, branch-free so that it vectorizes */
+            const uint32_t u = gm_f2u(G->sgrid[r0 * gk + i] * smul);
+            const uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? u | 0x400000u : u + 0x7FFFu + ((u >> 16) & 1u);
+            grid[i] = gm_u2f(r & 0xFFFF0000u);
+        }
         S = *G;
         S.codes += r0 * G->bm * G->row_bytes, S.N -= r0 * G->bm, S.sgrid = grid;
         n0 -= r0 * G->bm, n1 -= r0 * G->bm, G = &S;

@@ -153,9 +153,7 @@ def plan_state() -> tuple:
     return _cpu._forced, _cpu._forked
 
 
-def decode_rows(
-    g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None, smul: float = 0.0
-) -> None:
+def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None, smul: float = 0.0) -> None:
     """Rows [n0, n1) of the dequantized weight into the buffer at address `out` (float32 or bf16 bits).
 
     smul: if not 0, each scale s is taken as bf16(s * smul) (nn/prefill.py's tensor split)."""

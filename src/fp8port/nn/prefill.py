@@ -24,6 +24,7 @@ SCALED_BF16 = False runs them on float32 rows instead (2-3x slower on AVX-512 BF
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -67,9 +68,23 @@ def bf16_gemm_fast() -> bool:
     return _measured_bf16_gemm_fast() if bf16_gemm is None else bf16_gemm
 
 
+_held = threading.local()  # .buf: this thread's workspace, kept between calls (at most WORKSPACE_BYTES)
+
+
 def _workspace(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """The dense rows' buffer of one call (dropped when the call returns)."""
-    return torch.empty(n, dtype=dtype)
+    """n elements of this thread's workspace: one buffer kept between calls, grown to the largest slab asked
+    for (at most WORKSPACE_BYTES), since a fresh one each call costs its page faults again."""
+    nbytes = n * dtype.itemsize
+    buf = getattr(_held, "buf", None)
+    if buf is None or buf.numel() < nbytes:
+        _held.buf = buf = None  # the old one freed first
+        _held.buf = buf = torch.empty(max(nbytes, 64), dtype=torch.uint8)
+    return buf[:nbytes].view(dtype)
+
+
+def release_workspace() -> None:
+    """Free this thread's prefill workspace (the next prefill call allocates it again)."""
+    _held.buf = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +209,9 @@ class Prefill:
         g, keep, c, smul = self._bf16_parts(sp) if b16 else (self.g, None, None, 0.0)
         alpha = c if isinstance(c, float) and bias is None else None  # the GEMM scales its float32 sums
         xw = x2.to(wdt)
-        rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        most = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        per = -(-n // -(-n // most))  # slabs of equal size, a multiple of 16 rows
+        rows = -(-per // 16) * 16
         buf = _workspace(min(rows, n) * k, wdt)
         y = torch.empty((x2.shape[0], n), dtype=wdt)
         for n0 in range(0, n, rows):
