@@ -228,23 +228,34 @@ def test_prefill_gemms_within_the_bound(preset, monkeypatch):
             _check(yb.reshape(-1, n), xb, w, lin.bias, f"{preset} bf16 fast={fast} ws={ws}", _roundings(fl, 40))
 
 
-def test_prefill_workspace_is_freed(monkeypatch):
-    """The dense rows live only during the call: resident memory stays codes plus scales."""
+def test_prefill_workspace_is_bounded_and_released(monkeypatch):
+    """The dense rows live in one buffer per thread, kept between calls: at most WORKSPACE_BYTES (the weight
+    in slabs), reused without changing results, freed by release_workspace; other threads hold their own.
+    Resident memory stays codes plus scales plus that bound."""
+    import threading
     import weakref
 
-    made = []
-
-    def workspace(n, dtype):
-        t = torch.empty(n, dtype=dtype)
-        made.append(weakref.ref(t))
-        return t
-
-    monkeypatch.setattr(prefill, "_workspace", workspace)
+    monkeypatch.setattr(prefill, "WORKSPACE_BYTES", 32 * 256 * 2)  # 32 bf16 rows: three slabs of 96
+    prefill.release_workspace()
     fl = FP8Linear.from_linear(nn.Linear(256, 96), "nvfp4")
+    xs = (torch.randn(16, 256), torch.randn(16, 256).bfloat16())
     with torch.no_grad():
-        for x in (torch.randn(16, 256), torch.randn(16, 256).bfloat16()):
-            fl(x)
-    assert len(made) >= 2 and all(r() is None for r in made)
+        first = [fl(x) for x in xs]
+        held = prefill._held.buf
+        assert 0 < held.numel() <= prefill.WORKSPACE_BYTES
+        again = [fl(x) for x in xs]
+        assert prefill._held.buf is held
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        seen = []
+        t = threading.Thread(target=lambda: (fl(xs[1]), seen.append(prefill._held.buf)))
+        t.start()
+        t.join()
+        assert seen[0] is not None and seen[0] is not held
+        seen.clear()
+    ref = weakref.ref(held)
+    del held
+    prefill.release_workspace()
+    assert ref() is None
 
 
 def test_prefill_follows_scales_written_in_place():

@@ -1,8 +1,9 @@
 """The prefill path of the fused linear layers (more than fused.GEMV_ROWS activation rows).
 
-The weight is dequantized into a transient workspace (cpu/gemm.c decode_rows: slabs of whole rows, at most
+The weight is dequantized into a workspace (cpu/gemm.c decode_rows: slabs of whole rows, at most
 WORKSPACE_BYTES, the whole weight where it fits) and each slab multiplied by torch's GEMM into the output's
-columns; the workspace is freed when the call returns, so resident memory stays codes plus scales.
+columns. The workspace is one buffer per calling thread, kept between calls (at most WORKSPACE_BYTES;
+release_workspace frees it), so resident memory stays codes plus scales plus that bound.
 
 bf16 activations take a bf16 GEMM wherever the dense rows can be exact bf16 values and torch's bf16 GEMM
 is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs, where bf16 rows would be
@@ -14,8 +15,9 @@ is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs, 
     accepted only where |b t - S| <= 2u |S| on every block (u = 2^-24).
 Against dequantize -> float32 matmul (whose code x scale rounds once, u) the products then differ by at
 most 3u |x_k w_k| and the product with c rounds once more: the stated bound's "+ 4" (docs/kernels.md)
-covers it. But torch's CPU bf16 GEMM has no float32 output, so where c is not 1 the output is rounded to
-bf16 twice (the GEMM's, then c z + bias in float32): 2^-8 (2 |y_ref| + |b|) in place of 2^-8 (|y_ref| +
+covers it. A single c without bias goes into the GEMM as addmm's alpha (oneDNN scales the float32 sums,
+then rounds to bf16 once). Otherwise torch's CPU bf16 GEMM has no float32 output, so the output is rounded
+to bf16 twice (the GEMM's, then c z + bias in float32): 2^-8 (2 |y_ref| + |b|) in place of 2^-8 (|y_ref| +
 |b|) for bf16 activations on these layers (far inside the dequantize-to-bf16 path's 2^-8 sum |x_k w_k|).
 SCALED_BF16 = False runs them on float32 rows instead (2-3x slower on AVX-512 BF16). Other scales
 (DeepSeek-V3's arbitrary float32 block scales, Q8_0's fp16 ones) take float32 rows and a float32 GEMM.
@@ -34,11 +36,13 @@ import torch
 from ..codec.native import lut256
 from ..cpu import gemm
 
-# The most dense rows one call holds at a time: below glibc's 32 MB ceiling for serving allocations from
-# the heap, since a larger one is a fresh mmap each call (page faults). 7168->2048 at M = 512, one thread,
-# min CPU time per call: bf16 rows (29 MB, one slab) 73.2 ms, in slabs of 16 / 8 / 4 MB 75.6 / 76.4 /
-# 78.3 (bf16 nn.Linear 69.6); float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
-WORKSPACE_BYTES = 30 << 20
+# The most dense rows one call holds at a time, in slabs of equal size, in a buffer per thread kept between
+# calls (_workspace: a fresh one per call paid its page faults each time). AVX-512 BF16 + AMX Xeon,
+# 7168->2048 at M = 512, bf16 rows, one thread, CPU time (shared machine, +-10%): 4 slabs of 7.3 MB
+# 20.6-23.6 ms against one slab of 29 MB 22.9-25.1 (bf16 nn.Linear 18.5-20.5). AMD Zen 4 before (a fresh
+# buffer per call): one 29 MB slab 73.2 ms, slabs of 16 / 8 / 4 MB 75.6 / 76.4 / 78.3 (nn.Linear 69.6);
+# float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
+WORKSPACE_BYTES = 8 << 20
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
 bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
