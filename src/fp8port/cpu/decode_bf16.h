@@ -53,6 +53,15 @@ BF16_TARGET static inline __attribute__((always_inline)) dr_blk dr_block(const i
     return b;
 }
 
+/* a block's scale, or bf16(s * smul) where smul != 0 (fp8_decode_rows' rounding of its scale grid) */
+static inline float dr_s(float s, float smul)
+{
+    if (smul == 0.0f) return s;
+    const uint32_t u = gm_f2u(s * smul);
+    const uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? u | 0x400000u : u + 0x7FFFu + ((u >> 16) & 1u);
+    return gm_u2f(r & 0xFFFF0000u);
+}
+
 /* codes [k, k + n) of a row one by one (a block whose products may be subnormal: gm_bf16) */
 static inline void dr_slow(const gemv_t *G, const uint8_t *row, int64_t k, int64_t n, float s, uint16_t *o)
 {
@@ -63,7 +72,7 @@ static inline void dr_slow(const gemv_t *G, const uint8_t *row, int64_t k, int64
 }
 
 BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int DEC, const gemv_t *G, int64_t n0,
-                                                                     int64_t n1, uint16_t *out)
+                                                                     int64_t n1, uint16_t *out, float smul)
 {
     const __m512 tab = _mm512_loadu_ps(G->tab16);
     const int64_t K = G->K, bn = G->bn >= G->K ? G->K : G->bn, gk = (K + bn - 1) / bn;
@@ -78,10 +87,11 @@ BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int 
         uint16_t *o = out + (n - n0) * K;
         if (bn == 16) {  /* a step spans two blocks */
             for (int64_t j = 0; j < gk; j += 2) {
-                const dr_blk a = dr_block(DEC, G, srow[j], tab, vmin), b = dr_block(DEC, G, srow[j + 1], tab, vmin);
+                const float sa = dr_s(srow[j], smul), sb = dr_s(srow[j + 1], smul);
+                const dr_blk a = dr_block(DEC, G, sa, tab, vmin), b = dr_block(DEC, G, sb, tab, vmin);
                 const int64_t k = j * 16;
                 if (!(a.fast & b.fast)) {
-                    dr_slow(G, row, k, 16, srow[j], o), dr_slow(G, row, k + 16, 16, srow[j + 1], o);
+                    dr_slow(G, row, k, 16, sa, o), dr_slow(G, row, k + 16, 16, sb, o);
                     continue;
                 }
                 const __m512 p0 = dr_dec16(DEC, row, k, G, a.tab, a.f), p1 = dr_dec16(DEC, row, k + 16, G, b.tab, b.f);
@@ -90,10 +100,11 @@ BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int 
             continue;
         }
         for (int64_t j = 0; j < gk; j++) {  /* blocks of a multiple of 32 codes (the last may be short) */
-            const dr_blk a = dr_block(DEC, G, srow[j], tab, vmin);
+            const float sa = dr_s(srow[j], smul);
+            const dr_blk a = dr_block(DEC, G, sa, tab, vmin);
             const int64_t k0 = j * bn, k1 = k0 + bn < K ? k0 + bn : K;
             if (!a.fast) {
-                dr_slow(G, row, k0, k1 - k0, srow[j], o);
+                dr_slow(G, row, k0, k1 - k0, sa, o);
                 continue;
             }
             for (int64_t k = k0; k < k1; k += 32) {
@@ -104,9 +115,9 @@ BF16_TARGET static inline __attribute__((always_inline)) void dr_rows(const int 
     }
 }
 
-/* Rows [n0, n1) as bf16 bits into out (dr_bf16_ok(G) holds) */
-BF16_TARGET static void dr_bf16(const gemv_t *G, int64_t n0, int64_t n1, uint16_t *out)
+/* Rows [n0, n1) as bf16 bits into out (dr_bf16_ok(G) holds); smul: as fp8_decode_rows' */
+BF16_TARGET static void dr_bf16(const gemv_t *G, int64_t n0, int64_t n1, uint16_t *out, float smul)
 {
-    if (G->dec == GM_NIB) dr_rows(GM_NIB, G, n0, n1, out);
-    else dr_rows(GM_FLOAT, G, n0, n1, out);
+    if (G->dec == GM_NIB) dr_rows(GM_NIB, G, n0, n1, out, smul);
+    else dr_rows(GM_FLOAT, G, n0, n1, out, smul);
 }

@@ -188,15 +188,6 @@ static const gemm_tier_t GEMM_TIERS[4] = {  /* indexed like native.c's TIERS: sc
 };
 #undef GEMM_TIER
 
-#if defined(__x86_64__)
-static void dr_bf16_tier(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16)
-{
-    (void)bf16;
-    dr_bf16(G, n0, n1, out);
-}
-static const gemm_tier_t DR_BF16 = {prep_x_avx512, gemv_range_avx512, dr_bf16_tier, 16};  /* decode_rows' bf16 rows */
-#endif
-
 static inline const gemm_tier_t *gemm_tier(int32_t tier) { return &GEMM_TIERS[tier >= 0 && tier < 4 ? tier : 0]; }
 
 /* The number of float32 lanes of a tier's vectors: blocks along K that are a multiple of it take the
@@ -283,16 +274,33 @@ int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t 
     return fp8_gemv(&G, threads, tier, flags >> 1 & 1);
 }
 
+static void decode_part(const gemv_t *G, const gemm_tier_t *k, int dr, int64_t n0, int64_t n1, void *out, int32_t bf16,
+                        float smul)
+{
+    FP_ENTER;
+#if defined(__x86_64__)
+    if (dr) dr_bf16(G, n0, n1, out, smul);
+    else
+#endif
+    k->decode(G, n0, n1, out, bf16);
+    FP_LEAVE;
+    (void)dr, (void)smul;
+}
+
 /* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). smul != 0: each
- * scale s taken as bf16(s * smul) (float32 product, round to nearest even; the prefill's tensor split),
- * from a transient copy of the rows' block rows. Returns 0, or -1 without memory. */
+ * scale s taken as bf16(s * smul) (float32 product, round to nearest even; the prefill's tensor split):
+ * by the AVX-512 BF16 row decoder per block, by the others from a transient copy of the rows' block rows. Returns 0, or -1 without memory. */
 int fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads, int32_t tier,
                     float smul)
 {
     const gemm_tier_t *k = gemm_tier(tier);
+    int dr = 0;  /* the AVX-512 BF16 row decoder (decode_bf16.h), which rounds the scales itself */
+#if defined(__x86_64__)
+    dr = bf16 && tier == 2 && dr_bf16_ok(G) && fp8_gemm_bf16dot();
+#endif
     gemv_t S;
     float *grid = NULL;
-    if (smul != 0.0f && n1 > n0) {
+    if (smul != 0.0f && n1 > n0 && !dr) {
         const int64_t gk = (G->K + G->bn - 1) / G->bn, r0 = n0 / G->bm, r1 = (n1 - 1) / G->bm + 1;
         grid = malloc((size_t)((r1 - r0) * gk) * sizeof(float));
         if (!grid) return -1;
@@ -306,22 +314,15 @@ int fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t 
         n0 -= r0 * G->bm, n1 -= r0 * G->bm, G = &S;
     }
     const int64_t n = n1 - n0, es = bf16 ? 2 : 4;
-#if defined(__x86_64__)
-    if (bf16 && tier == 2 && dr_bf16_ok(G) && fp8_gemm_bf16dot()) k = &DR_BF16;
-#endif
     if (threads <= 1) {
-        FP_ENTER;
-        k->decode(G, n0, n1, out, bf16);
-        FP_LEAVE;
+        decode_part(G, k, dr, n0, n1, out, bf16, smul);
     } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
         for (int w = 0; w < threads; w++) {
-            FP_ENTER;
             const int64_t a = n * w / threads, b = n * (w + 1) / threads;
-            k->decode(G, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16);
-            FP_LEAVE;
+            decode_part(G, k, dr, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16, smul);
         }
     }
     free(grid);
