@@ -108,6 +108,52 @@ def test_decode_rows_is_the_reference_dequantize():
                     assert torch.equal(ob, fl.dequantized_weight(torch.bfloat16)), f"{preset} {tier} bf16"
 
 
+def test_decode_rows_bf16_route_is_the_reference_dequantize():
+    """K a multiple of 32 takes the AVX-512 BF16 row decoder (cpu/decode_bf16.h) where the CPU has it:
+    the same bytes as the reference on every tier, also for blocks whose scales make some products
+    subnormal (bf16 subnormals, which vcvtne2ps2bf16 would flush: those blocks take gm_bf16) and rows of
+    zero-scale blocks."""
+    torch.manual_seed(3)
+    for preset in ("deepseek-v3.1", "mxfp4", "nvfp4", "mxfp8"):
+        lin = nn.Linear(256, 48)
+        fl = FP8Linear.from_linear(lin, preset)
+        fw = fl.fused_weight()
+        if not fw.bf16_exact:
+            continue
+        with torch.no_grad():  # tiny power-of-two scales: products down to bf16's subnormals
+            fl.scale_fp32.view(-1)[0] = 2.0**-125
+            fl.scale_fp32.view(-1)[-1] = 0.0
+        want = fl.dequantized_weight(torch.bfloat16)
+        assert (want.float().abs() < 2.0**-126).any() and (want != 0).any(), preset
+        for tier in TIERS:
+            with cpu.forced(tier):
+                for n0, n1 in ((0, 48), (5, 31)):
+                    ob = torch.empty(n1 - n0, 256, dtype=torch.bfloat16)
+                    gemm.decode_rows(fw.g, n0, n1, ob.data_ptr(), True)
+                    assert torch.equal(ob.view(torch.int16), want[n0:n1].view(torch.int16)), f"{preset} {tier}"
+
+
+def test_decode_rows_smul_rounds_each_scale_to_bf16():
+    """smul (the prefill's tensor split, NVFP4): rows as if each scale were bf16(S * smul), rounded once from
+    the float32 product (prefill._tensor_b), on every tier and for slabs starting inside a block row."""
+    torch.manual_seed(4)
+    for preset in ("nvfp4", "deepseek-v3.1"):
+        fl = FP8Linear.from_linear(nn.Linear(256, 40), preset)
+        fw = fl.fused_weight()
+        inv_t = float(np.float32(1 / 3.0))
+        ref = FP8Linear.from_linear(nn.Linear(256, 40), preset)
+        with torch.no_grad():
+            ref.codes.copy_(fl.codes)
+            ref.scale_fp32.copy_(torch.from_numpy(prefill._tensor_b(fl.scale_fp32.numpy(), np.float32(inv_t))))
+        want = ref.dequantized_weight(torch.bfloat16)
+        for tier in TIERS:
+            with cpu.forced(tier):
+                for n0, n1 in ((0, 40), (3, 29)):
+                    ob = torch.empty(n1 - n0, 256, dtype=torch.bfloat16)
+                    gemm.decode_rows(fw.g, n0, n1, ob.data_ptr(), True, smul=inv_t)
+                    assert torch.equal(ob.view(torch.int16), want[n0:n1].view(torch.int16)), f"{preset} {tier}"
+
+
 def test_non_finite_codes_fall_back():
     """A weight holding a NaN code is not taken by the kernels (they assume finite values); the layer
     then runs the dequantize-then-matmul path and says why."""
@@ -182,23 +228,34 @@ def test_prefill_gemms_within_the_bound(preset, monkeypatch):
             _check(yb.reshape(-1, n), xb, w, lin.bias, f"{preset} bf16 fast={fast} ws={ws}", _roundings(fl, 40))
 
 
-def test_prefill_workspace_is_freed(monkeypatch):
-    """The dense rows live only during the call: resident memory stays codes plus scales."""
+def test_prefill_workspace_is_bounded_and_released(monkeypatch):
+    """The dense rows live in one buffer per thread, kept between calls: at most WORKSPACE_BYTES (the weight
+    in slabs), reused without changing results, freed by release_workspace; other threads hold their own.
+    Resident memory stays codes plus scales plus that bound."""
+    import threading
     import weakref
 
-    made = []
-
-    def workspace(n, dtype):
-        t = torch.empty(n, dtype=dtype)
-        made.append(weakref.ref(t))
-        return t
-
-    monkeypatch.setattr(prefill, "_workspace", workspace)
+    monkeypatch.setattr(prefill, "WORKSPACE_BYTES", 32 * 256 * 2)  # 32 bf16 rows: three slabs of 96
+    prefill.release_workspace()
     fl = FP8Linear.from_linear(nn.Linear(256, 96), "nvfp4")
+    xs = (torch.randn(16, 256), torch.randn(16, 256).bfloat16())
     with torch.no_grad():
-        for x in (torch.randn(16, 256), torch.randn(16, 256).bfloat16()):
-            fl(x)
-    assert len(made) >= 2 and all(r() is None for r in made)
+        first = [fl(x) for x in xs]
+        held = prefill._held.buf
+        assert 0 < held.numel() <= prefill.WORKSPACE_BYTES
+        again = [fl(x) for x in xs]
+        assert prefill._held.buf is held
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        seen = []
+        t = threading.Thread(target=lambda: (fl(xs[1]), seen.append(prefill._held.buf)))
+        t.start()
+        t.join()
+        assert seen[0] is not None and seen[0] is not held
+        seen.clear()
+    ref = weakref.ref(held)
+    del held
+    prefill.release_workspace()
+    assert ref() is None
 
 
 def test_prefill_follows_scales_written_in_place():

@@ -95,7 +95,7 @@ int main(void)
             } else {
                 ny = g->N * g->K * (*flag ? 2 : 4);
                 y = malloc(ny + 1);
-                fp8_decode_rows(g, 0, g->N, y, (int32_t)*flag, 1, tier);
+                fp8_decode_rows(g, 0, g->N, y, (int32_t)*flag, 1, tier, 0.0f);
             }
             give(y, ny);
             free((void *)g->codes), free((void *)g->sgrid), free((void *)g->lut), free(flag), free(bias), free(x);

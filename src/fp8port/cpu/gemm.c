@@ -147,6 +147,7 @@ static void gm_unpack4(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #define BF16_TARGET
 #define BF_UNROLL _Pragma("GCC unroll 8")
 #include "gemm_bf16.h"
+#include "decode_bf16.h"
 #undef BF16_TARGET
 #undef BF_UNROLL
 #pragma GCC pop_options
@@ -273,27 +274,59 @@ int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t 
     return fp8_gemv(&G, threads, tier, flags >> 1 & 1);
 }
 
-/* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). */
-void fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads,
-                     int32_t tier)
+static void decode_part(const gemv_t *G, const gemm_tier_t *k, int dr, int64_t n0, int64_t n1, void *out, int32_t bf16,
+                        float smul)
+{
+    FP_ENTER;
+#if defined(__x86_64__)
+    if (dr) dr_bf16(G, n0, n1, out, smul);
+    else
+#endif
+    k->decode(G, n0, n1, out, bf16);
+    FP_LEAVE;
+    (void)dr, (void)smul;
+}
+
+/* Rows [n0, n1) of the dequantized weight into out ((n1 - n0) x K, float32 or bf16 bits). smul != 0: each
+ * scale s taken as bf16(s * smul) (float32 product, round to nearest even; the prefill's tensor split):
+ * by the AVX-512 BF16 row decoder per block, by the others from a transient copy of the rows' block rows. Returns 0, or -1 without memory. */
+int fp8_decode_rows(const gemv_t *G, int64_t n0, int64_t n1, void *out, int32_t bf16, int32_t threads, int32_t tier,
+                    float smul)
 {
     const gemm_tier_t *k = gemm_tier(tier);
+    int dr = 0;  /* the AVX-512 BF16 row decoder (decode_bf16.h), which rounds the scales itself */
+#if defined(__x86_64__)
+    dr = bf16 && tier == 2 && dr_bf16_ok(G) && fp8_gemm_bf16dot();
+#endif
+    gemv_t S;
+    float *grid = NULL;
+    if (smul != 0.0f && n1 > n0 && !dr) {
+        const int64_t gk = (G->K + G->bn - 1) / G->bn, r0 = n0 / G->bm, r1 = (n1 - 1) / G->bm + 1;
+        grid = malloc((size_t)((r1 - r0) * gk) * sizeof(float));
+        if (!grid) return -1;
+        for (int64_t i = 0; i < (r1 - r0) * gk; i++) {  /* gm_bf16, branch-free so that it vectorizes */
+            const uint32_t u = gm_f2u(G->sgrid[r0 * gk + i] * smul);
+            const uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? u | 0x400000u : u + 0x7FFFu + ((u >> 16) & 1u);
+            grid[i] = gm_u2f(r & 0xFFFF0000u);
+        }
+        S = *G;
+        S.codes += r0 * G->bm * G->row_bytes, S.N -= r0 * G->bm, S.sgrid = grid;
+        n0 -= r0 * G->bm, n1 -= r0 * G->bm, G = &S;
+    }
     const int64_t n = n1 - n0, es = bf16 ? 2 : 4;
     if (threads <= 1) {
-        FP_ENTER;
-        k->decode(G, n0, n1, out, bf16);
-        FP_LEAVE;
-        return;
-    }
+        decode_part(G, k, dr, n0, n1, out, bf16, smul);
+    } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
-    for (int w = 0; w < threads; w++) {
-        FP_ENTER;
-        const int64_t a = n * w / threads, b = n * (w + 1) / threads;
-        k->decode(G, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16);
-        FP_LEAVE;
+        for (int w = 0; w < threads; w++) {
+            const int64_t a = n * w / threads, b = n * (w + 1) / threads;
+            decode_part(G, k, dr, n0 + a, n0 + b, (char *)out + a * G->K * es, bf16, smul);
+        }
     }
+    free(grid);
+    return 0;
 }
 #undef FP_ENTER
 #undef FP_LEAVE

@@ -79,8 +79,8 @@ def _gemm_lib():
     lib.fp8_gemv.restype = ctypes.c_int
     lib.fp8_gemv_run.argtypes = [_ptr, _ptr, _ptr, _i64, _i32, _i32, _i32, _ptr]
     lib.fp8_gemv_run.restype = ctypes.c_int
-    lib.fp8_decode_rows.argtypes = [ctypes.POINTER(Gemv), _i64, _i64, _ptr, _i32, _i32, _i32]
-    lib.fp8_decode_rows.restype = None
+    lib.fp8_decode_rows.argtypes = [ctypes.POINTER(Gemv), _i64, _i64, _ptr, _i32, _i32, _i32, _f32]
+    lib.fp8_decode_rows.restype = _i32
     lib.fp8_gemm_lanes.argtypes = [_i32]
     lib.fp8_gemm_lanes.restype = _i64
     lib.fp8_gemm_bf16dot.restype = ctypes.c_int
@@ -153,7 +153,10 @@ def plan_state() -> tuple:
     return _cpu._forced, _cpu._forked
 
 
-def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None) -> None:
-    """Rows [n0, n1) of the dequantized weight into the buffer at address `out` (float32 or bf16 bits)."""
+def decode_rows(g: Gemv, n0: int, n1: int, out: int, bf16: bool, threads: int | None = None, smul: float = 0.0) -> None:
+    """Rows [n0, n1) of the dequantized weight into the buffer at address `out` (float32 or bf16 bits).
+
+    smul: if not 0, each scale s is taken as bf16(s * smul) (nn/prefill.py's tensor split)."""
     t = _t((n1 - n0) * g.K >> 16) if threads is None else threads
-    _gemm_lib().fp8_decode_rows(ctypes.byref(g), n0, n1, out, int(bf16), t, _tier_now())
+    if _gemm_lib().fp8_decode_rows(ctypes.byref(g), n0, n1, out, int(bf16), t, _tier_now(), smul):
+        raise MemoryError("fp8port: no memory for decode_rows' scale grid")

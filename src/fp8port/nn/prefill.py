@@ -1,8 +1,9 @@
 """The prefill path of the fused linear layers (more than fused.GEMV_ROWS activation rows).
 
-The weight is dequantized into a transient workspace (cpu/gemm.c decode_rows: slabs of whole rows, at most
+The weight is dequantized into a workspace (cpu/gemm.c decode_rows: slabs of whole rows, at most
 WORKSPACE_BYTES, the whole weight where it fits) and each slab multiplied by torch's GEMM into the output's
-columns; the workspace is freed when the call returns, so resident memory stays codes plus scales.
+columns. The workspace is one buffer per calling thread, kept between calls (at most WORKSPACE_BYTES;
+release_workspace frees it), so resident memory stays codes plus scales plus that bound.
 
 bf16 activations take a bf16 GEMM wherever the dense rows can be exact bf16 values and torch's bf16 GEMM
 is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs, where bf16 rows would be
@@ -14,8 +15,9 @@ is faster than its float32 one here (AVX-512 BF16 / AMX; not on AVX2-only CPUs, 
     accepted only where |b t - S| <= 2u |S| on every block (u = 2^-24).
 Against dequantize -> float32 matmul (whose code x scale rounds once, u) the products then differ by at
 most 3u |x_k w_k| and the product with c rounds once more: the stated bound's "+ 4" (docs/kernels.md)
-covers it. But torch's CPU bf16 GEMM has no float32 output, so where c is not 1 the output is rounded to
-bf16 twice (the GEMM's, then c z + bias in float32): 2^-8 (2 |y_ref| + |b|) in place of 2^-8 (|y_ref| +
+covers it. A single c without bias goes into the GEMM as addmm's alpha (oneDNN scales the float32 sums,
+then rounds to bf16 once). Otherwise torch's CPU bf16 GEMM has no float32 output, so the output is rounded
+to bf16 twice (the GEMM's, then c z + bias in float32): 2^-8 (2 |y_ref| + |b|) in place of 2^-8 (|y_ref| +
 |b|) for bf16 activations on these layers (far inside the dequantize-to-bf16 path's 2^-8 sum |x_k w_k|).
 SCALED_BF16 = False runs them on float32 rows instead (2-3x slower on AVX-512 BF16). Other scales
 (DeepSeek-V3's arbitrary float32 block scales, Q8_0's fp16 ones) take float32 rows and a float32 GEMM.
@@ -24,6 +26,7 @@ SCALED_BF16 = False runs them on float32 rows instead (2-3x slower on AVX-512 BF
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,11 +36,13 @@ import torch
 from ..codec.native import lut256
 from ..cpu import gemm
 
-# The most dense rows one call holds at a time: below glibc's 32 MB ceiling for serving allocations from
-# the heap, since a larger one is a fresh mmap each call (page faults). 7168->2048 at M = 512, one thread,
-# min CPU time per call: bf16 rows (29 MB, one slab) 73.2 ms, in slabs of 16 / 8 / 4 MB 75.6 / 76.4 /
-# 78.3 (bf16 nn.Linear 69.6); float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
-WORKSPACE_BYTES = 30 << 20
+# The most dense rows one call holds at a time, in slabs of equal size, in a buffer per thread kept between
+# calls (_workspace: a fresh one per call paid its page faults each time). AVX-512 BF16 + AMX Xeon,
+# 7168->2048 at M = 512, bf16 rows, one thread, CPU time (shared machine, +-10%): 4 slabs of 7.3 MB
+# 20.6-23.6 ms against one slab of 29 MB 22.9-25.1 (bf16 nn.Linear 18.5-20.5). AMD Zen 4 before (a fresh
+# buffer per call): one 29 MB slab 73.2 ms, slabs of 16 / 8 / 4 MB 75.6 / 76.4 / 78.3 (nn.Linear 69.6);
+# float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
+WORKSPACE_BYTES = 8 << 20
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
 bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
@@ -67,9 +72,23 @@ def bf16_gemm_fast() -> bool:
     return _measured_bf16_gemm_fast() if bf16_gemm is None else bf16_gemm
 
 
+_held = threading.local()  # .buf: this thread's workspace, kept between calls (at most WORKSPACE_BYTES)
+
+
 def _workspace(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """The dense rows' buffer of one call (dropped when the call returns)."""
-    return torch.empty(n, dtype=dtype)
+    """n elements of this thread's workspace: one buffer kept between calls, grown to the largest slab asked
+    for (at most WORKSPACE_BYTES), since a fresh one each call costs its page faults again."""
+    nbytes = n * dtype.itemsize
+    buf = getattr(_held, "buf", None)
+    if buf is None or buf.numel() < nbytes:
+        _held.buf = buf = None  # the old one freed first
+        _held.buf = buf = torch.empty(max(nbytes, 64), dtype=torch.uint8)
+    return buf[:nbytes].view(dtype)
+
+
+def release_workspace() -> None:
+    """Free this thread's prefill workspace (the next prefill call allocates it again)."""
+    _held.buf = None
 
 
 @dataclass(frozen=True)
@@ -173,18 +192,17 @@ class Prefill:
         return self._split[1]
 
     def _bf16_parts(self, sp: Split):
-        """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats)."""
+        """(Gemv whose scale grid is b, b's buffer (kept alive for the call), c: None, a float or N floats,
+        decode_rows' smul: b = bf16(S * smul) taken in the decoder where not 0)."""
         if sp.kind == "exact":
-            return self.g, None, None
+            return self.g, None, None, 0.0
+        if sp.kind == "tensor":
+            return self.g, None, sp.t, sp.inv_t  # = _tensor_b, in C
         g = gemm.Gemv.from_buffer_copy(self.g)
-        if sp.kind == "rows":
-            b = torch.ones_like(self.scale)
-            c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]].contiguous()
-        else:
-            b = (self.scale * torch.tensor(sp.inv_t, dtype=torch.float32)).bfloat16().float()  # = _tensor_b
-            c = sp.t
+        b = torch.ones_like(self.scale)
+        c = self.scale[:, 0].repeat_interleave(self.g.bm)[: self.shape[0]].contiguous()
         g.sgrid = b.data_ptr()
-        return g, b, c
+        return g, b, c, 0.0
 
     def __call__(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x2 (M, K) contiguous float32 or bf16 -> (M, N) in x2's dtype."""
@@ -192,27 +210,29 @@ class Prefill:
         sp = self.split if x2.dtype == torch.bfloat16 and bf16_gemm_fast() else None
         b16 = sp is not None and (sp.kind == "exact" or SCALED_BF16)
         wdt = torch.bfloat16 if b16 else torch.float32
-        g, keep, c = self._bf16_parts(sp) if b16 else (self.g, None, None)
+        g, keep, c, smul = self._bf16_parts(sp) if b16 else (self.g, None, None, 0.0)
+        alpha = c if isinstance(c, float) and bias is None else None  # the GEMM scales its float32 sums
         xw = x2.to(wdt)
-        rows = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        most = max(16, WORKSPACE_BYTES // (k * (2 if b16 else 4)) // 16 * 16)
+        per = -(-n // -(-n // most))  # slabs of equal size, a multiple of 16 rows
+        rows = -(-per // 16) * 16
         buf = _workspace(min(rows, n) * k, wdt)
         y = torch.empty((x2.shape[0], n), dtype=wdt)
         for n0 in range(0, n, rows):
             n1 = min(n, n0 + rows)
             w = buf[: (n1 - n0) * k].view(n1 - n0, k)
-            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16)
-            if c is None and bias is not None:
+            gemm.decode_rows(g, n0, n1, w.data_ptr(), b16, smul=smul)
+            if alpha is not None:
+                torch.addmm(y[:, n0:n1], xw, w.t(), beta=0, alpha=alpha, out=y[:, n0:n1])
+            elif c is None and bias is not None:
                 torch.addmm(bias[n0:n1].to(wdt), xw, w.t(), out=y[:, n0:n1])
             else:
                 torch.mm(xw, w.t(), out=y[:, n0:n1])
         del buf, keep
-        if c is not None:  # the output's factor and the bias, computed in float32 and rounded to bf16 once
-            if bias is None and isinstance(c, float):
-                y.mul_(c)
-            else:  # an N-vector (a 1-element tensor would take a slow mixed-dtype broadcast)
-                cv = c if isinstance(c, torch.Tensor) else torch.full((n,), c, dtype=torch.float32)
-                if bias is None:
-                    y.mul_(cv)
-                else:
-                    torch.addcmul(bias.to(torch.float32), y, cv, out=y)
+        if c is not None and alpha is None:  # the output's factor and the bias in float32, rounded to bf16 once
+            cv = c if isinstance(c, torch.Tensor) else torch.full((n,), c, dtype=torch.float32)
+            if bias is None:  # an N-vector (a 1-element tensor would take a slow mixed-dtype broadcast)
+                y.mul_(cv)
+            else:
+                torch.addcmul(bias.to(torch.float32), y, cv, out=y)
         return y.to(x2.dtype)
