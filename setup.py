@@ -10,7 +10,13 @@ setup(
         Extension(
             "fp8port.cpu._native",
             ["src/fp8port/cpu/native.c", "src/fp8port/cpu/gemm.c"],
-            depends=["src/fp8port/cpu/kernels.h", "src/fp8port/cpu/avx512_e4m3.h", "src/fp8port/cpu/gemm.h"],
+            depends=[
+                "src/fp8port/cpu/kernels.h",
+                "src/fp8port/cpu/avx512_e4m3.h",
+                "src/fp8port/cpu/gemm.h",
+                "src/fp8port/cpu/gemm_bf16.h",
+                "src/fp8port/cpu/gemm_amx.h",
+            ],
             extra_compile_args=[
                 "-O3",
                 "-std=gnu11",
