@@ -291,7 +291,7 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
     else
 #endif
     k->prep(G, xp);
-    const int64_t N = G->N, unit = route == 2 ? 16 : 4;
+    const int64_t N = G->N, unit = route == 2 ? 32 : 4;
     int rc = 0;
     if (threads <= 1) {
         rc = gemv_part(G, k, xp, route, 0, N);
@@ -300,7 +300,7 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : rc)
 #endif
         for (int w = 0; w < threads; w++) {
-            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: a tile of 16) */
+            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16) */
             const int64_t n0 = (N / unit * w / threads) * unit;
             const int64_t n1 = w == threads - 1 ? N : (N / unit * (w + 1) / threads) * unit;
             rc |= gemv_part(G, k, xp, route, n0, n1);
