@@ -31,7 +31,7 @@ from ..quant.scheme import Scheme
 from . import prefill
 
 GEMV_ROWS = 8  # activation rows up to which the GEMV runs
-AMX_ROWS = 2  # bf16 activation rows from which the GEMV takes the AMX route where it can (gemm_amx.h)
+AMX_ROWS = 3  # bf16 activation rows from which the GEMV takes the AMX route where it can (gemm_amx.h)
 _DTYPES = (torch.float32, torch.bfloat16)
 _AMX_DECODERS = (gemm.DECODER_ID[gemm.Decoder.FLOAT], gemm.DECODER_ID[gemm.Decoder.NIB])
 _on = True
