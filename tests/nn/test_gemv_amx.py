@@ -1,4 +1,4 @@
-"""The GEMV's AMX route (cpu/gemm_amx.h): bf16 activations, 2-16 rows, weight tiles decoded to bf16 with
+"""The GEMV's AMX route (cpu/gemm_amx.h): bf16 activations, 3-8 rows, weight tiles decoded to bf16 with
 the block scale folded in. It must stay within the bound test_fused.py states, be taken where its scale
 split applies (so the tests above exercise it on AMX machines) and be refused where a code's value times
 its scale would leave bf16's normal range (AMX flushes subnormals)."""
@@ -42,7 +42,7 @@ def test_amx_within_the_bound_and_taken(preset, factor):
         for m in (3, 5, 8):
             xb = torch.randn(m, k).bfloat16()
             y = _run(fl, xb, True)
-            assert fl.fused_weight()._amx[1], f"{preset}: the AMX route was not taken"
+            assert fl.fused_weight()._amx_now()[1], f"{preset}: the AMX route was not taken"
             _check(y, xb.float(), w, lin.bias, f"{preset} x{factor} {n}x{k} M={m} amx")
             _check(_run(fl, xb, False), xb.float(), w, lin.bias, f"{preset} x{factor} {n}x{k} M={m} no amx")
 
@@ -56,11 +56,11 @@ def test_amx_refused_below_bf16_normals(preset):
     keep = fl.scale_fp32.clone()
     fl.scale_fp32.fill_(2.0**-126)
     y = _run(fl, xb, True)
-    assert fl.fused_weight()._amx[1] == 0
+    assert fl.fused_weight()._amx_now()[1] == 0
     _check(y, xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} tiny scales")
     fl.scale_fp32.copy_(keep)
     _check(_run(fl, xb, True), xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} scales back")
-    assert fl.fused_weight()._amx[1]
+    assert fl.fused_weight()._amx_now()[1]
 
 
 def test_amx_switch():

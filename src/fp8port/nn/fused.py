@@ -298,22 +298,23 @@ class FusedWeight:
             flags = (x.dtype is torch.bfloat16) | gemm._bf16_dot_on << 1
             addr = self._addr
             if flags & 1 and m >= AMX_ROWS and self._amx_able and gemm._amx_on:
-                a = self._amx_addr()
-                if a:
-                    addr, flags = a, flags | 4
+                amx = self._amx_now()  # held for the call: another thread may replace self._amx
+                if amx[1]:
+                    addr, flags = amx[1], flags | 4
             b = None if bias is None else self._bias32(bias).data_ptr()
             if self._run(addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
                 raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
         return y
 
-    def _amx_addr(self) -> int:
-        """The address of the AMX route's plan for the scale grid as it is now (0: the route does not
-        apply); made again when a write into the scales changes their split."""
-        sp = self.prefill.split
-        if self._amx[0] is not sp:
+    def _amx_now(self) -> tuple:
+        """(split, address of the AMX route's plan or 0 where the route does not apply, what the plan
+        points to) for the scale grid as it is now: made again when a write into the scales changes
+        their split."""
+        sp, amx = self.prefill.split, self._amx
+        if amx[0] is not sp:
             a, held = _amx_plan(self.g, sp, self.scale, self.lut[: self.ncodes], self.shape[0])
-            self._amx = (sp, 0 if a is None else ctypes.addressof(a), (a, held))
-        return self._amx[1]
+            amx = self._amx = (sp, 0 if a is None else ctypes.addressof(a), (a, held))
+        return amx
 
     def _refresh(self):
         """Read the tier and the thread count per row count once (again when cpu.forced or a fork changed
