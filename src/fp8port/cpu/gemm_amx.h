@@ -1,4 +1,4 @@
-/* The AMX route of the GEMV (gemm.h) for bf16 activations, up to 16 rows: TDPBF16PS multiplies a tile
+/* The AMX route of the GEMV (gemm.h) for bf16 activations, up to 16 rows (nn/fused.py: from 3): TDPBF16PS multiplies a tile
  * of 16 weight rows x 32 codes (bf16) with the activations' 32 x M tile into 16 x M float32 sums.
  * Included by gemm.c on x86-64 after gemm_bf16.h (whose decoders it uses) under a target with
  * amx-tile / amx-bf16; used where the CPU and the kernel allow AMX (fp8_gemm_amx) and nn/fused.py
@@ -8,16 +8,16 @@
  * bf16 values with the block scale folded in (exact: nn/fused.py checks that every code's value times
  * b is a normal bf16 value): GM_FLOAT adds the power-of-two b's exponent to the bf16 exponent field;
  * GM_NIB looks the codes up in a 32-entry table, the 16 values times each of the step's two block
- * scales (blocks of 16) or one, rounded to bf16 (exactly). The vectors go to a 1 KB buffer in L1 and
- * from there into the tile. The activations are the B tile, laid out once per call (amx_prep_x): row r
+ * scales (blocks of 16) or one, rounded to bf16 (exactly). The vectors go to a 2 KB buffer in L1 (two,
+ * alternating by step) and from there into the tiles. The activations are the B tile, laid out once per call (amx_prep_x): row r
  * of step s holds, per activation row m, the pair of values the weight vectors hold at lanes 2r, 2r + 1.
  * The float32 tiles of sums stay in their registers over all of K (even and odd steps apart, added at
  * the end), then are multiplied by the output factor c (amx_c, or amx_crow per output row; the scale
  * grid S = b c). */
 
 /* Tile registers (the intrinsics take literal numbers): 0-3 the sums C of the pass's two groups of 16
- * output rows (0, 1) on even steps and (2, 3) on odd ones: four independent chains of TDPBF16PS, whose
- * latency a single chain would expose; 4, 5 the groups' weight tiles A; 6 the activations B. */
+ * output rows (0, 1) on even steps and (2, 3) on odd ones (four independent chains of TDPBF16PS); 4, 5
+ * the groups' weight tiles A; 6 the activations B. */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -34,8 +34,8 @@ static void amx_config(int64_t M)
     _tile_loadconfig(&c);
 }
 
-/* The lane of a step's 32 codes that code k0 + i lands in: GM_NIB's decoder gives the even codes, then
- * the odd ones (bf_dec); GM_FLOAT keeps the order. */
+/* Which of a step's 32 codes a weight vector holds at `lane`: GM_NIB's decoder gives the even codes,
+ * then the odd ones (bf_dec); GM_FLOAT keeps the order. */
 static inline int amx_pos(int DEC, int lane) { return DEC == GM_NIB ? (lane < 16 ? 2 * lane : 2 * (lane - 16) + 1) : lane; }
 
 /* The activations as the B tiles of every step: xv[s][r][m][j] = x[m][32 s + pos(2 r + j)], 0 past K. */
