@@ -1,5 +1,6 @@
-/* The AMX route of the GEMV (gemm.h) for bf16 activations, up to 16 rows (nn/fused.py: from 3): TDPBF16PS multiplies a tile
- * of 16 weight rows x 32 codes (bf16) with the activations' 32 x M tile into 16 x M float32 sums.
+/* The AMX route of the GEMV (gemm.h) for bf16 activations, up to 16 rows (nn/fused.py: from 3):
+ * TDPBF16PS multiplies a tile of 16 weight rows x 32 codes (bf16) with the activations' 32 x M tile
+ * into 16 x M float32 sums.
  * Included by gemm.c on x86-64 after gemm_bf16.h (whose decoders it uses) under a target with
  * amx-tile / amx-bf16; used where the CPU and the kernel allow AMX (fp8_gemm_amx) and nn/fused.py
  * gave the plan an AMX scale grid (amx_ok).
