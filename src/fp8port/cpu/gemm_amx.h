@@ -10,8 +10,9 @@
  * b is a normal bf16 value): GM_FLOAT adds the power-of-two b's exponent to the bf16 exponent field;
  * GM_NIB looks the codes up in a 32-entry table, the 16 values times each of the step's two block
  * scales (blocks of 16) or one, rounded to bf16 (exactly). The vectors go to a 2 KB buffer in L1 (two,
- * alternating by step) and from there into the tiles. The activations are the B tile, laid out once per call (amx_prep_x): row r
- * of step s holds, per activation row m, the pair of values the weight vectors hold at lanes 2r, 2r + 1.
+ * alternating by step) and from there into the tiles. The activations are the B tile, laid out once per
+ * call (amx_prep_x): row r of step s holds, per activation row m, the pair of values the weight vectors
+ * hold at lanes 2r, 2r + 1.
  * The float32 tiles of sums stay in their registers over all of K (even and odd steps apart, added at
  * the end), then are multiplied by the output factor c (amx_c, or amx_crow per output row; the scale
  * grid S = b c). */
@@ -37,7 +38,10 @@ static void amx_config(int64_t M)
 
 /* Which of a step's 32 codes a weight vector holds at `lane`: GM_NIB's decoder gives the even codes,
  * then the odd ones (bf_dec); GM_FLOAT keeps the order. */
-static inline int amx_pos(int DEC, int lane) { return DEC == GM_NIB ? (lane < 16 ? 2 * lane : 2 * (lane - 16) + 1) : lane; }
+static inline int amx_pos(int DEC, int lane)
+{
+    return DEC == GM_NIB ? (lane < 16 ? 2 * lane : 2 * (lane - 16) + 1) : lane;
+}
 
 /* The activations as the B tiles of every step: xv[s][r][m][j] = x[m][32 s + pos(2 r + j)], 0 past K. */
 static void amx_prep_x(const gemv_t *G, uint16_t *restrict xv)
@@ -74,7 +78,8 @@ AMX_TARGET static inline __m512i amx_dec(const int DEC, const uint8_t *row, int6
         /* lanes 8-15 and 24-31 hold codes 16..31 of the step: table entries 16..31 (times b1) */
         const __m512i hi = _mm512_set_epi64(0x0010001000100010, 0x0010001000100010, 0, 0, 0x0010001000100010,
                                             0x0010001000100010, 0, 0);
-        const __m512i idx = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(w, c->nibshift), _mm512_set1_epi16(15), hi, 0xEA);
+        const __m512i nib = _mm512_srlv_epi16(w, c->nibshift);
+        const __m512i idx = _mm512_ternarylogic_epi32(nib, _mm512_set1_epi16(15), hi, 0xEA);  /* nib & 15 | hi */
         return _mm512_permutexvar_epi16(idx, rc);
     }
     const __m256i raw = left >= 32 ? _mm256_loadu_si256((const __m256i *)(row + k))
