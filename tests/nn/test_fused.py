@@ -60,13 +60,12 @@ def test_weight_only_within_the_bound(preset, tier):
                 x = torch.randn(m, k)
                 _check(fl(x), x, w, lin.bias, f"{preset} {tier} {n}x{k} M={m} float32")
                 xb = x.bfloat16()
-                for dot in (False, True):
-                    with gemm.bf16_dot(dot):
+                for dot, amx in ((False, False), (True, False), (True, True)):  # AMX: a sub-choice of dot
+                    with gemm.bf16_dot(dot), gemm.amx(amx):
                         y = fl(xb)
                     assert y.dtype == torch.bfloat16
-                    _check(
-                        y, xb.float(), w, lin.bias, f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot}", _roundings(fl, m)
-                    )
+                    what = f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot} amx={amx}"
+                    _check(y, xb.float(), w, lin.bias, what, _roundings(fl, m))
 
 
 @pytest.mark.parametrize("tier", TIERS)

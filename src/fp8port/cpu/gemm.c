@@ -15,6 +15,9 @@
 #endif
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #elif defined(__aarch64__)
 #include <arm_neon.h>
 #endif
@@ -45,6 +48,12 @@ typedef struct {
     int32_t bf_sh;              /* GM_FLOAT: the sign-extended code << bf_sh & bf_keep + bf_rebias, */
     uint32_t bf_keep, bf_rebias, bf_expmask;  /* bf_tab[code & 31] where code << bf_sh & bf_expmask is 0 */
     uint16_t bf_tab[32];        /* GM_NIB: bf_tab[i] is the value of code i & 15 */
+    /* the AMX route (gemm_amx.h) for bf16 activations, where amx_ok and the CPU and kernel allow it: the
+     * scale grid S = b c, every code's value times b a normal bf16 value (b a power of two for GM_FLOAT) */
+    int32_t amx_ok;
+    float amx_c;                /* c: one factor for the output, or */
+    const float *amx_sgrid;     /* b, shaped like sgrid */
+    const float *amx_crow;      /* N factors, one per output row (or NULL) */
 } gemv_t;
 
 static inline float gm_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -151,6 +160,12 @@ static void gm_unpack4(const uint8_t *restrict p, int64_t K, uint8_t *restrict o
 #undef BF16_TARGET
 #undef BF_UNROLL
 #pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,amx-tile,amx-bf16")
+#define AMX_TARGET
+#include "gemm_amx.h"
+#undef AMX_TARGET
+#pragma GCC pop_options
 #endif
 #define T(name) name##_base  /* x86-64 baseline (SSE2: no FMA, a product and a sum) or aarch64 NEON */
 #define VBYTES 16
@@ -216,46 +231,80 @@ int fp8_gemm_bf16dot(void)
 #endif
 }
 
-static int gemv_part(const gemv_t *G, const gemm_tier_t *k, const void *xp, int bf, int64_t n0, int64_t n1)
+/* Whether this CPU has AMX-BF16 and the kernel lets this process use the tiles (asked for once:
+ * Linux's arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), then XCR0's tile bits 17 and 18). */
+int fp8_gemm_amx(void)
+{
+#if defined(__x86_64__) && defined(__linux__)
+    static int state = -1;
+    if (state < 0) {
+        unsigned a, b, c, d, lo = 0, hi = 0;
+        int ok = fp8_gemm_bf16dot() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1);
+        if (ok && __get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 1)) {  /* OSXSAVE: xgetbv */
+            ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            ok = ok && (lo >> 17 & 3) == 3;
+        } else {
+            ok = 0;
+        }
+        state = ok;
+    }
+    return state;
+#else
+    return 0;
+#endif
+}
+
+/* route: 0 the tier's GEMV, 1 the BF16 route, 2 AMX */
+static int gemv_part(const gemv_t *G, const gemm_tier_t *k, const void *xp, int route, int64_t n0, int64_t n1)
 {
     int rc;
     FP_ENTER;
 #if defined(__x86_64__)
-    if (bf) rc = bf_range(G, xp, n0, n1);
+    if (route == 2) rc = amx_range(G, xp, n0, n1);
+    else if (route == 1) rc = bf_range(G, xp, n0, n1);
     else
 #endif
     rc = k->range(G, xp, n0, n1);
     FP_LEAVE;
-    (void)bf;
+    (void)route;
     return rc;
 }
 
-/* y = x W^T (+ bias) over `threads` OpenMP threads (split along N); bf16_dot: the avx512 tier may take
- * the BF16 route for bf16 activations (where G->bf16_ok). Returns 0, or -1 without memory. */
-int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t bf16_dot)
+/* y = x W^T (+ bias) over `threads` OpenMP threads (split along N); routes: bit 0 lets the avx512 tier
+ * take the BF16 route for bf16 activations (where G->bf16_ok), bit 1 the AMX route (where G->amx_ok, at
+ * most 16 rows). Returns 0, or -1 without memory. */
+int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 {
     const gemm_tier_t *k = gemm_tier(tier);
-    const int bf = tier == 2 && bf16_dot && G->x_bf16 && G->bf16_ok && fp8_gemm_bf16dot();
-    /* the activations, converted once: aligned to whole cache lines for the vector loads */
-    void *xp = aligned_alloc(64, ((G->M * G->K * 4 + 63) / 64 + 1) * 64);
+    const int avx512bf = tier == 2 && G->x_bf16 && fp8_gemm_bf16dot();
+    const int route = avx512bf && (routes & 2) && G->amx_ok && G->M <= 16 && fp8_gemm_amx() ? 2
+                      : avx512bf && (routes & 1) && G->bf16_ok                            ? 1
+                                                                                          : 0;
+    /* the activations, converted once: aligned to whole cache lines for the vector loads (AMX: a step of
+     * 32 codes takes 64 M bytes) */
+    const int64_t xbytes = route == 2 ? (G->K + 31) / 32 * 64 * G->M : G->M * G->K * 4;
+    void *xp = aligned_alloc(64, ((xbytes + 63) / 64 + 1) * 64);
     if (!xp) return -1;
 #if defined(__x86_64__)
-    if (bf) bf_prep_x(G, xp);
+    if (route == 2) amx_prep_x(G, xp);
+    else if (route == 1) bf_prep_x(G, xp);
     else
 #endif
     k->prep(G, xp);
-    const int64_t N = G->N;
+    const int64_t N = G->N, unit = route == 2 ? 32 : 4;
     int rc = 0;
     if (threads <= 1) {
-        rc = gemv_part(G, k, xp, bf, 0, N);
+        rc = gemv_part(G, k, xp, route, 0, N);
     } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : rc)
 #endif
         for (int w = 0; w < threads; w++) {
-            /* ranges of whole groups of four rows, so each thread keeps its four accumulator chains */
-            const int64_t n0 = (N / 4 * w / threads) * 4, n1 = w == threads - 1 ? N : (N / 4 * (w + 1) / threads) * 4;
-            rc |= gemv_part(G, k, xp, bf, n0, n1);
+            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16) */
+            const int64_t n0 = (N / unit * w / threads) * unit;
+            const int64_t n1 = w == threads - 1 ? N : (N / unit * (w + 1) / threads) * unit;
+            rc |= gemv_part(G, k, xp, route, n0, n1);
         }
     }
     free(xp);
@@ -264,14 +313,15 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t bf16_dot)
 
 /* One call of a layer's prepared plan (nn/fused.py): the plan's weight fields (never written here, so
  * threads may share a plan) with this call's M contiguous rows of activations x and outputs y, both
- * bf16 (flags bit 0) or both float32; flags bit 1 allows the BF16 route; bias: N float32 or NULL. */
+ * bf16 (flags bit 0) or both float32; flags bit 1 allows the BF16 route, bit 2 the AMX route; bias: N
+ * float32 or NULL. */
 int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t flags, int32_t tier,
                  int32_t threads, const float *bias)
 {
     gemv_t G = *plan;
     G.x = x, G.x_bf16 = G.y_bf16 = flags & 1, G.M = M, G.ldx = G.K;
     G.y = y, G.ldy = G.N, G.bias = bias;
-    return fp8_gemv(&G, threads, tier, flags >> 1 & 1);
+    return fp8_gemv(&G, threads, tier, flags >> 1 & 3);
 }
 
 static void decode_part(const gemv_t *G, const gemm_tier_t *k, int dr, int64_t n0, int64_t n1, void *out, int32_t bf16,

@@ -67,6 +67,10 @@ class Gemv(ctypes.Structure):
         ("bf_rebias", ctypes.c_uint32),
         ("bf_expmask", ctypes.c_uint32),
         ("bf_tab", ctypes.c_uint16 * 32),
+        ("amx_ok", _i32),
+        ("amx_c", _f32),
+        ("amx_sgrid", _ptr),
+        ("amx_crow", _ptr),
     ]
 
 
@@ -84,6 +88,7 @@ def _gemm_lib():
     lib.fp8_gemm_lanes.argtypes = [_i32]
     lib.fp8_gemm_lanes.restype = _i64
     lib.fp8_gemm_bf16dot.restype = ctypes.c_int
+    lib.fp8_gemm_amx.restype = ctypes.c_int
     return lib
 
 
@@ -132,10 +137,36 @@ def has_bf16_dot() -> bool:
     return _bf16_dot_on and tier() is Isa.AVX512 and bool(_gemm_lib().fp8_gemm_bf16dot())
 
 
+_amx_on = os.environ.get("FP8PORT_AMX", "1") != "0"  # FP8PORT_AMX=0: the avx512 tier without AMX
+
+
+@contextmanager
+def amx(on: bool):
+    """Allow (or not) the avx512 tier's AMX route inside the block (tests, benchmarks)."""
+    global _amx_on
+    before, _amx_on = _amx_on, on
+    try:
+        yield
+    finally:
+        _amx_on = before
+
+
+@cache
+def _cpu_amx() -> bool:
+    return bool(_gemm_lib().fp8_gemm_amx())
+
+
+def has_amx() -> bool:
+    """Whether bf16 activations may take the AMX route here (TDPBF16PS): the CPU has AMX-BF16, the kernel
+    lets this process use the tiles, the avx512 tier runs, and it is not switched off (FP8PORT_AMX=0,
+    amx(False))."""
+    return _amx_on and tier() is Isa.AVX512 and _cpu_amx()
+
+
 def runner():
     """fp8_gemv_run(plan address, x address, y address, M, flags, tier, threads, bias address or None):
     one call of a prepared plan (nn/fused.py), nonzero without memory. flags: 1 bf16 activations and
-    output (else float32), 2 the BF16 route allowed."""
+    output (else float32), 2 the BF16 route allowed, 4 the AMX route allowed (where the plan has amx_ok)."""
     return _gemm_lib().fp8_gemv_run
 
 

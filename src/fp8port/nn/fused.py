@@ -31,7 +31,9 @@ from ..quant.scheme import Scheme
 from . import prefill
 
 GEMV_ROWS = 8  # activation rows up to which the GEMV runs
+AMX_ROWS = 3  # bf16 activation rows from which the GEMV takes the AMX route where it can (gemm_amx.h)
 _DTYPES = (torch.float32, torch.bfloat16)
+_AMX_DECODERS = (gemm.DECODER_ID[gemm.Decoder.FLOAT], gemm.DECODER_ID[gemm.Decoder.NIB])
 _on = True
 
 
@@ -169,6 +171,38 @@ def plan(codes: np.ndarray, packed: bool, scale: np.ndarray, scheme: Scheme, sha
     return g, None
 
 
+def _amx_plan(g: gemm.Gemv, sp, scale: torch.Tensor, values: np.ndarray, n: int):
+    """(a copy of the plan g with the AMX route's fields, the buffers it points to) for the scale grid's
+    split sp (nn/prefill.py: S = b c), or (None, None) where the route does not apply: every code's value
+    times b must be a normal bf16 value (or zero), and b a positive power of two for GM_FLOAT, whose
+    decoder adds b's exponent."""
+    dec = list(gemm.Decoder)[g.dec]
+    if sp is None or not g.bf16_ok or dec not in (gemm.Decoder.FLOAT, gemm.Decoder.NIB):
+        return None, None
+    crow, c = None, 1.0
+    if sp.kind == "exact":
+        b = scale
+    elif sp.kind == "rows":
+        b, crow = torch.ones_like(scale), scale[:, 0].repeat_interleave(g.bm)[:n].contiguous()
+    else:
+        b, c = (scale * torch.tensor(sp.inv_t, dtype=torch.float32)).bfloat16().float(), sp.t
+    bb = b.numpy()
+    vals = np.abs(values[np.isfinite(values)]).astype(np.float64)
+    vals = vals[vals != 0]
+    if dec is gemm.Decoder.FLOAT:
+        u = bb.view(np.uint32)
+        e = (u >> 23) & 0xFF
+        if (u & 0x807FFFFF).any() or not ((e >= 1) & (e <= 254)).all():
+            return None, None
+    ab = np.abs(bb[bb != 0]).astype(np.float64)
+    if vals.size and ab.size and (ab.min() * vals.min() < 2.0**-126 or ab.max() * vals.max() >= 2.0**127):
+        return None, None
+    a = gemm.Gemv.from_buffer_copy(g)
+    a.amx_ok, a.amx_c, a.amx_sgrid = 1, c, b.data_ptr()
+    a.amx_crow = None if crow is None else crow.data_ptr()
+    return a, (b, crow)
+
+
 def _bf16_exact(scale: np.ndarray, spec) -> bool:
     """Whether every code's value times its scale is a bf16 value: power-of-two normal scales and
     element values with at most 8 significant bits."""
@@ -185,7 +219,7 @@ class FusedWeight:
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme, shape: tuple[int, int], packed: bool):
         self.codes, self.scale, self.shape = codes, scale, shape
-        self.lut = lut256(scheme.element)
+        self.lut, self.ncodes = lut256(scheme.element), scheme.element.ncodes
         self.g, self.why = plan(codes.numpy(), packed, scale.numpy(), scheme, shape)
         if self.g is not None:
             self.g.codes, self.g.sgrid, self.g.lut = codes.data_ptr(), scale.data_ptr(), self.lut.ctypes.data
@@ -197,6 +231,8 @@ class FusedWeight:
         self._bias = (None, None)
         if self.g is not None:  # the decode call's prepared plan (_gemv)
             self._addr, self._run, self._state = ctypes.addressof(self.g), gemm.runner(), None
+            self._amx_able = bool(self.g.bf16_ok) and self.g.dec in _AMX_DECODERS
+            self._amx = (self, 0, None)  # (the split it was made for, plan address or 0, what it holds)
 
     @classmethod
     def build(cls, codes, scale, scheme, shape, packed) -> FusedWeight:
@@ -260,10 +296,25 @@ class FusedWeight:
             if gemm.plan_state() != self._state:
                 self._refresh()
             flags = (x.dtype is torch.bfloat16) | gemm._bf16_dot_on << 1
+            addr = self._addr
+            if flags & 1 and m >= AMX_ROWS and self._amx_able and gemm._amx_on:
+                amx = self._amx_now()  # held for the call: another thread may replace self._amx
+                if amx[1]:
+                    addr, flags = amx[1], flags | 4
             b = None if bias is None else self._bias32(bias).data_ptr()
-            if self._run(self._addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
+            if self._run(addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
                 raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
         return y
+
+    def _amx_now(self) -> tuple:
+        """(split, address of the AMX route's plan or 0 where the route does not apply, what the plan
+        points to) for the scale grid as it is now: made again when a write into the scales changes
+        their split."""
+        sp, amx = self.prefill.split, self._amx
+        if amx[0] is not sp:
+            a, held = _amx_plan(self.g, sp, self.scale, self.lut[: self.ncodes], self.shape[0])
+            amx = self._amx = (sp, 0 if a is None else ctypes.addressof(a), (a, held))
+        return amx
 
     def _refresh(self):
         """Read the tier and the thread count per row count once (again when cpu.forced or a fork changed
