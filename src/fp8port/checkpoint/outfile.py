@@ -8,13 +8,13 @@ O_DIRECT, in less wall time. The bytes go through three 8 MB page-aligned buffer
 one while an I/O thread writes another, so the disk stays busy while the caller produces the next tensor.
 
 Where O_DIRECT is missing or refused (another OS, tmpfs on an old kernel, a device that wants larger
-blocks), the same buffers are written through the page cache, with writeback started per buffer.
+blocks), or FP8PORT_DIRECT_IO=0, the same buffers are written through the page cache, with writeback started
+per buffer.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 import threading
@@ -28,7 +28,9 @@ ALIGN = 4096  # O_DIRECT offsets, lengths and addresses: a multiple of every com
 CHUNK = 8 << 20  # bytes per write (the device splits requests at 4 MB here; 1-8 MB cost the same)
 BUFFERS = 3
 
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
+# FP8PORT_DIRECT_IO=0 keeps the page cache: for a file system where O_DIRECT is slow rather than refused (a
+# network one that then writes each buffer synchronously)
+_O_DIRECT = getattr(os, "O_DIRECT", 0) if os.environ.get("FP8PORT_DIRECT_IO", "1") != "0" else 0
 _lock = threading.Lock()
 _rings: list[list[np.ndarray]] = []  # buffer sets of finished files, kept: fresh pages cost a fault each
 
@@ -121,6 +123,8 @@ class SequentialFile:
                     if not self.direct or e.errno != errno.EINVAL:
                         raise
                     # the file system or device refuses these O_DIRECT writes: go on through the page cache
+                    import fcntl  # here: O_DIRECT implies a Unix, where the module exists
+
                     fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_O_DIRECT)
                     self.direct = False
         finally:
