@@ -137,7 +137,6 @@ class SequentialFile:
         if tail:  # O_DIRECT writes whole blocks: pad with zeros, then cut the file back
             padded = -(-tail // ALIGN) * ALIGN
             self._ring[self._cur][tail:padded] = 0
-            self._fill = tail
             self._send(padded)
         for w in self._writes:
             if w is not None:
