@@ -17,7 +17,9 @@ ratios vs the copy, the CPU time (user + system) of each step beside the copy's 
 a loaded machine, where wall times mostly measure the others) and each subprocess's peak RSS. Peak RSS
 is that of the largest single process (getrusage semantics): with --workers N the pool's processes add
 up to about N times it.
-All runs read a warm page cache (the source was just written; nothing here drops caches).
+convert and the copy read a warm page cache (the source was just written; nothing here drops caches);
+dequant reads convert's output, which fp8port writes past the page cache (O_DIRECT), so from disk, as a
+dequant right after any conversion does.
 
 Usage: python benchmarks/bench_convert.py [--size-gb 2] [--shards 8] [--repeat 3] [--workers 1]
                                           [--dir DIR] [--keep] [--json]

@@ -5,17 +5,22 @@ where the file system lacks them, both do nothing: they change how fast, never w
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 
 _SYNC_FILE_RANGE_WRITE = 2
 
+# The symbols already loaded into this process (its C library's among them): not ctypes.util.find_library,
+# which runs /sbin/ldconfig once per call (2 processes and 10-20 ms of every conversion's start)
+try:
+    _PROCESS = ctypes.CDLL(None, use_errno=True)
+except (OSError, TypeError):  # Windows has no such handle
+    _PROCESS = None
+
 
 def _libc_function(name: str, *argtypes):
-    try:
-        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
-    except (OSError, AttributeError):
+    fn = getattr(_PROCESS, name, None)
+    if fn is None:
         return None
     fn.argtypes = argtypes
     return fn

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from ..quant.relayout import relayout, widen
 from . import layouts
 from .folder import Checkpoint
 from .layouts import Action, Job, NonFinitePolicy
+from .layouts.base import LayoutHandler
 from .plan import Plan
 from .safetensors_io import DTYPES, Entry, write_file
 from .staging import sha256_file
@@ -120,6 +124,50 @@ def produce(job: Job, ckpt: Checkpoint, plan: Plan) -> tuple[list[np.ndarray], d
     return plan.writer.arrays(job.source, q), rep
 
 
+# Bytes of a dequantized output per piece. Dequantizing a block of rows at a time lets the rows just made be
+# hashed and written while the next are made, and pieces of one size recycle a few pool buffers, where
+# whole-tensor outputs (86 MB in bench_convert) needed fresh ones the kernel must zero first (0.3-0.5 CPU s
+# of dequant on the 2-vCPU VM of docs/conversion-io.md)
+PIECE_BYTES = 8 << 20
+
+
+def dequantized_pieces(q: QuantizedTensor, dtype: np.dtype, piece_bytes: int = PIECE_BYTES) -> Iterator[np.ndarray]:
+    """`dequantize(q, dtype)` in consecutive slices along the first axis, each a whole number of scale
+    blocks on that axis, so every value is the same product with the same scale (bit for bit).
+
+    Args: q: a NumPy QuantizedTensor; dtype: the output's NumPy dtype; piece_bytes: about how large a slice.
+    Returns: an iterator of arrays whose concatenation along axis 0 is the whole dequantized tensor.
+    """
+    if len(q.shape) < 2 or q.shape[0] == 0 or not isinstance(q.codes, np.ndarray) or q.scale.shape != q.grid:
+        yield dequantize(q, dtype.name)
+        return
+    rows, bh = q.shape[0], q.scheme.block.extents(q.shape)[0]
+    row_bytes = dtype.itemsize * math.prod(q.shape[1:])
+    step = max(1, piece_bytes // max(1, row_bytes * bh)) * bh
+    if step >= rows:
+        yield dequantize(q, dtype.name)
+        return
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        g = slice(r0 // bh, -(-r1 // bh))
+        yield dequantize(
+            replace(
+                q, codes=q.codes[r0:r1], scale=q.scale[g], scale_fp32=q.scale_fp32[g], shape=(r1 - r0, *q.shape[1:])
+            ),
+            dtype.name,
+        )
+
+
+def _streamed(job: Job, ckpt: Checkpoint, plan: Plan):
+    """A job's single output as pieces (dequant with the generic reader), or None: produce() it whole."""
+    if job.action is not Action.DEQUANTIZE or plan.options.exact or len(job.outputs) != 1:
+        return None
+    reader = layouts.get(plan.read_layout)
+    if type(reader).values is not LayoutHandler.values:  # a layout with its own dequantization
+        return None
+    return dequantized_pieces(reader.read(ckpt, job.weight), DTYPES[job.outputs[0][1]][0])
+
+
 def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -> tuple[dict, str]:
     """Write one shard to `path` (a temporary name); returns the per-tensor reports and the
     file's SHA-256. A pure function of its arguments: any process or machine that sees the
@@ -131,6 +179,10 @@ def write_shard(src: Path, plan: Plan, shard: int, path: Path, on_tensor=None) -
         job = plan.jobs[ji]
 
         def make(job=job, k=0):
+            if k == 0 and (pieces := _streamed(job, ckpt, plan)) is not None:
+                if on_tensor:
+                    on_tensor(job)
+                return pieces
             if k == 0:
                 arrays, rep = produce(job, ckpt, plan)
                 if rep:

@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import CheckpointError
-from . import diskio
+from .outfile import SequentialFile
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -169,17 +169,12 @@ class Entry:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    produce: object  # () -> np.ndarray of exactly nbytes(dtype, shape) bytes
+    produce: object  # () -> np.ndarray, or an iterable of arrays (pieces, in order): nbytes(dtype, shape) bytes
 
     @property
     def nbytes(self) -> int:
         return nbytes(self.dtype, self.shape)
 
-
-# Bytes per write() call. One call per tensor (tens of MB) made Linux (6.18, ext4) fill the page cache with
-# large folios and cost 2-2.5x the CPU of 1 MB calls (bench_convert dequant: 4.5-5.3 CPU s against 1.8-2.3);
-# calls of 64 KB-1 MB cost the same, 4 MB and more as much as one call.
-WRITE_CHUNK = 1 << 20
 
 # SHA-256 of the files this process wrote, hashed while writing: (inode, size, mtime_ns) -> digest
 _WRITTEN: dict[str, tuple[tuple[int, int, int], str]] = {}
@@ -199,6 +194,24 @@ def written_digest(path: Path) -> str | None:
         return None
 
 
+# Bytes produced but not yet hashed and copied out that may wait while the next piece is produced
+IN_FLIGHT = 32 << 20
+
+
+def _pieces(made):
+    """An Entry's produce() result as contiguous arrays: one array, or an iterable of pieces in order."""
+    for a in [made] if isinstance(made, np.ndarray) else made:
+        yield np.ascontiguousarray(a)
+
+
+def _wait(item) -> int:
+    """Wait until a queued piece is hashed and copied out; returns its size."""
+    hashed, copied, data = item
+    hashed.result()
+    copied.result()
+    return data.nbytes
+
+
 def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> str:
     """Stream entries into `path` (the caller writes to a temporary name and renames); returns the
     file's SHA-256, computed on a second thread while the bytes are written (and the next tensor
@@ -211,35 +224,30 @@ def write_file(path: Path, entries: list[Entry], metadata: dict[str, str] | None
         pos += e.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
-    h = hashlib.sha256(len(raw).to_bytes(8, "little") + raw)
-    # one hashing thread (updates keep their order) and one that starts each tensor's writeback, which
-    # blocks while the disk's queue is full
-    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as flusher:
-        diskio.reserve(f.fileno(), 8 + len(raw) + pos, path)
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        # (future, the bytes it hashes): kept alive until hashed. One tensor hashed while the next is produced:
-        # a deeper queue kept more output buffers alive, so the buffer pool missed and fresh pages were
-        # zeroed by the kernel (dequant: 0.3-0.4 CPU s more)
-        pending = []
-        off = 8 + len(raw)  # where the next tensor starts in the file
+    head = len(raw).to_bytes(8, "little") + raw
+    h = hashlib.sha256(head)
+    # the bytes go to disk through outfile's buffers and threads (past the page cache), and are hashed on a
+    # thread of their own (updates keep their order); both release the GIL, so they run beside the producing
+    with SequentialFile(path, len(head) + pos) as out, ThreadPoolExecutor(1) as hasher:
+        out.submit(head)
+        # (hashed, copied out, the bytes): kept alive until both are done. Up to IN_FLIGHT bytes (at least one
+        # piece) wait while the next is produced: a deeper queue of whole tensors kept more output buffers alive,
+        # so the buffer pool missed and fresh pages were zeroed by the kernel (dequant: 0.3-0.4 CPU s more)
+        pending, queued = [], 0
         for e in entries:
-            data = np.ascontiguousarray(e.produce())
-            if data.nbytes != e.nbytes:
-                raise CheckpointError(f"{path}: tensor {e.name!r} produced {data.nbytes} bytes, expected {e.nbytes}")
-            view = memoryview(data.view(np.uint8).reshape(-1))
-            pending.append((hasher.submit(h.update, view), data))
-            for i in range(0, len(view), WRITE_CHUNK):  # releases the GIL, as hashlib does: both run at once
-                f.write(view[i : i + WRITE_CHUNK])
-            f.flush()
-            flusher.submit(diskio.start_writeback, f.fileno(), off, data.nbytes)
-            off += data.nbytes
-            if len(pending) > 1:
-                pending.pop(0)[0].result()
-        for fut, _ in pending:
-            fut.result()
-        f.flush()
-        os.fsync(f.fileno())
+            made = 0
+            for data in _pieces(e.produce()):
+                view = memoryview(data.view(np.uint8).reshape(-1))
+                pending.append((hasher.submit(h.update, view), out.submit(view), data))
+                made += data.nbytes
+                queued += data.nbytes
+                while len(pending) > 1 and queued > IN_FLIGHT:
+                    queued -= _wait(pending.pop(0))
+            if made != e.nbytes:
+                raise CheckpointError(f"{path}: tensor {e.name!r} produced {made} bytes, expected {e.nbytes}")
+        for p in pending:
+            _wait(p)
+        out.close()  # the tail, then fsync
     digest = h.hexdigest()
     _WRITTEN[str(path)] = (_identity(path), digest)
     return digest
