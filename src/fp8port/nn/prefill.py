@@ -42,7 +42,7 @@ from ..cpu import gemm
 # 20.6-23.6 ms against one slab of 29 MB 22.9-25.1 (bf16 nn.Linear 18.5-20.5). AMD Zen 4 before (a fresh
 # buffer per call): one 29 MB slab 73.2 ms, slabs of 16 / 8 / 4 MB 75.6 / 76.4 / 78.3 (nn.Linear 69.6);
 # float32 rows (AVX2) in slabs of 16-30 MB 174-176 ms, one 59 MB slab 222.
-WORKSPACE_BYTES = 8 << 20
+WORKSPACE_BYTES = 32 << 20
 U = 2.0**-24
 SCALED_BF16 = True  # bf16 GEMMs for layers whose split has an output factor c (two bf16 roundings)
 bf16_gemm: bool | None = None  # whether bf16 activations may take a bf16 GEMM; None: measure once (tests set it)
