@@ -133,6 +133,10 @@ def main(argv=None):
         for label, n, k in shapes:
             dense = nn.Linear(k, n, bias=False)
             copies = max(1, round(args.decode_like * 2**20 / (n * k * 2))) if args.decode_like else 1
+            dense_bf = _dense_copy(dense, torch.bfloat16)
+            layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
+            w8 = layers["deepseek-v3.1"]
+            a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
             for m in ms:
                 print(f"{label} M={m} ...", file=sys.stderr)
                 x = torch.randn(m, k)
@@ -148,10 +152,6 @@ def main(argv=None):
                                 lambda p=p, xin=xin: _bound(FP8Linear.from_linear(dense, p), xin), copies
                             )
                 else:
-                    dense_bf = _dense_copy(dense, torch.bfloat16)
-                    layers = {p: FP8Linear.from_linear(dense, p) for p in FUSED}
-                    w8 = layers["deepseek-v3.1"]
-                    a8 = FP8Linear.from_linear(dense, "deepseek-v3.1", mode="w8a8")
                     impl = {"fp32 nn.Linear": lambda: dense(x), "bf16 nn.Linear": lambda: dense_bf(xb)}
                     for p, layer in layers.items():
                         impl[f"{p} fused (bf16)"] = lambda layer=layer: layer(xb)
@@ -186,8 +186,7 @@ def main(argv=None):
                             "target": round(target(name, m), 2),
                         }
                     )
-            resident = FP8Linear.from_linear(dense, "deepseek-v3.1").resident_bytes()
-            mem = {"bf16_bytes": n * k * 2, "fp8_resident_bytes": resident}
+            mem = {"bf16_bytes": n * k * 2, "fp8_resident_bytes": w8.resident_bytes()}
             rows.append({"layer": label, "copies": copies, "memory": mem})
     info = {
         **describe(),

@@ -82,8 +82,9 @@ def ensure(name: str) -> tuple[Path | None, str]:
         print(f"fp8port tests: creating peer venv {venv} ({', '.join(reqs)})", file=sys.stderr)
         steps = [[sys.executable, "-m", "venv", "--clear", str(venv)]]
         pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        if build_env(name):  # pip's wheel cache ignores CMAKE_ARGS: one cache per set of build flags
-            flags = hashlib.sha256(json.dumps(build_env(name)).encode()).hexdigest()[:16]
+        extra = build_env(name)
+        if extra:  # pip's wheel cache ignores CMAKE_ARGS: one cache per set of build flags
+            flags = hashlib.sha256(json.dumps(extra).encode()).hexdigest()[:16]
             cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fp8port-pip" / flags
             pip.append(f"--cache-dir={cache}")
         if TORCH in reqs:
@@ -91,7 +92,7 @@ def ensure(name: str) -> tuple[Path | None, str]:
         rest = [r for r in reqs if r != TORCH]
         if rest:
             steps.append(pip + rest)
-        env = {**os.environ, **build_env(name)}
+        env = {**os.environ, **extra}
         for cmd in steps:
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if r.returncode:
