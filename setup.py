@@ -15,6 +15,7 @@ setup(
                 "src/fp8port/cpu/nvfp4_cells.h",
                 "src/fp8port/cpu/avx512_e4m3.h",
                 "src/fp8port/cpu/gemm.h",
+                "src/fp8port/cpu/gemv1_avx2.h",
                 "src/fp8port/cpu/gemm_bf16.h",
                 "src/fp8port/cpu/gemm_amx.h",
                 "src/fp8port/cpu/decode_bf16.h",

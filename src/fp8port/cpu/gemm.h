@@ -99,6 +99,7 @@ static inline void T(dec_nib4)(const uint8_t *p, __m256i tlo, __m256i thi, T(vf)
     v[0] = (T(vf))_mm256_unpacklo_epi16(z, w0), v[1] = (T(vf))_mm256_unpackhi_epi16(z, w0);
     v[2] = (T(vf))_mm256_unpacklo_epi16(z, w1), v[3] = (T(vf))_mm256_unpackhi_epi16(z, w1);
 }
+#include "gemv1_avx2.h"  /* M = 1: folded FP8 and the 4-bit decode without inserts / word unpacks */
 #else
 #define GM_NIBQ 0
 #endif
@@ -147,6 +148,9 @@ static inline float T(code_at)(const int DEC, const uint8_t *row, int64_t k, con
  * order (even positions, then odd) */
 static void T(prep_x)(const gemv_t *G, float *restrict xp)
 {
+#if GM_NIBQ
+    if (T(x1_prep)(G, xp)) return;
+#endif
     const int64_t K = G->K, bn = G->bn;
     for (int64_t m = 0; m < G->M; m++) {
         const char *xr = (const char *)G->x + m * G->ldx * (G->x_bf16 ? 2 : 4);
@@ -342,6 +346,10 @@ static const T(gemv_fn) T(gemv_table)[GM_KINDS][GM_PASSES] = {GEMV_ROW(GM_FLOAT)
  * float32 sums, then the bias and the store. Returns -1 without memory. */
 static int T(gemv_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1)
 {
+#if GM_NIBQ
+    const int x1 = T(x1_range)(G, xp, n0, n1);
+    if (x1) return x1 < 0 ? -1 : 0;
+#endif
     const int64_t K = G->K;
     float *part = malloc((G->M * (n1 - n0) + 1) * sizeof(float));
     uint8_t *ubuf = G->dec == GM_FP6 ? malloc(4 * K) : NULL;
