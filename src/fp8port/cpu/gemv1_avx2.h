@@ -19,7 +19,7 @@
  * prep (x1_prep) writes the mode it chose after the M * K activations (fp8_gemv's buffer has a spare
  * cache line), and range (x1_range) reads it, so the two always agree. */
 
-enum { X1_NONE = 0, X1_FOLD = 0x46304C44, X1_NIB = 0x4E494231 };  /* unlikely words: never stale data */
+enum { X1_NONE = 0, X1_FOLD = 0x46304C44, X1_FOLDW = 0x46304C57, X1_NIB = 0x4E494231 };  /* unlikely words: never stale data */
 
 static inline float T(x1_hsum)(__m256 v)
 {
@@ -40,6 +40,17 @@ static inline int T(x1_nib_ok)(const gemv_t *G, __m256i *tlo, __m256i *thi)
 /* position in the natural order of the activation that lane l of vector q of a 32-code group meets
  * (T(x1_nib4)'s order) */
 static inline int64_t T(x1_perm)(int q, int l) { return 16 * (q >> 1) + 4 * (l & 3) + 2 * (q & 1) + (l >> 2); }
+
+/* whether the folded FP8 codes decode 32 at a time in 16-bit lanes (x1_f8w): E4M3 / E5M2 fields, whole
+ * 32-code groups that never straddle a block */
+static inline int T(x1_wide_ok)(const gemv_t *G)
+{
+    const int64_t bn = G->bn < G->K ? G->bn : G->K;
+    return (G->lsh == 20 || G->lsh == 21) && G->K % 32 == 0 && bn % 32 == 0;
+}
+
+/* position in a 32-code group of the code that lane l of x1_f8w's vector q holds */
+static const int T(x1_wperm)[4] = {0, 2, 1, 3};
 
 /* The activation row as float32 into xp (M = 1), folded or permuted; returns 1 where done (the mode
  * word written after it), 0 to leave it to prep_x (the word then says X1_NONE). */
@@ -84,6 +95,15 @@ static int T(x1_prep)(const gemv_t *G, float *restrict xp)
         return 1;
     }
     *mode = X1_FOLD;
+    if (T(x1_wide_ok)(G)) {
+        for (int64_t k = 0; k < K; k += 32) {
+            float v[32];
+            memcpy(v, o + k, sizeof v);
+            for (int q = 0; q < 4; q++)
+                for (int l = 0; l < 8; l++) o[k + 8 * q + l] = v[4 * l + T(x1_wperm)[q]];
+        }
+        *mode = X1_FOLDW;
+    }
     return 1;
 }
 
@@ -95,17 +115,33 @@ static inline __attribute__((always_inline)) __m256 T(x1_f8)(const uint8_t *p, _
     return _mm256_castsi256_ps(_mm256_and_si256(LSH ? _mm256_slli_epi32(c, LSH) : _mm256_sll_epi32(c, cnt), keep));
 }
 
+/* 32 codes' float32 field patterns from 16-bit lanes: a word's high byte (codes 4j + 1, 4j + 3) arithmetic-
+ * shifted right by 24 - LSH puts the code's fields at their bf16 place (the low byte's bits below them are
+ * masked off); the low byte (codes 4j, 4j + 2) first moves up. Then the even word of each dword to the
+ * top (a shift), the odd one kept by the mask: v[q] lane j holds code 4 j + x1_wperm[q]. */
+static inline __attribute__((always_inline)) void T(x1_f8w)(const uint8_t *p, __m256i klo, __m256i khi,
+                                                            const int LSH, __m256 *v)
+{
+    const __m256i w = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i h = _mm256_srai_epi16(w, 24 - LSH), l = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 24 - LSH);
+    v[0] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(l, klo), 16));
+    v[1] = _mm256_castsi256_ps(_mm256_and_si256(l, khi));
+    v[2] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(h, klo), 16));
+    v[3] = _mm256_castsi256_ps(_mm256_and_si256(h, khi));
+}
+
 /* Rows [n0, n1) of GM_FLOAT codes [kc0, kc1), x folded: NR rows at a time (the caller runs the rest
  * with NR = 1), a block's products in two chains per row, folded into the row's total with the block's
  * scale. part: as gemv_body's (column n - n0), added to after the first chunk. */
 static inline __attribute__((always_inline)) void T(x1_float_body)(const gemv_t *G, const float *xp, int64_t n0,
                                                                    int64_t n1, int64_t pbase, float *part,
                                                                    int64_t kc0, int64_t kc1, const int NR,
-                                                                   const int LSH)
+                                                                   const int LSH, const int WIDE)
 {
     const int64_t K = G->K, bn = G->bn < K ? G->bn : K, gk = (K + bn - 1) / bn;
     const __m256i keep = _mm256_set1_epi32((int)G->keep);
     const __m128i cnt = _mm_cvtsi32_si128(G->lsh);
+    const __m256i klo = _mm256_set1_epi32((int)(G->keep >> 16)), khi = _mm256_set1_epi32((int)(G->keep & 0xFFFF0000u));
     for (int64_t n = n0; n + NR <= n1; n += NR) {
         const uint8_t *row[4];
         const float *srow[4];
@@ -125,6 +161,13 @@ static inline __attribute__((always_inline)) void T(x1_float_body)(const gemv_t 
                 const __m256 x2 = _mm256_loadu_ps(xp + k + 16), x3 = _mm256_loadu_ps(xp + k + 24);
                 for (int r = 0; r < NR; r++) {
                     __builtin_prefetch(row[r] + ahead + k);
+                    if (WIDE) {
+                        __m256 v[4];
+                        T(x1_f8w)(row[r] + k, klo, khi, LSH, v);
+                        a[r] = _mm256_fmadd_ps(x0, v[0], a[r]), b[r] = _mm256_fmadd_ps(x1, v[1], b[r]);
+                        a[r] = _mm256_fmadd_ps(x2, v[2], a[r]), b[r] = _mm256_fmadd_ps(x3, v[3], b[r]);
+                        continue;
+                    }
                     a[r] = _mm256_fmadd_ps(x0, T(x1_f8)(row[r] + k, keep, cnt, LSH), a[r]);
                     b[r] = _mm256_fmadd_ps(x1, T(x1_f8)(row[r] + k + 8, keep, cnt, LSH), b[r]);
                     a[r] = _mm256_fmadd_ps(x2, T(x1_f8)(row[r] + k + 16, keep, cnt, LSH), a[r]);
@@ -149,22 +192,25 @@ static inline __attribute__((always_inline)) void T(x1_float_body)(const gemv_t 
 }
 
 static __attribute__((noinline)) void T(x1_float)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1,
-                                                  float *part, int64_t kc0, int64_t kc1)
+                                                  float *part, int64_t kc0, int64_t kc1, int wide)
 {
     const int64_t nf = n0 + (n1 - n0) / 4 * 4;
-    switch (G->lsh) {  /* E4M3 (3 mantissa bits) and E5M2 (2): the shift as an immediate */
-    case 20:
-        T(x1_float_body)(G, xp, n0, nf, n0, part, kc0, kc1, 4, 20);
-        T(x1_float_body)(G, xp, nf, n1, n0, part, kc0, kc1, 1, 20);
-        break;
-    case 21:
-        T(x1_float_body)(G, xp, n0, nf, n0, part, kc0, kc1, 4, 21);
-        T(x1_float_body)(G, xp, nf, n1, n0, part, kc0, kc1, 1, 21);
-        break;
-    default:
-        T(x1_float_body)(G, xp, n0, nf, n0, part, kc0, kc1, 4, 0);
-        T(x1_float_body)(G, xp, nf, n1, n0, part, kc0, kc1, 1, 0);
+#define X1_F(LSH, WIDE)                                                                \
+    T(x1_float_body)(G, xp, n0, nf, n0, part, kc0, kc1, 4, LSH, WIDE);                \
+    T(x1_float_body)(G, xp, nf, n1, n0, part, kc0, kc1, 1, LSH, WIDE)
+    /* E4M3 (3 mantissa bits) and E5M2 (2): the shifts as immediates */
+    if (wide && G->lsh == 20) {
+        X1_F(20, 1);
+    } else if (wide) {
+        X1_F(21, 1);
+    } else if (G->lsh == 20) {
+        X1_F(20, 0);
+    } else if (G->lsh == 21) {
+        X1_F(21, 0);
+    } else {
+        X1_F(0, 0);
     }
+#undef X1_F
 }
 
 /* 32 4-bit codes (16 bytes) into four vectors of float32 in T(x1_perm)'s order */
@@ -271,7 +317,7 @@ static int T(x1_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1)
 {
     if (G->M != 1) return 0;
     const uint32_t mode = *(const uint32_t *)(xp + G->K);
-    if (mode != X1_FOLD && mode != X1_NIB) return 0;
+    if (mode != X1_FOLD && mode != X1_FOLDW && mode != X1_NIB) return 0;
     __m256i tlo, thi;
     if (mode == X1_NIB && !T(x1_nib_ok)(G, &tlo, &thi)) return 0;
     float *part = malloc((n1 - n0 + 1) * sizeof(float));
@@ -279,7 +325,7 @@ static int T(x1_range)(const gemv_t *G, const float *xp, int64_t n0, int64_t n1)
     const int64_t K = G->K, kc = gm_chunk(G, 4);
     for (int64_t kc0 = 0; kc0 < K; kc0 += kc) {
         const int64_t kc1 = kc0 + kc < K ? kc0 + kc : K;
-        if (mode == X1_FOLD) T(x1_float)(G, xp, n0, n1, part, kc0, kc1);
+        if (mode != X1_NIB) T(x1_float)(G, xp, n0, n1, part, kc0, kc1, mode == X1_FOLDW);
         else T(x1_nib)(G, xp, n0, n1, part, kc0, kc1, tlo, thi);
     }
     gm_finish(G, part, n0, n1);
