@@ -81,3 +81,21 @@ def test_large_activations_decline_the_fold(scheme, tier):
             outs[t] = fl(xs)
     for t, y in outs.items():
         assert torch.equal(torch.isnan(y), torch.isnan(outs[TIERS[0]])), t
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_subnormal_activations_under_flush_denormal(tier):
+    """The fold multiplies x before the kernel's own FP_ENTER: a caller's denormals-are-zero must not make
+    float32 subnormal activations zero there."""
+    torch.manual_seed(3)
+    n, k = 5, 256
+    fl, w = _layer("deepseek-v3.1", n, k)
+    x = torch.randn(1, k) * 2.0**-135  # float32 subnormals
+    with cpu.forced(tier), torch.no_grad():
+        fl(x)  # the layer's plan first: making it may reset the flags set_flush_denormal sets
+        assert torch.set_flush_denormal(True)
+        try:
+            y = fl(x)
+        finally:
+            torch.set_flush_denormal(False)
+    _check(y, x, w, f"{tier} subnormal x under flush_denormal")

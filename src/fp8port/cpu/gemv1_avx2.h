@@ -79,7 +79,10 @@ static int T(x1_prep)(const gemv_t *G, float *restrict xp)
         *mode = X1_NIB;
         return 1;
     }
-    /* fold: x * 2^(127 - bias), exact where finite (fmul >= 1: no underflow) */
+    /* fold: x * 2^(127 - bias), exact where finite (fmul >= 1: no underflow); prep runs outside gemv_part's
+     * FP_ENTER, so subnormal x are kept here too (a caller's DAZ would read them as zero) */
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u);
     const __m256 f = _mm256_set1_ps(G->fmul), inf = _mm256_set1_ps(__builtin_inff());
     __m256 bad = _mm256_setzero_ps();
     for (int64_t k = 0; k < K; k += 8) {
@@ -87,6 +90,7 @@ static int T(x1_prep)(const gemv_t *G, float *restrict xp)
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), inf, _CMP_NLT_UQ));
         _mm256_storeu_ps(o + k, v);
     }
+    _mm_setcsr(csr);
     if (_mm256_movemask_ps(bad)) {  /* an Inf or NaN (or an overflow): undo, gemv_body's own path */
         if (G->x_bf16)
             for (int64_t k = 0; k < K; k++) o[k] = gm_u2f((uint32_t)((const uint16_t *)G->x)[k] << 16);
