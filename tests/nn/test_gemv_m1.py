@@ -48,8 +48,9 @@ def _layer(scheme, n, k):
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: getattr(s, "name", s))
 def test_one_row_within_the_bound(scheme, tier):
     torch.manual_seed(1)
-    # 4608 codes: two chunks of at most 4096 along K; 7 and 5 rows: a group of four and a rest
-    for n, k in [(7, 4608), (5, 96), (9, 544)]:
+    # 4608 codes: two chunks of at most 4096 along K; 67 x 4608 is enough work for two threads (ranges of
+    # whole groups of four rows, the last one with a rest); 5 and 9 rows: one thread, a group and a rest
+    for n, k in [(67, 4608), (5, 96), (9, 544)]:
         fl, w = _layer(scheme, n, k)
         with cpu.forced(tier), torch.no_grad():
             assert fl.fused_weight().runs(torch.float32), fl.fused_weight().why
