@@ -32,9 +32,24 @@ from . import prefill
 
 GEMV_ROWS = 8  # activation rows up to which the GEMV runs
 AMX_ROWS = 3  # bf16 activation rows from which the GEMV takes the AMX route where it can (gemm_amx.h)
+FOLD_ROWS = 2  # bf16 activation rows from which it takes the folded BF16 route (gemm_bf16.h: fs_range)
 _DTYPES = (torch.float32, torch.bfloat16)
 _AMX_DECODERS = (gemm.DECODER_ID[gemm.Decoder.FLOAT], gemm.DECODER_ID[gemm.Decoder.NIB])
 _on = True
+_fold_on = True
+
+
+@contextmanager
+def folded(on: bool):
+    """Allow (or not) the GEMV's folded BF16 route inside the block (tests, benchmarks): on AVX-512 BF16
+    CPUs without AMX (or with AMX switched off), bf16 activations of FOLD_ROWS to GEMV_ROWS rows, the AMX
+    route's scale split folded into the decoded bf16 weights (vdpbf16ps; gemm_bf16.h)."""
+    global _fold_on
+    before, _fold_on = _fold_on, on
+    try:
+        yield
+    finally:
+        _fold_on = before
 
 
 @contextmanager
@@ -297,10 +312,14 @@ class FusedWeight:
                 self._refresh()
             flags = (x.dtype is torch.bfloat16) | gemm._bf16_dot_on << 1
             addr = self._addr
-            if flags & 1 and m >= AMX_ROWS and self._amx_able and gemm._amx_on:
-                amx = self._amx_now()  # held for the call: another thread may replace self._amx
-                if amx[1]:
-                    addr, flags = amx[1], flags | 4
+            if flags & 1 and self._amx_able:
+                # the AMX route where the CPU has it, else the folded BF16 route: both on the split's plan
+                on_amx = m >= AMX_ROWS and gemm._amx_on
+                on_fold = m >= FOLD_ROWS and _fold_on and gemm._bf16_dot_on
+                if on_amx or on_fold:
+                    amx = self._amx_now()  # held for the call: another thread may replace self._amx
+                    if amx[1]:
+                        addr, flags = amx[1], flags | on_amx << 2 | on_fold << 3
             b = None if bias is None else self._bias32(bias).data_ptr()
             if self._run(addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
                 raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
