@@ -286,9 +286,7 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
                                                                                           : 0;
     /* the activations, converted once: aligned to whole cache lines for the vector loads (AMX: a step of
      * 32 codes takes 64 M bytes; the folded route: rows of K rounded up to 32) */
-    const int64_t xbytes = route == 2 ? (G->K + 31) / 32 * 64 * G->M
-                           : route == 3 ? (G->K + 31) / 32 * 64 * G->M
-                                        : G->M * G->K * 4;
+    const int64_t xbytes = route >= 2 ? (G->K + 31) / 32 * 64 * G->M : G->M * G->K * 4;
     void *xp = aligned_alloc(64, ((xbytes + 63) / 64 + 1) * 64);
     if (!xp) return -1;
 #if defined(__x86_64__)
@@ -307,7 +305,8 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : rc)
 #endif
         for (int w = 0; w < threads; w++) {
-            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16) */
+            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16; the
+             * folded route: pairs) */
             const int64_t n0 = (N / unit * w / threads) * unit;
             const int64_t n1 = w == threads - 1 ? N : (N / unit * (w + 1) / threads) * unit;
             rc |= gemv_part(G, k, xp, route, n0, n1);
