@@ -1,10 +1,12 @@
 """Fused weight-only linear layers on the C kernels (cpu/gemm.c): no dense copy of the weight.
 
 Decode (at most GEMV_ROWS activation rows): the GEMV decodes codes to float32 in registers and folds
-each block's scale into the block's partial sums. Prefill (more rows, nn/prefill.py): slabs of rows of
-the weight are dequantized into a workspace freed after the call (float32, or exact bf16 rows with the
-scales' non-bf16 part applied to the output) and multiplied by torch's GEMM, so resident memory stays
-codes plus scales.
+each block's scale into the block's partial sums; bf16 activations of AMX_ROWS / FOLD_ROWS rows and more
+take AMX, or on AVX-512 BF16 CPUs without it the folded BF16 route, where the scale grid splits as
+S = b c (nn/prefill.py): b folded into the decoded bf16 weights, c times the output. Prefill (more rows,
+nn/prefill.py): slabs of rows of the weight are dequantized into a workspace freed after the call
+(float32, or exact bf16 rows with the scales' non-bf16 part applied to the output) and multiplied by
+torch's GEMM, so resident memory stays codes plus scales.
 
 Both equal the dequantized layer (dequantize, then a float32 matmul) up to float32 reassociation: for
 an output y = sum_k x_k w_k over K terms, |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24), plus
