@@ -56,15 +56,17 @@ def test_weight_only_within_the_bound(preset, tier):
         w = torch.from_numpy(np.asarray(fp8port.dequantize(fp8port.quantize(lin.weight.detach(), preset), "float32")))
         with cpu.forced(tier), torch.no_grad():
             assert fl.fused_weight().runs(torch.float32), fl.fused_weight().why
-            for m in (1, 3, 8, 13):  # GEMV (<= 8 rows) and the chunked prefill
+            for m in (1, 3, 5, 8, 13):  # GEMV (<= 8 rows: the folded route's passes of 3-8) and the prefill
                 x = torch.randn(m, k)
                 _check(fl(x), x, w, lin.bias, f"{preset} {tier} {n}x{k} M={m} float32")
                 xb = x.bfloat16()
-                for dot, amx in ((False, False), (True, False), (True, True)):  # AMX: a sub-choice of dot
-                    with gemm.bf16_dot(dot), gemm.amx(amx):
+                # AMX and the folded route (CPUs without AMX, or AMX off): sub-choices of dot
+                routes = ((False, False, False), (True, False, False), (True, False, True), (True, True, True))
+                for dot, amx, fold in routes:
+                    with gemm.bf16_dot(dot), gemm.amx(amx), fused.folded(fold):
                         y = fl(xb)
                     assert y.dtype == torch.bfloat16
-                    what = f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot} amx={amx}"
+                    what = f"{preset} {tier} {n}x{k} M={m} bf16 dot={dot} amx={amx} fold={fold}"
                     _check(y, xb.float(), w, lin.bias, what, _roundings(fl, m))
 
 

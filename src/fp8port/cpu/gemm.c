@@ -255,13 +255,14 @@ int fp8_gemm_amx(void)
 #endif
 }
 
-/* route: 0 the tier's GEMV, 1 the BF16 route, 2 AMX */
+/* route: 0 the tier's GEMV, 1 the BF16 route, 2 AMX, 3 the folded BF16 route (gemm_bf16.h: fs_range) */
 static int gemv_part(const gemv_t *G, const gemm_tier_t *k, const void *xp, int route, int64_t n0, int64_t n1)
 {
     int rc;
     FP_ENTER;
 #if defined(__x86_64__)
-    if (route == 2) rc = amx_range(G, xp, n0, n1);
+    if (route == 3) rc = fs_range(G, xp, n0, n1);
+    else if (route == 2) rc = amx_range(G, xp, n0, n1);
     else if (route == 1) rc = bf_range(G, xp, n0, n1);
     else
 #endif
@@ -273,26 +274,29 @@ static int gemv_part(const gemv_t *G, const gemm_tier_t *k, const void *xp, int 
 
 /* y = x W^T (+ bias) over `threads` OpenMP threads (split along N); routes: bit 0 lets the avx512 tier
  * take the BF16 route for bf16 activations (where G->bf16_ok), bit 1 the AMX route (where G->amx_ok, at
- * most 16 rows). Returns 0, or -1 without memory. */
+ * most 16 rows), bit 2 the folded BF16 route (where G->amx_ok, at most 8 rows; on CPUs without AMX, or
+ * where bit 1 is off). Returns 0, or -1 without memory. */
 int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 {
     const gemm_tier_t *k = gemm_tier(tier);
     const int avx512bf = tier == 2 && G->x_bf16 && fp8_gemm_bf16dot();
     const int route = avx512bf && (routes & 2) && G->amx_ok && G->M <= 16 && fp8_gemm_amx() ? 2
+                      : avx512bf && (routes & 4) && G->amx_ok && G->bf16_ok && G->M <= 8   ? 3
                       : avx512bf && (routes & 1) && G->bf16_ok                            ? 1
                                                                                           : 0;
     /* the activations, converted once: aligned to whole cache lines for the vector loads (AMX: a step of
-     * 32 codes takes 64 M bytes) */
-    const int64_t xbytes = route == 2 ? (G->K + 31) / 32 * 64 * G->M : G->M * G->K * 4;
+     * 32 codes takes 64 M bytes; the folded route: rows of K rounded up to 32) */
+    const int64_t xbytes = route >= 2 ? (G->K + 31) / 32 * 64 * G->M : G->M * G->K * 4;
     void *xp = aligned_alloc(64, ((xbytes + 63) / 64 + 1) * 64);
     if (!xp) return -1;
 #if defined(__x86_64__)
-    if (route == 2) amx_prep_x(G, xp);
+    if (route == 3) fs_prep_x(G, xp);
+    else if (route == 2) amx_prep_x(G, xp);
     else if (route == 1) bf_prep_x(G, xp);
     else
 #endif
     k->prep(G, xp);
-    const int64_t N = G->N, unit = route == 2 ? 32 : 4;
+    const int64_t N = G->N, unit = route == 2 ? 32 : route == 3 ? 2 : 4;
     int rc = 0;
     if (threads <= 1) {
         rc = gemv_part(G, k, xp, route, 0, N);
@@ -301,7 +305,8 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : rc)
 #endif
         for (int w = 0; w < threads; w++) {
-            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16) */
+            /* ranges of whole groups of `unit` rows (four accumulator chains; AMX: two tiles of 16; the
+             * folded route: pairs) */
             const int64_t n0 = (N / unit * w / threads) * unit;
             const int64_t n1 = w == threads - 1 ? N : (N / unit * (w + 1) / threads) * unit;
             rc |= gemv_part(G, k, xp, route, n0, n1);
@@ -313,15 +318,15 @@ int fp8_gemv(const gemv_t *G, int32_t threads, int32_t tier, int32_t routes)
 
 /* One call of a layer's prepared plan (nn/fused.py): the plan's weight fields (never written here, so
  * threads may share a plan) with this call's M contiguous rows of activations x and outputs y, both
- * bf16 (flags bit 0) or both float32; flags bit 1 allows the BF16 route, bit 2 the AMX route; bias: N
- * float32 or NULL. */
+ * bf16 (flags bit 0) or both float32; flags bit 1 allows the BF16 route, bit 2 the AMX route, bit 3 the
+ * folded BF16 route; bias: N float32 or NULL. */
 int fp8_gemv_run(const gemv_t *plan, const void *x, void *y, int64_t M, int32_t flags, int32_t tier,
                  int32_t threads, const float *bias)
 {
     gemv_t G = *plan;
     G.x = x, G.x_bf16 = G.y_bf16 = flags & 1, G.M = M, G.ldx = G.K;
     G.y = y, G.ldy = G.N, G.bias = bias;
-    return fp8_gemv(&G, threads, tier, flags >> 1 & 3);
+    return fp8_gemv(&G, threads, tier, flags >> 1 & 7);
 }
 
 static void decode_part(const gemv_t *G, const gemm_tier_t *k, int dr, int64_t n0, int64_t n1, void *out, int32_t bf16,

@@ -1,10 +1,12 @@
 """Fused weight-only linear layers on the C kernels (cpu/gemm.c): no dense copy of the weight.
 
 Decode (at most GEMV_ROWS activation rows): the GEMV decodes codes to float32 in registers and folds
-each block's scale into the block's partial sums. Prefill (more rows, nn/prefill.py): slabs of rows of
-the weight are dequantized into a workspace freed after the call (float32, or exact bf16 rows with the
-scales' non-bf16 part applied to the output) and multiplied by torch's GEMM, so resident memory stays
-codes plus scales.
+each block's scale into the block's partial sums; bf16 activations of AMX_ROWS / FOLD_ROWS rows and more
+take AMX, or on AVX-512 BF16 CPUs without it the folded BF16 route, where the scale grid splits as
+S = b c (nn/prefill.py): b folded into the decoded bf16 weights, c times the output. Prefill (more rows,
+nn/prefill.py): slabs of rows of the weight are dequantized into a workspace freed after the call
+(float32, or exact bf16 rows with the scales' non-bf16 part applied to the output) and multiplied by
+torch's GEMM, so resident memory stays codes plus scales.
 
 Both equal the dequantized layer (dequantize, then a float32 matmul) up to float32 reassociation: for
 an output y = sum_k x_k w_k over K terms, |y - y_ref| <= (2K + 4) u sum_k |x_k w_k| (u = 2^-24), plus
@@ -32,9 +34,26 @@ from . import prefill
 
 GEMV_ROWS = 8  # activation rows up to which the GEMV runs
 AMX_ROWS = 3  # bf16 activation rows from which the GEMV takes the AMX route where it can (gemm_amx.h)
+# bf16 activation rows from which it takes the folded BF16 route (gemm_bf16.h: fs_range); at M = 2 the
+# BF16 route was faster for 4-bit codes (7168->2048 MXFP4 0.76 vs 0.86 ms, one thread, shared EPYC Zen 4)
+FOLD_ROWS = 3
 _DTYPES = (torch.float32, torch.bfloat16)
 _AMX_DECODERS = (gemm.DECODER_ID[gemm.Decoder.FLOAT], gemm.DECODER_ID[gemm.Decoder.NIB])
 _on = True
+_fold_on = True
+
+
+@contextmanager
+def folded(on: bool):
+    """Allow (or not) the GEMV's folded BF16 route inside the block (tests, benchmarks): on AVX-512 BF16
+    CPUs without AMX (or with AMX switched off), bf16 activations of FOLD_ROWS to GEMV_ROWS rows, the AMX
+    route's scale split folded into the decoded bf16 weights (vdpbf16ps; gemm_bf16.h)."""
+    global _fold_on
+    before, _fold_on = _fold_on, on
+    try:
+        yield
+    finally:
+        _fold_on = before
 
 
 @contextmanager
@@ -297,10 +316,14 @@ class FusedWeight:
                 self._refresh()
             flags = (x.dtype is torch.bfloat16) | gemm._bf16_dot_on << 1
             addr = self._addr
-            if flags & 1 and m >= AMX_ROWS and self._amx_able and gemm._amx_on:
-                amx = self._amx_now()  # held for the call: another thread may replace self._amx
-                if amx[1]:
-                    addr, flags = amx[1], flags | 4
+            if flags & 1 and self._amx_able:
+                # the AMX route where the CPU has it, else the folded BF16 route: both on the split's plan
+                on_amx = m >= AMX_ROWS and gemm._amx_on
+                on_fold = m >= FOLD_ROWS and _fold_on and gemm._bf16_dot_on
+                if on_amx or on_fold:
+                    amx = self._amx_now()  # held for the call: another thread may replace self._amx
+                    if amx[1]:
+                        addr, flags = amx[1], flags | on_amx << 2 | on_fold << 3
             b = None if bias is None else self._bias32(bias).data_ptr()
             if self._run(addr, x.data_ptr(), y.data_ptr(), m, flags, self._tier, self._threads[m], b):
                 raise MemoryError("fp8port: no memory for the activations of a fused linear layer")
