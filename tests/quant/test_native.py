@@ -309,6 +309,28 @@ def test_nvfp4_rows_ties_at_every_midpoint(tier, dtype):
 
 @needs_native
 @pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_cells_block_and_lane_order(tier):
+    """The cell kernels take a step's block multipliers from one vector of 8 and widen even and odd
+    elements apart (a 32-bit lane holds two bf16): every block of a 128-element step gets its own amax
+    (a swapped multiplier changes codes), and every finite bf16 magnitude sits in even and odd places of
+    blocks of every scale; same bytes as the reference."""
+    rng = np.random.default_rng(13)
+    scheme = get_preset("nvfp4").weight
+    mags = np.arange(0, 0x7F80, dtype=np.uint16)  # every finite bf16 magnitude (+0 included)
+    vals = mags.view(ml_dtypes.bfloat16).astype(np.float32)
+    rows = []
+    for shift in (0, 1):  # each value once at an even place, once at an odd one
+        v = np.roll(vals, shift)[: (vals.size // 1024) * 1024].reshape(-1, 64, 16)
+        amax = np.exp2(rng.integers(-12, 12, v.shape[:2] + (1,))).astype(np.float32)
+        v = v / np.maximum(np.abs(v).max(axis=2, keepdims=True), np.float32(1e-30)) * amax
+        rows.append((v * rng.choice([-1, 1], v.shape)).reshape(-1, 1024))
+    x = np.concatenate(rows).astype(ml_dtypes.bfloat16)
+    q = on(tier, lambda: quantize(x, scheme, backend="fast"))
+    assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+@needs_native
+@pytest.mark.parametrize("tier", TIERS)
 def test_nvfp4_rows_two_threads_random(monkeypatch, tier):
     """Heavy-tailed bf16 rows (every binade of y, both signs) over two threads with an odd row count:
     the first pass keeps each row's block amaxes for the row pass of the same thread; same bytes as
