@@ -182,17 +182,15 @@ LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
  * clamp(fp32(amax / max) / p, 2^-6, 448), s = p * s_blk, and the element multiplier
  * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). The clamped value is a
  * normal E4M3 number, so under RNE its code is the rebias-and-round of the normal range alone.
- * Returns 1 where some block's amax * multiplier is not finite (the lean encoder needs it finite). */
-static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
-                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
-{
-    const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p;
-    const enc_t e4 = Q->e4m3;
-    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
-    uint32_t bad = 0;
-#define NVFP4_SCALES(CODE)                                                                                  \
-    for (int64_t j = 0; j < nb; j++) {                                                                      \
-        float bs = (u2f(a[j]) / maxv) / p;                                                                  \
+ * Under RNE the two divisions before the code are two multiplications, by fp32(1 / max) and fp32(1 / p)
+ * (about 3 ulps from the quotients; the clamp and the rounding to E4M3 are monotone and continuous in
+ * the code, so the code can differ only where the value lies within a few ulps of a rounding midpoint
+ * of E4M3); a block within NEAR ulps of one, or whose amax / max may be subnormal, is redone with the
+ * reference's divisions. Returns 1 where some block's amax * multiplier is not finite (the lean
+ * encoder needs it finite). */
+#define NVFP4_NEAR 32u
+#define NVFP4_SCALE_OUT(j, CODE)                                                                           \
+    do {                                                                                                    \
         bs = bs < 0.015625f ? 0.015625f : bs;                                                               \
         bs = bs > 448.0f ? 448.0f : bs;                                                                     \
         const uint32_t b = f2u(bs), c = CODE;                                                               \
@@ -201,12 +199,44 @@ static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a,
         sg[j] = p * sblk;                                                                                   \
         mul[j] = inv_p / sblk;                                                                              \
         bad |= (f2u(u2f(a[j]) * mul[j]) & 0x7FFFFFFFu) >= 0x7F800000u;                                      \
+    } while (0)
+static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
+                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
+{
+    const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p, inv_max = 1.0f / Q->maxv;
+    const enc_t e4 = Q->e4m3;
+    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
+    uint32_t bad = 0;
+#define RNE_CODE ((b - off + ((b >> S) & 1u)) >> S)
+    if (!e4.rne) {
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) / maxv) / p;
+            NVFP4_SCALE_OUT(j, T(encode_one)(b, e4));
+        }
+        return bad != 0;
     }
-    if (e4.rne) NVFP4_SCALES((b - off + ((b >> S) & 1u)) >> S)
-    else NVFP4_SCALES(T(encode_one)(b, e4))
-#undef NVFP4_SCALES
+    /* inv_p and inv_max normal: the products stay within a few ulps wherever amax / max is normal */
+    const uint32_t fp = f2u(inv_p) >> 23, fm = f2u(inv_max) >> 23;
+    const uint32_t mask = (1u << S) - 1u, lo = e4.half_n - NVFP4_NEAR;
+    uint32_t near = fp == 0 || fp == 255 || fm == 0 || fm == 255;
+    if (!near)
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) * inv_max) * inv_p;
+            near |= ((f2u(bs) & mask) - lo < 2u * NVFP4_NEAR) | (a[j] < 0x03800000u); /* near a midpoint; tiny amax */
+            NVFP4_SCALE_OUT(j, RNE_CODE);
+        }
+    if (near) { /* the reference's divisions where the products could round to another code (rare) */
+        bad = 0;
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) / maxv) / p;
+            NVFP4_SCALE_OUT(j, RNE_CODE);
+        }
+    }
+#undef RNE_CODE
     return bad != 0;
 }
+#undef NVFP4_SCALE_OUT
+#undef NVFP4_NEAR
 
 /* Block amaxes of 8 blocks of bn bf16 at x (bn a multiple of 16; |x| bits as signed 16-bit lanes, the
  * vectors of a block first folded into one): three rounds of interleaving pairs of vectors and a max
