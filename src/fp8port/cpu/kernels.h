@@ -263,13 +263,17 @@ typedef uint32_t T(h32) __attribute__((vector_size(64)));
     ld & 0x7FFF;                                                                                            \
 })
 #define PAIR16(k) ({ const T(h16) p0 = LOAD_ABS16(k), p1 = LOAD_ABS16(k + 1); MAXS(ILV16(p0, p1, 0), ILV16(p0, p1, 4)); })
-static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
+static inline __attribute__((always_inline)) T(h8) T(amax8_h16v)(const uint16_t *x, int64_t bn)
 {
     const T(h16) q0 = PAIR16(0), q1 = PAIR16(2), q2 = PAIR16(4), q3 = PAIR16(6);
     const T(h16) r0 = MAXS(ILV32(q0, q1, 0), ILV32(q0, q1, 4)), r1 = MAXS(ILV32(q2, q3, 0), ILV32(q2, q3, 4));
     const T(h16) s0 = MAXS(ILV64(r0, r1, 0), ILV64(r0, r1, 4));
-    const T(h8) m = MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
-                         __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15));
+    return MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
+                __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15)); /* lane l: block l's bf16 bits */
+}
+static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
+{
+    const T(h8) m = T(amax8_h16v)(x, bn);
     for (int l = 0; l < 8; l++) a[l] = (uint32_t)(uint16_t)m[l] << 16; /* lane l: block l */
 }
 #undef ILV16
@@ -344,10 +348,16 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
-/* the block amaxes of a bf16 row: from the first pass where it kept them (not on the baseline tier, which
- * the aarch64 replay of recorded calls runs without that pass), else eight blocks at a time */
+/* the block amaxes of a bf16 row: from the first pass where it kept them (bf16 bits in the first half of
+ * the row's scale grid; not on the baseline tier, which the aarch64 replay of recorded calls runs
+ * without that pass), else eight blocks at a time */
 #if VBYTES > 16
-#define NVFP4_GIVEN(a, g0, gn) (Q->amax_given ? (memcpy(a, (const uint32_t *)Q->sgrid + (g0), (gn) * 4), 1) : 0)
+#define NVFP4_GIVEN(a, g0, gn) ({                                                                           \
+    const uint16_t *g16 = (const uint16_t *)(Q->sgrid + (g0));                                              \
+    if (Q->amax_given)                                                                                      \
+        for (int64_t j = 0; j < (gn); j++) a[j] = (uint32_t)g16[j] << 16;                                   \
+    Q->amax_given;                                                                                          \
+})
 #else
 #define NVFP4_GIVEN(a, g0, gn) 0
 #endif
@@ -362,19 +372,23 @@ NVFP4_ROW(32, uint32_t, WIDEN32, 0, for (int64_t j = 0; j < gn; j++) {          
 #undef MAXS
 #undef NVFP4_ROW
 
-/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid
- * as float32 bits, and their max. */
+/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid,
+ * as bf16 bits in the first half of each row's slot (half the bytes of float32 bits: this pass is bound
+ * by memory), and their max as float32 bits. */
 static uint32_t T(nvfp4_amax_rows)(const quant_t *Q, int64_t r0, int64_t r1)
 {
     const int64_t N = Q->N, gn = N / 16;
-    uint32_t *g = (uint32_t *)Q->sgrid, m = 0;
+    uint16_t m = 0;
     for (int64_t r = r0; r < r1; r++) {
         const uint16_t *x = (const uint16_t *)Q->x + r * N;
-        uint32_t *a = g + r * gn;
-        for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);
+        uint16_t *a = (uint16_t *)(Q->sgrid + r * gn);
+        for (int64_t j = 0; j < gn; j += 8) {
+            const T(h8) v = T(amax8_h16v)(x + 16 * j, 16);
+            memcpy(a + j, &v, sizeof v);
+        }
         for (int64_t j = 0; j < gn; j++) m = a[j] > m ? a[j] : m;
     }
-    return m;
+    return (uint32_t)m << 16;
 }
 #undef WIDEN32
 
