@@ -308,6 +308,93 @@ def test_nvfp4_rows_ties_at_every_midpoint(tier, dtype):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_scales_near_every_e4m3_midpoint(tier, dtype):
+    """The block scale before rounding to E4M3, fp32(fp32(amax / 6) / p), computed by two multiplications
+    and redone by the divisions near a rounding midpoint: float32 block amaxes 40 ulps either side of
+    the amax that puts it on every E4M3 midpoint from 2^-6 to 448 (and on the E4M3 values), under a p
+    that is not a power of two; then the same rows in bf16 (amaxes rounded, random distances). Same
+    bytes as the reference."""
+    rng = np.random.default_rng(14)
+    scheme = get_preset("nvfp4").weight
+    tmax = np.float32(2688 * 1.37)
+    p = np.float32(tmax / np.float32(2688))
+    grid = np.exp2(np.arange(-6, 9, dtype=np.float64))[:, None] * (1 + np.arange(16) / 16)[None, :]
+    amax0 = (grid.ravel() * 6 * np.float64(p)).astype(np.float32)
+    steps = np.arange(-40, 41)
+    amax = (amax0.view(np.int32)[:, None] + steps[None, :]).view(np.float32).ravel()
+    amax = amax[amax < tmax]
+    blocks = rng.uniform(-1, 1, (amax.size, 16)).astype(np.float32) * amax[:, None]
+    blocks[:, 0] = amax
+    pad = -blocks.shape[0] % 16
+    blocks = np.concatenate([blocks, np.zeros((pad, 16), np.float32)]).reshape(-1, 256)
+    blocks[0, 0] = tmax
+    x = blocks.astype(dtype)
+    q = on(tier, lambda: quantize(x, scheme, backend="fast"))
+    assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+def _nvfp4_products_miscode(rng, want=4):
+    """(tensor amax, block amax) pairs where fp32(fp32(a * fp32(1/6)) * fp32(1/p)) rounds to another E4M3
+    code than the reference's fp32(fp32(a / 6) / p): a few ulps either side of E4M3 midpoints, random p."""
+    f = np.float32
+    mids = (np.exp2(np.arange(-6, 9.0))[:, None] * (1 + (np.arange(8) + 0.5) / 8)[None, :]).ravel()
+
+    def code(bs):
+        b = np.clip(bs, f(2**-6), f(448)).view(np.uint32).astype(np.int64)
+        return (b + 0x7FFFF + ((b >> 20) & 1)) >> 20
+
+    found = []
+    while len(found) < want:
+        tmax = f(2688 * rng.uniform(0.5, 2.0) * 2.0 ** rng.integers(-20, 20))
+        p = f(tmax / f(2688))
+        a0 = (mids * 6 * float(p)).astype(f)
+        a = (a0.view(np.int32)[:, None] + np.arange(-8, 9)[None, :]).view(f).ravel()
+        a = a[a <= tmax]
+        exact = (a / f(6)).astype(f) / p
+        products = (a * (f(1) / f(6))).astype(f) * (f(1) / p)
+        found += [(tmax, v) for v in a[code(exact) != code(products)][:1]]
+    return found
+
+
+@needs_native
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_scales_where_products_round_elsewhere(tier):
+    """Blocks whose scale the two multiplications alone would round to another E4M3 code (found by
+    search): the kernel's redo by division gives the reference's bytes."""
+    rng = np.random.default_rng(15)
+    scheme = get_preset("nvfp4").weight
+    for tmax, a in _nvfp4_products_miscode(rng):
+        x = (rng.uniform(-1, 1, (2, 256)) * a).astype(np.float32)
+        x[0, 0], x[1, 0] = tmax, a
+        q = on(tier, lambda x=x: quantize(x, scheme, backend="fast"))
+        assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+@needs_native
+@pytest.mark.parametrize("tier", TIERS)
+def test_nvfp4_cells_block_and_lane_order(tier):
+    """The cell kernels take a step's block multipliers from one vector of 8 and widen even and odd
+    elements apart (a 32-bit lane holds two bf16): every block of a 128-element step gets its own amax
+    (a swapped multiplier changes codes), and every finite bf16 magnitude sits in even and odd places of
+    blocks of every scale; same bytes as the reference."""
+    rng = np.random.default_rng(13)
+    scheme = get_preset("nvfp4").weight
+    mags = np.arange(0, 0x7F80, dtype=np.uint16)  # every finite bf16 magnitude (+0 included)
+    vals = mags.view(ml_dtypes.bfloat16).astype(np.float32)
+    rows = []
+    for shift in (0, 1):  # each value once at an even place, once at an odd one
+        v = np.roll(vals, shift)[: (vals.size // 1024) * 1024].reshape(-1, 64, 16)
+        amax = np.exp2(rng.integers(-12, 12, v.shape[:2] + (1,))).astype(np.float32)
+        v = v / np.maximum(np.abs(v).max(axis=2, keepdims=True), np.float32(1e-30)) * amax
+        rows.append((v * rng.choice([-1, 1], v.shape)).reshape(-1, 1024))
+    x = np.concatenate(rows).astype(ml_dtypes.bfloat16)
+    q = on(tier, lambda: quantize(x, scheme, backend="fast"))
+    assert_same_q(q, quantize(x, scheme, backend="reference"))
+
+
+@needs_native
 @pytest.mark.parametrize("tier", TIERS)
 def test_nvfp4_rows_two_threads_random(monkeypatch, tier):
     """Heavy-tailed bf16 rows (every binade of y, both signs) over two threads with an odd row count:

@@ -182,17 +182,15 @@ LEAN_FN(lean_div32, uint32_t, WIDEN32, /)
  * clamp(fp32(amax / max) / p, 2^-6, 448), s = p * s_blk, and the element multiplier
  * fp32(fp32(1 / p) / s_blk). Blocks are finite here (checked by the caller). The clamped value is a
  * normal E4M3 number, so under RNE its code is the rebias-and-round of the normal range alone.
- * Returns 1 where some block's amax * multiplier is not finite (the lean encoder needs it finite). */
-static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
-                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
-{
-    const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p;
-    const enc_t e4 = Q->e4m3;
-    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
-    uint32_t bad = 0;
-#define NVFP4_SCALES(CODE)                                                                                  \
-    for (int64_t j = 0; j < nb; j++) {                                                                      \
-        float bs = (u2f(a[j]) / maxv) / p;                                                                  \
+ * Under RNE the two divisions before the code are two multiplications, by fp32(1 / max) and fp32(1 / p)
+ * (about 3 ulps from the quotients; the clamp and the rounding to E4M3 are monotone and continuous in
+ * the code, so the code can differ only where the value lies within a few ulps of a rounding midpoint
+ * of E4M3); a block within NEAR ulps of one, or whose amax / max may be subnormal, is redone with the
+ * reference's divisions. Returns 1 where some block's amax * multiplier is not finite (the lean
+ * encoder needs it finite). */
+#define NVFP4_NEAR 32u
+#define NVFP4_SCALE_OUT(j, CODE)                                                                           \
+    do {                                                                                                    \
         bs = bs < 0.015625f ? 0.015625f : bs;                                                               \
         bs = bs > 448.0f ? 448.0f : bs;                                                                     \
         const uint32_t b = f2u(bs), c = CODE;                                                               \
@@ -201,12 +199,44 @@ static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a,
         sg[j] = p * sblk;                                                                                   \
         mul[j] = inv_p / sblk;                                                                              \
         bad |= (f2u(u2f(a[j]) * mul[j]) & 0x7FFFFFFFu) >= 0x7F800000u;                                      \
+    } while (0)
+static __attribute__((noinline)) int T(nvfp4_scales)(const uint32_t *restrict a, int64_t nb, const quant_t *Q,
+                                                     uint8_t *restrict code, float *restrict sg, float *restrict mul)
+{
+    const float maxv = Q->maxv, p = Q->p, inv_p = 1.0f / Q->p, inv_max = 1.0f / Q->maxv;
+    const enc_t e4 = Q->e4m3;
+    const uint32_t off = (uint32_t)e4.nrm_off - (e4.half_n - 1), S = (uint32_t)e4.S;
+    uint32_t bad = 0;
+#define RNE_CODE ((b - off + ((b >> S) & 1u)) >> S)
+    if (!e4.rne) {
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) / maxv) / p;
+            NVFP4_SCALE_OUT(j, T(encode_one)(b, e4));
+        }
+        return bad != 0;
     }
-    if (e4.rne) NVFP4_SCALES((b - off + ((b >> S) & 1u)) >> S)
-    else NVFP4_SCALES(T(encode_one)(b, e4))
-#undef NVFP4_SCALES
+    /* inv_p and inv_max normal: the products stay within a few ulps wherever amax / max is normal */
+    const uint32_t fp = f2u(inv_p) >> 23, fm = f2u(inv_max) >> 23;
+    const uint32_t mask = (1u << S) - 1u, lo = e4.half_n - NVFP4_NEAR;
+    uint32_t near = fp == 0 || fp == 255 || fm == 0 || fm == 255;
+    if (!near)
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) * inv_max) * inv_p;
+            near |= ((f2u(bs) & mask) - lo < 2u * NVFP4_NEAR) | (a[j] < 0x03800000u); /* near a midpoint; tiny amax */
+            NVFP4_SCALE_OUT(j, RNE_CODE);
+        }
+    if (near) { /* the reference's divisions where the products could round to another code (rare) */
+        bad = 0;
+        for (int64_t j = 0; j < nb; j++) {
+            float bs = (u2f(a[j]) / maxv) / p;
+            NVFP4_SCALE_OUT(j, RNE_CODE);
+        }
+    }
+#undef RNE_CODE
     return bad != 0;
 }
+#undef NVFP4_SCALE_OUT
+#undef NVFP4_NEAR
 
 /* Block amaxes of 8 blocks of bn bf16 at x (bn a multiple of 16; |x| bits as signed 16-bit lanes, the
  * vectors of a block first folded into one): three rounds of interleaving pairs of vectors and a max
@@ -233,13 +263,17 @@ typedef uint32_t T(h32) __attribute__((vector_size(64)));
     ld & 0x7FFF;                                                                                            \
 })
 #define PAIR16(k) ({ const T(h16) p0 = LOAD_ABS16(k), p1 = LOAD_ABS16(k + 1); MAXS(ILV16(p0, p1, 0), ILV16(p0, p1, 4)); })
-static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
+static inline __attribute__((always_inline)) T(h8) T(amax8_h16v)(const uint16_t *x, int64_t bn)
 {
     const T(h16) q0 = PAIR16(0), q1 = PAIR16(2), q2 = PAIR16(4), q3 = PAIR16(6);
     const T(h16) r0 = MAXS(ILV32(q0, q1, 0), ILV32(q0, q1, 4)), r1 = MAXS(ILV32(q2, q3, 0), ILV32(q2, q3, 4));
     const T(h16) s0 = MAXS(ILV64(r0, r1, 0), ILV64(r0, r1, 4));
-    const T(h8) m = MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
-                         __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15));
+    return MAXS(__builtin_shufflevector(s0, s0, 0, 1, 2, 3, 4, 5, 6, 7),
+                __builtin_shufflevector(s0, s0, 8, 9, 10, 11, 12, 13, 14, 15)); /* lane l: block l's bf16 bits */
+}
+static inline __attribute__((always_inline)) void T(amax8_h16)(const uint16_t *x, int64_t bn, uint32_t *a)
+{
+    const T(h8) m = T(amax8_h16v)(x, bn);
     for (int l = 0; l < 8; l++) a[l] = (uint32_t)(uint16_t)m[l] << 16; /* lane l: block l */
 }
 #undef ILV16
@@ -314,10 +348,16 @@ typedef uint32_t T(wide32) __attribute__((vector_size(2 * VBYTES)));
                                             __builtin_convertvector(sh, T(wide32))), V)
 #endif
 typedef uint8_t T(bytes) __attribute__((vector_size(VBYTES)));
-/* the block amaxes of a bf16 row: from the first pass where it kept them (not on the baseline tier, which
- * the aarch64 replay of recorded calls runs without that pass), else eight blocks at a time */
+/* the block amaxes of a bf16 row: from the first pass where it kept them (bf16 bits in the first half of
+ * the row's scale grid; not on the baseline tier, which the aarch64 replay of recorded calls runs
+ * without that pass), else eight blocks at a time */
 #if VBYTES > 16
-#define NVFP4_GIVEN(a, g0, gn) (Q->amax_given ? (memcpy(a, (const uint32_t *)Q->sgrid + (g0), (gn) * 4), 1) : 0)
+#define NVFP4_GIVEN(a, g0, gn) ({                                                                           \
+    const uint16_t *g16 = (const uint16_t *)(Q->sgrid + (g0));                                              \
+    if (Q->amax_given)                                                                                      \
+        for (int64_t j = 0; j < (gn); j++) a[j] = (uint32_t)g16[j] << 16;                                   \
+    Q->amax_given;                                                                                          \
+})
 #else
 #define NVFP4_GIVEN(a, g0, gn) 0
 #endif
@@ -332,19 +372,23 @@ NVFP4_ROW(32, uint32_t, WIDEN32, 0, for (int64_t j = 0; j < gn; j++) {          
 #undef MAXS
 #undef NVFP4_ROW
 
-/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid
- * as float32 bits, and their max. */
+/* NVFP4's first pass over rows [r0, r1) of bf16 (fp8_nvfp4_amax): the block amaxes into the scale grid,
+ * as bf16 bits in the first half of each row's slot (half the bytes of float32 bits: this pass is bound
+ * by memory), and their max as float32 bits. */
 static uint32_t T(nvfp4_amax_rows)(const quant_t *Q, int64_t r0, int64_t r1)
 {
     const int64_t N = Q->N, gn = N / 16;
-    uint32_t *g = (uint32_t *)Q->sgrid, m = 0;
+    uint16_t m = 0;
     for (int64_t r = r0; r < r1; r++) {
         const uint16_t *x = (const uint16_t *)Q->x + r * N;
-        uint32_t *a = g + r * gn;
-        for (int64_t j = 0; j < gn; j += 8) T(amax8_h16)(x + 16 * j, 16, a + j);
+        uint16_t *a = (uint16_t *)(Q->sgrid + r * gn);
+        for (int64_t j = 0; j < gn; j += 8) {
+            const T(h8) v = T(amax8_h16v)(x + 16 * j, 16);
+            memcpy(a + j, &v, sizeof v);
+        }
         for (int64_t j = 0; j < gn; j++) m = a[j] > m ? a[j] : m;
     }
-    return m;
+    return (uint32_t)m << 16;
 }
 #undef WIDEN32
 

@@ -105,7 +105,7 @@ typedef struct {
     int32_t cells;              /* mode 2, bf16 rows: magnitude codes by cell (nvfp4_cells.h) */
     int32_t cell_base;          /* the cell of cell_tab[0] (float32 bits >> 20, sticky last bit) */
     int16_t cell_tab[64];       /* magnitude code of cells cell_base .. cell_base + 63 */
-    int32_t amax_given;         /* mode 2, bf16: sgrid holds the block amax bits (fp8_nvfp4_amax) */
+    int32_t amax_given;         /* mode 2, bf16: sgrid holds the block amaxes (fp8_nvfp4_amax) */
 } quant_t;
 
 typedef struct {
@@ -493,8 +493,9 @@ uint32_t fp8_amax(const void *x, int32_t bf16, int64_t n, int32_t threads, int32
 }
 
 /* NVFP4's first pass (bf16, 1 x 16 blocks, N a multiple of 128): every block's amax into the scale grid
- * (as float32 bits, which the row pass reads before it writes the scale) and their max, the tensor
- * amax; rows split over threads as fp8_quant splits them, so each thread's last rows are still cached. */
+ * (as bf16 bits in the first half of the row's slot, which the row pass reads before it writes the
+ * scales) and their max, the tensor amax; rows split over threads as fp8_quant splits them, so each
+ * thread's last rows are still cached. */
 uint32_t fp8_nvfp4_amax(const quant_t *Q, int32_t threads, int32_t tier)
 {
     const tier_t *k = tier_of(tier);
