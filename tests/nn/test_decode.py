@@ -196,6 +196,15 @@ def test_screen_gives_the_full_argmax_ties_included():
 
 
 @needs_kernels
+def test_screen_is_off_where_row_subsets_are_not_exact(monkeypatch):
+    head = nn.Linear(256, 1000, bias=False).to(torch.bfloat16)
+    assert _Screen.make(head, torch.bfloat16) is not None
+    monkeypatch.setattr(_Screen, "_rows_exact", lambda self: False)
+    assert _Screen.make(head, torch.bfloat16) is None
+    assert _Screen.make(head.float(), torch.float32) is None  # float32 heads: the full lm_head
+
+
+@needs_kernels
 def test_sampling_is_seeded_and_top_k_1_is_greedy():
     m = quantize_model(_tiny(seed=4), "deepseek-v3.1")
     lean, ids = LeanDecoder(m), torch.tensor([[1, 2, 3, 4]])
