@@ -9,6 +9,7 @@ is given by wall clock and by the process's CPU time (steadier on a shared machi
 the work done).
 
     python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick] [--no-dequant]
+    python benchmarks/bench_run.py --vs-llama 5 [--tokens 32] [--threads 1]   # lean loop vs llama.cpp, interleaved
 
 llama.cpp runs in its peer venv (`python -m tests.peers.venvs llamacpp` makes it; FP8PORT_PEERS moves it);
 without it its line says why.
@@ -129,6 +130,58 @@ def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
     return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1)"}
 
 
+def vs_llama(model, ids, args) -> int:
+    """--vs-llama: rounds of one llama.cpp run and one lean-loop run; per-round ratios and medians."""
+    call = _lean_call(model, ids)
+    call(args.tokens)  # warm-up
+    rounds = []
+    for i in range(args.vs_llama):
+        lc = llama_cpp(args.tokens, 1, args.threads)
+        if "skipped" in lc:
+            print(f"llama.cpp not run: {lc['skipped']}")
+            return 1
+        ours = decode_rate([(call(1), call(args.tokens))])
+        rounds.append({"lean": ours, "llama.cpp": lc, "load_average_1min": round(os.getloadavg()[0], 2)})
+        print(
+            f"round {i}: lean {ours['decode_tokens_per_s']} tokens/s ({ours['decode_tokens_per_cpu_s']} per CPU s), "
+            f"llama.cpp {lc['decode_tokens_per_s']} ({lc['decode_tokens_per_cpu_s']})",
+            file=sys.stderr,
+        )
+
+    def med(engine, key):
+        return round(statistics.median(r[engine][key] for r in rounds), 2)
+
+    summary = {
+        "threads": args.threads,
+        "tokens": args.tokens,
+        **{
+            f"{e}_{k}": med(e, k)
+            for e in ("lean", "llama.cpp")
+            for k in ("decode_tokens_per_s", "decode_tokens_per_cpu_s")
+        },
+        "ratios_per_round": [
+            round(r["lean"]["decode_tokens_per_s"] / r["llama.cpp"]["decode_tokens_per_s"], 2) for r in rounds
+        ],
+    }
+    summary["lean_vs_llama_cpp"] = round(
+        summary["lean_decode_tokens_per_s"] / summary["llama.cpp_decode_tokens_per_s"], 2
+    )
+    summary["lean_vs_llama_cpp_cpu"] = round(
+        summary["lean_decode_tokens_per_cpu_s"] / summary["llama.cpp_decode_tokens_per_cpu_s"], 2
+    )
+    if args.json:
+        print(json.dumps({"info": describe(), "summary": summary, "rounds": rounds}, indent=1))
+        return 0
+    print(banner({**describe(), "threads": args.threads, "tokens": args.tokens, "repeat": args.vs_llama}))
+    print(
+        f"SmolLM2-135M deepseek-v3.1, lean loop vs llama.cpp Q4_1, {args.vs_llama} interleaved rounds (target 0.5x): "
+        f"{summary['lean_decode_tokens_per_s']} vs {summary['llama.cpp_decode_tokens_per_s']} tokens/s = "
+        f"x{summary['lean_vs_llama_cpp']} (per CPU second x{summary['lean_vs_llama_cpp_cpu']}); "
+        f"per round {summary['ratios_per_round']}"
+    )
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=64)
@@ -137,6 +190,14 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="8 tokens, one run, no llama.cpp (a smoke run)")
     ap.add_argument("--no-dequant", action="store_true", help="skip the (slow) dequantize-path row")
+    ap.add_argument(
+        "--vs-llama",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the fused checkpoint's lean loop against llama.cpp, one run of each per round (a shared "
+        "machine's load hits both alike)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.tokens, args.repeat = 8, 1
@@ -153,6 +214,8 @@ def main(argv=None):
     ids = tok.apply_chat_template(
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"]
+    if args.vs_llama:
+        return vs_llama(load_quantized(fp8, dtype=torch.bfloat16), ids, args)
     results = {}
     print("fused: generate and the lean loop, interleaved ...", file=sys.stderr)
     q = load_quantized(fp8, dtype=torch.bfloat16)

@@ -89,6 +89,13 @@ def test_quantized_tiny_llama_equals_generate(preset, tier):
     assert lean.screen is not None
 
 
+@needs_kernels
+def test_w8a8_model_equals_generate():
+    """w8a8 layers run as modules (activations quantized per call): no merge, the same tokens and logits."""
+    lean = _compare(quantize_model(_tiny(seed=6), "deepseek-v3.1", mode="w8a8"))
+    assert all(L.qkv is None and L.gateup is None for L in lean.layers)
+
+
 @pytest.mark.parametrize("kv_heads", [1, 4])
 def test_dense_tiny_llama_equals_generate(kv_heads):
     _compare(_tiny(kv_heads=kv_heads, seed=kv_heads))
