@@ -63,7 +63,7 @@ def run(args) -> int:
     if why:
         print(f"fp8port: the lean loop does not run this model ({why}); using transformers' generate", file=sys.stderr)
     sample = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    generate = _generator(engine, model)  # the lean loop's merged projections are made before the clock starts
+    generate, extra = _generator(engine, model)  # the lean loop's merged projections are made before the clock starts
     t1 = time.perf_counter()
     out = generate(ids, args.max_new_tokens, sample)
     gen_s = time.perf_counter() - t1
@@ -84,6 +84,7 @@ def run(args) -> int:
                 "tokens_per_second": round(rate, 2),
                 "load_seconds": round(load_s, 2),
                 "resident_bytes": resident_bytes(model),
+                "decoder_extra_bytes": extra,
             }
         )
         return 0
@@ -91,6 +92,7 @@ def run(args) -> int:
     print(
         f"{len(new)} tokens in {gen_s:.2f} s: {rate:.1f} tokens/s ({engine}); resident weights "
         f"{resident_bytes(model)['total'] / 1e6:.1f} MB"
+        + (f" (+ {extra / 1e6:.1f} MB the lean loop's lm_head screen)" if extra else "")
     )
     return 0
 
@@ -106,14 +108,14 @@ def _engine(asked: str, model, length: int) -> tuple[str, str | None]:
 
 
 def _generator(engine: str, model):
-    """generate(ids, max_new_tokens, sample) -> token ids (1, P + n) on the chosen engine; greedy where
-    sample's temperature is 0."""
+    """(generate(ids, max_new_tokens, sample) -> token ids (1, P + n) on the chosen engine, greedy where
+    sample's temperature is 0; the bytes the engine holds beyond the model's weights)."""
     if engine == "lean":
         from ..nn.decode import LeanDecoder
 
         lean = LeanDecoder(model)
-        return lambda ids, n, sample: lean.generate(ids, n, **sample)
-    return lambda ids, n, sample: _transformers(model, ids, n, sample)
+        return (lambda ids, n, sample: lean.generate(ids, n, **sample)), lean.extra_bytes()
+    return (lambda ids, n, sample: _transformers(model, ids, n, sample)), 0
 
 
 def _transformers(model, ids, max_new_tokens: int, sample: dict):

@@ -97,6 +97,10 @@ def merge(layers: list) -> FP8Linear | None:
 
     Args:
         layers: FP8Linear modules with the same scheme, K, mode and packing.
+    Bit for bit holds for the decode step's rows (float32 activations, and bf16 below fused.FOLD_ROWS /
+    AMX_ROWS): from there bf16 rows may take a route that splits the scale grid by one NVFP4 tensor scale,
+    which a merged grid of several layers lacks, so the merged and separate calls may round differently.
+
     Returns:
         The merged layer, or None where the merge would not be exact or the fused kernels do not run it.
     """
@@ -319,6 +323,13 @@ class LeanDecoder:
             self.layers.append(L)
         self._table = (0, None, None, None)
         self.screen = _Screen.make(self.lm_head, self.dtype) if screen else None
+
+    def extra_bytes(self) -> int:
+        """Bytes the decoder holds beyond the model's own weights: the lm_head screen's Q8_0 codes, scales
+        and bound (the merged projections are views of the layers' codes, so they add nothing)."""
+        if self.screen is None:
+            return 0
+        return self.screen.q.resident_bytes() + self.screen.c.numel() * self.screen.c.element_size()
 
     def _rope(self, n: int):
         """cos, sin (n, head_dim) for positions 0..n-1, from the model's rotary module (its own ops: the
