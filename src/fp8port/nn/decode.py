@@ -9,9 +9,9 @@ call, and one prepared C call per fused projection on preallocated buffers.
 Exactness: every step repeats transformers' ops in the same dtype and order (RMSNorm in float32 then the
 weight in the model dtype, `q cos + rotate_half(q) sin`, SDPA with `enable_gqa`, residual adds, SiLU),
 and the prefill calls the original projections, so greedy tokens equal `generate`'s. The decode step
-merges q/k/v and gate/up into one FP8Linear each where that is exact (`merge`): each output row of the
-fused GEMV depends on that row's codes and scales only, so the merged call gives the separate calls'
-bits (tests/nn/test_decode.py checks it).
+merges q/k/v and gate/up into one FP8Linear each where that is exact (`merge`): at the step's one row
+each output of the fused GEMV depends on its row's codes and scales only, so the merged call gives the
+separate calls' bits (tests/nn/test_decode.py checks it).
 """
 
 from __future__ import annotations
