@@ -22,6 +22,16 @@ pytestmark = pytest.mark.skipif(not gemm.available(), reason="the C kernels are 
 U = 2.0**-24
 
 
+def _layer(preset: str, n: int, k: int, factor: float = 1.0, seed: int = 0):
+    """(a random nn.Linear with its weight times factor, its FP8Linear, the dequantized weight)."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, n)
+    with torch.no_grad():
+        lin.weight.mul_(factor)
+    fl = FP8Linear.from_linear(lin, preset)
+    return lin, fl, fl.dequantized_weight()
+
+
 def _check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, what: str, roundings: int = 1):
     """y against x (float32 values) @ w.T + bias computed in float64, within the stated bound; roundings:
     bf16 roundings of the output (2 where the prefill's bf16 GEMM is followed by an output factor)."""

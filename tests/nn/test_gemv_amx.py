@@ -7,25 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from fp8port import cpu
 from fp8port.cpu import Isa, gemm
-from fp8port.nn import FP8Linear
 
-from .test_fused import _check
+from .test_fused import _check, _layer
 
 AMX = gemm.available() and Isa.AVX512 in cpu.tiers() and gemm._cpu_amx()
 pytestmark = pytest.mark.skipif(not AMX, reason="no AMX-BF16 here (or the kernel refuses the tiles)")
-
-
-def _layer(preset: str, n: int, k: int, factor: float = 1.0, seed: int = 0):
-    torch.manual_seed(seed)
-    lin = nn.Linear(k, n)
-    with torch.no_grad():
-        lin.weight.mul_(factor)
-    fl = FP8Linear.from_linear(lin, preset)
-    return lin, fl, fl.dequantized_weight()
 
 
 def _run(fl, xb, amx: bool):

@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from fp8port import cpu
 from fp8port.cpu import Isa, gemm
-from fp8port.nn import FP8Linear, fused
+from fp8port.nn import fused
 
-from .test_fused import _check
+from .test_fused import _check, _layer
 
 BF16 = gemm.available() and Isa.AVX512 in cpu.tiers() and bool(gemm._gemm_lib().fp8_gemm_bf16dot())
 pytestmark = pytest.mark.skipif(not BF16, reason="no AVX-512 BF16 here")
-
-
-def _layer(preset: str, n: int, k: int, factor: float = 1.0, seed: int = 0):
-    torch.manual_seed(seed)
-    lin = nn.Linear(k, n)
-    with torch.no_grad():
-        lin.weight.mul_(factor)
-    fl = FP8Linear.from_linear(lin, preset)
-    return lin, fl, fl.dequantized_weight()
 
 
 def _run(fl, xb, fold: bool):
