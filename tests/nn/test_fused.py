@@ -32,6 +32,22 @@ def _layer(preset: str, n: int, k: int, factor: float = 1.0, seed: int = 0):
     return lin, fl, fl.dequantized_weight()
 
 
+def _check_split_refused(preset: str, run):
+    """Scales of 2^-126 make a code's value times its scale subnormal (or zero), which AMX and vdpbf16ps
+    flush: the scale split (the AMX / folded routes' plan) is refused and run(fl, xb) stays within the
+    bound; writing the normal scales back brings the split back."""
+    lin, fl, _ = _layer(preset, 32, 256)
+    xb = torch.randn(8, 256).bfloat16()
+    keep = fl.scale_fp32.clone()
+    fl.scale_fp32.fill_(2.0**-126)
+    y = run(fl, xb)
+    assert fl.fused_weight()._amx_now()[1] == 0
+    _check(y, xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} tiny scales")
+    fl.scale_fp32.copy_(keep)
+    _check(run(fl, xb), xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} scales back")
+    assert fl.fused_weight()._amx_now()[1]
+
+
 def _check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias, what: str, roundings: int = 1):
     """y against x (float32 values) @ w.T + bias computed in float64, within the stated bound; roundings:
     bf16 roundings of the output (2 where the prefill's bf16 GEMM is followed by an output factor)."""

@@ -11,7 +11,7 @@ import torch
 from fp8port import cpu
 from fp8port.cpu import Isa, gemm
 
-from .test_fused import _check, _layer
+from .test_fused import _check, _check_split_refused, _layer
 
 AMX = gemm.available() and Isa.AVX512 in cpu.tiers() and gemm._cpu_amx()
 pytestmark = pytest.mark.skipif(not AMX, reason="no AMX-BF16 here (or the kernel refuses the tiles)")
@@ -40,16 +40,7 @@ def test_amx_within_the_bound_and_taken(preset, factor):
 def test_amx_refused_below_bf16_normals(preset):
     """Scales of 2^-126: a code's value times it is subnormal (or zero), which AMX would flush; the plan
     refuses the route and the result stays within the bound. Writing normal scales back brings it back."""
-    lin, fl, _ = _layer(preset, 32, 256)
-    xb = torch.randn(8, 256).bfloat16()
-    keep = fl.scale_fp32.clone()
-    fl.scale_fp32.fill_(2.0**-126)
-    y = _run(fl, xb, True)
-    assert fl.fused_weight()._amx_now()[1] == 0
-    _check(y, xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} tiny scales")
-    fl.scale_fp32.copy_(keep)
-    _check(_run(fl, xb, True), xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} scales back")
-    assert fl.fused_weight()._amx_now()[1]
+    _check_split_refused(preset, lambda fl, xb: _run(fl, xb, True))
 
 
 def test_amx_switch():

@@ -15,7 +15,7 @@ from fp8port import cpu
 from fp8port.cpu import Isa, gemm
 from fp8port.nn import fused
 
-from .test_fused import _check, _layer
+from .test_fused import _check, _check_split_refused, _layer
 
 BF16 = gemm.available() and Isa.AVX512 in cpu.tiers() and bool(gemm._gemm_lib().fp8_gemm_bf16dot())
 pytestmark = pytest.mark.skipif(not BF16, reason="no AVX-512 BF16 here")
@@ -53,16 +53,7 @@ def test_folded_chunks_of_k(preset):
 def test_folded_refused_below_bf16_normals(preset):
     """Scales of 2^-126: a code's value times it is subnormal (or zero), which vdpbf16ps would flush; the
     split is refused, the BF16 route runs and the result stays within the bound. Normal scales bring it back."""
-    lin, fl, _ = _layer(preset, 32, 256)
-    xb = torch.randn(8, 256).bfloat16()
-    keep = fl.scale_fp32.clone()
-    fl.scale_fp32.fill_(2.0**-126)
-    y = _run(fl, xb, True)
-    assert fl.fused_weight()._amx_now()[1] == 0
-    _check(y, xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} tiny scales")
-    fl.scale_fp32.copy_(keep)
-    _check(_run(fl, xb, True), xb.float(), fl.dequantized_weight(), lin.bias, f"{preset} scales back")
-    assert fl.fused_weight()._amx_now()[1]
+    _check_split_refused(preset, lambda fl, xb: _run(fl, xb, True))
 
 
 def test_folded_switch():
